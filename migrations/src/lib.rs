@@ -1,0 +1,15 @@
+//! Schema migrations. Written as SQL because the schema leans on Postgres features
+//! (pgvector HNSW, generated tsvector columns, partial indexes) that read best as SQL.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_backbone;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_backbone::Migration)]
+    }
+}

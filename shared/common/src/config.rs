@@ -1,0 +1,207 @@
+//! Layered configuration: built-in defaults, then an optional TOML file (`CONFIG_FILE`), then
+//! environment variables of the same name in upper case. Every field is documented in
+//! `.env.example`; binaries load it once and pass it down, libraries never read the environment.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+/// Which embedder turns text into vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddingProvider {
+    /// all-MiniLM-L6-v2 in-process with candle: no key, no network.
+    Local,
+    /// Any OpenAI-compatible `/embeddings` endpoint.
+    Openai,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Postgres connection URL (the database must have the pgvector extension available).
+    pub database_url: String,
+    /// Maximum connections in each service's Postgres pool.
+    pub db_max_connections: u32,
+    /// NATS server URL (JetStream enabled).
+    pub nats_url: String,
+    /// Prefix for every stream and subject name; empty in production, private per test.
+    pub nats_prefix: String,
+    /// How long a publish waits for the JetStream PubAck before the request fails with 503.
+    pub publish_timeout_ms: u64,
+    /// Address the gateway listens on.
+    pub bind_addr: String,
+    /// Public base URL of the gateway, printed for users and used in links.
+    pub public_url: String,
+    /// Secret for signing API tokens (HS256). Must be at least 32 bytes outside development.
+    pub secret_key: String,
+    /// Lifetime of tokens made by `ctl token`, in days.
+    pub token_ttl_days: i64,
+    /// Largest number of documents in one `POST /api/ingest/documents` request.
+    pub max_batch_documents: usize,
+    /// Largest document body, in bytes.
+    pub max_document_bytes: usize,
+    /// Largest HTTP request body, in bytes.
+    pub max_request_bytes: usize,
+    /// `local` (in-process all-MiniLM-L6-v2) or `openai` (any OpenAI-compatible endpoint).
+    pub embedding_provider: EmbeddingProvider,
+    /// Folder holding `model.safetensors`, `tokenizer.json` and `config.json` for the local model.
+    pub embedding_model_dir: String,
+    /// Vector size stored in Postgres; the provider must produce exactly this many dimensions.
+    pub embedding_dimensions: usize,
+    /// Model name sent to the OpenAI-compatible endpoint.
+    pub embedding_model: String,
+    /// Base URL of the OpenAI-compatible endpoint (OpenAI, Azure, Ollama, vLLM, llama.cpp).
+    pub openai_base_url: String,
+    /// API key for the OpenAI-compatible endpoint (may be empty for local servers).
+    pub openai_api_key: String,
+    /// Most texts embedded in one model call.
+    pub embed_batch_size: usize,
+    /// Target chunk size in model tokens.
+    pub chunk_tokens: usize,
+    /// Tokens shared by consecutive chunks.
+    pub chunk_overlap: usize,
+    /// Messages each consumer processes at once.
+    pub consumer_concurrency: usize,
+    /// First retry delay after a retryable failure; doubles each delivery up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    /// Longest retry delay.
+    pub retry_max_ms: u64,
+    /// How long a service waits for in-flight work on shutdown before giving up.
+    pub shutdown_timeout_secs: u64,
+    /// OTLP/HTTP endpoint for traces (e.g. http://localhost:4318); traces stay local when empty.
+    pub otel_exporter_otlp_endpoint: String,
+    /// `text` or `json` log lines.
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "postgres://postgres:postgres@127.0.0.1:5432/assistant".into(),
+            db_max_connections: 10,
+            nats_url: "nats://127.0.0.1:4222".into(),
+            nats_prefix: String::new(),
+            publish_timeout_ms: 5_000,
+            bind_addr: "0.0.0.0:8000".into(),
+            public_url: "http://localhost:8000".into(),
+            secret_key: "dev-only-secret-change-me-dev-only-secret".into(),
+            token_ttl_days: 30,
+            max_batch_documents: 100,
+            max_document_bytes: 256 * 1024,
+            max_request_bytes: 8 * 1024 * 1024,
+            embedding_provider: EmbeddingProvider::Local,
+            embedding_model_dir: default_model_dir(),
+            embedding_dimensions: 384,
+            embedding_model: "text-embedding-3-small".into(),
+            openai_base_url: "https://api.openai.com/v1".into(),
+            openai_api_key: String::new(),
+            embed_batch_size: 32,
+            chunk_tokens: 200,
+            chunk_overlap: 40,
+            consumer_concurrency: 16,
+            retry_base_ms: 1_000,
+            retry_max_ms: 60_000,
+            shutdown_timeout_secs: 20,
+            otel_exporter_otlp_endpoint: String::new(),
+            log_format: "text".into(),
+        }
+    }
+}
+
+fn default_model_dir() -> String {
+    // Same place scripts/setup.sh fetches the model into.
+    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+    format!("{home}/.cache/assistant/models/all-MiniLM-L6-v2")
+}
+
+impl Config {
+    /// Defaults, then `CONFIG_FILE` (TOML) when set, then environment variables.
+    pub fn load() -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Ok(path) = std::env::var("CONFIG_FILE") {
+            figment = figment.merge(Toml::file(path));
+        }
+        let keys: Vec<String> = Self::field_names().map(str::to_owned).collect();
+        figment = figment.merge(Env::raw().filter(move |k| keys.iter().any(|f| k == f.as_str())));
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn field_names() -> impl Iterator<Item = &'static str> {
+        [
+            "database_url",
+            "db_max_connections",
+            "nats_url",
+            "nats_prefix",
+            "publish_timeout_ms",
+            "bind_addr",
+            "public_url",
+            "secret_key",
+            "token_ttl_days",
+            "max_batch_documents",
+            "max_document_bytes",
+            "max_request_bytes",
+            "embedding_provider",
+            "embedding_model_dir",
+            "embedding_dimensions",
+            "embedding_model",
+            "openai_base_url",
+            "openai_api_key",
+            "embed_batch_size",
+            "chunk_tokens",
+            "chunk_overlap",
+            "consumer_concurrency",
+            "retry_base_ms",
+            "retry_max_ms",
+            "shutdown_timeout_secs",
+            "otel_exporter_otlp_endpoint",
+            "log_format",
+        ]
+        .into_iter()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                reason: reason.into(),
+            })
+        };
+        if self.secret_key.len() < 32 {
+            return invalid("SECRET_KEY", "must be at least 32 bytes");
+        }
+        if self.chunk_overlap >= self.chunk_tokens {
+            return invalid("CHUNK_OVERLAP", "must be smaller than CHUNK_TOKENS");
+        }
+        if self.consumer_concurrency == 0 || self.embed_batch_size == 0 {
+            return invalid("CONSUMER_CONCURRENCY", "must be at least 1");
+        }
+        if !self
+            .nats_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return invalid("NATS_PREFIX", "only letters, digits and _");
+        }
+        Ok(())
+    }
+
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_timeout_ms)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}

@@ -1,0 +1,326 @@
+//! The consumer runtime: the one place ack policy lives. It binds a durable pull consumer,
+//! keeps at most `concurrency` messages in flight, and for each message:
+//! - handler `Ok` → ack;
+//! - `Retry` → nak with a delay that doubles per delivery, until the last delivery, then
+//!   dead-letter and terminate;
+//! - `Poison` (or an undecodable message) → dead-letter and terminate at once.
+//!
+//! A dead letter that cannot be recorded is nak'ed instead, so nothing is dropped silently.
+//! On cancellation it stops pulling, lets running handlers finish, and naks anything that
+//! arrives afterwards.
+
+use crate::bus::Bus;
+use crate::events::Envelope;
+use crate::telemetry;
+use crate::topology::{Topology, TopologyError};
+use async_nats::HeaderMap;
+use async_nats::jetstream::{AckKind, Message};
+use futures::StreamExt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How a handler failed, which decides what happens to the message.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Might work later (database or network trouble): redeliver with backoff.
+    #[error("retryable: {0}")]
+    Retry(#[source] BoxError),
+    /// Will never work (bad data): dead-letter now.
+    #[error("poison: {0}")]
+    Poison(#[source] BoxError),
+}
+
+impl HandleError {
+    pub fn retry(e: impl Into<BoxError>) -> Self {
+        Self::Retry(e.into())
+    }
+    pub fn poison(e: impl Into<BoxError>) -> Self {
+        Self::Poison(e.into())
+    }
+}
+
+/// One decoded message, as a handler sees it.
+#[derive(Debug)]
+pub struct Delivery {
+    /// Subject without the deployment prefix.
+    pub subject: String,
+    pub envelope: Envelope,
+    /// 1 on first delivery.
+    pub delivered: i64,
+    pub stream_sequence: u64,
+}
+
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, delivery: Delivery) -> impl Future<Output = Result<(), HandleError>> + Send;
+}
+
+/// A message that will not be processed, with everything needed to requeue it.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub stream: String,
+    pub consumer: String,
+    /// Subject without the deployment prefix.
+    pub subject: String,
+    pub stream_sequence: u64,
+    pub deliveries: i64,
+    pub headers: Vec<(String, String)>,
+    pub payload: Vec<u8>,
+    pub error: String,
+}
+
+pub trait DeadLetterSink: Send + Sync + 'static {
+    fn record(&self, letter: DeadLetter) -> impl Future<Output = Result<(), BoxError>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    pub concurrency: usize,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// How long one pull request waits for messages; also bounds shutdown latency.
+    pub fetch_expiry: Duration,
+}
+
+impl ConsumerOptions {
+    pub fn from_config(config: &crate::Config) -> Self {
+        Self {
+            concurrency: config.consumer_concurrency,
+            retry_base: Duration::from_millis(config.retry_base_ms),
+            retry_max: Duration::from_millis(config.retry_max_ms),
+            fetch_expiry: Duration::from_secs(2),
+        }
+    }
+
+    /// Delay before redelivery after the `delivered`-th attempt failed.
+    pub fn retry_delay(&self, delivered: i64) -> Duration {
+        let exp = (delivered.max(1) - 1).min(20) as u32;
+        self.retry_base
+            .saturating_mul(2u32.saturating_pow(exp))
+            .min(self.retry_max)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+}
+
+struct Shared<H, D> {
+    handler: H,
+    sink: D,
+    durable: String,
+    max_deliver: i64,
+    options: ConsumerOptions,
+    bus: Bus,
+}
+
+/// Runs `handler` on the durable consumer `durable` until `cancel` fires.
+pub async fn run<H: Handler, D: DeadLetterSink>(
+    bus: Bus,
+    topology: &Topology,
+    durable: &str,
+    handler: H,
+    sink: D,
+    options: ConsumerOptions,
+    cancel: CancellationToken,
+) -> Result<(), RuntimeError> {
+    let def = topology.consumer(durable)?;
+    let consumer = topology.apply_consumer(&bus.js, &bus.ns, def).await?;
+    let shared = Arc::new(Shared {
+        handler,
+        sink,
+        durable: durable.to_owned(),
+        max_deliver: def.max_deliver,
+        options: options.clone(),
+        bus,
+    });
+    let permits = Arc::new(Semaphore::new(options.concurrency));
+    let mut tasks = JoinSet::new();
+    tracing::info!(consumer = durable, "consuming");
+
+    'pull: while !cancel.is_cancelled() {
+        let first = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
+            _ = cancel.cancelled() => break,
+        };
+        let mut held = vec![first];
+        while let Ok(p) = permits.clone().try_acquire_owned() {
+            held.push(p);
+        }
+        let batch = consumer
+            .batch()
+            .max_messages(held.len())
+            .expires(options.fetch_expiry)
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(consumer = durable, error = %e, "pull request failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = cancel.cancelled() => break,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                m = batch.next() => m,
+                _ = cancel.cancelled() => {
+                    // Stop taking work: what the server still sends for this pull goes back.
+                    while let Some(Ok(msg)) = batch.next().await {
+                        let _ = msg.ack_with(AckKind::Nak(None)).await;
+                    }
+                    break 'pull;
+                }
+            };
+            match next {
+                None => break,
+                Some(Ok(msg)) => {
+                    let permit = held.pop().expect("a pull never returns more than asked");
+                    tasks.spawn(process(shared.clone(), msg, permit));
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(consumer = durable, error = %e, "pull ended");
+                    break;
+                }
+            }
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    // Let running handlers finish; the caller bounds this with its shutdown timeout.
+    while tasks.join_next().await.is_some() {}
+    tracing::info!(consumer = durable, "stopped");
+    Ok(())
+}
+
+fn header_pairs(headers: Option<&HeaderMap>) -> Vec<(String, String)> {
+    headers
+        .map(|h| {
+            h.iter()
+                .flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn process<H: Handler, D: DeadLetterSink>(
+    shared: Arc<Shared<H, D>>,
+    msg: Message,
+    _permit: OwnedSemaphorePermit,
+) {
+    let (stream, stream_sequence, delivered) = match msg.info() {
+        Ok(i) => (i.stream.to_owned(), i.stream_sequence, i.delivered),
+        Err(_) => (String::new(), 0, 1),
+    };
+    let subject = shared.bus.ns.strip(msg.subject.as_str()).to_owned();
+    let span = tracing::info_span!(
+        "consume",
+        consumer = %shared.durable,
+        subject = %subject,
+        delivered,
+        stream.seq = stream_sequence
+    );
+    telemetry::set_parent(&span, msg.headers.as_ref());
+    let started = Instant::now();
+
+    let result = match Envelope::from_slice(&msg.payload) {
+        Ok(envelope) => {
+            let delivery = Delivery {
+                subject: subject.clone(),
+                envelope,
+                delivered,
+                stream_sequence,
+            };
+            shared
+                .handler
+                .handle(delivery)
+                .instrument(span.clone())
+                .await
+        }
+        Err(e) => Err(HandleError::poison(e)),
+    };
+    metrics::histogram!("consumer_handle_seconds", "consumer" => shared.durable.clone())
+        .record(started.elapsed());
+
+    let _enter = span.enter();
+    let outcome = match result {
+        Ok(()) => match msg.double_ack().await {
+            Ok(()) => "ack",
+            Err(e) => {
+                tracing::warn!(error = %e, "ack not confirmed; the message may be redelivered");
+                "ack"
+            }
+        },
+        Err(HandleError::Retry(e)) if delivered < shared.max_deliver => {
+            let delay = shared.options.retry_delay(delivered);
+            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "handler failed; will retry");
+            let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+            "retry"
+        }
+        Err(e) => {
+            let letter = DeadLetter {
+                stream,
+                consumer: shared.durable.clone(),
+                subject,
+                stream_sequence,
+                deliveries: delivered,
+                headers: header_pairs(msg.headers.as_ref()),
+                payload: msg.payload.to_vec(),
+                error: error_chain(&e),
+            };
+            match shared.sink.record(letter).await {
+                Ok(()) => {
+                    tracing::error!(error = %e, "message dead-lettered");
+                    let _ = msg.ack_with(AckKind::Term).await;
+                    "dead"
+                }
+                Err(sink_err) => {
+                    tracing::error!(error = %e, sink_error = %sink_err, "could not record dead letter; will retry");
+                    let delay = shared.options.retry_delay(delivered);
+                    let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+                    "retry"
+                }
+            }
+        }
+    };
+    metrics::counter!("consumer_messages_total", "consumer" => shared.durable.clone(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// The error and its sources, one per line, for operators reading a dead letter.
+fn error_chain(e: &HandleError) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e).and_then(|s| s.source());
+    while let Some(s) = source {
+        text.push_str("\ncaused by: ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_doubles_and_caps() {
+        let o = ConsumerOptions {
+            concurrency: 1,
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_millis(500),
+            fetch_expiry: Duration::from_secs(1),
+        };
+        let delays: Vec<u128> = (1..=5).map(|d| o.retry_delay(d).as_millis()).collect();
+        assert_eq!(delays, vec![100, 200, 400, 500, 500]);
+    }
+}

@@ -1,0 +1,220 @@
+//! The versioned event envelope carried by every JetStream message, and the subjects each
+//! event is published on. Subjects carry the user, so one tenant can be replayed alone.
+
+use crate::ids::{DocumentId, Kind, Source, UserId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// Current envelope version; consumers reject versions they do not know.
+pub const ENVELOPE_VERSION: u16 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Envelope schema version.
+    pub v: u16,
+    /// Unique id of this event.
+    pub id: Uuid,
+    pub user_id: UserId,
+    /// When the event was created.
+    pub at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+impl Envelope {
+    pub fn new(user_id: UserId, event: Event) -> Self {
+        Self {
+            v: ENVELOPE_VERSION,
+            id: Uuid::new_v4(),
+            user_id,
+            at: Utc::now(),
+            event,
+        }
+    }
+
+    /// The subject, without the deployment prefix, that this event is published on.
+    pub fn subject(&self) -> String {
+        let user = self.user_id;
+        match &self.event {
+            Event::DocumentSubmitted(_) => format!("ingest.{user}.documents"),
+            Event::WebhookReceived(w) => format!("webhooks.{user}.{}", w.source),
+            Event::DocUpserted(d) => format!("events.{user}.{}.doc.upserted", d.source),
+        }
+    }
+
+    /// The `Nats-Msg-Id` for this event: stable across redeliveries of the same content, so
+    /// JetStream drops duplicates inside its window.
+    pub fn dedup_key(&self) -> String {
+        match &self.event {
+            Event::DocumentSubmitted(d) => format!(
+                "doc:{}",
+                short_hash(&[
+                    self.user_id.to_string().as_str(),
+                    d.source.as_str(),
+                    &d.external_id,
+                    &d.content_hash(),
+                ])
+            ),
+            Event::WebhookReceived(w) => format!(
+                "wh:{}",
+                short_hash(&[
+                    self.user_id.to_string().as_str(),
+                    w.source.as_str(),
+                    &w.webhook_id
+                ])
+            ),
+            Event::DocUpserted(d) => format!("upserted:{}:{}", d.document_id, d.content_hash),
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an envelope always serializes")
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        let envelope: Envelope = serde_json::from_slice(bytes)?;
+        if envelope.v != ENVELOPE_VERSION {
+            return Err(EnvelopeError::Version(envelope.v));
+        }
+        Ok(envelope)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("malformed event: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("unknown envelope version {0}")]
+    Version(u16),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Event {
+    /// A document handed to the API, to be stored and indexed.
+    #[serde(rename = "document.submitted")]
+    DocumentSubmitted(DocumentInput),
+    /// A verified webhook delivery, to be normalized by ingest.
+    #[serde(rename = "webhook.received")]
+    WebhookReceived(WebhookReceived),
+    /// A document was created or its content changed in Postgres.
+    #[serde(rename = "doc.upserted")]
+    DocUpserted(DocUpserted),
+}
+
+/// One document as clients submit it. Validated by the gateway before it is published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocumentInput {
+    pub source: Source,
+    pub kind: Kind,
+    pub external_id: String,
+    pub title: String,
+    pub body: String,
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+impl DocumentInput {
+    /// Hash of everything that, when changed, should re-index the document.
+    pub fn content_hash(&self) -> String {
+        let metadata = self.metadata.to_string();
+        let occurred = self.occurred_at.map(|t| t.to_rfc3339()).unwrap_or_default();
+        short_hash(&[
+            self.kind.as_str(),
+            &self.title,
+            &self.body,
+            &metadata,
+            &occurred,
+        ])
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookReceived {
+    pub source: Source,
+    /// The sender's delivery id (`webhook-id`), the dedup key.
+    pub webhook_id: String,
+    pub received_at: DateTime<Utc>,
+    pub payload: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocUpserted {
+    pub document_id: DocumentId,
+    pub source: Source,
+    pub kind: Kind,
+    pub content_hash: String,
+    /// `true` when the document did not exist before.
+    pub created: bool,
+}
+
+/// Hex SHA-256 of the parts, each length-prefixed so `("ab","c")` and `("a","bc")` differ.
+pub fn short_hash(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc() -> DocumentInput {
+        DocumentInput {
+            source: Source::parse("gmail").unwrap(),
+            kind: Source::parse("email").unwrap(),
+            external_id: "msg-1".into(),
+            title: "Quarterly review".into(),
+            body: "Let's meet Tuesday.".into(),
+            metadata: serde_json::json!({"from": "client@example.com"}),
+            occurred_at: None,
+        }
+    }
+
+    #[test]
+    fn envelope_round_trips_with_type_tag() {
+        let user = UserId(Uuid::nil());
+        let mut envelope = Envelope::new(user, Event::DocumentSubmitted(doc()));
+        envelope.id = Uuid::nil();
+        envelope.at = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+            .unwrap()
+            .into();
+        insta::assert_json_snapshot!(envelope);
+        let back = Envelope::from_slice(&envelope.to_bytes()).unwrap();
+        assert_eq!(back, envelope);
+        assert_eq!(
+            envelope.subject(),
+            "ingest.00000000-0000-0000-0000-000000000000.documents"
+        );
+    }
+
+    #[test]
+    fn dedup_key_follows_content() {
+        let user = UserId(Uuid::nil());
+        let a = Envelope::new(user, Event::DocumentSubmitted(doc()));
+        let b = Envelope::new(user, Event::DocumentSubmitted(doc()));
+        assert_eq!(a.dedup_key(), b.dedup_key(), "same content, same key");
+        let mut changed = doc();
+        changed.body.push('!');
+        let c = Envelope::new(user, Event::DocumentSubmitted(changed));
+        assert_ne!(a.dedup_key(), c.dedup_key());
+    }
+
+    #[test]
+    fn unknown_version_is_rejected() {
+        let mut value = serde_json::to_value(Envelope::new(
+            UserId(Uuid::nil()),
+            Event::DocumentSubmitted(doc()),
+        ))
+        .unwrap();
+        value["v"] = 99.into();
+        let err = Envelope::from_slice(value.to_string().as_bytes()).unwrap_err();
+        assert!(matches!(err, EnvelopeError::Version(99)));
+    }
+}

@@ -1,0 +1,17 @@
+//! What every service shares: configuration, ids, the event envelope and its subjects, the
+//! JetStream topology, the publish helper, the consumer runtime, telemetry and tokens.
+
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod consumer;
+pub mod events;
+pub mod ids;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topology;
+
+pub use bus::{Bus, BusError};
+pub use config::Config;
+pub use events::{Envelope, Event};
+pub use ids::{DocumentId, UserId};

@@ -1,0 +1,40 @@
+//! Graceful shutdown: one CancellationToken cancelled on SIGINT or SIGTERM, a TaskTracker for
+//! the work that must finish, and a bounded wait for it.
+
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Cancels `token` on the first SIGINT or SIGTERM.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+        tracing::info!("shutdown requested");
+        token.cancel();
+    });
+}
+
+/// Waits for tracked work after `tracker.close()`; `false` if it did not finish in time.
+pub async fn drain(tracker: &TaskTracker, timeout: Duration) -> bool {
+    tracker.close();
+    let done = tokio::time::timeout(timeout, tracker.wait()).await.is_ok();
+    if !done {
+        tracing::warn!(timeout_secs = timeout.as_secs(), "shutdown timed out with work in flight");
+    }
+    done
+}

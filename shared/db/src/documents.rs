@@ -1,0 +1,67 @@
+//! Documents: one row per user + source + external id. Upserting unchanged content is a
+//! no-op; the `indexed_hash` column says whether the current content has been embedded.
+
+use crate::Result;
+use crate::entities::document;
+use common::events::DocumentInput;
+use common::{DocumentId, UserId};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, Statement};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upserted {
+    Created,
+    Updated,
+    /// Same content as stored; `indexed` tells whether its chunks are in place.
+    Unchanged { indexed: bool },
+}
+
+pub async fn upsert(
+    db: &DatabaseConnection,
+    user: UserId,
+    input: &DocumentInput,
+) -> Result<(DocumentId, String, Upserted)> {
+    let id = DocumentId::derive(user, &input.source, &input.external_id);
+    let hash = input.content_hash();
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO documents
+                 (id, user_id, source, kind, external_id, title, body, metadata, occurred_at, content_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (user_id, source, external_id) DO UPDATE SET
+                 kind = EXCLUDED.kind, title = EXCLUDED.title, body = EXCLUDED.body,
+                 metadata = EXCLUDED.metadata, occurred_at = EXCLUDED.occurred_at,
+                 content_hash = EXCLUDED.content_hash, updated_at = now()
+             WHERE documents.content_hash IS DISTINCT FROM EXCLUDED.content_hash
+             RETURNING (xmax = 0) AS created",
+            [
+                id.0.into(),
+                user.0.into(),
+                input.source.as_str().into(),
+                input.kind.as_str().into(),
+                input.external_id.clone().into(),
+                input.title.clone().into(),
+                input.body.clone().into(),
+                input.metadata.clone().into(),
+                input.occurred_at.map(|t| t.fixed_offset()).into(),
+                hash.clone().into(),
+            ],
+        ))
+        .await?;
+    let outcome = match row {
+        Some(r) if r.try_get::<bool>("", "created")? => Upserted::Created,
+        Some(_) => Upserted::Updated,
+        None => {
+            let indexed = document::Entity::find_by_id(id.0)
+                .one(db)
+                .await?
+                .is_some_and(|d| d.indexed_hash.as_deref() == Some(hash.as_str()));
+            Upserted::Unchanged { indexed }
+        }
+    };
+    Ok((id, hash, outcome))
+}
+
+pub async fn get(db: &DatabaseConnection, id: DocumentId) -> Result<Option<document::Model>> {
+    Ok(document::Entity::find_by_id(id.0).one(db).await?)
+}
