@@ -1,0 +1,163 @@
+//! embedding: indexes changed documents (chunk, embed in batches, replace the document's
+//! chunks in one transaction) and answers query-embedding requests for the gateway's search
+//! over core NATS request/reply, so only this service holds the model in memory.
+
+use common::bus::Bus;
+use common::config::EmbeddingProvider;
+use common::consumer::{self, ConsumerOptions, Delivery, HandleError, Handler};
+use common::events::{EMBED_QUERY_SUBJECT, EmbedQuery, EmbedQueryReply, Event};
+use common::{Config, DocumentId};
+use db::DatabaseConnection;
+use db::chunks::{self, NewChunk, Replaced};
+use db::dead_letters::PgDeadLetters;
+use embed::{Batcher, Chunker, Embedder, LocalModel, OpenAiEmbedder};
+use futures::StreamExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Queue group, so that several embedding services share query load.
+const QUERY_GROUP: &str = "embedding";
+
+/// Builds the configured embedder and checks it fits the index.
+pub fn embedder(config: &Config) -> anyhow::Result<Embedder> {
+    let embedder = match config.embedding_provider {
+        EmbeddingProvider::Local => {
+            Embedder::Local(Arc::new(LocalModel::load(Path::new(&config.embedding_model_dir))?))
+        }
+        EmbeddingProvider::Openai => Embedder::OpenAi(Arc::new(OpenAiEmbedder::new(
+            &config.openai_base_url,
+            &config.openai_api_key,
+            &config.embedding_model,
+            config.embedding_dimensions,
+        ))),
+    };
+    anyhow::ensure!(
+        embedder.dimensions() == config.embedding_dimensions,
+        "the embedder makes {}-dimensional vectors but EMBEDDING_DIMENSIONS is {}",
+        embedder.dimensions(),
+        config.embedding_dimensions
+    );
+    Ok(embedder)
+}
+
+pub fn chunker(config: &Config) -> Chunker {
+    Chunker::from_model_dir(
+        Path::new(&config.embedding_model_dir),
+        config.chunk_tokens,
+        config.chunk_overlap,
+    )
+    .unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "no tokenizer; chunking by words");
+        Chunker::words(config.chunk_tokens, config.chunk_overlap)
+    })
+}
+
+#[derive(Clone)]
+pub struct Indexer {
+    pub db: DatabaseConnection,
+    pub batcher: Batcher,
+    pub chunker: Arc<Chunker>,
+}
+
+impl Indexer {
+    /// Indexes the document's current content if it is still `content_hash` and not yet indexed.
+    pub async fn index(&self, id: DocumentId, content_hash: &str) -> Result<Replaced, HandleError> {
+        let doc = match db::documents::get(&self.db, id).await.map_err(ingest_like_failure)? {
+            Some(d) => d,
+            None => return Ok(Replaced::Stale),
+        };
+        if doc.content_hash != content_hash {
+            return Ok(Replaced::Stale);
+        }
+        if doc.indexed_hash.as_deref() == Some(content_hash) {
+            return Ok(Replaced::AlreadyIndexed);
+        }
+        let mut pieces = self.chunker.split(&doc.body);
+        if pieces.is_empty() {
+            pieces.push(String::new());
+        }
+        // The title goes with every piece: it is what a chunk is about.
+        let texts = pieces
+            .iter()
+            .map(|p| format!("{}\n{}", doc.title, p).trim().to_owned())
+            .collect();
+        let vectors = self.batcher.embed_many(texts).await.map_err(HandleError::retry)?;
+        let new: Vec<NewChunk> = pieces
+            .into_iter()
+            .zip(vectors)
+            .map(|(content, embedding)| NewChunk { content, embedding })
+            .collect();
+        let outcome = chunks::replace(&self.db, id, content_hash, new)
+            .await
+            .map_err(ingest_like_failure)?;
+        tracing::debug!(document.id = %id, ?outcome, "indexed");
+        Ok(outcome)
+    }
+}
+
+fn ingest_like_failure(e: db::DbError) -> HandleError {
+    if e.is_retryable() { HandleError::retry(e) } else { HandleError::poison(e) }
+}
+
+impl Handler for Indexer {
+    async fn handle(&self, delivery: Delivery) -> Result<(), HandleError> {
+        match delivery.envelope.event {
+            Event::DocUpserted(e) => self.index(e.document_id, &e.content_hash).await.map(|_| ()),
+            _ => Err(HandleError::poison("embedding only handles doc.upserted")),
+        }
+    }
+}
+
+/// Answers query-embedding requests until `cancel` fires.
+pub async fn serve_queries(bus: Bus, batcher: Batcher, cancel: CancellationToken) -> anyhow::Result<()> {
+    let mut requests = bus
+        .client
+        .queue_subscribe(bus.ns.subject(EMBED_QUERY_SUBJECT), QUERY_GROUP.to_owned())
+        .await?;
+    loop {
+        let msg = tokio::select! {
+            m = requests.next() => match m { Some(m) => m, None => break },
+            _ = cancel.cancelled() => break,
+        };
+        let (bus, batcher) = (bus.clone(), batcher.clone());
+        tokio::spawn(async move {
+            let Some(reply_to) = msg.reply else { return };
+            let reply = match serde_json::from_slice::<EmbedQuery>(&msg.payload) {
+                Ok(q) => match batcher.embed_one(q.text).await {
+                    Ok(v) => EmbedQueryReply { vector: Some(v), error: None },
+                    Err(e) => EmbedQueryReply { vector: None, error: Some(e.to_string()) },
+                },
+                Err(e) => EmbedQueryReply { vector: None, error: Some(format!("bad request: {e}")) },
+            };
+            let body = serde_json::to_vec(&reply).expect("reply serializes");
+            let _ = bus.client.publish(reply_to, body.into()).await;
+        });
+    }
+    let _ = requests.unsubscribe().await;
+    Ok(())
+}
+
+/// Runs the indexing consumer and the query responder until `cancel` fires.
+pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    let embedder = embedder(&config)?;
+    let db = db::connect(&config.database_url, config.db_max_connections).await?;
+    let bus = Bus::connect(&config.nats_url, &config.nats_prefix, config.publish_timeout()).await?;
+    let topology = bus.apply_topology().await?;
+    let batcher = Batcher::spawn(embedder, config.embed_batch_size, Duration::from_millis(2));
+    let indexer = Indexer { db: db.clone(), batcher: batcher.clone(), chunker: Arc::new(chunker(&config)) };
+    let queries = tokio::spawn(serve_queries(bus.clone(), batcher, cancel.clone()));
+    consumer::run(
+        bus,
+        &topology,
+        "embedding",
+        indexer,
+        PgDeadLetters(db),
+        ConsumerOptions::from_config(&config),
+        cancel,
+    )
+    .await?;
+    queries.await??;
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! gateway: the thin HTTP edge. It authenticates, validates, verifies webhook signatures,
+//! publishes to JetStream and answers only after the PubAck; it reads Postgres for queries
+//! but does no slow work itself.
+
+pub mod auth;
+pub mod error;
+pub mod ingest;
+pub mod ops;
+pub mod search;
+pub mod webhooks;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use common::auth::Tokens;
+use common::bus::Bus;
+use common::intake::Limits;
+use common::Config;
+use db::DatabaseConnection;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_scalar::{Scalar, Servable};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub bus: Bus,
+    pub tokens: Tokens,
+    pub config: Arc<Config>,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_batch: self.config.max_batch_documents,
+            max_body_bytes: self.config.max_document_bytes,
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Assistant backend API",
+        description = "Ingest documents and webhooks into the event backbone and search them (hybrid vector + full text)."
+    ),
+    paths(
+        ingest::ingest_documents,
+        webhooks::generic_webhook,
+        search::search_get,
+        search::search_post,
+        ops::health,
+        ops::ready,
+        ops::metrics,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "ingest", description = "Documents into the index"),
+        (name = "webhooks", description = "Signed deliveries from other systems"),
+        (name = "search", description = "Hybrid search over your own data"),
+        (name = "ops", description = "Health, readiness, metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The process-wide Prometheus recorder (installed once, however many gateways a test boots).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+async fn record_http(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed());
+    response
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.max_request_bytes;
+    Router::new()
+        .merge(ingest::router())
+        .merge(webhooks::router())
+        .merge(search::router())
+        .merge(ops::router())
+        .route(
+            "/openapi.json",
+            axum::routing::get(|| async { axum::Json(ApiDoc::openapi()) }),
+        )
+        .merge(Scalar::with_url("/docs", ApiDoc::openapi()))
+        .layer(middleware::from_fn(record_http))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Connects to Postgres and NATS and builds the gateway's state.
+pub async fn state(config: Config) -> anyhow::Result<AppState> {
+    let db = db::connect(&config.database_url, config.db_max_connections).await?;
+    let bus = Bus::connect(&config.nats_url, &config.nats_prefix, config.publish_timeout()).await?;
+    if let Err(e) = bus.apply_topology().await {
+        // Not fatal: /ready reports it and publishes fail with 503 until NATS is back.
+        tracing::warn!(error = %e, "could not apply the stream topology yet");
+    }
+    Ok(AppState {
+        db,
+        bus,
+        tokens: Tokens::new(&config.secret_key),
+        config: Arc::new(config),
+        metrics: metrics_handle(),
+    })
+}
+
+/// Serves on `listener` until `cancel` fires, then drains in-flight requests.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await?;
+    Ok(())
+}
+
+pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&config.bind_addr).await?;
+    let state = state(config).await?;
+    serve(state, listener, cancel).await
+}

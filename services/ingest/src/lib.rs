@@ -1,0 +1,109 @@
+//! ingest: turns submitted documents and verified webhooks into documents in Postgres and
+//! announces each change as a `doc.upserted` domain event.
+
+mod normalize;
+
+use common::bus::Bus;
+use common::consumer::{self, ConsumerOptions, Delivery, HandleError, Handler};
+use common::events::{DocUpserted, DocumentInput, Envelope, Event};
+use common::{Config, UserId};
+use db::DatabaseConnection;
+use db::dead_letters::PgDeadLetters;
+use db::documents::{self, Upserted};
+use tokio_util::sync::CancellationToken;
+
+pub use normalize::webhook_to_document;
+
+/// Maps a database failure to retry (transient) or poison (the data can never be stored).
+pub fn db_failure(e: db::DbError) -> HandleError {
+    if e.is_retryable() {
+        HandleError::retry(e)
+    } else {
+        HandleError::poison(e)
+    }
+}
+
+/// Stores one document and, when it changed or is not indexed yet, publishes `doc.upserted`.
+/// Idempotent: a redelivery finds the same content and publishes (deduplicated) at most again.
+pub async fn ingest_document(
+    db: &DatabaseConnection,
+    bus: &Bus,
+    user: UserId,
+    input: &DocumentInput,
+) -> Result<Upserted, HandleError> {
+    let (id, hash, outcome) = documents::upsert(db, user, input).await.map_err(db_failure)?;
+    let announce = match outcome {
+        Upserted::Created | Upserted::Updated => true,
+        // Stored before but not indexed: the earlier attempt may have died before publishing.
+        Upserted::Unchanged { indexed } => !indexed,
+    };
+    if announce {
+        let event = Envelope::new(
+            user,
+            Event::DocUpserted(DocUpserted {
+                document_id: id,
+                source: input.source.clone(),
+                kind: input.kind.clone(),
+                content_hash: hash,
+                created: outcome == Upserted::Created,
+            }),
+        );
+        bus.publish(&event).await.map_err(HandleError::retry)?;
+    }
+    tracing::debug!(document.id = %id, ?outcome, "document stored");
+    Ok(outcome)
+}
+
+#[derive(Clone)]
+pub struct Ingest {
+    pub db: DatabaseConnection,
+    pub bus: Bus,
+}
+
+impl Handler for Ingest {
+    async fn handle(&self, delivery: Delivery) -> Result<(), HandleError> {
+        let Envelope { user_id, event, .. } = delivery.envelope;
+        let doc = match event {
+            Event::DocumentSubmitted(doc) => doc,
+            Event::WebhookReceived(hook) => webhook_to_document(&hook),
+            other => {
+                return Err(HandleError::poison(format!(
+                    "ingest does not handle {}",
+                    serde_json::to_value(&other).map(|v| v["type"].to_string()).unwrap_or_default()
+                )));
+            }
+        };
+        ingest_document(&self.db, &self.bus, user_id, &doc).await.map(|_| ())
+    }
+}
+
+/// Runs both ingest consumers until `cancel` fires.
+pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
+    let db = db::connect(&config.database_url, config.db_max_connections).await?;
+    let bus = Bus::connect(&config.nats_url, &config.nats_prefix, config.publish_timeout()).await?;
+    let topology = bus.apply_topology().await?;
+    let ingest = Ingest { db: db.clone(), bus: bus.clone() };
+    let options = ConsumerOptions::from_config(&config);
+    let documents = consumer::run(
+        bus.clone(),
+        &topology,
+        "ingest-documents",
+        ingest.clone(),
+        PgDeadLetters(db.clone()),
+        options.clone(),
+        cancel.clone(),
+    );
+    let webhooks = consumer::run(
+        bus.clone(),
+        &topology,
+        "ingest-webhooks",
+        ingest,
+        PgDeadLetters(db),
+        options,
+        cancel,
+    );
+    let (a, b) = tokio::join!(documents, webhooks);
+    a?;
+    b?;
+    Ok(())
+}

@@ -151,6 +151,21 @@ pub struct DocUpserted {
     pub created: bool,
 }
 
+/// Core NATS subject (under the deployment prefix) where the embedding service answers
+/// query-embedding requests, so only that service holds the model in memory.
+pub const EMBED_QUERY_SUBJECT: &str = "embed.query";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmbedQuery {
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmbedQueryReply {
+    pub vector: Option<Vec<f32>>,
+    pub error: Option<String>,
+}
+
 /// Hex SHA-256 of the parts, each length-prefixed so `("ab","c")` and `("a","bc")` differ.
 pub fn short_hash(parts: &[&str]) -> String {
     let mut hasher = Sha256::new();

@@ -7,7 +7,9 @@ pub mod config;
 pub mod consumer;
 pub mod events;
 pub mod ids;
+pub mod intake;
 pub mod shutdown;
+pub mod status;
 pub mod telemetry;
 pub mod topology;
 

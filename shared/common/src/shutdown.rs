@@ -38,3 +38,22 @@ pub async fn drain(tracker: &TaskTracker, timeout: Duration) -> bool {
     }
     done
 }
+
+/// Runs `work` to completion, but once `cancel` fires gives it at most `timeout` more;
+/// `None` when it had to be abandoned.
+pub async fn bounded<T>(
+    work: impl std::future::Future<Output = T>,
+    cancel: &CancellationToken,
+    timeout: Duration,
+) -> Option<T> {
+    tokio::pin!(work);
+    tokio::select! {
+        out = &mut work => return Some(out),
+        _ = cancel.cancelled() => {}
+    }
+    let out = tokio::time::timeout(timeout, work).await.ok();
+    if out.is_none() {
+        tracing::warn!(timeout_secs = timeout.as_secs(), "shutdown timed out with work in flight");
+    }
+    out
+}

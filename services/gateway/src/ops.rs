@@ -1,0 +1,97 @@
+//! Operations endpoints: liveness, readiness, Prometheus metrics.
+
+use crate::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use std::fmt::Write;
+use utoipa::ToSchema;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    pub status: &'static str,
+    pub postgres: bool,
+    /// Connected and every declared stream exists.
+    pub nats: bool,
+}
+
+#[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "ops",
+    responses(
+        (status = 200, description = "Postgres, NATS and the streams are there", body = Readiness),
+        (status = 503, description = "Something is missing", body = Readiness),
+    )
+)]
+pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let (postgres, nats) = tokio::join!(db::ping(&state.db), state.bus.streams_ready());
+    let ok = postgres && nats;
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = Readiness { status: if ok { "ready" } else { "not_ready" }, postgres, nats };
+    (status, Json(body))
+}
+
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
+)]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut text = state.metrics.render();
+    let streams = common::status::read(&state.bus).await;
+    let gauges = [
+        ("consumer_delivered", "Stream sequence delivered so far"),
+        ("consumer_ack_floor", "Stream sequence acknowledged in order so far"),
+        ("consumer_pending", "Messages not yet delivered (lag)"),
+        ("consumer_ack_pending", "Messages delivered and not yet acknowledged"),
+        ("consumer_redelivered", "Messages delivered more than once"),
+    ];
+    for (name, help) in gauges {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for s in &streams {
+            for c in &s.consumers {
+                let value = match name {
+                    "consumer_delivered" => c.delivered as f64,
+                    "consumer_ack_floor" => c.ack_floor as f64,
+                    "consumer_pending" => c.pending as f64,
+                    "consumer_ack_pending" => c.ack_pending as f64,
+                    _ => c.redelivered as f64,
+                };
+                let _ = writeln!(text, "{name}{{stream=\"{}\",consumer=\"{}\"}} {value}", s.name, c.name);
+            }
+        }
+    }
+    let _ = writeln!(text, "# HELP stream_messages Messages stored in the stream\n# TYPE stream_messages gauge");
+    for s in &streams {
+        let _ = writeln!(text, "stream_messages{{stream=\"{}\"}} {}", s.name, s.messages);
+    }
+    if let Ok(counts) = db::dead_letters::open_counts(&state.db).await {
+        let _ = writeln!(text, "# HELP dead_letters_open Dead letters not yet requeued\n# TYPE dead_letters_open gauge");
+        for (consumer, n) in counts {
+            let _ = writeln!(text, "dead_letters_open{{consumer=\"{consumer}\"}} {n}");
+        }
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
