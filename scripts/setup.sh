@@ -133,7 +133,9 @@ ensure_rust() {
 
 ensure_build_deps() {
   command -v cc >/dev/null || apt_install build-essential
+  command -v c++ >/dev/null || apt_install g++
   command -v pkg-config >/dev/null || apt_install pkg-config
+  command -v curl >/dev/null || apt_install curl ca-certificates
 }
 
 ensure_psql

@@ -1,0 +1,258 @@
+//! ctl: the operator's command line. Reads the same configuration (.env, environment) as the
+//! services.
+
+use base64::Engine;
+use clap::{Parser, Subcommand};
+use common::auth::Tokens;
+use common::bus::Bus;
+use common::ids::Source;
+use common::intake::Limits;
+use common::{Config, UserId};
+use migration::MigratorTrait;
+use rand::RngCore;
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(name = "ctl", about = "Operate the assistant backend: tokens, streams, replay, dead letters")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply database migrations.
+    Migrate,
+    /// JetStream topology.
+    Nats {
+        #[command(subcommand)]
+        command: NatsCommand,
+    },
+    /// Print an API token for a user, creating the user if needed.
+    Token {
+        #[arg(long)]
+        email: String,
+        /// Lifetime in days (default TOKEN_TTL_DAYS).
+        #[arg(long)]
+        days: Option<i64>,
+    },
+    /// Streams and consumers: messages, lag, unacknowledged, redelivered.
+    Streams {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Republish one user's messages from a stream, so consumers process them again.
+    Replay {
+        /// INGEST, WEBHOOKS, EVENTS or TOOLS.
+        #[arg(long)]
+        stream: String,
+        /// The user's email or id.
+        #[arg(long)]
+        user: String,
+        /// Only messages stored at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Dead letters: messages a consumer gave up on.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Generic webhook endpoints (Standard Webhooks).
+    Webhook {
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
+    /// The demo tenant.
+    Demo {
+        #[command(subcommand)]
+        command: DemoCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NatsCommand {
+    /// Create or update every stream and consumer declared in nats/jetstream.toml.
+    Apply,
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters, newest first.
+    List {
+        /// Include those already requeued.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+    },
+    /// Show one dead letter with its payload.
+    Show { id: i64 },
+    /// Send a dead letter back to its subject.
+    Requeue { id: i64 },
+}
+
+#[derive(Subcommand)]
+enum WebhookCommand {
+    /// Create an endpoint for a user and source; prints the whsec_ secret to give the sender.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        source: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DemoCommand {
+    /// Create the demo user, load its sample data and print its token.
+    Load {
+        #[arg(long, default_value = "demo@advisor.example")]
+        email: String,
+    },
+}
+
+async fn bus(config: &Config) -> anyhow::Result<Bus> {
+    Ok(Bus::connect(&config.nats_url, &config.nats_prefix, config.publish_timeout()).await?)
+}
+
+async fn db(config: &Config) -> anyhow::Result<db::DatabaseConnection> {
+    Ok(db::connect(&config.database_url, 2).await?)
+}
+
+async fn user_by(db: &db::DatabaseConnection, who: &str) -> anyhow::Result<UserId> {
+    match Uuid::parse_str(who) {
+        Ok(id) => Ok(UserId(id)),
+        Err(_) => Ok(db::users::ensure(db, who).await?),
+    }
+}
+
+fn token(config: &Config, user: UserId, email: &str, days: Option<i64>) -> anyhow::Result<String> {
+    let ttl = chrono::Duration::days(days.unwrap_or(config.token_ttl_days));
+    Ok(Tokens::new(&config.secret_key).issue(user, email, ttl)?)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    dotenvy::dotenv().ok();
+    let cli = Cli::parse();
+    let config = Config::load()?;
+    match cli.command {
+        Command::Migrate => {
+            let db = db(&config).await?;
+            migration::Migrator::up(&db, None).await?;
+            println!("migrations applied");
+        }
+        Command::Nats { command: NatsCommand::Apply } => {
+            let bus = bus(&config).await?;
+            let topology = bus.apply_topology().await?;
+            println!(
+                "applied {} streams and {} consumers",
+                topology.streams.len(),
+                topology.consumers.len()
+            );
+        }
+        Command::Token { email, days } => {
+            let db = db(&config).await?;
+            let user = db::users::ensure(&db, &email).await?;
+            println!("{}", token(&config, user, &email, days)?);
+        }
+        Command::Streams { json } => {
+            let status = common::status::read(&bus(&config).await?).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                println!("{:<12} {:>10} {:>12} {:>10}", "STREAM", "MESSAGES", "BYTES", "LAST SEQ");
+                for s in &status {
+                    println!("{:<12} {:>10} {:>12} {:>10}", s.name, s.messages, s.bytes, s.last_seq);
+                }
+                println!();
+                println!(
+                    "{:<12} {:<18} {:>10} {:>10} {:>9} {:>12} {:>12}",
+                    "STREAM", "CONSUMER", "DELIVERED", "ACK FLOOR", "PENDING", "ACK PENDING", "REDELIVERED"
+                );
+                for s in &status {
+                    for c in &s.consumers {
+                        println!(
+                            "{:<12} {:<18} {:>10} {:>10} {:>9} {:>12} {:>12}",
+                            s.name, c.name, c.delivered, c.ack_floor, c.pending, c.ack_pending, c.redelivered
+                        );
+                    }
+                }
+            }
+        }
+        Command::Replay { stream, user, since } => {
+            let db = db(&config).await?;
+            let user = user_by(&db, &user).await?;
+            let report = ctl::replay(&bus(&config).await?, &stream, user, since).await?;
+            println!(
+                "republished {} messages (up to stream sequence {})",
+                report.republished, report.last_sequence
+            );
+        }
+        Command::Dlq { command } => {
+            let db = db(&config).await?;
+            match command {
+                DlqCommand::List { all, limit } => {
+                    let letters = db::dead_letters::list(&db, all, limit).await?;
+                    if letters.is_empty() {
+                        println!("no dead letters");
+                    }
+                    for l in letters {
+                        let first_line = l.error.lines().next().unwrap_or_default();
+                        println!(
+                            "{:>6}  {}  {:<16} {:<50} deliveries={} {}{}",
+                            l.id,
+                            l.created_at.format("%Y-%m-%d %H:%M:%S"),
+                            l.consumer,
+                            l.subject,
+                            l.deliveries,
+                            first_line,
+                            if l.requeued_at.is_some() { "  (requeued)" } else { "" }
+                        );
+                    }
+                }
+                DlqCommand::Show { id } => {
+                    let l = db::dead_letters::get(&db, id).await?;
+                    println!("id:          {}", l.id);
+                    println!("stream:      {} (seq {})", l.stream, l.stream_seq);
+                    println!("consumer:    {}", l.consumer);
+                    println!("subject:     {}", l.subject);
+                    println!("deliveries:  {}", l.deliveries);
+                    println!("created:     {}", l.created_at);
+                    println!("requeued:    {:?}", l.requeued_at);
+                    println!("headers:     {}", l.headers);
+                    println!("error:\n{}", l.error);
+                    println!("payload:\n{}", String::from_utf8_lossy(&l.payload));
+                }
+                DlqCommand::Requeue { id } => {
+                    let seq = ctl::requeue(&db, &bus(&config).await?, id).await?;
+                    println!("dead letter {id} requeued as stream sequence {seq}");
+                }
+            }
+        }
+        Command::Webhook { command: WebhookCommand::Create { email, source } } => {
+            let source = Source::parse(&source).map_err(|r| anyhow::anyhow!("source: {r}"))?;
+            let db = db(&config).await?;
+            let user = db::users::ensure(&db, &email).await?;
+            let mut key = [0u8; 24];
+            rand::thread_rng().fill_bytes(&mut key);
+            let secret = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key));
+            db::webhooks::create(&db, user, &source, &secret).await?;
+            println!("POST {}/api/webhooks/generic/{source}", config.public_url);
+            println!("secret: {secret}");
+        }
+        Command::Demo { command: DemoCommand::Load { email } } => {
+            let db = db(&config).await?;
+            let user = db::users::ensure(&db, &email).await?;
+            let limits = Limits {
+                max_batch: config.max_batch_documents,
+                max_body_bytes: config.max_document_bytes,
+            };
+            let accepted = ctl::load_demo(&bus(&config).await?, user, &limits).await?;
+            eprintln!("demo user {email}: {} documents submitted", accepted.len());
+            println!("{}", token(&config, user, &email, Some(365))?);
+        }
+    }
+    Ok(())
+}
