@@ -145,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Nats { command: NatsCommand::Apply } => {
             let bus = bus(&config).await?;
-            let topology = bus.apply_topology().await?;
+            let topology = bus.apply_topology(&config).await?;
             println!(
                 "applied {} streams and {} consumers",
                 topology.streams.len(),

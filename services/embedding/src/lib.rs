@@ -144,7 +144,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     let embedder = embedder(&config)?;
     let db = db::connect(&config.database_url, config.db_max_connections).await?;
     let bus = Bus::connect(&config.nats_url, &config.nats_prefix, config.publish_timeout()).await?;
-    let topology = bus.apply_topology().await?;
+    let topology = bus.apply_topology(&config).await?;
     let batcher = Batcher::spawn(embedder, config.embed_batch_size, Duration::from_millis(2));
     let indexer = Indexer { db: db.clone(), batcher: batcher.clone(), chunker: Arc::new(chunker(&config)) };
     let queries = tokio::spawn(serve_queries(bus.clone(), batcher, cancel.clone()));

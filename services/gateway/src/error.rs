@@ -80,10 +80,11 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() || path == "." {
-            ApiError::BadRequest(format!("request body is not valid JSON of the expected shape: {inner}"))
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::BadRequest(format!("request body is not valid JSON: {inner}"))
         } else {
-            ApiError::Invalid(FieldError::new(path, inner.to_string()))
+            let field = if path == "." { "body".to_owned() } else { path };
+            ApiError::Invalid(FieldError::new(field, inner.to_string()))
         }
     })
 }

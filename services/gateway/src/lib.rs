@@ -23,7 +23,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_scalar::{Scalar, Servable};
@@ -131,7 +131,10 @@ pub fn router(state: AppState) -> Router {
         .merge(Scalar::with_url("/docs", ApiDoc::openapi()))
         .layer(middleware::from_fn(record_http))
         .layer(RequestBodyLimitLayer::new(body_limit))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO)),
+        )
         .with_state(state)
 }
 
@@ -139,7 +142,7 @@ pub fn router(state: AppState) -> Router {
 pub async fn state(config: Config) -> anyhow::Result<AppState> {
     let db = db::connect(&config.database_url, config.db_max_connections).await?;
     let bus = Bus::connect(&config.nats_url, &config.nats_prefix, config.publish_timeout()).await?;
-    if let Err(e) = bus.apply_topology().await {
+    if let Err(e) = bus.apply_topology(&config).await {
         // Not fatal: /ready reports it and publishes fail with 503 until NATS is back.
         tracing::warn!(error = %e, "could not apply the stream topology yet");
     }

@@ -30,6 +30,7 @@ pub async fn ingest_document(
     bus: &Bus,
     user: UserId,
     input: &DocumentInput,
+    caused_by: String,
 ) -> Result<Upserted, HandleError> {
     let (id, hash, outcome) = documents::upsert(db, user, input).await.map_err(db_failure)?;
     let announce = match outcome {
@@ -46,6 +47,7 @@ pub async fn ingest_document(
                 kind: input.kind.clone(),
                 content_hash: hash,
                 created: outcome == Upserted::Created,
+                caused_by,
             }),
         );
         bus.publish(&event).await.map_err(HandleError::retry)?;
@@ -62,6 +64,7 @@ pub struct Ingest {
 
 impl Handler for Ingest {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandleError> {
+        let cause = delivery.cause();
         let Envelope { user_id, event, .. } = delivery.envelope;
         let doc = match event {
             Event::DocumentSubmitted(doc) => doc,
@@ -73,7 +76,9 @@ impl Handler for Ingest {
                 )));
             }
         };
-        ingest_document(&self.db, &self.bus, user_id, &doc).await.map(|_| ())
+        ingest_document(&self.db, &self.bus, user_id, &doc, cause)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -81,7 +86,7 @@ impl Handler for Ingest {
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
     let db = db::connect(&config.database_url, config.db_max_connections).await?;
     let bus = Bus::connect(&config.nats_url, &config.nats_prefix, config.publish_timeout()).await?;
-    let topology = bus.apply_topology().await?;
+    let topology = bus.apply_topology(&config).await?;
     let ingest = Ingest { db: db.clone(), bus: bus.clone() };
     let options = ConsumerOptions::from_config(&config);
     let documents = consumer::run(

@@ -23,6 +23,8 @@ pub enum BusError {
         #[source]
         source: async_nats::jetstream::context::PublishError,
     },
+    #[error("not connected to NATS; {subject} not published")]
+    Disconnected { subject: String },
     #[error("no PubAck from JetStream for {subject} within {timeout:?}")]
     Timeout { subject: String, timeout: Duration },
     #[error(transparent)]
@@ -78,9 +80,10 @@ impl Bus {
         }
     }
 
-    /// Creates or updates the shipped streams and consumers under this bus's namespace.
-    pub async fn apply_topology(&self) -> Result<Topology, BusError> {
-        let topology = Topology::shipped()?;
+    /// Creates or updates the shipped streams and consumers (with the configuration's
+    /// overrides) under this bus's namespace.
+    pub async fn apply_topology(&self, config: &crate::Config) -> Result<Topology, BusError> {
+        let topology = Topology::for_config(config)?;
         topology.apply(&self.js, &self.ns).await?;
         Ok(topology)
     }
@@ -98,6 +101,11 @@ impl Bus {
         headers: HeaderMap,
         payload: Vec<u8>,
     ) -> Result<(String, PublishAckFuture), BusError> {
+        // The client would queue the message until it reconnects and deliver it after we have
+        // already answered "failed": refuse instead, so a failure means "not published".
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(BusError::Disconnected { subject });
+        }
         let ack = self
             .js
             .publish_with_headers(subject.clone(), headers, payload.into())

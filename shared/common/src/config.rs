@@ -76,6 +76,9 @@ pub struct Config {
     pub retry_base_ms: u64,
     /// Longest retry delay.
     pub retry_max_ms: u64,
+    /// Overrides every consumer's ack wait (seconds) from nats/jetstream.toml; 0 keeps the
+    /// declared values. Tests shorten it to see redeliveries after a crash quickly.
+    pub consumer_ack_wait_secs: u64,
     /// How long a service waits for in-flight work on shutdown before giving up.
     pub shutdown_timeout_secs: u64,
     /// OTLP/HTTP endpoint for traces (e.g. http://localhost:4318); traces stay local when empty.
@@ -111,6 +114,7 @@ impl Default for Config {
             consumer_concurrency: 16,
             retry_base_ms: 1_000,
             retry_max_ms: 60_000,
+            consumer_ack_wait_secs: 0,
             shutdown_timeout_secs: 20,
             otel_exporter_otlp_endpoint: String::new(),
             log_format: "text".into(),
@@ -164,6 +168,7 @@ impl Config {
             "consumer_concurrency",
             "retry_base_ms",
             "retry_max_ms",
+            "consumer_ack_wait_secs",
             "shutdown_timeout_secs",
             "otel_exporter_otlp_endpoint",
             "log_format",

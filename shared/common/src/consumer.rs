@@ -54,7 +54,16 @@ pub struct Delivery {
     pub envelope: Envelope,
     /// 1 on first delivery.
     pub delivered: i64,
+    /// The stream (with its deployment prefix) and the message's sequence in it.
+    pub stream: String,
     pub stream_sequence: u64,
+}
+
+impl Delivery {
+    /// `STREAM:sequence`: names this message for the events it causes.
+    pub fn cause(&self) -> String {
+        format!("{}:{}", self.stream, self.stream_sequence)
+    }
 }
 
 pub trait Handler: Send + Sync + 'static {
@@ -238,6 +247,7 @@ async fn process<H: Handler, D: DeadLetterSink>(
                 subject: subject.clone(),
                 envelope,
                 delivered,
+                stream: stream.clone(),
                 stream_sequence,
             };
             shared

@@ -65,7 +65,10 @@ impl Envelope {
                     &w.webhook_id
                 ])
             ),
-            Event::DocUpserted(d) => format!("upserted:{}:{}", d.document_id, d.content_hash),
+            Event::DocUpserted(d) => format!(
+                "upserted:{}:{}:{}",
+                d.document_id, d.content_hash, d.caused_by
+            ),
         }
     }
 
@@ -112,15 +115,23 @@ pub struct DocumentInput {
     pub external_id: String,
     pub title: String,
     pub body: String,
-    #[serde(default)]
+    #[serde(default = "empty_object")]
     pub metadata: serde_json::Value,
     pub occurred_at: Option<DateTime<Utc>>,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
 }
 
 impl DocumentInput {
     /// Hash of everything that, when changed, should re-index the document.
     pub fn content_hash(&self) -> String {
-        let metadata = self.metadata.to_string();
+        // No metadata and empty metadata are the same content.
+        let metadata = match &self.metadata {
+            serde_json::Value::Null => "{}".to_owned(),
+            m => m.to_string(),
+        };
         let occurred = self.occurred_at.map(|t| t.to_rfc3339()).unwrap_or_default();
         short_hash(&[
             self.kind.as_str(),
@@ -149,6 +160,9 @@ pub struct DocUpserted {
     pub content_hash: String,
     /// `true` when the document did not exist before.
     pub created: bool,
+    /// The message that caused this event (`STREAM:sequence`). A redelivery of that message
+    /// makes the same event (deduplicated); a replay or a new submission makes a new one.
+    pub caused_by: String,
 }
 
 /// Core NATS subject (under the deployment prefix) where the embedding service answers

@@ -53,7 +53,11 @@ pub fn init(service: &'static str, config: &Config) -> TelemetryGuard {
     let fmt = if config.log_format == "json" {
         tracing_subscriber::fmt::layer().json().boxed()
     } else {
-        tracing_subscriber::fmt::layer().compact().boxed()
+        use std::io::IsTerminal;
+        tracing_subscriber::fmt::layer()
+            .compact()
+            .with_ansi(std::io::stdout().is_terminal())
+            .boxed()
     };
     let _ = tracing_subscriber::registry()
         .with(filter)

@@ -106,6 +106,17 @@ impl Topology {
         Ok(toml::from_str(DEFINITIONS)?)
     }
 
+    /// The shipped topology with the configuration's overrides applied.
+    pub fn for_config(config: &crate::Config) -> Result<Self, TopologyError> {
+        let mut topology = Self::shipped()?;
+        if config.consumer_ack_wait_secs > 0 {
+            for c in &mut topology.consumers {
+                c.ack_wait_secs = config.consumer_ack_wait_secs;
+            }
+        }
+        Ok(topology)
+    }
+
     pub fn consumer(&self, durable: &str) -> Result<&ConsumerDef, TopologyError> {
         self.consumers
             .iter()
