@@ -14,7 +14,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub const SERVICES: [&str; 5] = ["gateway", "ingest", "embedding", "rules-engine", "tool-executor"];
+pub const SERVICES: [&str; 5] = [
+    "gateway",
+    "ingest",
+    "embedding",
+    "rules-engine",
+    "tool-executor",
+];
 
 fn env_or(key: &str, default: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| default.to_owned())
@@ -25,7 +31,9 @@ fn server_url() -> String {
     let url = std::env::var("TEST_DATABASE_URL")
         .or_else(|_| std::env::var("DATABASE_URL"))
         .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/assistant".into());
-    url.rsplit_once('/').map(|(server, _)| server.to_owned()).unwrap_or(url)
+    url.rsplit_once('/')
+        .map(|(server, _)| server.to_owned())
+        .unwrap_or(url)
 }
 
 async fn admin() -> DatabaseConnection {
@@ -36,11 +44,20 @@ async fn admin() -> DatabaseConnection {
 
 /// A migrated template database, made once per schema version and cloned for every test.
 async fn template() -> String {
-    let names: Vec<String> = migration::Migrator::migrations().iter().map(|m| m.name().to_owned()).collect();
-    let name = format!("assistant_tmpl_{}", &common::events::short_hash(&names.iter().map(String::as_str).collect::<Vec<_>>())[..12]);
+    let names: Vec<String> = migration::Migrator::migrations()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    let name = format!(
+        "assistant_tmpl_{}",
+        &common::events::short_hash(&names.iter().map(String::as_str).collect::<Vec<_>>())[..12]
+    );
     let admin = admin().await;
     // One process creates it; the others wait on the lock and then find it.
-    admin.execute_unprepared("SELECT pg_advisory_lock(727274)").await.unwrap();
+    admin
+        .execute_unprepared("SELECT pg_advisory_lock(727274)")
+        .await
+        .unwrap();
     let exists = admin
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -52,15 +69,58 @@ async fn template() -> String {
         .is_some();
     if !exists {
         let building = format!("{name}_building");
-        admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{building}\"")).await.unwrap();
-        admin.execute_unprepared(&format!("CREATE DATABASE \"{building}\"")).await.unwrap();
-        let db = db::connect(&format!("{}/{building}", server_url()), 2).await.unwrap();
-        migration::Migrator::up(&db, None).await.expect("migrations apply");
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{building}\""))
+            .await
+            .unwrap();
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{building}\""))
+            .await
+            .unwrap();
+        let db = db::connect(&format!("{}/{building}", server_url()), 2)
+            .await
+            .unwrap();
+        migration::Migrator::up(&db, None)
+            .await
+            .expect("migrations apply");
         db.close().await.ok();
-        admin.execute_unprepared(&format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\"")).await.unwrap();
+        admin
+            .execute_unprepared(&format!(
+                "ALTER DATABASE \"{building}\" RENAME TO \"{name}\""
+            ))
+            .await
+            .unwrap();
     }
-    admin.execute_unprepared("SELECT pg_advisory_unlock(727274)").await.unwrap();
+    admin
+        .execute_unprepared("SELECT pg_advisory_unlock(727274)")
+        .await
+        .unwrap();
     name
+}
+
+/// Removes streams that interrupted test runs left behind (prefix `T<10 hex>_`, over an hour old).
+async fn sweep_stale_streams(nats_url: &str) {
+    use futures::StreamExt;
+    let Ok(client) = async_nats::connect(nats_url).await else {
+        return;
+    };
+    let js = async_nats::jetstream::new(client);
+    let mut streams = js.streams();
+    let cutoff = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let mut stale = Vec::new();
+    while let Some(Ok(info)) = streams.next().await {
+        let name = &info.config.name;
+        let test_prefix = name.len() > 12
+            && name.starts_with('T')
+            && name.as_bytes()[11] == b'_'
+            && name[1..11].bytes().all(|b| b.is_ascii_hexdigit());
+        if test_prefix && info.created < cutoff {
+            stale.push(name.clone());
+        }
+    }
+    for name in stale {
+        let _ = js.delete_stream(&name).await;
+    }
 }
 
 async fn fresh_database(name: &str) {
@@ -68,7 +128,9 @@ async fn fresh_database(name: &str) {
     let admin = admin().await;
     for attempt in 0.. {
         match admin
-            .execute_unprepared(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""))
+            .execute_unprepared(&format!(
+                "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+            ))
             .await
         {
             Ok(_) => return,
@@ -87,10 +149,12 @@ pub async fn test_config() -> Config {
     let id = Uuid::new_v4().simple().to_string();
     let db_name = format!("test_{}", &id[..16]);
     fresh_database(&db_name).await;
+    let nats_url = env_or("NATS_URL", "nats://127.0.0.1:4222");
+    sweep_stale_streams(&nats_url).await;
     Config {
         database_url: format!("{}/{db_name}", server_url()),
         db_max_connections: 5,
-        nats_url: env_or("NATS_URL", "nats://127.0.0.1:4222"),
+        nats_url,
         nats_prefix: format!("t{}", &id[..10]),
         publish_timeout_ms: 2_000,
         bind_addr: "127.0.0.1:0".into(),
@@ -131,10 +195,16 @@ impl TestApp {
 
     pub async fn spawn_with(config: Config, services: &[&'static str]) -> Self {
         let db = db::connect(&config.database_url, 5).await.unwrap();
-        let bus = Bus::connect(&config.nats_url, &config.nats_prefix, config.publish_timeout())
+        let bus = Bus::connect(
+            &config.nats_url,
+            &config.nats_prefix,
+            config.publish_timeout(),
+        )
+        .await
+        .unwrap();
+        bus.apply_topology(&config)
             .await
-            .unwrap();
-        bus.apply_topology(&config).await.expect("NATS with JetStream must be running");
+            .expect("NATS with JetStream must be running");
         let mut app = Self {
             tokens: Tokens::new(&config.secret_key),
             config,
@@ -193,7 +263,10 @@ impl TestApp {
     /// A user and a bearer token for them.
     pub async fn user(&self, email: &str) -> (UserId, String) {
         let id = db::users::ensure(&self.db, email).await.unwrap();
-        let token = self.tokens.issue(id, email, chrono::Duration::hours(1)).unwrap();
+        let token = self
+            .tokens
+            .issue(id, email, chrono::Duration::hours(1))
+            .unwrap();
         (id, token)
     }
 
@@ -230,7 +303,12 @@ impl TestApp {
 
     /// Messages stored in one of the declared streams.
     pub async fn stream_messages(&self, stream: &str) -> u64 {
-        let mut s = self.bus.js.get_stream(self.bus.ns.stream(stream)).await.unwrap();
+        let mut s = self
+            .bus
+            .js
+            .get_stream(self.bus.ns.stream(stream))
+            .await
+            .unwrap();
         s.info().await.unwrap().state.messages
     }
 
@@ -269,7 +347,13 @@ impl Drop for TestApp {
             r.cancel.cancel();
             r.handle.abort();
         }
-        let db_name = self.config.database_url.rsplit('/').next().unwrap_or_default().to_owned();
+        let db_name = self
+            .config
+            .database_url
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         let ns = self.bus.ns.clone();
         let nats_url = self.config.nats_url.clone();
         let streams: Vec<String> = common::topology::Topology::shipped()
@@ -277,7 +361,10 @@ impl Drop for TestApp {
             .unwrap_or_default();
         // Clean up on a runtime of our own: Drop cannot await, and may run during a panic.
         let cleanup = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 // A connection of this thread's own: the test's runtime is blocked in drop.
                 if let Ok(client) = async_nats::connect(&nats_url).await {
@@ -288,7 +375,9 @@ impl Drop for TestApp {
                 }
                 if let Ok(admin) = db::connect(&format!("{}/postgres", server_url()), 1).await {
                     let _ = admin
-                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"))
+                        .execute_unprepared(&format!(
+                            "DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)"
+                        ))
                         .await;
                 }
             });

@@ -3,11 +3,11 @@
 
 use async_nats::jetstream::consumer::{self, DeliverPolicy};
 use chrono::{DateTime, Utc};
+use common::UserId;
 use common::bus::Bus;
 use common::events::DocumentInput;
 use common::intake::{self, Accepted, Limits};
 use common::topology::Topology;
-use common::UserId;
 use db::DatabaseConnection;
 use futures::StreamExt;
 use std::time::Duration;
@@ -16,9 +16,14 @@ use std::time::Duration;
 /// window does not swallow it) and marks it requeued.
 pub async fn requeue(db: &DatabaseConnection, bus: &Bus, id: i64) -> anyhow::Result<u64> {
     let letter = db::dead_letters::get(db, id).await?;
-    anyhow::ensure!(letter.requeued_at.is_none(), "dead letter {id} was already requeued");
+    anyhow::ensure!(
+        letter.requeued_at.is_none(),
+        "dead letter {id} was already requeued"
+    );
     let msg_id = format!("requeue:{}:{}", letter.id, Utc::now().timestamp_millis());
-    let published = bus.publish_raw(&letter.subject, &msg_id, letter.payload.clone()).await?;
+    let published = bus
+        .publish_raw(&letter.subject, &msg_id, letter.payload.clone())
+        .await?;
     db::dead_letters::mark_requeued(db, id).await?;
     Ok(published.sequence)
 }
@@ -77,7 +82,12 @@ pub async fn replay(
                 break;
             }
             let subject = bus.ns.strip(msg.subject.as_str()).to_owned();
-            bus.publish_raw(&subject, &format!("replay:{run}:{seq}"), msg.payload.to_vec()).await?;
+            bus.publish_raw(
+                &subject,
+                &format!("replay:{run}:{seq}"),
+                msg.payload.to_vec(),
+            )
+            .await?;
             report.republished += 1;
             report.last_sequence = seq;
             if seq == end {

@@ -13,7 +13,10 @@ use rand::RngCore;
 use uuid::Uuid;
 
 #[derive(Parser)]
-#[command(name = "ctl", about = "Operate the assistant backend: tokens, streams, replay, dead letters")]
+#[command(
+    name = "ctl",
+    about = "Operate the assistant backend: tokens, streams, replay, dead letters"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -113,7 +116,12 @@ enum DemoCommand {
 }
 
 async fn bus(config: &Config) -> anyhow::Result<Bus> {
-    Ok(Bus::connect(&config.nats_url, &config.nats_prefix, config.publish_timeout()).await?)
+    Ok(Bus::connect(
+        &config.nats_url,
+        &config.nats_prefix,
+        config.publish_timeout(),
+    )
+    .await?)
 }
 
 async fn db(config: &Config) -> anyhow::Result<db::DatabaseConnection> {
@@ -143,7 +151,9 @@ async fn main() -> anyhow::Result<()> {
             migration::Migrator::up(&db, None).await?;
             println!("migrations applied");
         }
-        Command::Nats { command: NatsCommand::Apply } => {
+        Command::Nats {
+            command: NatsCommand::Apply,
+        } => {
             let bus = bus(&config).await?;
             let topology = bus.apply_topology(&config).await?;
             println!(
@@ -162,26 +172,48 @@ async fn main() -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                println!("{:<12} {:>10} {:>12} {:>10}", "STREAM", "MESSAGES", "BYTES", "LAST SEQ");
+                println!(
+                    "{:<12} {:>10} {:>12} {:>10}",
+                    "STREAM", "MESSAGES", "BYTES", "LAST SEQ"
+                );
                 for s in &status {
-                    println!("{:<12} {:>10} {:>12} {:>10}", s.name, s.messages, s.bytes, s.last_seq);
+                    println!(
+                        "{:<12} {:>10} {:>12} {:>10}",
+                        s.name, s.messages, s.bytes, s.last_seq
+                    );
                 }
                 println!();
                 println!(
                     "{:<12} {:<18} {:>10} {:>10} {:>9} {:>12} {:>12}",
-                    "STREAM", "CONSUMER", "DELIVERED", "ACK FLOOR", "PENDING", "ACK PENDING", "REDELIVERED"
+                    "STREAM",
+                    "CONSUMER",
+                    "DELIVERED",
+                    "ACK FLOOR",
+                    "PENDING",
+                    "ACK PENDING",
+                    "REDELIVERED"
                 );
                 for s in &status {
                     for c in &s.consumers {
                         println!(
                             "{:<12} {:<18} {:>10} {:>10} {:>9} {:>12} {:>12}",
-                            s.name, c.name, c.delivered, c.ack_floor, c.pending, c.ack_pending, c.redelivered
+                            s.name,
+                            c.name,
+                            c.delivered,
+                            c.ack_floor,
+                            c.pending,
+                            c.ack_pending,
+                            c.redelivered
                         );
                     }
                 }
             }
         }
-        Command::Replay { stream, user, since } => {
+        Command::Replay {
+            stream,
+            user,
+            since,
+        } => {
             let db = db(&config).await?;
             let user = user_by(&db, &user).await?;
             let report = ctl::replay(&bus(&config).await?, &stream, user, since).await?;
@@ -208,7 +240,11 @@ async fn main() -> anyhow::Result<()> {
                             l.subject,
                             l.deliveries,
                             first_line,
-                            if l.requeued_at.is_some() { "  (requeued)" } else { "" }
+                            if l.requeued_at.is_some() {
+                                "  (requeued)"
+                            } else {
+                                ""
+                            }
                         );
                     }
                 }
@@ -231,18 +267,25 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Webhook { command: WebhookCommand::Create { email, source } } => {
+        Command::Webhook {
+            command: WebhookCommand::Create { email, source },
+        } => {
             let source = Source::parse(&source).map_err(|r| anyhow::anyhow!("source: {r}"))?;
             let db = db(&config).await?;
             let user = db::users::ensure(&db, &email).await?;
             let mut key = [0u8; 24];
             rand::thread_rng().fill_bytes(&mut key);
-            let secret = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key));
+            let secret = format!(
+                "whsec_{}",
+                base64::engine::general_purpose::STANDARD.encode(key)
+            );
             db::webhooks::create(&db, user, &source, &secret).await?;
             println!("POST {}/api/webhooks/generic/{source}", config.public_url);
             println!("secret: {secret}");
         }
-        Command::Demo { command: DemoCommand::Load { email } } => {
+        Command::Demo {
+            command: DemoCommand::Load { email },
+        } => {
             let db = db(&config).await?;
             let user = db::users::ensure(&db, &email).await?;
             let limits = Limits {

@@ -23,9 +23,9 @@ const QUERY_GROUP: &str = "embedding";
 /// Builds the configured embedder and checks it fits the index.
 pub fn embedder(config: &Config) -> anyhow::Result<Embedder> {
     let embedder = match config.embedding_provider {
-        EmbeddingProvider::Local => {
-            Embedder::Local(Arc::new(LocalModel::load(Path::new(&config.embedding_model_dir))?))
-        }
+        EmbeddingProvider::Local => Embedder::Local(Arc::new(LocalModel::load(Path::new(
+            &config.embedding_model_dir,
+        ))?)),
         EmbeddingProvider::Openai => Embedder::OpenAi(Arc::new(OpenAiEmbedder::new(
             &config.openai_base_url,
             &config.openai_api_key,
@@ -64,7 +64,10 @@ pub struct Indexer {
 impl Indexer {
     /// Indexes the document's current content if it is still `content_hash` and not yet indexed.
     pub async fn index(&self, id: DocumentId, content_hash: &str) -> Result<Replaced, HandleError> {
-        let doc = match db::documents::get(&self.db, id).await.map_err(ingest_like_failure)? {
+        let doc = match db::documents::get(&self.db, id)
+            .await
+            .map_err(ingest_like_failure)?
+        {
             Some(d) => d,
             None => return Ok(Replaced::Stale),
         };
@@ -83,7 +86,11 @@ impl Indexer {
             .iter()
             .map(|p| format!("{}\n{}", doc.title, p).trim().to_owned())
             .collect();
-        let vectors = self.batcher.embed_many(texts).await.map_err(HandleError::retry)?;
+        let vectors = self
+            .batcher
+            .embed_many(texts)
+            .await
+            .map_err(HandleError::retry)?;
         let new: Vec<NewChunk> = pieces
             .into_iter()
             .zip(vectors)
@@ -98,7 +105,11 @@ impl Indexer {
 }
 
 fn ingest_like_failure(e: db::DbError) -> HandleError {
-    if e.is_retryable() { HandleError::retry(e) } else { HandleError::poison(e) }
+    if e.is_retryable() {
+        HandleError::retry(e)
+    } else {
+        HandleError::poison(e)
+    }
 }
 
 impl Handler for Indexer {
@@ -111,7 +122,11 @@ impl Handler for Indexer {
 }
 
 /// Answers query-embedding requests until `cancel` fires.
-pub async fn serve_queries(bus: Bus, batcher: Batcher, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve_queries(
+    bus: Bus,
+    batcher: Batcher,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let mut requests = bus
         .client
         .queue_subscribe(bus.ns.subject(EMBED_QUERY_SUBJECT), QUERY_GROUP.to_owned())
@@ -126,10 +141,19 @@ pub async fn serve_queries(bus: Bus, batcher: Batcher, cancel: CancellationToken
             let Some(reply_to) = msg.reply else { return };
             let reply = match serde_json::from_slice::<EmbedQuery>(&msg.payload) {
                 Ok(q) => match batcher.embed_one(q.text).await {
-                    Ok(v) => EmbedQueryReply { vector: Some(v), error: None },
-                    Err(e) => EmbedQueryReply { vector: None, error: Some(e.to_string()) },
+                    Ok(v) => EmbedQueryReply {
+                        vector: Some(v),
+                        error: None,
+                    },
+                    Err(e) => EmbedQueryReply {
+                        vector: None,
+                        error: Some(e.to_string()),
+                    },
                 },
-                Err(e) => EmbedQueryReply { vector: None, error: Some(format!("bad request: {e}")) },
+                Err(e) => EmbedQueryReply {
+                    vector: None,
+                    error: Some(format!("bad request: {e}")),
+                },
             };
             let body = serde_json::to_vec(&reply).expect("reply serializes");
             let _ = bus.client.publish(reply_to, body.into()).await;
@@ -143,10 +167,19 @@ pub async fn serve_queries(bus: Bus, batcher: Batcher, cancel: CancellationToken
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
     let embedder = embedder(&config)?;
     let db = db::connect(&config.database_url, config.db_max_connections).await?;
-    let bus = Bus::connect(&config.nats_url, &config.nats_prefix, config.publish_timeout()).await?;
+    let bus = Bus::connect(
+        &config.nats_url,
+        &config.nats_prefix,
+        config.publish_timeout(),
+    )
+    .await?;
     let topology = bus.apply_topology(&config).await?;
     let batcher = Batcher::spawn(embedder, config.embed_batch_size, Duration::from_millis(2));
-    let indexer = Indexer { db: db.clone(), batcher: batcher.clone(), chunker: Arc::new(chunker(&config)) };
+    let indexer = Indexer {
+        db: db.clone(),
+        batcher: batcher.clone(),
+        chunker: Arc::new(chunker(&config)),
+    };
     let queries = tokio::spawn(serve_queries(bus.clone(), batcher, cancel.clone()));
     consumer::run(
         bus,

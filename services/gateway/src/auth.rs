@@ -23,7 +23,10 @@ impl FromRequestParts<AppState> for AuthUser {
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or(ApiError::Unauthorized)?;
-        let claims = state.tokens.verify(token.trim()).map_err(|_| ApiError::Unauthorized)?;
+        let claims = state
+            .tokens
+            .verify(token.trim())
+            .map_err(|_| ApiError::Unauthorized)?;
         Ok(AuthUser(UserId(claims.sub)))
     }
 }

@@ -46,7 +46,11 @@ impl From<db::DbError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, field) = match &self {
-            ApiError::Invalid(e) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", Some(e.field.clone())),
+            ApiError::Invalid(e) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_input",
+                Some(e.field.clone()),
+            ),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", None),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ApiError::WebhookRejected(_) => (StatusCode::UNAUTHORIZED, "invalid_signature", None),
@@ -64,11 +68,20 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut response = (status, Json(ErrorBody { code, detail, field })).into_response();
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                code,
+                detail,
+                field,
+            }),
+        )
+            .into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
         }
         response
     }

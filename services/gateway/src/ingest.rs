@@ -67,8 +67,10 @@ pub struct AcceptedDocument {
 
 impl DocumentRequest {
     fn into_input(self, at: &str) -> Result<DocumentInput, FieldError> {
-        let source = Source::parse(&self.source).map_err(|r| FieldError::new(format!("{at}.source"), r))?;
-        let kind = Source::parse(&self.kind).map_err(|r| FieldError::new(format!("{at}.kind"), r))?;
+        let source =
+            Source::parse(&self.source).map_err(|r| FieldError::new(format!("{at}.source"), r))?;
+        let kind =
+            Source::parse(&self.kind).map_err(|r| FieldError::new(format!("{at}.kind"), r))?;
         Ok(DocumentInput {
             source,
             kind,

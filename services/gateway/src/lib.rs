@@ -13,10 +13,10 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use common::Config;
 use common::auth::Tokens;
 use common::bus::Bus;
 use common::intake::Limits;
-use common::Config;
 use db::DatabaseConnection;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
@@ -141,7 +141,12 @@ pub fn router(state: AppState) -> Router {
 /// Connects to Postgres and NATS and builds the gateway's state.
 pub async fn state(config: Config) -> anyhow::Result<AppState> {
     let db = db::connect(&config.database_url, config.db_max_connections).await?;
-    let bus = Bus::connect(&config.nats_url, &config.nats_prefix, config.publish_timeout()).await?;
+    let bus = Bus::connect(
+        &config.nats_url,
+        &config.nats_prefix,
+        config.publish_timeout(),
+    )
+    .await?;
     if let Err(e) = bus.apply_topology(&config).await {
         // Not fatal: /ready reports it and publishes fail with 503 until NATS is back.
         tracing::warn!(error = %e, "could not apply the stream topology yet");

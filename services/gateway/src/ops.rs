@@ -47,8 +47,16 @@ pub async fn health() -> Json<Health> {
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let (postgres, nats) = tokio::join!(db::ping(&state.db), state.bus.streams_ready());
     let ok = postgres && nats;
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = Readiness { status: if ok { "ready" } else { "not_ready" }, postgres, nats };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Readiness {
+        status: if ok { "ready" } else { "not_ready" },
+        postgres,
+        nats,
+    };
     (status, Json(body))
 }
 
@@ -63,9 +71,15 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let streams = common::status::read(&state.bus).await;
     let gauges = [
         ("consumer_delivered", "Stream sequence delivered so far"),
-        ("consumer_ack_floor", "Stream sequence acknowledged in order so far"),
+        (
+            "consumer_ack_floor",
+            "Stream sequence acknowledged in order so far",
+        ),
         ("consumer_pending", "Messages not yet delivered (lag)"),
-        ("consumer_ack_pending", "Messages delivered and not yet acknowledged"),
+        (
+            "consumer_ack_pending",
+            "Messages delivered and not yet acknowledged",
+        ),
         ("consumer_redelivered", "Messages delivered more than once"),
     ];
     for (name, help) in gauges {
@@ -79,19 +93,39 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
                     "consumer_ack_pending" => c.ack_pending as f64,
                     _ => c.redelivered as f64,
                 };
-                let _ = writeln!(text, "{name}{{stream=\"{}\",consumer=\"{}\"}} {value}", s.name, c.name);
+                let _ = writeln!(
+                    text,
+                    "{name}{{stream=\"{}\",consumer=\"{}\"}} {value}",
+                    s.name, c.name
+                );
             }
         }
     }
-    let _ = writeln!(text, "# HELP stream_messages Messages stored in the stream\n# TYPE stream_messages gauge");
+    let _ = writeln!(
+        text,
+        "# HELP stream_messages Messages stored in the stream\n# TYPE stream_messages gauge"
+    );
     for s in &streams {
-        let _ = writeln!(text, "stream_messages{{stream=\"{}\"}} {}", s.name, s.messages);
+        let _ = writeln!(
+            text,
+            "stream_messages{{stream=\"{}\"}} {}",
+            s.name, s.messages
+        );
     }
     if let Ok(counts) = db::dead_letters::open_counts(&state.db).await {
-        let _ = writeln!(text, "# HELP dead_letters_open Dead letters not yet requeued\n# TYPE dead_letters_open gauge");
+        let _ = writeln!(
+            text,
+            "# HELP dead_letters_open Dead letters not yet requeued\n# TYPE dead_letters_open gauge"
+        );
         for (consumer, n) in counts {
             let _ = writeln!(text, "dead_letters_open{{consumer=\"{consumer}\"}} {n}");
         }
     }
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
 }

@@ -11,8 +11,8 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use common::events::{EMBED_QUERY_SUBJECT, EmbedQuery, EmbedQueryReply};
-use common::intake::FieldError;
 use common::ids::Source;
+use common::intake::FieldError;
 use db::search::{SearchHit, SearchQuery};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -106,7 +106,8 @@ fn names(field: &str, values: Vec<String>) -> Result<Vec<String>, ApiError> {
 }
 
 fn split(list: Option<String>) -> Vec<String> {
-    list.map(|l| l.split(',').map(str::to_owned).collect()).unwrap_or_default()
+    list.map(|l| l.split(',').map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 #[utoipa::path(
@@ -183,7 +184,11 @@ async fn search(
         return Err(invalid("from", "must be before `to`"));
     }
     let embedding = embed_query(state, &q).await;
-    let mode = if embedding.is_some() { "hybrid" } else { "fulltext" };
+    let mode = if embedding.is_some() {
+        "hybrid"
+    } else {
+        "fulltext"
+    };
     let query = SearchQuery {
         user: Some(user),
         text: q.clone(),
@@ -204,8 +209,15 @@ async fn search(
 
 async fn embed_query(state: &AppState, text: &str) -> Option<Vec<f32>> {
     let subject = state.bus.ns.subject(EMBED_QUERY_SUBJECT);
-    let payload = serde_json::to_vec(&EmbedQuery { text: text.to_owned() }).ok()?;
-    let reply = tokio::time::timeout(EMBED_TIMEOUT, state.bus.client.request(subject, payload.into())).await;
+    let payload = serde_json::to_vec(&EmbedQuery {
+        text: text.to_owned(),
+    })
+    .ok()?;
+    let reply = tokio::time::timeout(
+        EMBED_TIMEOUT,
+        state.bus.client.request(subject, payload.into()),
+    )
+    .await;
     let reply: Option<EmbedQueryReply> = match reply {
         Ok(Ok(msg)) => serde_json::from_slice(&msg.payload).ok(),
         Ok(Err(e)) => {
@@ -218,7 +230,9 @@ async fn embed_query(state: &AppState, text: &str) -> Option<Vec<f32>> {
         }
     };
     match reply {
-        Some(EmbedQueryReply { vector: Some(v), .. }) if v.len() == state.config.embedding_dimensions => Some(v),
+        Some(EmbedQueryReply {
+            vector: Some(v), ..
+        }) if v.len() == state.config.embedding_dimensions => Some(v),
         Some(EmbedQueryReply { error, .. }) => {
             tracing::warn!(error = ?error, "embedding service could not embed the query");
             None

@@ -11,9 +11,9 @@ use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
+use common::UserId;
 use common::events::{Envelope, Event, WebhookReceived};
 use common::ids::Source;
-use common::UserId;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
@@ -57,7 +57,10 @@ impl SignatureError {
 
 /// Checks the timestamp window: `timestamp` must be within [`TOLERANCE_SECS`] of `now`.
 pub fn check_timestamp(timestamp: &str, now: i64) -> Result<(), SignatureError> {
-    let ts: i64 = timestamp.trim().parse().map_err(|_| SignatureError::BadTimestamp)?;
+    let ts: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| SignatureError::BadTimestamp)?;
     if (now - ts).abs() > TOLERANCE_SECS {
         return Err(SignatureError::Stale);
     }
@@ -132,7 +135,8 @@ pub async fn generic_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<WebhookAccepted>), ApiError> {
-    let source = Source::parse(&source).map_err(|r| ApiError::BadRequest(format!("source: {r}")))?;
+    let source =
+        Source::parse(&source).map_err(|r| ApiError::BadRequest(format!("source: {r}")))?;
     let reject = |e: SignatureError| ApiError::WebhookRejected(e.reason());
     let id = header(&headers, "webhook-id").map_err(reject)?;
     let timestamp = header(&headers, "webhook-timestamp").map_err(reject)?;
@@ -157,7 +161,11 @@ pub async fn generic_webhook(
             payload,
         }),
     );
-    let published = state.bus.publish(&envelope).await.map_err(ApiError::Unavailable)?;
+    let published = state
+        .bus
+        .publish(&envelope)
+        .await
+        .map_err(ApiError::Unavailable)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(WebhookAccepted {
@@ -193,12 +201,27 @@ mod tests {
     #[test]
     fn tampering_anywhere_fails() {
         let tampered_body = br#"{"test": 2432232315}"#;
-        assert_eq!(verify_signature(SECRET, ID, TS, tampered_body, SIG), Err(SignatureError::NoMatch));
-        assert_eq!(verify_signature(SECRET, "msg_other", TS, BODY, SIG), Err(SignatureError::NoMatch));
-        assert_eq!(verify_signature(SECRET, ID, "1614265331", BODY, SIG), Err(SignatureError::NoMatch));
+        assert_eq!(
+            verify_signature(SECRET, ID, TS, tampered_body, SIG),
+            Err(SignatureError::NoMatch)
+        );
+        assert_eq!(
+            verify_signature(SECRET, "msg_other", TS, BODY, SIG),
+            Err(SignatureError::NoMatch)
+        );
+        assert_eq!(
+            verify_signature(SECRET, ID, "1614265331", BODY, SIG),
+            Err(SignatureError::NoMatch)
+        );
         let other_secret = "whsec_bm90IHRoZSBzZWNyZXQgYXQgYWxsISE=";
-        assert_eq!(verify_signature(other_secret, ID, TS, BODY, SIG), Err(SignatureError::NoMatch));
-        assert_eq!(verify_signature(SECRET, ID, TS, BODY, "v1,"), Err(SignatureError::NoMatch));
+        assert_eq!(
+            verify_signature(other_secret, ID, TS, BODY, SIG),
+            Err(SignatureError::NoMatch)
+        );
+        assert_eq!(
+            verify_signature(SECRET, ID, TS, BODY, "v1,"),
+            Err(SignatureError::NoMatch)
+        );
     }
 
     #[test]
@@ -207,6 +230,9 @@ mod tests {
         assert_eq!(check_timestamp(TS, ts + 301), Err(SignatureError::Stale));
         assert_eq!(check_timestamp(TS, ts - 301), Err(SignatureError::Stale));
         assert_eq!(check_timestamp(TS, ts + 300), Ok(()));
-        assert_eq!(check_timestamp("soon", ts), Err(SignatureError::BadTimestamp));
+        assert_eq!(
+            check_timestamp("soon", ts),
+            Err(SignatureError::BadTimestamp)
+        );
     }
 }

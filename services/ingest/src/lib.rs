@@ -32,7 +32,9 @@ pub async fn ingest_document(
     input: &DocumentInput,
     caused_by: String,
 ) -> Result<Upserted, HandleError> {
-    let (id, hash, outcome) = documents::upsert(db, user, input).await.map_err(db_failure)?;
+    let (id, hash, outcome) = documents::upsert(db, user, input)
+        .await
+        .map_err(db_failure)?;
     let announce = match outcome {
         Upserted::Created | Upserted::Updated => true,
         // Stored before but not indexed: the earlier attempt may have died before publishing.
@@ -72,7 +74,9 @@ impl Handler for Ingest {
             other => {
                 return Err(HandleError::poison(format!(
                     "ingest does not handle {}",
-                    serde_json::to_value(&other).map(|v| v["type"].to_string()).unwrap_or_default()
+                    serde_json::to_value(&other)
+                        .map(|v| v["type"].to_string())
+                        .unwrap_or_default()
                 )));
             }
         };
@@ -85,9 +89,17 @@ impl Handler for Ingest {
 /// Runs both ingest consumers until `cancel` fires.
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
     let db = db::connect(&config.database_url, config.db_max_connections).await?;
-    let bus = Bus::connect(&config.nats_url, &config.nats_prefix, config.publish_timeout()).await?;
+    let bus = Bus::connect(
+        &config.nats_url,
+        &config.nats_prefix,
+        config.publish_timeout(),
+    )
+    .await?;
     let topology = bus.apply_topology(&config).await?;
-    let ingest = Ingest { db: db.clone(), bus: bus.clone() };
+    let ingest = Ingest {
+        db: db.clone(),
+        bus: bus.clone(),
+    };
     let options = ConsumerOptions::from_config(&config);
     let documents = consumer::run(
         bus.clone(),

@@ -48,7 +48,11 @@ fn flatten(value: &Value) -> String {
         match v {
             Value::Object(map) => {
                 for (k, v) in map {
-                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     walk(&key, v, out);
                 }
             }
@@ -86,13 +90,22 @@ mod tests {
             "type": "ticket.created",
             "data": {"external_id": "T-9", "title": "Login broken", "body": "Cannot sign in", "kind": "ticket"}
         })));
-        assert_eq!((doc.external_id.as_str(), doc.title.as_str(), doc.body.as_str()), ("T-9", "Login broken", "Cannot sign in"));
+        assert_eq!(
+            (
+                doc.external_id.as_str(),
+                doc.title.as_str(),
+                doc.body.as_str()
+            ),
+            ("T-9", "Login broken", "Cannot sign in")
+        );
         assert_eq!(doc.kind.as_str(), "ticket");
     }
 
     #[test]
     fn any_other_json_becomes_searchable_text() {
-        let doc = webhook_to_document(&hook(serde_json::json!({"test": 2432232314u64, "user": {"name": "Ann"}})));
+        let doc = webhook_to_document(&hook(
+            serde_json::json!({"test": 2432232314u64, "user": {"name": "Ann"}}),
+        ));
         assert_eq!(doc.external_id, "msg_1", "falls back to the webhook id");
         assert!(doc.body.contains("test: 2432232314"));
         assert!(doc.body.contains("user.name: Ann"));

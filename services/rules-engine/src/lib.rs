@@ -22,8 +22,22 @@ impl Handler for Rules {
 
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
     let db = db::connect(&config.database_url, config.db_max_connections.min(4)).await?;
-    let bus = Bus::connect(&config.nats_url, &config.nats_prefix, config.publish_timeout()).await?;
+    let bus = Bus::connect(
+        &config.nats_url,
+        &config.nats_prefix,
+        config.publish_timeout(),
+    )
+    .await?;
     let topology = bus.apply_topology(&config).await?;
-    consumer::run(bus, &topology, CONSUMER, Rules, PgDeadLetters(db), ConsumerOptions::from_config(&config), cancel).await?;
+    consumer::run(
+        bus,
+        &topology,
+        CONSUMER,
+        Rules,
+        PgDeadLetters(db),
+        ConsumerOptions::from_config(&config),
+        cancel,
+    )
+    .await?;
     Ok(())
 }

@@ -67,12 +67,16 @@ mod tests {
     fn issued_tokens_verify_and_others_do_not() {
         let tokens = Tokens::new("a-secret-of-at-least-thirty-two-bytes!!");
         let user = UserId(Uuid::new_v4());
-        let token = tokens.issue(user, "a@example.com", Duration::days(1)).unwrap();
+        let token = tokens
+            .issue(user, "a@example.com", Duration::days(1))
+            .unwrap();
         assert_eq!(tokens.verify(&token).unwrap().sub, user.0);
 
         let other = Tokens::new("another-secret-of-at-least-thirty-two-b");
         assert!(other.verify(&token).is_err(), "wrong key accepted");
-        let expired = tokens.issue(user, "a@example.com", Duration::days(-1)).unwrap();
+        let expired = tokens
+            .issue(user, "a@example.com", Duration::days(-1))
+            .unwrap();
         assert!(tokens.verify(&expired).is_err(), "expired token accepted");
     }
 }

@@ -68,7 +68,11 @@ impl Bus {
         Ok(Self::from_client(client, prefix, publish_timeout))
     }
 
-    pub fn from_client(client: async_nats::Client, prefix: &str, publish_timeout: Duration) -> Self {
+    pub fn from_client(
+        client: async_nats::Client,
+        prefix: &str,
+        publish_timeout: Duration,
+    ) -> Self {
         let js = jetstream::ContextBuilder::new()
             .timeout(publish_timeout)
             .build(client.clone());

@@ -46,7 +46,10 @@ pub fn validate(doc: &DocumentInput, at: &str, limits: &Limits) -> Result<(), Fi
         ));
     }
     if doc.title.len() > MAX_TITLE {
-        return Err(FieldError::new(field("title"), format!("longer than {MAX_TITLE} bytes")));
+        return Err(FieldError::new(
+            field("title"),
+            format!("longer than {MAX_TITLE} bytes"),
+        ));
     }
     if doc.body.len() > limits.max_body_bytes {
         return Err(FieldError::new(
@@ -55,7 +58,10 @@ pub fn validate(doc: &DocumentInput, at: &str, limits: &Limits) -> Result<(), Fi
         ));
     }
     if doc.title.trim().is_empty() && doc.body.trim().is_empty() {
-        return Err(FieldError::new(field("body"), "title and body are both empty"));
+        return Err(FieldError::new(
+            field("body"),
+            "title and body are both empty",
+        ));
     }
     if !(doc.metadata.is_object() || doc.metadata.is_null()) {
         return Err(FieldError::new(field("metadata"), "must be a JSON object"));
@@ -71,7 +77,10 @@ pub fn validate(doc: &DocumentInput, at: &str, limits: &Limits) -> Result<(), Fi
 
 pub fn validate_batch(docs: &[DocumentInput], limits: &Limits) -> Result<(), FieldError> {
     if docs.is_empty() {
-        return Err(FieldError::new("documents", "must hold at least one document"));
+        return Err(FieldError::new(
+            "documents",
+            "must hold at least one document",
+        ));
     }
     if docs.len() > limits.max_batch {
         return Err(FieldError::new(
@@ -102,7 +111,12 @@ pub async fn submit(
 ) -> Result<Vec<Accepted>, BusError> {
     let accepted: Vec<(DocumentId, String)> = docs
         .iter()
-        .map(|d| (DocumentId::derive(user, &d.source, &d.external_id), d.external_id.clone()))
+        .map(|d| {
+            (
+                DocumentId::derive(user, &d.source, &d.external_id),
+                d.external_id.clone(),
+            )
+        })
         .collect();
     let envelopes: Vec<Envelope> = docs
         .into_iter()

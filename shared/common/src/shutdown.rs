@@ -34,7 +34,10 @@ pub async fn drain(tracker: &TaskTracker, timeout: Duration) -> bool {
     tracker.close();
     let done = tokio::time::timeout(timeout, tracker.wait()).await.is_ok();
     if !done {
-        tracing::warn!(timeout_secs = timeout.as_secs(), "shutdown timed out with work in flight");
+        tracing::warn!(
+            timeout_secs = timeout.as_secs(),
+            "shutdown timed out with work in flight"
+        );
     }
     done
 }
@@ -53,7 +56,10 @@ pub async fn bounded<T>(
     }
     let out = tokio::time::timeout(timeout, work).await.ok();
     if out.is_none() {
-        tracing::warn!(timeout_secs = timeout.as_secs(), "shutdown timed out with work in flight");
+        tracing::warn!(
+            timeout_secs = timeout.as_secs(),
+            "shutdown timed out with work in flight"
+        );
     }
     out
 }

@@ -103,5 +103,5 @@ pub fn extract_context(headers: Option<&HeaderMap>) -> Context {
 
 /// Makes `span` a child of the trace that arrived with a message.
 pub fn set_parent(span: &tracing::Span, headers: Option<&HeaderMap>) {
-    let _ = span.set_parent(extract_context(headers));
+    span.set_parent(extract_context(headers));
 }

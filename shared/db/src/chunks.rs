@@ -4,9 +4,7 @@
 use crate::Result;
 use common::DocumentId;
 use pgvector::Vector;
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value};
 
 pub struct NewChunk {
     pub content: String,
@@ -80,8 +78,12 @@ pub async fn replace(
             values.push(Vector::from(chunk.embedding.clone()).into());
         }
         sql.push_str(") AS v(ordinal, content, embedding) WHERE d.id = $1");
-        tx.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values))
-            .await?;
+        tx.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?;
     }
     tx.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,

@@ -12,7 +12,9 @@ pub enum Upserted {
     Created,
     Updated,
     /// Same content as stored; `indexed` tells whether its chunks are in place.
-    Unchanged { indexed: bool },
+    Unchanged {
+        indexed: bool,
+    },
 }
 
 pub async fn upsert(

@@ -10,8 +10,8 @@ pub mod search;
 pub mod users;
 pub mod webhooks;
 
-pub use sea_orm::{DatabaseConnection, DbErr};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, SqlErr};
+pub use sea_orm::{DatabaseConnection, DbErr};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]

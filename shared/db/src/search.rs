@@ -6,9 +6,7 @@ use crate::Result;
 use chrono::{DateTime, Utc};
 use common::UserId;
 use pgvector::Vector;
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value};
 use serde::Serialize;
 use uuid::Uuid;
 

@@ -12,7 +12,11 @@ pub struct Chunker {
 
 impl Chunker {
     /// Counts tokens with the model's own tokenizer from `dir`.
-    pub fn from_model_dir(dir: &Path, tokens: usize, overlap: usize) -> Result<Self, crate::EmbedError> {
+    pub fn from_model_dir(
+        dir: &Path,
+        tokens: usize,
+        overlap: usize,
+    ) -> Result<Self, crate::EmbedError> {
         let path = dir.join("tokenizer.json");
         let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| crate::EmbedError::Load {
             path: path.display().to_string(),
@@ -88,12 +92,17 @@ impl Chunker {
 
     /// The end (exclusive) of the last token in the window's final quarter that closes a
     /// sentence or line; the window's own end if none does.
-    fn sentence_end(&self, text: &str, spans: &[(usize, usize)], start: usize, end: usize) -> usize {
+    fn sentence_end(
+        &self,
+        text: &str,
+        spans: &[(usize, usize)],
+        start: usize,
+        end: usize,
+    ) -> usize {
         let floor = start + (self.tokens * 3 / 4).max(self.overlap + 1);
         for i in (floor..end).rev() {
             let (_, to) = spans[i];
-            let closes = text[..to].ends_with(['.', '!', '?'])
-                || text[to..].starts_with('\n');
+            let closes = text[..to].ends_with(['.', '!', '?']) || text[to..].starts_with('\n');
             if closes {
                 return i + 1;
             }
@@ -123,7 +132,11 @@ mod tests {
         let text = [sentence; 6].join(" ");
         let chunks = Chunker::words(24, 4).split(&text);
         assert!(chunks[0].ends_with("ten."), "{}", chunks[0]);
-        assert_eq!(chunks[0].split_whitespace().count(), 20, "cut after the second sentence");
+        assert_eq!(
+            chunks[0].split_whitespace().count(),
+            20,
+            "cut after the second sentence"
+        );
     }
 
     #[test]

@@ -78,8 +78,7 @@ impl LocalModel {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        self.forward(texts)
-            .map_err(|e| EmbedError::Model(e.into()))
+        self.forward(texts).map_err(EmbedError::Model)
     }
 
     fn forward(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, crate::BoxError> {
@@ -87,7 +86,10 @@ impl LocalModel {
         let rows = encodings.len();
         let cols = encodings[0].get_ids().len();
         let flat = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
-            encodings.iter().flat_map(|e| f(e).iter().copied()).collect()
+            encodings
+                .iter()
+                .flat_map(|e| f(e).iter().copied())
+                .collect()
         };
         let ids = Tensor::from_vec(flat(&|e| e.get_ids()), (rows, cols), &self.device)?;
         let types = Tensor::from_vec(flat(&|e| e.get_type_ids()), (rows, cols), &self.device)?;

@@ -13,19 +13,23 @@ fn model_dir() -> PathBuf {
     std::env::var("EMBEDDING_MODEL_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/assistant/models/all-MiniLM-L6-v2")
+            PathBuf::from(std::env::var("HOME").unwrap())
+                .join(".cache/assistant/models/all-MiniLM-L6-v2")
         })
 }
 
 fn reference() -> Vec<(String, Vec<f32>)> {
-    let data: Value =
-        serde_json::from_str(include_str!("data/reference_vectors.json")).unwrap();
+    let data: Value = serde_json::from_str(include_str!("data/reference_vectors.json")).unwrap();
     data["sentences"]
         .as_array()
         .unwrap()
         .iter()
         .map(|s| {
-            let v = s["vector"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32);
+            let v = s["vector"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32);
             (s["text"].as_str().unwrap().to_owned(), v.collect())
         })
         .collect()
@@ -69,7 +73,10 @@ async fn batcher_keeps_order_across_concurrent_callers() {
     let batcher = Batcher::spawn(Embedder::Local(model.clone()), 8, Duration::from_millis(5));
     let reference = reference();
     let texts: Vec<String> = reference.iter().map(|(t, _)| t.clone()).collect();
-    let (a, b) = tokio::join!(batcher.embed_many(texts.clone()), batcher.embed_one(texts[3].clone()));
+    let (a, b) = tokio::join!(
+        batcher.embed_many(texts.clone()),
+        batcher.embed_one(texts[3].clone())
+    );
     let a = a.unwrap();
     for (i, (_, expected)) in reference.iter().enumerate() {
         assert!(cosine(&a[i], expected) >= 0.99, "result {i} out of order");
@@ -85,7 +92,12 @@ fn chunker_counts_model_tokens() {
     assert!(chunks.len() > 5, "{} chunks", chunks.len());
     let model = LocalModel::load(&model_dir()).unwrap();
     for c in &chunks {
-        let n = model.tokenizer().encode(c.as_str(), false).unwrap().get_ids().len();
+        let n = model
+            .tokenizer()
+            .encode(c.as_str(), false)
+            .unwrap()
+            .get_ids()
+            .len();
         assert!(n <= 50, "chunk of {n} tokens");
     }
 }
@@ -114,11 +126,31 @@ async fn openai_compatible_endpoint() {
         .expect(1)
         .mount(&server)
         .await;
-    let embedder = OpenAiEmbedder::new(&format!("{}/v1", server.uri()), "sk-test", "text-embedding-3-small", 4);
-    let out = embedder.embed(vec!["first".into(), "second".into()]).await.unwrap();
-    assert_eq!(out[0], vec![1.0, 0.0, 0.0, 0.0], "normalized, first input first");
+    let embedder = OpenAiEmbedder::new(
+        &format!("{}/v1", server.uri()),
+        "sk-test",
+        "text-embedding-3-small",
+        4,
+    );
+    let out = embedder
+        .embed(vec!["first".into(), "second".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        out[0],
+        vec![1.0, 0.0, 0.0, 0.0],
+        "normalized, first input first"
+    );
     assert_eq!(out[1], vec![0.0, 1.0, 0.0, 0.0]);
 
-    let wrong = OpenAiEmbedder::new(&format!("{}/v1", server.uri()), "sk-test", "text-embedding-3-small", 384);
-    assert!(wrong.embed(vec!["first".into()]).await.is_err(), "a 404 from the fake must fail");
+    let wrong = OpenAiEmbedder::new(
+        &format!("{}/v1", server.uri()),
+        "sk-test",
+        "text-embedding-3-small",
+        384,
+    );
+    assert!(
+        wrong.embed(vec!["first".into()]).await.is_err(),
+        "a 404 from the fake must fail"
+    );
 }

@@ -8,7 +8,10 @@ async fn rejected(app: &TestApp, token: &str, body: Value, status: u16, field: O
     let response = app.post_documents(token, &body).await;
     assert_eq!(response.status().as_u16(), status, "for {body}");
     let error: Value = response.json().await.unwrap();
-    assert!(error["detail"].as_str().is_some_and(|d| !d.is_empty()), "{error}");
+    assert!(
+        error["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{error}"
+    );
     if let Some(field) = field {
         assert_eq!(error["field"], field, "{error}");
     }
@@ -20,24 +23,102 @@ async fn invalid_documents_are_rejected_with_the_field_named_and_nothing_publish
     let (_, token) = app.user("strict@example.com").await;
     let good = doc("gmail", "email", "ok", "Fine", "A fine document.");
 
-    rejected(&app, &token, json!({"documents": []}), 422, Some("documents")).await;
-    rejected(&app, &token, json!({"documents": [good.clone(), doc("Gmail!", "email", "x", "t", "b")]}), 422, Some("documents[1].source")).await;
-    rejected(&app, &token, json!({"documents": [doc("gmail", "e mail", "x", "t", "b")]}), 422, Some("documents[0].kind")).await;
-    rejected(&app, &token, json!({"documents": [doc("gmail", "email", "  ", "t", "b")]}), 422, Some("documents[0].external_id")).await;
-    rejected(&app, &token, json!({"documents": [doc("gmail", "email", "x", "", " ")]}), 422, Some("documents[0].body")).await;
+    rejected(
+        &app,
+        &token,
+        json!({"documents": []}),
+        422,
+        Some("documents"),
+    )
+    .await;
+    rejected(
+        &app,
+        &token,
+        json!({"documents": [good.clone(), doc("Gmail!", "email", "x", "t", "b")]}),
+        422,
+        Some("documents[1].source"),
+    )
+    .await;
+    rejected(
+        &app,
+        &token,
+        json!({"documents": [doc("gmail", "e mail", "x", "t", "b")]}),
+        422,
+        Some("documents[0].kind"),
+    )
+    .await;
+    rejected(
+        &app,
+        &token,
+        json!({"documents": [doc("gmail", "email", "  ", "t", "b")]}),
+        422,
+        Some("documents[0].external_id"),
+    )
+    .await;
+    rejected(
+        &app,
+        &token,
+        json!({"documents": [doc("gmail", "email", "x", "", " ")]}),
+        422,
+        Some("documents[0].body"),
+    )
+    .await;
     let mut no_id = good.clone();
     no_id.as_object_mut().unwrap().remove("external_id");
-    rejected(&app, &token, json!({"documents": [good.clone(), no_id]}), 422, Some("documents[1]")).await;
+    rejected(
+        &app,
+        &token,
+        json!({"documents": [good.clone(), no_id]}),
+        422,
+        Some("documents[1]"),
+    )
+    .await;
     let mut bad_meta = good.clone();
     bad_meta["metadata"] = json!([1, 2]);
-    rejected(&app, &token, json!({"documents": [bad_meta]}), 422, Some("documents[0].metadata")).await;
+    rejected(
+        &app,
+        &token,
+        json!({"documents": [bad_meta]}),
+        422,
+        Some("documents[0].metadata"),
+    )
+    .await;
     let mut bad_time = good.clone();
     bad_time["occurred_at"] = json!("last tuesday");
-    rejected(&app, &token, json!({"documents": [bad_time]}), 422, Some("documents[0].occurred_at")).await;
-    let huge = doc("gmail", "email", "big", "Big", &"x".repeat(app.config.max_document_bytes + 1));
-    rejected(&app, &token, json!({"documents": [huge]}), 422, Some("documents[0].body")).await;
-    let too_many: Vec<Value> = (0..=app.config.max_batch_documents).map(|i| doc("gmail", "email", &i.to_string(), "t", "b")).collect();
-    rejected(&app, &token, json!({"documents": too_many}), 422, Some("documents")).await;
+    rejected(
+        &app,
+        &token,
+        json!({"documents": [bad_time]}),
+        422,
+        Some("documents[0].occurred_at"),
+    )
+    .await;
+    let huge = doc(
+        "gmail",
+        "email",
+        "big",
+        "Big",
+        &"x".repeat(app.config.max_document_bytes + 1),
+    );
+    rejected(
+        &app,
+        &token,
+        json!({"documents": [huge]}),
+        422,
+        Some("documents[0].body"),
+    )
+    .await;
+    let too_many: Vec<Value> = (0..=app.config.max_batch_documents)
+        .map(|i| doc("gmail", "email", &i.to_string(), "t", "b"))
+        .collect();
+    rejected(
+        &app,
+        &token,
+        json!({"documents": too_many}),
+        422,
+        Some("documents"),
+    )
+    .await;
     rejected(&app, &token, json!({"docs": [good.clone()]}), 422, None).await;
 
     let not_json = app
@@ -71,9 +152,15 @@ async fn invalid_documents_are_rejected_with_the_field_named_and_nothing_publish
         assert_eq!(response.status(), 401, "token {bad_token:?}");
     }
     let foreign = common::auth::Tokens::new("some-other-secret-that-is-long-enough!!")
-        .issue(common::UserId(uuid::Uuid::new_v4()), "x@example.com", chrono::Duration::hours(1))
+        .issue(
+            common::UserId(uuid::Uuid::new_v4()),
+            "x@example.com",
+            chrono::Duration::hours(1),
+        )
         .unwrap();
-    let response = app.post_documents(&foreign, &json!({"documents": [good]})).await;
+    let response = app
+        .post_documents(&foreign, &json!({"documents": [good]}))
+        .await;
     assert_eq!(response.status(), 401);
 
     assert_eq!(app.stream_messages("INGEST").await, 0, "nothing published");
@@ -84,15 +171,52 @@ async fn search_rejects_bad_parameters_and_needs_a_token() {
     let app = TestApp::spawn_only(&[]).await;
     let (_, token) = app.user("searcher@example.com").await;
     let get = |q: Vec<(&'static str, &'static str)>| {
-        app.http.get(format!("{}/api/embeddings/search", app.url)).bearer_auth(&token).query(&q).send()
+        app.http
+            .get(format!("{}/api/embeddings/search", app.url))
+            .bearer_auth(&token)
+            .query(&q)
+            .send()
     };
     assert_eq!(get(vec![("q", " ")]).await.unwrap().status(), 422);
-    assert_eq!(get(vec![("q", "x"), ("top_k", "0")]).await.unwrap().status(), 422);
-    assert_eq!(get(vec![("q", "x"), ("top_k", "many")]).await.unwrap().status(), 400);
-    assert_eq!(get(vec![("q", "x"), ("source", "Not A Source")]).await.unwrap().status(), 422);
-    assert_eq!(get(vec![("q", "x"), ("from", "2026-02-01T00:00:00Z"), ("to", "2026-01-01T00:00:00Z")]).await.unwrap().status(), 422);
+    assert_eq!(
+        get(vec![("q", "x"), ("top_k", "0")])
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
+    assert_eq!(
+        get(vec![("q", "x"), ("top_k", "many")])
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(
+        get(vec![("q", "x"), ("source", "Not A Source")])
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
+    assert_eq!(
+        get(vec![
+            ("q", "x"),
+            ("from", "2026-02-01T00:00:00Z"),
+            ("to", "2026-01-01T00:00:00Z")
+        ])
+        .await
+        .unwrap()
+        .status(),
+        422
+    );
     assert_eq!(get(vec![]).await.unwrap().status(), 400);
-    let anonymous = app.http.get(format!("{}/api/embeddings/search?q=x", app.url)).send().await.unwrap();
+    let anonymous = app
+        .http
+        .get(format!("{}/api/embeddings/search?q=x", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anonymous.status(), 401);
     // Without the embedding service the search still answers, on full text.
     let result = app.search(&token, &[("q", "anything")]).await;

@@ -7,8 +7,8 @@ mod resilience;
 mod webhooks;
 
 use assistant_tests::TestApp;
-use common::{DocumentId, UserId};
 use common::ids::Source;
+use common::{DocumentId, UserId};
 use serde_json::{Value, json};
 
 pub fn doc(source: &str, kind: &str, external_id: &str, title: &str, body: &str) -> Value {
@@ -29,13 +29,17 @@ pub fn titles(result: &Value) -> Vec<String> {
 }
 
 pub async fn wait_indexed(app: &TestApp, ids: &[DocumentId]) {
-    assistant_tests::eventually("documents indexed", std::time::Duration::from_secs(60), || async {
-        for id in ids {
-            if !app.indexed(*id).await {
-                return false;
+    assistant_tests::eventually(
+        "documents indexed",
+        std::time::Duration::from_secs(60),
+        || async {
+            for id in ids {
+                if !app.indexed(*id).await {
+                    return false;
+                }
             }
-        }
-        true
-    })
+            true
+        },
+    )
     .await;
 }

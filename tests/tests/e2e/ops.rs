@@ -10,38 +10,120 @@ use serde_json::json;
 async fn health_ready_and_metrics() {
     let app = TestApp::spawn().await;
     let (user, token) = app.user("ops@example.com").await;
-    assert_eq!(app.http.get(format!("{}/health", app.url)).send().await.unwrap().status(), 200);
-    let ready: serde_json::Value = app.http.get(format!("{}/ready", app.url)).send().await.unwrap().json().await.unwrap();
-    assert_eq!(ready, json!({"status": "ready", "postgres": true, "nats": true}));
+    assert_eq!(
+        app.http
+            .get(format!("{}/health", app.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let ready: serde_json::Value = app
+        .http
+        .get(format!("{}/ready", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready,
+        json!({"status": "ready", "postgres": true, "nats": true})
+    );
 
-    assert_eq!(app.post_documents(&token, &json!({"documents": [doc("gmail", "email", "m", "t", "b")]})).await.status(), 202);
+    assert_eq!(
+        app.post_documents(
+            &token,
+            &json!({"documents": [doc("gmail", "email", "m", "t", "b")]})
+        )
+        .await
+        .status(),
+        202
+    );
     wait_indexed(&app, &[doc_id(user, "gmail", "m")]).await;
-    let metrics = app.http.get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"http_requests_total{method="POST",route="/api/ingest/documents",status="202"} 1"#), "{metrics}");
-    assert!(metrics.contains("nats_publish_duration_seconds"), "publish latency");
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"http_requests_total{method="POST",route="/api/ingest/documents",status="202"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("nats_publish_duration_seconds"),
+        "publish latency"
+    );
     let stream = app.bus.ns.stream("EVENTS");
-    assert!(metrics.contains(&format!(r#"consumer_pending{{stream="{stream}",consumer="embedding"}} 0"#)), "{metrics}");
-    assert!(metrics.contains(&format!(r#"consumer_ack_floor{{stream="{stream}",consumer="embedding"}} 1"#)), "{metrics}");
-    assert!(metrics.contains("consumer_messages_total"), "processed/failed counters");
+    assert!(
+        metrics.contains(&format!(
+            r#"consumer_pending{{stream="{stream}",consumer="embedding"}} 0"#
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            r#"consumer_ack_floor{{stream="{stream}",consumer="embedding"}} 1"#
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("consumer_messages_total"),
+        "processed/failed counters"
+    );
 }
 
 #[tokio::test]
 async fn openapi_document_is_served_and_matches_the_committed_copy() {
     let app = TestApp::spawn_only(&[]).await;
-    let served: serde_json::Value = app.http.get(format!("{}/openapi.json", app.url)).send().await.unwrap().json().await.unwrap();
+    let served: serde_json::Value = app
+        .http
+        .get(format!("{}/openapi.json", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let generated = serde_json::to_string_pretty(&served).unwrap() + "\n";
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
     if std::env::var("UPDATE_OPENAPI").is_ok() {
         std::fs::write(&path, &generated).unwrap();
     }
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(committed == generated, "docs/openapi.json is out of date: run `make openapi`");
-    for p in ["/api/ingest/documents", "/api/webhooks/generic/{source}", "/api/embeddings/search", "/health", "/ready", "/metrics"] {
+    assert!(
+        committed == generated,
+        "docs/openapi.json is out of date: run `make openapi`"
+    );
+    for p in [
+        "/api/ingest/documents",
+        "/api/webhooks/generic/{source}",
+        "/api/embeddings/search",
+        "/health",
+        "/ready",
+        "/metrics",
+    ] {
         assert!(served["paths"][p].is_object(), "{p} missing from the spec");
     }
-    let docs = app.http.get(format!("{}/docs", app.url)).send().await.unwrap();
+    let docs = app
+        .http
+        .get(format!("{}/docs", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(docs.status(), 200);
-    assert!(docs.text().await.unwrap().contains("openapi"), "the docs page loads the spec");
+    assert!(
+        docs.text().await.unwrap().contains("openapi"),
+        "the docs page loads the spec"
+    );
 }
 
 fn trace_id(headers: Option<&async_nats::HeaderMap>) -> Option<String> {
@@ -50,9 +132,18 @@ fn trace_id(headers: Option<&async_nats::HeaderMap>) -> Option<String> {
 }
 
 async fn first_message_headers(app: &TestApp, stream: &str) -> Option<async_nats::HeaderMap> {
-    let stream = app.bus.js.get_stream(app.bus.ns.stream(stream)).await.unwrap();
+    let stream = app
+        .bus
+        .js
+        .get_stream(app.bus.ns.stream(stream))
+        .await
+        .unwrap();
     let reader = stream
-        .create_consumer(consumer::pull::Config { deliver_policy: DeliverPolicy::All, ack_policy: consumer::AckPolicy::None, ..Default::default() })
+        .create_consumer(consumer::pull::Config {
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: consumer::AckPolicy::None,
+            ..Default::default()
+        })
         .await
         .unwrap();
     let mut batch = reader.fetch().max_messages(1).messages().await.unwrap();
@@ -64,10 +155,20 @@ async fn one_trace_spans_gateway_ingest_and_embedding() {
     let _telemetry = common::telemetry::init("e2e", &common::Config::default());
     let app = TestApp::spawn().await;
     let (user, token) = app.user("trace@example.com").await;
-    assert_eq!(app.post_documents(&token, &json!({"documents": [doc("gmail", "email", "t", "t", "b")]})).await.status(), 202);
+    assert_eq!(
+        app.post_documents(
+            &token,
+            &json!({"documents": [doc("gmail", "email", "t", "t", "b")]})
+        )
+        .await
+        .status(),
+        202
+    );
     wait_indexed(&app, &[doc_id(user, "gmail", "t")]).await;
-    let intake = trace_id(first_message_headers(&app, "INGEST").await.as_ref()).expect("traceparent on the intake message");
-    let event = trace_id(first_message_headers(&app, "EVENTS").await.as_ref()).expect("traceparent on the domain event");
+    let intake = trace_id(first_message_headers(&app, "INGEST").await.as_ref())
+        .expect("traceparent on the intake message");
+    let event = trace_id(first_message_headers(&app, "EVENTS").await.as_ref())
+        .expect("traceparent on the domain event");
     assert_eq!(intake.len(), 32);
     assert_ne!(intake, "0".repeat(32));
     assert_eq!(intake, event, "ingest continued the gateway's trace");

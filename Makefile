@@ -1,0 +1,37 @@
+# The two commands a newcomer needs: `make run` and `make test`. See README.md.
+.PHONY: run test lint bench setup build fmt openapi migrate
+
+## Start the whole system (installs and starts what is missing) with a demo tenant.
+run:
+	bash scripts/run.sh
+
+## Prepare the machine, then run the whole test suite against real Postgres and NATS.
+test:
+	bash scripts/test.sh
+
+## Formatting and clippy, as CI checks them.
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+## Benchmarks (release build): prints a table and writes BENCHMARKS.md.
+bench:
+	bash scripts/bench.sh
+
+## Install and start Postgres (+pgvector) and NATS if missing, fetch the embedding model.
+setup:
+	bash scripts/setup.sh
+
+build:
+	cargo build --bins
+
+fmt:
+	cargo fmt --all
+
+## Regenerate docs/openapi.json from the code.
+openapi:
+	bash scripts/setup.sh
+	UPDATE_OPENAPI=1 cargo nextest run -p assistant-tests -E 'test(openapi)'
+
+migrate:
+	cargo run -q -p ctl -- migrate

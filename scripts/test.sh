@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# `make test`: prepare the machine like `make run` does, then run every test against the real
+# Postgres + pgvector and NATS JetStream. Each test makes its own database and stream prefix.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bash scripts/setup.sh
+if [ -f .env ]; then set -a; . ./.env; set +a; fi
+export PATH="$HOME/.cargo/bin:$PATH"
+: "${DATABASE_URL:=postgres://postgres:postgres@127.0.0.1:5432/assistant}"
+admin_url="${DATABASE_URL%/*}/postgres"
+
+# Databases left by interrupted runs, and templates of older schemas.
+for db in $(psql "$admin_url" -tAc "select datname from pg_database where datname like 'test\_%' or datname like 'assistant\_tmpl\_%'"); do
+  psql "$admin_url" -qc "drop database if exists \"$db\" with (force)" >/dev/null
+done
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing cargo-nextest..."
+  cargo install --locked cargo-nextest
+fi
+cargo nextest run --workspace --no-fail-fast "$@"
