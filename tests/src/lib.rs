@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod bench;
+
 pub const SERVICES: [&str; 5] = [
     "gateway",
     "ingest",

@@ -1,0 +1,443 @@
+//! The pieces `make bench` is made of: the benchmark deployment, child processes and their
+//! memory, load generators and measurements.
+
+use common::bus::Bus;
+use common::events::{DocumentInput, short_hash};
+use common::ids::Source;
+use common::{Config, UserId};
+use embed::LocalModel;
+use futures::future::join_all;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+const BENCH_DB: &str = "assistant_bench";
+const GATEWAY_ADDR: &str = "127.0.0.1:18000";
+const SECRET: &str = "whsec_YmVuY2htYXJrLXNlY3JldC1rZXktMzItYnl0ZXMh";
+
+/// Throughput and latency of one load run.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    pub rate: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+}
+
+fn stats(mut latencies: Vec<Duration>, elapsed: Duration) -> Stats {
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    Stats {
+        rate: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+    }
+}
+
+pub struct Env {
+    pub config: Config,
+    pub db: DatabaseConnection,
+    pub bus: Bus,
+    pub url: String,
+    bin: std::path::PathBuf,
+}
+
+impl Env {
+    /// A fresh benchmark database and stream prefix.
+    pub async fn prepare() -> anyhow::Result<Self> {
+        let base = Config::load()?;
+        let server = base.database_url.rsplit_once('/').map(|(s, _)| s.to_owned()).unwrap_or_default();
+        let admin = db::connect(&format!("{server}/postgres"), 1).await?;
+        admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")).await?;
+        admin.execute_unprepared(&format!("CREATE DATABASE {BENCH_DB}")).await?;
+        let config = Config {
+            database_url: format!("{server}/{BENCH_DB}"),
+            nats_prefix: "bench".into(),
+            bind_addr: GATEWAY_ADDR.into(),
+            ..base
+        };
+        let db = db::connect(&config.database_url, 4).await?;
+        use migration::MigratorTrait;
+        migration::Migrator::up(&db, None).await?;
+        let bus = Bus::connect(&config.nats_url, &config.nats_prefix, config.publish_timeout()).await?;
+        for def in common::topology::Topology::shipped()?.streams {
+            let _ = bus.js.delete_stream(bus.ns.stream(&def.name)).await;
+        }
+        bus.apply_topology(&config).await?;
+        let bin = std::env::current_exe()?.parent().expect("target dir").to_owned();
+        Ok(Self { url: format!("http://{GATEWAY_ADDR}"), config, db, bus, bin })
+    }
+
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = http.get(format!("{}/ready", self.url)).send().await
+                && r.status() == 200
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("gateway did not become ready")
+    }
+
+    pub async fn webhook_user(&self) -> anyhow::Result<(UserId, String)> {
+        let user = db::users::ensure(&self.db, "bench-hooks@example.com").await?;
+        db::webhooks::create(&self.db, user, &Source::parse("bench").map_err(anyhow::Error::msg)?, SECRET).await?;
+        Ok((user, SECRET.to_owned()))
+    }
+
+    pub async fn purge_streams(&self) -> anyhow::Result<()> {
+        for def in common::topology::Topology::shipped()?.streams {
+            self.bus.js.get_stream(self.bus.ns.stream(&def.name)).await?.purge().await?;
+        }
+        Ok(())
+    }
+
+    /// A user with `n` chunks (random unit vectors, text drawn from an advisor's vocabulary).
+    pub async fn synthetic_chunks(&self, n: i64) -> anyhow::Result<UserId> {
+        let user = db::users::ensure(&self.db, "bench-search@example.com").await?;
+        let per_doc = 5;
+        let sql = format!(
+            r#"
+            SET maintenance_work_mem = '512MB';
+            DROP INDEX IF EXISTS chunks_embedding_hnsw;
+            INSERT INTO documents (id, user_id, source, kind, external_id, title, body, content_hash, indexed_hash)
+              SELECT gen_random_uuid(), '{user}', (ARRAY['gmail','hubspot','gcal','slack'])[1 + g % 4], 'note',
+                     'syn-' || g, 'Synthetic note ' || g, '', 'h', 'h'
+              FROM generate_series(1, {docs}) g;
+            WITH words AS (SELECT string_to_array('{vocab}', ' ') AS w),
+                 docs AS (SELECT id, source, row_number() OVER () AS r FROM documents WHERE user_id = '{user}')
+            INSERT INTO chunks (document_id, user_id, source, kind, ordinal, title, content, embedding)
+              SELECT d.id, '{user}', d.source, 'note', o, 'Synthetic note ' || d.r,
+                     array_to_string(ARRAY(SELECT w[1 + floor(random() * array_length(w, 1))::int]
+                                           FROM words, generate_series(1, 40) k WHERE k > o * 0 + d.r * 0), ' '),
+                     (SELECT ('[' || string_agg((random() - 0.5)::text, ',') || ']')::vector
+                      FROM generate_series(1, 384) x WHERE x > o * 0 + d.r * 0)
+              FROM docs d, generate_series(0, {per_doc} - 1) o;
+            CREATE INDEX chunks_embedding_hnsw ON chunks USING hnsw (embedding vector_cosine_ops);
+            ANALYZE chunks;
+            "#,
+            docs = n / per_doc,
+            vocab = VOCABULARY,
+        );
+        self.db.execute_unprepared(&sql).await?;
+        Ok(user)
+    }
+
+    pub async fn cleanup(&self) {
+        for def in common::topology::Topology::shipped().map(|t| t.streams).unwrap_or_default() {
+            let _ = self.bus.js.delete_stream(self.bus.ns.stream(&def.name)).await;
+        }
+    }
+}
+
+const VOCABULARY: &str = "portfolio retirement rollover ira roth conversion beneficiary trust estate tax \
+    harvesting rebalance allocation bonds equities dividend income annuity insurance premium college \
+    tuition savings plan mortgage refinance budget cash flow pension social security medicare rmd charitable \
+    donation gift inheritance will attorney meeting review call email follow up quarterly annual risk \
+    tolerance volatility market drop recovery growth value index fund etf municipal treasury yield inflation";
+
+/// The service processes of the benchmark deployment.
+#[derive(Default)]
+pub struct Services {
+    children: BTreeMap<String, Child>,
+}
+
+impl Services {
+    pub fn start(&mut self, env: &Env, name: &str) -> anyhow::Result<()> {
+        let c = &env.config;
+        let child = Command::new(env.bin.join(name))
+            .env("DATABASE_URL", &c.database_url)
+            .env("NATS_URL", &c.nats_url)
+            .env("NATS_PREFIX", &c.nats_prefix)
+            .env("BIND_ADDR", &c.bind_addr)
+            .env("SECRET_KEY", &c.secret_key)
+            .env("EMBEDDING_MODEL_DIR", &c.embedding_model_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        self.children.insert(name.to_owned(), child);
+        Ok(())
+    }
+
+    pub fn stop(&mut self, name: &str) {
+        if let Some(mut child) = self.children.remove(name) {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn stop_all(&mut self) {
+        let names: Vec<String> = self.children.keys().cloned().collect();
+        for n in names {
+            self.stop(&n);
+        }
+    }
+
+    pub fn rss_all(&self) -> Vec<(String, f64)> {
+        self.children.iter().map(|(n, c)| (n.clone(), rss_mb(c.id()))).collect()
+    }
+
+    /// Samples a service's resident memory every 50 ms until stopped; yields the peak.
+    pub fn sample_rss(&self, name: &str) -> Sampler {
+        let pid = self.children[name].id();
+        let (stop, mut stopped) = oneshot::channel();
+        let handle = tokio::spawn(async move {
+            let mut peak: f64 = 0.0;
+            loop {
+                peak = peak.max(rss_mb(pid));
+                tokio::select! {
+                    _ = &mut stopped => return peak,
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        });
+        Sampler { stop, handle }
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+pub struct Sampler {
+    stop: oneshot::Sender<()>,
+    handle: tokio::task::JoinHandle<f64>,
+}
+
+impl Sampler {
+    pub async fn stop(self) -> f64 {
+        let _ = self.stop.send(());
+        self.handle.await.unwrap_or(0.0)
+    }
+}
+
+/// Resident memory of a process, in MB, from /proc.
+pub fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+pub fn webhook_body(i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "type": "feedback.created",
+        "data": {"id": format!("fb-{i}"), "title": "Feature request", "body": "Customers ask for a CSV export of the holdings report."}
+    })
+}
+
+fn sign(secret: &str, id: &str, ts: i64, body: &str) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.decode(secret.trim_start_matches("whsec_")).expect("secret is base64");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).expect("any key length");
+    mac.update(format!("{id}.{ts}.{body}").as_bytes());
+    format!("v1,{}", b64.encode(mac.finalize().into_bytes()))
+}
+
+/// Runs `n` operations with `concurrency` workers; `op(i)` returns when operation `i` is done.
+async fn load<F, Fut>(n: usize, concurrency: usize, op: F) -> anyhow::Result<Stats>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers = (0..concurrency).map(|_| {
+        let (op, next) = (op.clone(), next.clone());
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return anyhow::Ok(latencies);
+                }
+                let t = Instant::now();
+                op(i).await?;
+                latencies.push(t.elapsed());
+            }
+        })
+    });
+    let mut all = Vec::with_capacity(n);
+    for w in join_all(workers).await {
+        all.extend(w??);
+    }
+    Ok(stats(all, started.elapsed()))
+}
+
+pub async fn intake_gateway(env: &Env, secret: &str, n: usize, concurrency: usize) -> anyhow::Result<Stats> {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let url = format!("{}/api/webhooks/generic/bench", env.url);
+    let secret = secret.to_owned();
+    let run = chrono::Utc::now().timestamp_millis();
+    load(n, concurrency, move |i| {
+        let (http, url, secret) = (http.clone(), url.clone(), secret.clone());
+        async move {
+            let body = webhook_body(i).to_string();
+            let id = format!("msg_{run}_{i}");
+            let ts = chrono::Utc::now().timestamp();
+            let response = http
+                .post(&url)
+                .header("webhook-id", &id)
+                .header("webhook-timestamp", ts.to_string())
+                .header("webhook-signature", sign(&secret, &id, ts, &body))
+                .body(body)
+                .send()
+                .await?;
+            anyhow::ensure!(response.status() == 202, "gateway answered {}", response.status());
+            Ok(())
+        }
+    })
+    .await
+}
+
+pub async fn intake_raw(env: &Env, user: UserId, payload: Vec<u8>, n: usize, concurrency: usize) -> anyhow::Result<Stats> {
+    let bus = env.bus.clone();
+    let subject = format!("webhooks.{user}.raw");
+    let run = chrono::Utc::now().timestamp_millis();
+    load(n, concurrency, move |i| {
+        let (bus, subject, payload) = (bus.clone(), subject.clone(), payload.clone());
+        async move {
+            bus.publish_raw(&subject, &format!("raw-{run}-{i}"), payload).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+pub fn text_of_words(n: usize) -> String {
+    let words: Vec<&str> = VOCABULARY.split_whitespace().collect();
+    (0..n).map(|i| words[(i * 7 + 3) % words.len()]).collect::<Vec<_>>().join(" ")
+}
+
+pub fn pipeline_docs(n: usize) -> Vec<DocumentInput> {
+    (0..n)
+        .map(|i| DocumentInput {
+            source: Source::parse("gmail").expect("valid"),
+            kind: Source::parse("email").expect("valid"),
+            external_id: format!("p{i}"),
+            title: format!("Client update {i}"),
+            body: format!("{} {}", short_hash(&[&i.to_string()]), text_of_words(40)),
+            metadata: serde_json::json!({}),
+            occurred_at: None,
+        })
+        .collect()
+}
+
+/// Documents per second from the first POST until every one is indexed.
+pub async fn pipeline(env: &Env, docs: &[DocumentInput]) -> anyhow::Result<f64> {
+    let user = db::users::ensure(&env.db, "bench-pipeline@example.com").await?;
+    let token = common::auth::Tokens::new(&env.config.secret_key).issue(user, "bench", chrono::Duration::hours(1))?;
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    for batch in docs.chunks(50) {
+        let response = http
+            .post(format!("{}/api/ingest/documents", env.url))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "documents": batch }))
+            .send()
+            .await?;
+        anyhow::ensure!(response.status() == 202, "intake answered {}", response.status());
+    }
+    let want = docs.len() as i64;
+    loop {
+        let row = env
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT count(*) AS n FROM documents WHERE user_id = $1 AND indexed_hash = content_hash",
+                [user.0.into()],
+            ))
+            .await?
+            .expect("count");
+        if row.try_get::<i64>("", "n")? >= want {
+            break;
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "pipeline did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(docs.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Texts per second embedding `texts` in batches of `batch`.
+pub fn embed_rate(model: &LocalModel, texts: &[String], batch: usize) -> f64 {
+    let _ = model.embed(&texts[..1]);
+    let started = Instant::now();
+    for chunk in texts.chunks(batch) {
+        model.embed(chunk).expect("embedding works");
+    }
+    texts.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Hybrid search through the gateway vs a bare pgvector kNN query with the same vectors.
+pub async fn search(env: &Env, user: UserId, model: &LocalModel, n: usize) -> anyhow::Result<(Stats, Stats)> {
+    let token = common::auth::Tokens::new(&env.config.secret_key).issue(user, "bench", chrono::Duration::hours(1))?;
+    let words: Vec<&str> = VOCABULARY.split_whitespace().collect();
+    let queries: Vec<String> = (0..n)
+        .map(|i| format!("{} {} {}", words[i % words.len()], words[(i * 5 + 1) % words.len()], words[(i * 11 + 2) % words.len()]))
+        .collect();
+    let http = reqwest::Client::new();
+    let mut latencies = Vec::with_capacity(n);
+    let started = Instant::now();
+    for q in &queries {
+        let t = Instant::now();
+        let response = http
+            .get(format!("{}/api/embeddings/search", env.url))
+            .bearer_auth(&token)
+            .query(&[("q", q.as_str()), ("top_k", "10")])
+            .send()
+            .await?;
+        anyhow::ensure!(response.status() == 200, "search answered {}", response.status());
+        let body: serde_json::Value = response.json().await?;
+        anyhow::ensure!(body["mode"] == "hybrid", "search fell back to {}", body["mode"]);
+        latencies.push(t.elapsed());
+    }
+    let hybrid = stats(latencies, started.elapsed());
+
+    let vectors = model.embed(&queries)?;
+    let mut latencies = Vec::with_capacity(n);
+    let started = Instant::now();
+    for v in vectors {
+        let t = Instant::now();
+        env.db
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT id FROM chunks WHERE user_id = $1 ORDER BY embedding <=> $2::vector LIMIT 10",
+                [user.0.into(), pgvector::Vector::from(v).into()],
+            ))
+            .await?;
+        latencies.push(t.elapsed());
+    }
+    Ok((hybrid, stats(latencies, started.elapsed())))
+}
+
+/// CPU model, cores and memory of this machine.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    format!("{cpu}, {cores} cores, {mem:.0} GiB RAM")
+}

@@ -1,0 +1,165 @@
+//! `make bench`: runs the release binaries as separate processes against the real Postgres and
+//! NATS, measures each target next to its peer or physical limit in the same run, prints a
+//! table and writes BENCHMARKS.md.
+
+use assistant_tests::bench::{self, Services};
+use common::events::{Envelope, Event, WebhookReceived};
+use common::ids::Source;
+use embed::LocalModel;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+const INTAKE_REQUESTS: usize = 4_000;
+const INTAKE_CONCURRENCY: usize = 32;
+const PIPELINE_DOCS: usize = 240;
+const SEARCH_CHUNKS: i64 = 100_000;
+const SEARCH_QUERIES: usize = 200;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let env = bench::Env::prepare().await?;
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    let mut services = Services::default();
+
+    // Idle footprint: every service started, nothing to do.
+    for name in ["gateway", "ingest", "embedding", "rules-engine", "tool-executor"] {
+        services.start(&env, name)?;
+    }
+    env.wait_ready().await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = services.rss_all();
+
+    // 1. Webhook intake: gateway vs raw JetStream publish, consumers stopped so they do not
+    //    compete for the two cores.
+    for name in ["ingest", "embedding", "rules-engine", "tool-executor"] {
+        services.stop(name);
+    }
+    let (user, secret) = env.webhook_user().await?;
+    let sampler = services.sample_rss("gateway");
+    let gateway = bench::intake_gateway(&env, &secret, INTAKE_REQUESTS, INTAKE_CONCURRENCY).await?;
+    let gateway_peak = sampler.stop().await;
+    let payload = Envelope::new(
+        user,
+        Event::WebhookReceived(WebhookReceived {
+            source: Source::parse("bench").map_err(anyhow::Error::msg)?,
+            webhook_id: "x".into(),
+            received_at: chrono::Utc::now(),
+            payload: bench::webhook_body(0),
+        }),
+    )
+    .to_bytes();
+    let raw = bench::intake_raw(&env, user, payload, INTAKE_REQUESTS, INTAKE_CONCURRENCY).await?;
+    rows.push(row(
+        "Webhook intake (req/s)",
+        format!("{:.0} req/s, p50 {} p99 {}", gateway.rate, ms(gateway.p50), ms(gateway.p99)),
+        format!("raw JetStream publish: {:.0}/s, p50 {} p99 {}", raw.rate, ms(raw.p50), ms(raw.p99)),
+        format!("{:.2}× (goal ≥ 0.6×)", gateway.rate / raw.rate),
+    ));
+    env.purge_streams().await?;
+
+    // 2. Pipeline: intake to searchable vs the embedder alone on the same texts.
+    for name in ["ingest", "embedding", "rules-engine", "tool-executor"] {
+        services.start(&env, name)?;
+    }
+    env.wait_ready().await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let docs = bench::pipeline_docs(PIPELINE_DOCS);
+    let samplers: Vec<_> = ["gateway", "ingest", "embedding"].iter().map(|n| services.sample_rss(n)).collect();
+    let pipeline_rate = bench::pipeline(&env, &docs).await?;
+    let mut load_peak = Vec::new();
+    for s in samplers {
+        load_peak.push(s.stop().await);
+    }
+    services.stop("embedding"); // free the cores for the embedder-alone run
+    let model = Arc::new(LocalModel::load(Path::new(&env.config.embedding_model_dir))?);
+    let texts: Vec<String> = docs.iter().map(|d| format!("{}\n{}", d.title, d.body)).collect();
+    let alone_rate = bench::embed_rate(&model, &texts, 32);
+    rows.push(row(
+        "Pipeline (docs/s, ~60 tokens)",
+        format!("{pipeline_rate:.1} docs/s intake → searchable"),
+        format!("embedder alone: {alone_rate:.1} texts/s"),
+        format!("{:.2}× (goal ≥ 0.8×)", pipeline_rate / alone_rate),
+    ));
+
+    // 3. The embedder alone, by batch size and text length.
+    for (label, words) in [("~50 tokens", 38), ("~250 tokens", 190)] {
+        let text = bench::text_of_words(words);
+        let tokens = model.tokenizer().encode(text.as_str(), true).map(|e| e.get_ids().len()).unwrap_or(0);
+        let one = bench::embed_rate(&model, &vec![text.clone(); 16], 1);
+        let batch = bench::embed_rate(&model, &vec![text.clone(); 64], 32);
+        rows.push(row(
+            &format!("Embedder, {label} ({tokens} tokens)"),
+            format!("batch 1: {one:.1} texts/s; batch 32: {batch:.1} texts/s"),
+            format!("{:.0} tokens/s at batch 32", batch * tokens as f64),
+            format!("batch 32 / batch 1: {:.2}×", batch / one),
+        ));
+    }
+
+    // 4. Hybrid search over 100k chunks, against a bare pgvector kNN on the same index.
+    services.start(&env, "embedding")?;
+    let search_user = env.synthetic_chunks(SEARCH_CHUNKS).await?;
+    env.wait_ready().await?;
+    let (hybrid, knn) = bench::search(&env, search_user, &model, SEARCH_QUERIES).await?;
+    rows.push(row(
+        "Hybrid search, 100k chunks",
+        format!("p50 {} p99 {} (HTTP, query embedded by the service)", ms(hybrid.p50), ms(hybrid.p99)),
+        format!("bare pgvector kNN: p50 {} p99 {}", ms(knn.p50), ms(knn.p99)),
+        format!("{:.1}× the kNN p50", hybrid.p50.as_secs_f64() / knn.p50.as_secs_f64()),
+    ));
+
+    // 5. Footprint.
+    for (name, rss) in &idle {
+        let loaded = match name.as_str() {
+            "gateway" => Some(gateway_peak),
+            "ingest" => Some(load_peak[1]),
+            "embedding" => Some(load_peak[2]),
+            _ => None,
+        };
+        let goal = if name == "embedding" { 300.0 } else { 50.0 };
+        rows.push(row(
+            &format!("Memory: {name}"),
+            format!(
+                "idle {:.1} MB{}",
+                rss,
+                loaded.map(|l| format!(", under load {l:.1} MB")).unwrap_or_default()
+            ),
+            format!("goal ≤ {goal:.0} MB idle"),
+            format!("{:.2}× the goal", rss / goal),
+        ));
+    }
+    services.stop_all();
+
+    let table = render(&rows);
+    println!("\n{table}");
+    let machine = bench::machine();
+    let mut doc = String::from("# Benchmarks\n\n");
+    let _ = writeln!(doc, "Written by `make bench` on {} ({}).\n", chrono::Utc::now().format("%Y-%m-%d"), machine);
+    let _ = writeln!(
+        doc,
+        "Release build; every service a separate process; Postgres, NATS, the load generator and the \
+         services all share the same cores. Each target is measured next to its peer or physical \
+         limit in the same run.\n"
+    );
+    doc.push_str(&table);
+    std::fs::write("BENCHMARKS.md", doc)?;
+    env.cleanup().await;
+    Ok(())
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn row(what: &str, measured: String, peer: String, ratio: String) -> [String; 4] {
+    [what.to_owned(), measured, peer, ratio]
+}
+
+fn render(rows: &[[String; 4]]) -> String {
+    let mut out = String::from("| benchmark | measured | peer / limit (same run) | ratio |\n|---|---|---|---|\n");
+    for r in rows {
+        let _ = writeln!(out, "| {} | {} | {} | {} |", r[0], r[1], r[2], r[3]);
+    }
+    out
+}
