@@ -83,7 +83,7 @@ ensure_database() {
     log "creating database $db_name"
     psql "$admin_url" -qc "create database \"$db_name\""
   fi
-  psql "$DATABASE_URL" -qc "create extension if not exists vector" >/dev/null
+  PGOPTIONS='-c client_min_messages=warning' psql "$DATABASE_URL" -qc "create extension if not exists vector" >/dev/null
 }
 
 ensure_nats() {

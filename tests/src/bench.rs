@@ -49,10 +49,18 @@ impl Env {
     /// A fresh benchmark database and stream prefix.
     pub async fn prepare() -> anyhow::Result<Self> {
         let base = Config::load()?;
-        let server = base.database_url.rsplit_once('/').map(|(s, _)| s.to_owned()).unwrap_or_default();
+        let server = base
+            .database_url
+            .rsplit_once('/')
+            .map(|(s, _)| s.to_owned())
+            .unwrap_or_default();
         let admin = db::connect(&format!("{server}/postgres"), 1).await?;
-        admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")).await?;
-        admin.execute_unprepared(&format!("CREATE DATABASE {BENCH_DB}")).await?;
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
+            .await?;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {BENCH_DB}"))
+            .await?;
         let config = Config {
             database_url: format!("{server}/{BENCH_DB}"),
             nats_prefix: "bench".into(),
@@ -62,13 +70,27 @@ impl Env {
         let db = db::connect(&config.database_url, 4).await?;
         use migration::MigratorTrait;
         migration::Migrator::up(&db, None).await?;
-        let bus = Bus::connect(&config.nats_url, &config.nats_prefix, config.publish_timeout()).await?;
+        let bus = Bus::connect(
+            &config.nats_url,
+            &config.nats_prefix,
+            config.publish_timeout(),
+        )
+        .await?;
         for def in common::topology::Topology::shipped()?.streams {
             let _ = bus.js.delete_stream(bus.ns.stream(&def.name)).await;
         }
         bus.apply_topology(&config).await?;
-        let bin = std::env::current_exe()?.parent().expect("target dir").to_owned();
-        Ok(Self { url: format!("http://{GATEWAY_ADDR}"), config, db, bus, bin })
+        let bin = std::env::current_exe()?
+            .parent()
+            .expect("target dir")
+            .to_owned();
+        Ok(Self {
+            url: format!("http://{GATEWAY_ADDR}"),
+            config,
+            db,
+            bus,
+            bin,
+        })
     }
 
     pub async fn wait_ready(&self) -> anyhow::Result<()> {
@@ -86,13 +108,24 @@ impl Env {
 
     pub async fn webhook_user(&self) -> anyhow::Result<(UserId, String)> {
         let user = db::users::ensure(&self.db, "bench-hooks@example.com").await?;
-        db::webhooks::create(&self.db, user, &Source::parse("bench").map_err(anyhow::Error::msg)?, SECRET).await?;
+        db::webhooks::create(
+            &self.db,
+            user,
+            &Source::parse("bench").map_err(anyhow::Error::msg)?,
+            SECRET,
+        )
+        .await?;
         Ok((user, SECRET.to_owned()))
     }
 
     pub async fn purge_streams(&self) -> anyhow::Result<()> {
         for def in common::topology::Topology::shipped()?.streams {
-            self.bus.js.get_stream(self.bus.ns.stream(&def.name)).await?.purge().await?;
+            self.bus
+                .js
+                .get_stream(self.bus.ns.stream(&def.name))
+                .await?
+                .purge()
+                .await?;
         }
         Ok(())
     }
@@ -129,8 +162,15 @@ impl Env {
     }
 
     pub async fn cleanup(&self) {
-        for def in common::topology::Topology::shipped().map(|t| t.streams).unwrap_or_default() {
-            let _ = self.bus.js.delete_stream(self.bus.ns.stream(&def.name)).await;
+        for def in common::topology::Topology::shipped()
+            .map(|t| t.streams)
+            .unwrap_or_default()
+        {
+            let _ = self
+                .bus
+                .js
+                .delete_stream(self.bus.ns.stream(&def.name))
+                .await;
         }
     }
 }
@@ -167,7 +207,9 @@ impl Services {
 
     pub fn stop(&mut self, name: &str) {
         if let Some(mut child) = self.children.remove(name) {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
             let _ = child.wait();
         }
     }
@@ -180,7 +222,10 @@ impl Services {
     }
 
     pub fn rss_all(&self) -> Vec<(String, f64)> {
-        self.children.iter().map(|(n, c)| (n.clone(), rss_mb(c.id()))).collect()
+        self.children
+            .iter()
+            .map(|(n, c)| (n.clone(), rss_mb(c.id())))
+            .collect()
     }
 
     /// Samples a service's resident memory every 50 ms until stopped; yields the peak.
@@ -244,7 +289,9 @@ fn sign(secret: &str, id: &str, ts: i64, body: &str) -> String {
     use base64::Engine;
     use hmac::{Hmac, Mac};
     let b64 = base64::engine::general_purpose::STANDARD;
-    let key = b64.decode(secret.trim_start_matches("whsec_")).expect("secret is base64");
+    let key = b64
+        .decode(secret.trim_start_matches("whsec_"))
+        .expect("secret is base64");
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).expect("any key length");
     mac.update(format!("{id}.{ts}.{body}").as_bytes());
     format!("v1,{}", b64.encode(mac.finalize().into_bytes()))
@@ -281,8 +328,15 @@ where
     Ok(stats(all, started.elapsed()))
 }
 
-pub async fn intake_gateway(env: &Env, secret: &str, n: usize, concurrency: usize) -> anyhow::Result<Stats> {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+pub async fn intake_gateway(
+    env: &Env,
+    secret: &str,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<Stats> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
     let url = format!("{}/api/webhooks/generic/bench", env.url);
     let secret = secret.to_owned();
     let run = chrono::Utc::now().timestamp_millis();
@@ -300,21 +354,32 @@ pub async fn intake_gateway(env: &Env, secret: &str, n: usize, concurrency: usiz
                 .body(body)
                 .send()
                 .await?;
-            anyhow::ensure!(response.status() == 202, "gateway answered {}", response.status());
+            anyhow::ensure!(
+                response.status() == 202,
+                "gateway answered {}",
+                response.status()
+            );
             Ok(())
         }
     })
     .await
 }
 
-pub async fn intake_raw(env: &Env, user: UserId, payload: Vec<u8>, n: usize, concurrency: usize) -> anyhow::Result<Stats> {
+pub async fn intake_raw(
+    env: &Env,
+    user: UserId,
+    payload: Vec<u8>,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<Stats> {
     let bus = env.bus.clone();
     let subject = format!("webhooks.{user}.raw");
     let run = chrono::Utc::now().timestamp_millis();
     load(n, concurrency, move |i| {
         let (bus, subject, payload) = (bus.clone(), subject.clone(), payload.clone());
         async move {
-            bus.publish_raw(&subject, &format!("raw-{run}-{i}"), payload).await?;
+            bus.publish_raw(&subject, &format!("raw-{run}-{i}"), payload)
+                .await?;
             Ok(())
         }
     })
@@ -323,7 +388,10 @@ pub async fn intake_raw(env: &Env, user: UserId, payload: Vec<u8>, n: usize, con
 
 pub fn text_of_words(n: usize) -> String {
     let words: Vec<&str> = VOCABULARY.split_whitespace().collect();
-    (0..n).map(|i| words[(i * 7 + 3) % words.len()]).collect::<Vec<_>>().join(" ")
+    (0..n)
+        .map(|i| words[(i * 7 + 3) % words.len()])
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub fn pipeline_docs(n: usize) -> Vec<DocumentInput> {
@@ -343,7 +411,11 @@ pub fn pipeline_docs(n: usize) -> Vec<DocumentInput> {
 /// Documents per second from the first POST until every one is indexed.
 pub async fn pipeline(env: &Env, docs: &[DocumentInput]) -> anyhow::Result<f64> {
     let user = db::users::ensure(&env.db, "bench-pipeline@example.com").await?;
-    let token = common::auth::Tokens::new(&env.config.secret_key).issue(user, "bench", chrono::Duration::hours(1))?;
+    let token = common::auth::Tokens::new(&env.config.secret_key).issue(
+        user,
+        "bench",
+        chrono::Duration::hours(1),
+    )?;
     let http = reqwest::Client::new();
     let started = Instant::now();
     for batch in docs.chunks(50) {
@@ -353,7 +425,11 @@ pub async fn pipeline(env: &Env, docs: &[DocumentInput]) -> anyhow::Result<f64> 
             .json(&serde_json::json!({ "documents": batch }))
             .send()
             .await?;
-        anyhow::ensure!(response.status() == 202, "intake answered {}", response.status());
+        anyhow::ensure!(
+            response.status() == 202,
+            "intake answered {}",
+            response.status()
+        );
     }
     let want = docs.len() as i64;
     loop {
@@ -369,7 +445,10 @@ pub async fn pipeline(env: &Env, docs: &[DocumentInput]) -> anyhow::Result<f64> 
         if row.try_get::<i64>("", "n")? >= want {
             break;
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "pipeline did not finish");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "pipeline did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(docs.len() as f64 / started.elapsed().as_secs_f64())
@@ -386,11 +465,27 @@ pub fn embed_rate(model: &LocalModel, texts: &[String], batch: usize) -> f64 {
 }
 
 /// Hybrid search through the gateway vs a bare pgvector kNN query with the same vectors.
-pub async fn search(env: &Env, user: UserId, model: &LocalModel, n: usize) -> anyhow::Result<(Stats, Stats)> {
-    let token = common::auth::Tokens::new(&env.config.secret_key).issue(user, "bench", chrono::Duration::hours(1))?;
+pub async fn search(
+    env: &Env,
+    user: UserId,
+    model: &LocalModel,
+    n: usize,
+) -> anyhow::Result<(Stats, Stats)> {
+    let token = common::auth::Tokens::new(&env.config.secret_key).issue(
+        user,
+        "bench",
+        chrono::Duration::hours(1),
+    )?;
     let words: Vec<&str> = VOCABULARY.split_whitespace().collect();
     let queries: Vec<String> = (0..n)
-        .map(|i| format!("{} {} {}", words[i % words.len()], words[(i * 5 + 1) % words.len()], words[(i * 11 + 2) % words.len()]))
+        .map(|i| {
+            format!(
+                "{} {} {}",
+                words[i % words.len()],
+                words[(i * 5 + 1) % words.len()],
+                words[(i * 11 + 2) % words.len()]
+            )
+        })
         .collect();
     let http = reqwest::Client::new();
     let mut latencies = Vec::with_capacity(n);
@@ -403,9 +498,17 @@ pub async fn search(env: &Env, user: UserId, model: &LocalModel, n: usize) -> an
             .query(&[("q", q.as_str()), ("top_k", "10")])
             .send()
             .await?;
-        anyhow::ensure!(response.status() == 200, "search answered {}", response.status());
+        anyhow::ensure!(
+            response.status() == 200,
+            "search answered {}",
+            response.status()
+        );
         let body: serde_json::Value = response.json().await?;
-        anyhow::ensure!(body["mode"] == "hybrid", "search fell back to {}", body["mode"]);
+        anyhow::ensure!(
+            body["mode"] == "hybrid",
+            "search fell back to {}",
+            body["mode"]
+        );
         latencies.push(t.elapsed());
     }
     let hybrid = stats(latencies, started.elapsed());
@@ -431,12 +534,23 @@ pub async fn search(env: &Env, user: UserId, model: &LocalModel, n: usize) -> an
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0 / 1024.0)
         .unwrap_or(0.0);
     format!("{cpu}, {cores} cores, {mem:.0} GiB RAM")

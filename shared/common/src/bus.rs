@@ -65,6 +65,14 @@ impl Bus {
                 url: url.to_owned(),
                 source,
             })?;
+        // Give the first connection a moment, so a command-line tool's first publish does not
+        // find the client still connecting; a service just reports not-ready meanwhile.
+        let deadline = Instant::now() + publish_timeout;
+        while client.connection_state() != async_nats::connection::State::Connected
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         Ok(Self::from_client(client, prefix, publish_timeout))
     }
 

@@ -24,7 +24,13 @@ async fn main() -> anyhow::Result<()> {
     let mut services = Services::default();
 
     // Idle footprint: every service started, nothing to do.
-    for name in ["gateway", "ingest", "embedding", "rules-engine", "tool-executor"] {
+    for name in [
+        "gateway",
+        "ingest",
+        "embedding",
+        "rules-engine",
+        "tool-executor",
+    ] {
         services.start(&env, name)?;
     }
     env.wait_ready().await?;
@@ -53,8 +59,18 @@ async fn main() -> anyhow::Result<()> {
     let raw = bench::intake_raw(&env, user, payload, INTAKE_REQUESTS, INTAKE_CONCURRENCY).await?;
     rows.push(row(
         "Webhook intake (req/s)",
-        format!("{:.0} req/s, p50 {} p99 {}", gateway.rate, ms(gateway.p50), ms(gateway.p99)),
-        format!("raw JetStream publish: {:.0}/s, p50 {} p99 {}", raw.rate, ms(raw.p50), ms(raw.p99)),
+        format!(
+            "{:.0} req/s, p50 {} p99 {}",
+            gateway.rate,
+            ms(gateway.p50),
+            ms(gateway.p99)
+        ),
+        format!(
+            "raw JetStream publish: {:.0}/s, p50 {} p99 {}",
+            raw.rate,
+            ms(raw.p50),
+            ms(raw.p99)
+        ),
         format!("{:.2}× (goal ≥ 0.6×)", gateway.rate / raw.rate),
     ));
     env.purge_streams().await?;
@@ -66,15 +82,23 @@ async fn main() -> anyhow::Result<()> {
     env.wait_ready().await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let docs = bench::pipeline_docs(PIPELINE_DOCS);
-    let samplers: Vec<_> = ["gateway", "ingest", "embedding"].iter().map(|n| services.sample_rss(n)).collect();
+    let samplers: Vec<_> = ["gateway", "ingest", "embedding"]
+        .iter()
+        .map(|n| services.sample_rss(n))
+        .collect();
     let pipeline_rate = bench::pipeline(&env, &docs).await?;
     let mut load_peak = Vec::new();
     for s in samplers {
         load_peak.push(s.stop().await);
     }
     services.stop("embedding"); // free the cores for the embedder-alone run
-    let model = Arc::new(LocalModel::load(Path::new(&env.config.embedding_model_dir))?);
-    let texts: Vec<String> = docs.iter().map(|d| format!("{}\n{}", d.title, d.body)).collect();
+    let model = Arc::new(LocalModel::load(Path::new(
+        &env.config.embedding_model_dir,
+    ))?);
+    let texts: Vec<String> = docs
+        .iter()
+        .map(|d| format!("{}\n{}", d.title, d.body))
+        .collect();
     let alone_rate = bench::embed_rate(&model, &texts, 32);
     rows.push(row(
         "Pipeline (docs/s, ~60 tokens)",
@@ -86,7 +110,11 @@ async fn main() -> anyhow::Result<()> {
     // 3. The embedder alone, by batch size and text length.
     for (label, words) in [("~50 tokens", 38), ("~250 tokens", 190)] {
         let text = bench::text_of_words(words);
-        let tokens = model.tokenizer().encode(text.as_str(), true).map(|e| e.get_ids().len()).unwrap_or(0);
+        let tokens = model
+            .tokenizer()
+            .encode(text.as_str(), true)
+            .map(|e| e.get_ids().len())
+            .unwrap_or(0);
         let one = bench::embed_rate(&model, &vec![text.clone(); 16], 1);
         let batch = bench::embed_rate(&model, &vec![text.clone(); 64], 32);
         rows.push(row(
@@ -104,9 +132,16 @@ async fn main() -> anyhow::Result<()> {
     let (hybrid, knn) = bench::search(&env, search_user, &model, SEARCH_QUERIES).await?;
     rows.push(row(
         "Hybrid search, 100k chunks",
-        format!("p50 {} p99 {} (HTTP, query embedded by the service)", ms(hybrid.p50), ms(hybrid.p99)),
+        format!(
+            "p50 {} p99 {} (HTTP, query embedded by the service)",
+            ms(hybrid.p50),
+            ms(hybrid.p99)
+        ),
         format!("bare pgvector kNN: p50 {} p99 {}", ms(knn.p50), ms(knn.p99)),
-        format!("{:.1}× the kNN p50", hybrid.p50.as_secs_f64() / knn.p50.as_secs_f64()),
+        format!(
+            "{:.1}× the kNN p50",
+            hybrid.p50.as_secs_f64() / knn.p50.as_secs_f64()
+        ),
     ));
 
     // 5. Footprint.
@@ -123,7 +158,9 @@ async fn main() -> anyhow::Result<()> {
             format!(
                 "idle {:.1} MB{}",
                 rss,
-                loaded.map(|l| format!(", under load {l:.1} MB")).unwrap_or_default()
+                loaded
+                    .map(|l| format!(", under load {l:.1} MB"))
+                    .unwrap_or_default()
             ),
             format!("goal ≤ {goal:.0} MB idle"),
             format!("{:.2}× the goal", rss / goal),
@@ -135,7 +172,12 @@ async fn main() -> anyhow::Result<()> {
     println!("\n{table}");
     let machine = bench::machine();
     let mut doc = String::from("# Benchmarks\n\n");
-    let _ = writeln!(doc, "Written by `make bench` on {} ({}).\n", chrono::Utc::now().format("%Y-%m-%d"), machine);
+    let _ = writeln!(
+        doc,
+        "Written by `make bench` on {} ({}).\n",
+        chrono::Utc::now().format("%Y-%m-%d"),
+        machine
+    );
     let _ = writeln!(
         doc,
         "Release build; every service a separate process; Postgres, NATS, the load generator and the \
@@ -157,7 +199,9 @@ fn row(what: &str, measured: String, peer: String, ratio: String) -> [String; 4]
 }
 
 fn render(rows: &[[String; 4]]) -> String {
-    let mut out = String::from("| benchmark | measured | peer / limit (same run) | ratio |\n|---|---|---|---|\n");
+    let mut out = String::from(
+        "| benchmark | measured | peer / limit (same run) | ratio |\n|---|---|---|---|\n",
+    );
     for r in rows {
         let _ = writeln!(out, "| {} | {} | {} | {} |", r[0], r[1], r[2], r[3]);
     }
