@@ -4,12 +4,12 @@
 
 use common::bus::Bus;
 use common::config::EmbeddingProvider;
-use common::consumer::{self, ConsumerOptions, Delivery, HandleError, Handler};
+use common::consumer::{Delivery, HandleError, Handler};
 use common::events::{EMBED_QUERY_SUBJECT, EmbedQuery, EmbedQueryReply, Event};
 use common::{Config, DocumentId};
+use db::Backends;
 use db::DatabaseConnection;
 use db::chunks::{self, NewChunk, Replaced};
-use db::dead_letters::PgDeadLetters;
 use embed::{Batcher, Chunker, Embedder, LocalModel, OpenAiEmbedder};
 use futures::StreamExt;
 use std::path::Path;
@@ -64,10 +64,7 @@ pub struct Indexer {
 impl Indexer {
     /// Indexes the document's current content if it is still `content_hash` and not yet indexed.
     pub async fn index(&self, id: DocumentId, content_hash: &str) -> Result<Replaced, HandleError> {
-        let doc = match db::documents::get(&self.db, id)
-            .await
-            .map_err(ingest_like_failure)?
-        {
+        let doc = match db::documents::get(&self.db, id).await? {
             Some(d) => d,
             None => return Ok(Replaced::Stale),
         };
@@ -96,19 +93,9 @@ impl Indexer {
             .zip(vectors)
             .map(|(content, embedding)| NewChunk { content, embedding })
             .collect();
-        let outcome = chunks::replace(&self.db, id, content_hash, new)
-            .await
-            .map_err(ingest_like_failure)?;
+        let outcome = chunks::replace(&self.db, id, content_hash, new).await?;
         tracing::debug!(document.id = %id, ?outcome, "indexed");
         Ok(outcome)
-    }
-}
-
-fn ingest_like_failure(e: db::DbError) -> HandleError {
-    if e.is_retryable() {
-        HandleError::retry(e)
-    } else {
-        HandleError::poison(e)
     }
 }
 
@@ -166,31 +153,17 @@ pub async fn serve_queries(
 /// Runs the indexing consumer and the query responder until `cancel` fires.
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
     let embedder = embedder(&config)?;
-    let db = db::connect(&config.database_url, config.db_max_connections).await?;
-    let bus = Bus::connect(
-        &config.nats_url,
-        &config.nats_prefix,
-        config.publish_timeout(),
-    )
-    .await?;
-    let topology = bus.apply_topology(&config).await?;
+    let backends = Backends::connect(&config, config.db_max_connections).await?;
     let batcher = Batcher::spawn(embedder, config.embed_batch_size, Duration::from_millis(2));
     let indexer = Indexer {
-        db: db.clone(),
+        db: backends.db.clone(),
         batcher: batcher.clone(),
         chunker: Arc::new(chunker(&config)),
     };
-    let queries = tokio::spawn(serve_queries(bus.clone(), batcher, cancel.clone()));
-    consumer::run(
-        bus,
-        &topology,
-        "embedding",
-        indexer,
-        PgDeadLetters(db),
-        ConsumerOptions::from_config(&config),
-        cancel,
-    )
-    .await?;
+    let queries = tokio::spawn(serve_queries(backends.bus.clone(), batcher, cancel.clone()));
+    backends
+        .consume("embedding", indexer, &config, cancel)
+        .await?;
     queries.await??;
     Ok(())
 }

@@ -4,24 +4,15 @@
 mod normalize;
 
 use common::bus::Bus;
-use common::consumer::{self, ConsumerOptions, Delivery, HandleError, Handler};
+use common::consumer::{Delivery, HandleError, Handler};
 use common::events::{DocUpserted, DocumentInput, Envelope, Event};
 use common::{Config, UserId};
+use db::Backends;
 use db::DatabaseConnection;
-use db::dead_letters::PgDeadLetters;
 use db::documents::{self, Upserted};
 use tokio_util::sync::CancellationToken;
 
 pub use normalize::webhook_to_document;
-
-/// Maps a database failure to retry (transient) or poison (the data can never be stored).
-pub fn db_failure(e: db::DbError) -> HandleError {
-    if e.is_retryable() {
-        HandleError::retry(e)
-    } else {
-        HandleError::poison(e)
-    }
-}
 
 /// Stores one document and, when it changed or is not indexed yet, publishes `doc.upserted`.
 /// Idempotent: a redelivery finds the same content and publishes (deduplicated) at most again.
@@ -32,9 +23,7 @@ pub async fn ingest_document(
     input: &DocumentInput,
     caused_by: String,
 ) -> Result<Upserted, HandleError> {
-    let (id, hash, outcome) = documents::upsert(db, user, input)
-        .await
-        .map_err(db_failure)?;
+    let (id, hash, outcome) = documents::upsert(db, user, input).await?;
     let announce = match outcome {
         Upserted::Created | Upserted::Updated => true,
         // Stored before but not indexed: the earlier attempt may have died before publishing.
@@ -88,39 +77,16 @@ impl Handler for Ingest {
 
 /// Runs both ingest consumers until `cancel` fires.
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
-    let db = db::connect(&config.database_url, config.db_max_connections).await?;
-    let bus = Bus::connect(
-        &config.nats_url,
-        &config.nats_prefix,
-        config.publish_timeout(),
-    )
-    .await?;
-    let topology = bus.apply_topology(&config).await?;
+    let backends = Backends::connect(&config, config.db_max_connections).await?;
     let ingest = Ingest {
-        db: db.clone(),
-        bus: bus.clone(),
+        db: backends.db.clone(),
+        bus: backends.bus.clone(),
     };
-    let options = ConsumerOptions::from_config(&config);
-    let documents = consumer::run(
-        bus.clone(),
-        &topology,
-        "ingest-documents",
-        ingest.clone(),
-        PgDeadLetters(db.clone()),
-        options.clone(),
-        cancel.clone(),
+    let (documents, webhooks) = tokio::join!(
+        backends.consume("ingest-documents", ingest.clone(), &config, cancel.clone()),
+        backends.consume("ingest-webhooks", ingest, &config, cancel),
     );
-    let webhooks = consumer::run(
-        bus.clone(),
-        &topology,
-        "ingest-webhooks",
-        ingest,
-        PgDeadLetters(db),
-        options,
-        cancel,
-    );
-    let (a, b) = tokio::join!(documents, webhooks);
-    a?;
-    b?;
+    documents?;
+    webhooks?;
     Ok(())
 }

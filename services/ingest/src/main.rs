@@ -1,15 +1,4 @@
-use common::{Config, shutdown, telemetry};
-use tokio_util::sync::CancellationToken;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    dotenvy::dotenv().ok();
-    let config = Config::load()?;
-    let _telemetry = telemetry::init("ingest", &config);
-    let cancel = CancellationToken::new();
-    shutdown::cancel_on_signal(cancel.clone());
-    let timeout = config.shutdown_timeout();
-    shutdown::bounded(ingest::run(config, cancel.clone()), &cancel, timeout)
-        .await
-        .unwrap_or(Ok(()))
+    common::shutdown::service_main("ingest", ingest::run).await
 }

@@ -70,6 +70,17 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, delivery: Delivery) -> impl Future<Output = Result<(), HandleError>> + Send;
 }
 
+/// Acknowledges every message: for a service whose logic has not arrived yet, so that its
+/// durable consumer exists and stays current.
+pub struct AckAll;
+
+impl Handler for AckAll {
+    async fn handle(&self, delivery: Delivery) -> Result<(), HandleError> {
+        tracing::debug!(subject = %delivery.subject, event.id = %delivery.envelope.id, "acknowledged");
+        Ok(())
+    }
+}
+
 /// A message that will not be processed, with everything needed to requeue it.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {

@@ -63,3 +63,22 @@ pub async fn bounded<T>(
     }
     out
 }
+
+/// The whole `main` of a service: `.env`, configuration, telemetry, signal handling, and
+/// `run` bounded by the shutdown timeout once a signal arrives.
+pub async fn service_main<F, Fut, E>(service: &'static str, run: F) -> Result<(), E>
+where
+    F: FnOnce(crate::Config, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: From<crate::config::ConfigError>,
+{
+    dotenvy::dotenv().ok();
+    let config = crate::Config::load()?;
+    let _telemetry = crate::telemetry::init(service, &config);
+    let cancel = CancellationToken::new();
+    cancel_on_signal(cancel.clone());
+    let timeout = config.shutdown_timeout();
+    bounded(run(config, cancel.clone()), &cancel, timeout)
+        .await
+        .unwrap_or(Ok(()))
+}

@@ -39,6 +39,17 @@ impl DbError {
 
 pub type Result<T> = std::result::Result<T, DbError>;
 
+/// For consumers: transient failures are retried, constraint violations dead-lettered.
+impl From<DbError> for common::consumer::HandleError {
+    fn from(e: DbError) -> Self {
+        if e.is_retryable() {
+            Self::retry(e)
+        } else {
+            Self::poison(e)
+        }
+    }
+}
+
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(url.to_owned());
     options
@@ -54,4 +65,56 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
 /// Whether Postgres answers.
 pub async fn ping(db: &DatabaseConnection) -> bool {
     db.execute_unprepared("SELECT 1").await.is_ok()
+}
+
+/// What every consumer service connects to at start: Postgres, NATS, and the applied topology.
+pub struct Backends {
+    pub db: DatabaseConnection,
+    pub bus: common::Bus,
+    pub topology: common::topology::Topology,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Bus(#[from] common::BusError),
+}
+
+impl Backends {
+    pub async fn connect(
+        config: &common::Config,
+        pool: u32,
+    ) -> std::result::Result<Self, StartError> {
+        let db = connect(&config.database_url, pool).await?;
+        let bus = common::Bus::connect(
+            &config.nats_url,
+            &config.nats_prefix,
+            config.publish_timeout(),
+        )
+        .await?;
+        let topology = bus.apply_topology(config).await?;
+        Ok(Self { db, bus, topology })
+    }
+
+    /// Runs `handler` on the durable consumer `durable`, dead letters going to Postgres.
+    pub async fn consume<H: common::consumer::Handler>(
+        &self,
+        durable: &str,
+        handler: H,
+        config: &common::Config,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> std::result::Result<(), common::consumer::RuntimeError> {
+        common::consumer::run(
+            self.bus.clone(),
+            &self.topology,
+            durable,
+            handler,
+            dead_letters::PgDeadLetters(self.db.clone()),
+            common::consumer::ConsumerOptions::from_config(config),
+            cancel,
+        )
+        .await
+    }
 }
