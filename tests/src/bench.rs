@@ -146,7 +146,9 @@ impl Env {
                  docs AS (SELECT id, source, row_number() OVER () AS r FROM documents WHERE user_id = '{user}')
             INSERT INTO chunks (document_id, user_id, source, kind, ordinal, title, content, embedding)
               SELECT d.id, '{user}', d.source, 'note', o, 'Synthetic note ' || d.r,
-                     array_to_string(ARRAY(SELECT w[1 + floor(random() * array_length(w, 1))::int]
+                     array_to_string(ARRAY(SELECT CASE WHEN random() < 0.15
+                                                THEN w[1 + floor(random() * array_length(w, 1))::int]
+                                                ELSE 'w' || floor(exp(random() * ln({terms})))::int END
                                            FROM words, generate_series(1, 40) k WHERE k > o * 0 + d.r * 0), ' '),
                      (SELECT ('[' || string_agg((random() - 0.5)::text, ',') || ']')::vector
                       FROM generate_series(1, 384) x WHERE x > o * 0 + d.r * 0)
@@ -155,6 +157,7 @@ impl Env {
             ANALYZE chunks;
             "#,
             docs = n / per_doc,
+            terms = ZIPF_TERMS,
             vocab = VOCABULARY,
         );
         self.db.execute_unprepared(&sql).await?;
@@ -173,6 +176,15 @@ impl Env {
                 .await;
         }
     }
+}
+
+/// Synthetic text: 15% advisor vocabulary, the rest pseudo-words `w<rank>` drawn with
+/// probability ~ 1/rank from this many terms, as word frequencies in natural text fall off.
+const ZIPF_TERMS: u32 = 20_000;
+
+/// A pseudo-word of the synthetic corpus's distribution, from a uniform `u` in [0, 1).
+fn zipf_word(u: f64) -> String {
+    format!("w{}", (u * f64::from(ZIPF_TERMS).ln()).exp().floor() as u64)
 }
 
 const VOCABULARY: &str = "portfolio retirement rollover ira roth conversion beneficiary trust estate tax \
@@ -338,20 +350,30 @@ pub async fn intake_gateway(
         .pool_max_idle_per_host(concurrency)
         .build()?;
     let url = format!("{}/api/webhooks/generic/bench", env.url);
-    let secret = secret.to_owned();
     let run = chrono::Utc::now().timestamp_millis();
+    let ts = chrono::Utc::now().timestamp();
+    // Signed up front, as the raw publisher's payload is serialized up front: the timed loop
+    // measures delivery, not the sender's own work.
+    let requests: Arc<Vec<(String, String, String)>> = Arc::new(
+        (0..n)
+            .map(|i| {
+                let body = webhook_body(i).to_string();
+                let id = format!("msg_{run}_{i}");
+                let signature = sign(secret, &id, ts, &body);
+                (id, body, signature)
+            })
+            .collect(),
+    );
     load(n, concurrency, move |i| {
-        let (http, url, secret) = (http.clone(), url.clone(), secret.clone());
+        let (http, url, requests) = (http.clone(), url.clone(), requests.clone());
         async move {
-            let body = webhook_body(i).to_string();
-            let id = format!("msg_{run}_{i}");
-            let ts = chrono::Utc::now().timestamp();
+            let (id, body, signature) = &requests[i];
             let response = http
                 .post(&url)
-                .header("webhook-id", &id)
+                .header("webhook-id", id)
                 .header("webhook-timestamp", ts.to_string())
-                .header("webhook-signature", sign(&secret, &id, ts, &body))
-                .body(body)
+                .header("webhook-signature", signature)
+                .body(body.clone())
                 .send()
                 .await?;
             anyhow::ensure!(
@@ -477,13 +499,21 @@ pub async fn search(
         chrono::Duration::hours(1),
     )?;
     let words: Vec<&str> = VOCABULARY.split_whitespace().collect();
+    // One advisor word and two corpus words per query, drawn like the corpus itself.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut uniform = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 11) as f64 / (1u64 << 53) as f64
+    };
     let queries: Vec<String> = (0..n)
         .map(|i| {
             format!(
                 "{} {} {}",
                 words[i % words.len()],
-                words[(i * 5 + 1) % words.len()],
-                words[(i * 11 + 2) % words.len()]
+                zipf_word(uniform()),
+                zipf_word(uniform())
             )
         })
         .collect();

@@ -3,6 +3,7 @@
 //! but does no slow work itself.
 
 pub mod auth;
+pub mod endpoints;
 pub mod error;
 pub mod ingest;
 pub mod ops;
@@ -35,6 +36,7 @@ pub struct AppState {
     pub tokens: Tokens,
     pub config: Arc<Config>,
     pub metrics: PrometheusHandle,
+    pub endpoints: endpoints::EndpointCache,
 }
 
 impl AppState {
@@ -157,6 +159,7 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
         tokens: Tokens::new(&config.secret_key),
         config: Arc::new(config),
         metrics: metrics_handle(),
+        endpoints: endpoints::EndpointCache::default(),
     })
 }
 

@@ -143,12 +143,19 @@ pub async fn generic_webhook(
     let signatures = header(&headers, "webhook-signature").map_err(reject)?;
     check_timestamp(timestamp, chrono::Utc::now().timestamp()).map_err(reject)?;
 
-    let endpoints = db::webhooks::for_source(&state.db, &source).await?;
-    let user = endpoints
-        .iter()
-        .find(|e| verify_signature(&e.secret, id, timestamp, &body, signatures).is_ok())
-        .map(|e| UserId(e.user_id))
-        .ok_or(ApiError::WebhookRejected("no signature matches"))?;
+    let matching = |endpoints: &[db::entities::webhook_endpoint::Model]| {
+        endpoints
+            .iter()
+            .find(|e| verify_signature(&e.secret, id, timestamp, &body, signatures).is_ok())
+            .map(|e| UserId(e.user_id))
+    };
+    let mut user = matching(&state.endpoints.get(&state.db, &source).await?);
+    if user.is_none()
+        && let Some(fresh) = state.endpoints.reload(&state.db, &source).await?
+    {
+        user = matching(&fresh);
+    }
+    let user = user.ok_or(ApiError::WebhookRejected("no signature matches"))?;
 
     let payload: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("body is not JSON: {e}")))?;

@@ -6,10 +6,15 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use std::path::Path;
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
 /// The model was trained on sequences of at most 256 word pieces.
 pub const MAX_TOKENS: usize = 256;
+
+/// Most padded tokens in one forward pass. Texts are sorted by length and grouped under this
+/// budget: short texts share a pass, long ones do not pay for attention over a huge batch
+/// (measured: 32 texts of 213 tokens in one pass run 0.7x slower than one at a time).
+pub const TOKEN_BUDGET: usize = 2048;
 
 pub struct LocalModel {
     model: BertModel,
@@ -48,14 +53,11 @@ impl LocalModel {
         })
     }
 
-    /// The model's tokenizer, padded to the longest text and truncated to [`MAX_TOKENS`].
+    /// The model's tokenizer, truncating to [`MAX_TOKENS`] (padding is done per forward pass).
     pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, EmbedError> {
         let path = dir.join("tokenizer.json");
         let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| load_err(&path, e))?;
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            ..Default::default()
-        }));
+        tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: MAX_TOKENS,
@@ -83,18 +85,52 @@ impl LocalModel {
 
     fn forward(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, crate::BoxError> {
         let encodings = self.tokenizer.encode_batch(texts.to_vec(), true)?;
-        let rows = encodings.len();
-        let cols = encodings[0].get_ids().len();
-        let flat = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
-            encodings
-                .iter()
-                .flat_map(|e| f(e).iter().copied())
-                .collect()
+        let mut order: Vec<usize> = (0..encodings.len()).collect();
+        order.sort_by_key(|&i| encodings[i].get_ids().len());
+        let mut out = vec![Vec::new(); encodings.len()];
+        let mut start = 0;
+        while start < order.len() {
+            // Sorted ascending, so the group's padded width is its last member's length.
+            let mut end = start + 1;
+            while end < order.len()
+                && (end + 1 - start) * encodings[order[end]].get_ids().len() <= TOKEN_BUDGET
+            {
+                end += 1;
+            }
+            let group: Vec<&Encoding> = order[start..end].iter().map(|&i| &encodings[i]).collect();
+            for (vector, &i) in self
+                .forward_padded(&group)?
+                .into_iter()
+                .zip(&order[start..end])
+            {
+                out[i] = vector;
+            }
+            start = end;
+        }
+        Ok(out)
+    }
+
+    fn forward_padded(&self, group: &[&Encoding]) -> Result<Vec<Vec<f32>>, crate::BoxError> {
+        let rows = group.len();
+        let cols = group
+            .iter()
+            .map(|e| e.get_ids().len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let padded = |f: &dyn Fn(&Encoding) -> &[u32]| -> Vec<u32> {
+            let mut flat = Vec::with_capacity(rows * cols);
+            for e in group {
+                let values = f(e);
+                flat.extend_from_slice(values);
+                flat.resize(flat.len() + cols - values.len(), 0);
+            }
+            flat
         };
-        let ids = Tensor::from_vec(flat(&|e| e.get_ids()), (rows, cols), &self.device)?;
-        let types = Tensor::from_vec(flat(&|e| e.get_type_ids()), (rows, cols), &self.device)?;
+        let ids = Tensor::from_vec(padded(&|e| e.get_ids()), (rows, cols), &self.device)?;
+        let types = Tensor::from_vec(padded(&|e| e.get_type_ids()), (rows, cols), &self.device)?;
         let mask = Tensor::from_vec(
-            flat(&|e| e.get_attention_mask()),
+            padded(&|e| e.get_attention_mask()),
             (rows, cols),
             &self.device,
         )?;

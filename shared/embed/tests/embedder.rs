@@ -55,6 +55,27 @@ fn local_model_matches_reference_vectors_alone_and_in_padded_batches() {
 }
 
 #[test]
+fn mixed_lengths_are_grouped_without_changing_results() {
+    let model = LocalModel::load(&model_dir()).unwrap();
+    let long = "Rebalancing the portfolio toward bonds reduces volatility. ".repeat(30);
+    let texts: Vec<String> = (0..40)
+        .map(|i| {
+            if i % 3 == 0 {
+                long.clone()
+            } else {
+                format!("short note number {i}")
+            }
+        })
+        .collect();
+    let together = model.embed(&texts).unwrap();
+    for (i, text) in texts.iter().enumerate() {
+        let alone = &model.embed(std::slice::from_ref(text)).unwrap()[0];
+        let c = cosine(alone, &together[i]);
+        assert!(c > 0.999, "text {i} changed when embedded with others: {c}");
+    }
+}
+
+#[test]
 fn local_model_ranks_by_meaning() {
     let model = LocalModel::load(&model_dir()).unwrap();
     let v = model

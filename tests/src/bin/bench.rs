@@ -116,10 +116,11 @@ async fn main() -> anyhow::Result<()> {
             .map(|e| e.get_ids().len())
             .unwrap_or(0);
         let one = bench::embed_rate(&model, &vec![text.clone(); 16], 1);
+        let eight = bench::embed_rate(&model, &vec![text.clone(); 64], 8);
         let batch = bench::embed_rate(&model, &vec![text.clone(); 64], 32);
         rows.push(row(
             &format!("Embedder, {label} ({tokens} tokens)"),
-            format!("batch 1: {one:.1} texts/s; batch 32: {batch:.1} texts/s"),
+            format!("batch 1: {one:.1}, batch 8: {eight:.1}, batch 32: {batch:.1} texts/s"),
             format!("{:.0} tokens/s at batch 32", batch * tokens as f64),
             format!("batch 32 / batch 1: {:.2}×", batch / one),
         ));
