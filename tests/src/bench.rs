@@ -387,6 +387,27 @@ pub async fn intake_gateway(
     .await
 }
 
+/// The HTTP ceiling: the gateway's `/health` at the same concurrency (no body, no work).
+pub async fn http_ceiling(env: &Env, n: usize, concurrency: usize) -> anyhow::Result<Stats> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let url = format!("{}/health", env.url);
+    load(n, concurrency, move |_| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let response = http.get(&url).send().await?;
+            anyhow::ensure!(
+                response.status() == 200,
+                "health answered {}",
+                response.status()
+            );
+            Ok(())
+        }
+    })
+    .await
+}
+
 pub async fn intake_raw(
     env: &Env,
     user: UserId,

@@ -12,9 +12,10 @@ use tokenizers::{Encoding, Tokenizer, TruncationParams};
 pub const MAX_TOKENS: usize = 256;
 
 /// Most padded tokens in one forward pass. Texts are sorted by length and grouped under this
-/// budget: short texts share a pass, long ones do not pay for attention over a huge batch
-/// (measured: 32 texts of 213 tokens in one pass run 0.7x slower than one at a time).
-pub const TOKEN_BUDGET: usize = 2048;
+/// budget: short texts share a pass, long ones do not pay for a large batch. Measured on 2
+/// cores (BENCHMARKS.md): 213-token texts run fastest one per pass and 32 of them in one pass
+/// 0.7x as fast; 44-token texts run fastest about 8 per pass.
+pub const TOKEN_BUDGET: usize = 512;
 
 pub struct LocalModel {
     model: BertModel,

@@ -73,6 +73,18 @@ async fn main() -> anyhow::Result<()> {
         ),
         format!("{:.2}× (goal ≥ 0.6×)", gateway.rate / raw.rate),
     ));
+    let http = bench::http_ceiling(&env, INTAKE_REQUESTS, INTAKE_CONCURRENCY).await?;
+    rows.push(row(
+        "Webhook intake vs bare HTTP",
+        format!("{:.0} req/s", gateway.rate),
+        format!(
+            "GET /health: {:.0} req/s, p50 {} p99 {}",
+            http.rate,
+            ms(http.p50),
+            ms(http.p99)
+        ),
+        format!("{:.2}× the HTTP ceiling", gateway.rate / http.rate),
+    ));
     env.purge_streams().await?;
 
     // 2. Pipeline: intake to searchable vs the embedder alone on the same texts.
