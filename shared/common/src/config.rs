@@ -64,7 +64,7 @@ pub struct Config {
     pub openai_base_url: String,
     /// API key for the OpenAI-compatible endpoint (may be empty for local servers).
     pub openai_api_key: String,
-    /// Most texts embedded in one model call.
+    /// Most texts gathered into one model call (the local model groups them by length).
     pub embed_batch_size: usize,
     /// Target chunk size in model tokens.
     pub chunk_tokens: usize,

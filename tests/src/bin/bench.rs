@@ -198,10 +198,32 @@ async fn main() -> anyhow::Result<()> {
          limit in the same run.\n"
     );
     doc.push_str(&table);
+    doc.push_str(NOTES);
     std::fs::write("BENCHMARKS.md", doc)?;
     env.cleanup().await;
     Ok(())
 }
+
+const NOTES: &str = "
+## How each number is made
+
+- **Webhook intake**: 4,000 Standard-Webhooks deliveries (signed before the clock starts), 32 at a \
+  time, through the gateway's `POST /api/webhooks/generic/bench`; each answered 202 after its PubAck. \
+  Peer: the same envelope published straight to JetStream with `Nats-Msg-Id`, 32 at a time, each \
+  awaiting its PubAck. Ceiling: `GET /health` through the same server and middleware. Consumers are \
+  stopped during this phase so they do not take the cores.
+- **Pipeline**: 240 documents (~60 tokens) posted in batches of 50; the clock stops when every one \
+  is indexed (chunks written, `indexed_hash` current). Peer: the same texts embedded by the model \
+  alone, in-process, in batches of 32.
+- **Embedder**: the in-process model on one text repeated, handed over 1, 8 or 32 at a time; the \
+  model groups texts by length under a 512-token budget per forward pass.
+- **Search**: 100,000 chunks of one user (random unit vectors; text drawn Zipf-like from 20,000 \
+  terms plus an advisor vocabulary), 200 three-word queries through `GET /api/embeddings/search` \
+  (query embedded by the embedding service over NATS, HNSW + full text, fusion, snippets). Peer: a \
+  bare `ORDER BY embedding <=> $1 LIMIT 10` on the same index with the same vectors.
+- **Memory**: VmRSS of each service process, idle after start and the peak sampled every 50 ms \
+  during the intake (gateway) or pipeline (ingest, embedding) phase.
+";
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
