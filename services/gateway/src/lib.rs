@@ -8,6 +8,7 @@ pub mod error;
 pub mod ingest;
 pub mod ops;
 pub mod search;
+pub mod signatures;
 pub mod webhooks;
 
 use axum::Router;
