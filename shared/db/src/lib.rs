@@ -3,6 +3,7 @@
 //! these functions, so HTTP handlers, consumers and `ctl` do the same thing the same way.
 
 pub mod chunks;
+pub mod connections;
 pub mod dead_letters;
 pub mod documents;
 pub mod entities;
@@ -20,6 +21,8 @@ pub enum DbError {
     Db(#[from] DbErr),
     #[error("not found")]
     NotFound,
+    #[error("stored secret unusable: {0}")]
+    Secret(#[source] common::secrets::SecretError),
 }
 
 impl DbError {
@@ -27,7 +30,7 @@ impl DbError {
     /// that breaks a constraint and never will.
     pub fn is_retryable(&self) -> bool {
         match self {
-            DbError::NotFound => false,
+            DbError::NotFound | DbError::Secret(_) => false,
             DbError::Db(e) => !matches!(
                 e.sql_err(),
                 Some(SqlErr::ForeignKeyConstraintViolation(_))

@@ -1,0 +1,211 @@
+//! Provider connections: tokens encrypted with the [`KeyRing`] (bound to user + provider),
+//! status for `GET /api/connections`, and key rotation for `ctl keys rotate`.
+
+use crate::{DbError, Result};
+use chrono::{DateTime, FixedOffset, Utc};
+use common::UserId;
+use common::secrets::KeyRing;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Value};
+use serde::Serialize;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSet {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ConnectionStatus {
+    pub provider: String,
+    pub account_id: String,
+    /// `connected`, `syncing`, `revoked` or `error`.
+    pub status: String,
+    pub scopes: String,
+    pub last_sync_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+fn stmt(sql: &str, values: Vec<Value>) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+/// Stores (or replaces) a user's tokens for a provider and marks the connection connected.
+pub async fn save_tokens(
+    db: &DatabaseConnection,
+    ring: &KeyRing,
+    user: UserId,
+    provider: &str,
+    account_id: &str,
+    scopes: &str,
+    tokens: &TokenSet,
+) -> Result<()> {
+    let owner = user.to_string();
+    let access = ring.encrypt(&tokens.access_token, &owner, provider);
+    let refresh = tokens
+        .refresh_token
+        .as_ref()
+        .map(|r| ring.encrypt(r, &owner, provider));
+    db.execute_raw(stmt(
+        "INSERT INTO connections (id, user_id, provider, account_id, scopes, access_token_enc, refresh_token_enc, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (user_id, provider) DO UPDATE SET
+             account_id = EXCLUDED.account_id, scopes = EXCLUDED.scopes,
+             access_token_enc = EXCLUDED.access_token_enc,
+             -- a provider that does not send a new refresh token keeps the old one valid
+             refresh_token_enc = coalesce(EXCLUDED.refresh_token_enc, connections.refresh_token_enc),
+             expires_at = EXCLUDED.expires_at, status = 'connected', last_error = NULL, updated_at = now()",
+        vec![
+            Uuid::new_v4().into(),
+            user.0.into(),
+            provider.into(),
+            account_id.into(),
+            scopes.into(),
+            access.into(),
+            refresh.into(),
+            tokens.expires_at.map(|t| t.fixed_offset()).into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// The user's decrypted tokens for a provider, if connected.
+pub async fn tokens(
+    db: &DatabaseConnection,
+    ring: &KeyRing,
+    user: UserId,
+    provider: &str,
+) -> Result<Option<TokenSet>> {
+    let row = db
+        .query_one_raw(stmt(
+            "SELECT access_token_enc, refresh_token_enc, expires_at FROM connections
+             WHERE user_id = $1 AND provider = $2 AND status <> 'revoked'",
+            vec![user.0.into(), provider.into()],
+        ))
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let owner = user.to_string();
+    let access: Option<String> = row.try_get("", "access_token_enc")?;
+    let refresh: Option<String> = row.try_get("", "refresh_token_enc")?;
+    let expires: Option<DateTime<FixedOffset>> = row.try_get("", "expires_at")?;
+    let Some(access) = access else {
+        return Ok(None);
+    };
+    Ok(Some(TokenSet {
+        access_token: ring.decrypt(&access, &owner, provider)?,
+        refresh_token: refresh
+            .map(|r| ring.decrypt(&r, &owner, provider))
+            .transpose()?,
+        expires_at: expires.map(|t| t.with_timezone(&Utc)),
+    }))
+}
+
+pub async fn list(db: &DatabaseConnection, user: UserId) -> Result<Vec<ConnectionStatus>> {
+    let rows = db
+        .query_all_raw(stmt(
+            "SELECT provider, account_id, status, scopes, last_sync_at, last_error
+             FROM connections WHERE user_id = $1 ORDER BY provider",
+            vec![user.0.into()],
+        ))
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            let last: Option<DateTime<FixedOffset>> = r.try_get("", "last_sync_at")?;
+            Ok(ConnectionStatus {
+                provider: r.try_get("", "provider")?,
+                account_id: r.try_get("", "account_id")?,
+                status: r.try_get("", "status")?,
+                scopes: r.try_get("", "scopes")?,
+                last_sync_at: last.map(|t| t.with_timezone(&Utc)),
+                last_error: r.try_get("", "last_error")?,
+            })
+        })
+        .collect()
+}
+
+/// The provider refused our refresh token (`invalid_grant`): stop using it, say why.
+pub async fn mark_revoked(
+    db: &DatabaseConnection,
+    user: UserId,
+    provider: &str,
+    reason: &str,
+) -> Result<()> {
+    db.execute_raw(stmt(
+        "UPDATE connections SET status = 'revoked', last_error = $3, access_token_enc = NULL,
+             refresh_token_enc = NULL, updated_at = now()
+         WHERE user_id = $1 AND provider = $2",
+        vec![user.0.into(), provider.into(), reason.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+pub async fn delete(db: &DatabaseConnection, user: UserId, provider: &str) -> Result<bool> {
+    let result = db
+        .execute_raw(stmt(
+            "DELETE FROM connections WHERE user_id = $1 AND provider = $2",
+            vec![user.0.into(), provider.into()],
+        ))
+        .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+/// What `rotate_keys` did: rows re-encrypted, and rows it could not decrypt (left as they
+/// were, for an operator to look at) with the reason.
+#[derive(Debug, Default, PartialEq)]
+pub struct Rotation {
+    pub rotated: u64,
+    pub failed: Vec<(Uuid, String)>,
+}
+
+/// Re-encrypts every token not under the ring's current key. A row that cannot be decrypted
+/// is reported and skipped, so one bad row does not stop the rotation of all the others.
+pub async fn rotate_keys(db: &DatabaseConnection, ring: &KeyRing) -> Result<Rotation> {
+    let rows = db
+        .query_all_raw(stmt(
+            "SELECT id, user_id, provider, access_token_enc, refresh_token_enc FROM connections",
+            vec![],
+        ))
+        .await?;
+    let mut report = Rotation::default();
+    for r in rows {
+        let id: Uuid = r.try_get("", "id")?;
+        let owner: Uuid = r.try_get("", "user_id")?;
+        let provider: String = r.try_get("", "provider")?;
+        let owner = owner.to_string();
+        let rotate = |v: Option<String>| -> Result<(Option<String>, bool)> {
+            match v {
+                Some(v) if ring.needs_rotation(&v) => {
+                    Ok((Some(ring.rotate(&v, &owner, &provider)?), true))
+                }
+                other => Ok((other, false)),
+            }
+        };
+        let rotated = rotate(r.try_get("", "access_token_enc")?)
+            .and_then(|a| Ok((a, rotate(r.try_get("", "refresh_token_enc")?)?)));
+        let ((access, a), (refresh, b)) = match rotated {
+            Ok(pair) => pair,
+            Err(e) => {
+                report.failed.push((id, e.to_string()));
+                continue;
+            }
+        };
+        if a || b {
+            db.execute_raw(stmt(
+                "UPDATE connections SET access_token_enc = $2, refresh_token_enc = $3, updated_at = now() WHERE id = $1",
+                vec![id.into(), access.into(), refresh.into()],
+            ))
+            .await?;
+            report.rotated += 1;
+        }
+    }
+    Ok(report)
+}
+
+impl From<common::secrets::SecretError> for DbError {
+    fn from(e: common::secrets::SecretError) -> Self {
+        DbError::Secret(e)
+    }
+}
