@@ -8,8 +8,10 @@ cd "$root"
 
 if [ ! -f .env ]; then
   secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-  sed "s/^SECRET_KEY=.*/SECRET_KEY=$secret/" .env.example > .env
-  echo "created .env from .env.example with a fresh SECRET_KEY"
+  token_key="k1:$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+  sed -e "s/^SECRET_KEY=.*/SECRET_KEY=$secret/" -e "s|^TOKEN_ENCRYPTION_KEYS=.*|TOKEN_ENCRYPTION_KEYS=$token_key|" \
+    .env.example > .env
+  echo "created .env from .env.example with a fresh SECRET_KEY and TOKEN_ENCRYPTION_KEYS"
 fi
 bash scripts/setup.sh
 set -a; . ./.env; set +a

@@ -66,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         command: WebhookCommand,
     },
+    /// Keys that encrypt provider tokens at rest.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// The demo tenant.
     Demo {
         #[command(subcommand)]
@@ -104,6 +109,14 @@ enum WebhookCommand {
         #[arg(long)]
         source: String,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print a new key entry to put first in TOKEN_ENCRYPTION_KEYS.
+    Generate,
+    /// Re-encrypt every stored token not under the current (first) key.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -282,6 +295,36 @@ async fn main() -> anyhow::Result<()> {
             db::webhooks::create(&db, user, &source, &secret).await?;
             println!("POST {}/api/webhooks/generic/{source}", config.public_url);
             println!("secret: {secret}");
+        }
+        Command::Keys {
+            command: KeysCommand::Generate,
+        } => {
+            let mut key = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut key);
+            let id = format!("k{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+            println!(
+                "{id}:{}",
+                base64::engine::general_purpose::STANDARD.encode(key)
+            );
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => {
+            let ring = config.key_ring()?;
+            let report = db::connections::rotate_keys(&db(&config).await?, &ring).await?;
+            println!(
+                "re-encrypted {} connections under key {}",
+                report.rotated,
+                ring.current_id()
+            );
+            for (id, reason) in &report.failed {
+                eprintln!("connection {id} left as it was: {reason}");
+            }
+            anyhow::ensure!(
+                report.failed.is_empty(),
+                "{} connections could not be re-encrypted",
+                report.failed.len()
+            );
         }
         Command::Demo {
             command: DemoCommand::Load { email },

@@ -44,6 +44,9 @@ pub struct Config {
     pub public_url: String,
     /// Secret for signing API tokens (HS256). Must be at least 32 bytes outside development.
     pub secret_key: String,
+    /// Keys that encrypt provider tokens at rest: `id:base64(32 bytes)`, comma-separated,
+    /// current key first (`ctl keys generate` makes one; `ctl keys rotate` re-encrypts).
+    pub token_encryption_keys: String,
     /// Lifetime of tokens made by `ctl token`, in days.
     pub token_ttl_days: i64,
     /// Largest number of documents in one `POST /api/ingest/documents` request.
@@ -98,6 +101,7 @@ impl Default for Config {
             bind_addr: "0.0.0.0:8000".into(),
             public_url: "http://localhost:8000".into(),
             secret_key: "dev-only-secret-change-me-dev-only-secret".into(),
+            token_encryption_keys: String::new(),
             token_ttl_days: 30,
             max_batch_documents: 100,
             max_document_bytes: 256 * 1024,
@@ -152,6 +156,7 @@ impl Config {
             "bind_addr",
             "public_url",
             "secret_key",
+            "token_encryption_keys",
             "token_ttl_days",
             "max_batch_documents",
             "max_document_bytes",
@@ -186,6 +191,11 @@ impl Config {
         if self.secret_key.len() < 32 {
             return invalid("SECRET_KEY", "must be at least 32 bytes");
         }
+        if !self.token_encryption_keys.trim().is_empty()
+            && let Err(e) = crate::secrets::KeyRing::parse(&self.token_encryption_keys)
+        {
+            return invalid("TOKEN_ENCRYPTION_KEYS", &e.to_string());
+        }
         if self.chunk_overlap >= self.chunk_tokens {
             return invalid("CHUNK_OVERLAP", "must be smaller than CHUNK_TOKENS");
         }
@@ -202,11 +212,42 @@ impl Config {
         Ok(())
     }
 
+    /// The key ring for provider tokens; an error naming the variable when none is set.
+    pub fn key_ring(&self) -> Result<crate::secrets::KeyRing, ConfigError> {
+        crate::secrets::KeyRing::parse(&self.token_encryption_keys).map_err(|e| {
+            ConfigError::Invalid {
+                field: "TOKEN_ENCRYPTION_KEYS",
+                reason: e.to_string(),
+            }
+        })
+    }
+
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.publish_timeout_ms)
     }
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_encryption_keys_are_checked_when_set() {
+        let mut config = Config::default();
+        assert!(
+            config.validate().is_ok(),
+            "unset is fine until a provider connects"
+        );
+        assert!(config.key_ring().is_err(), "but there is no ring to use");
+        config.token_encryption_keys = "k1:not-a-key".into();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("TOKEN_ENCRYPTION_KEYS"), "{err}");
+        config.token_encryption_keys = "k2:AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=,k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=".into();
+        assert!(config.validate().is_ok());
+        assert_eq!(config.key_ring().unwrap().current_id(), "k2");
     }
 }
