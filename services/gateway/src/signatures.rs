@@ -21,6 +21,20 @@ pub enum SignatureError {
     Mismatch,
 }
 
+/// Parses a timestamp and checks it is within [`WINDOW_SECS`] of `now`, either way; both in
+/// the same unit, `units_per_sec` of them a second (1 for seconds, 1000 for milliseconds).
+/// Standard Webhooks, HubSpot v3 and Slack all use this window.
+pub fn check_window(timestamp: &str, now: i64, units_per_sec: i64) -> Result<(), SignatureError> {
+    let ts: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| SignatureError::BadTimestamp)?;
+    if (now - ts).abs() > WINDOW_SECS * units_per_sec {
+        return Err(SignatureError::Stale);
+    }
+    Ok(())
+}
+
 fn equal(a: &[u8], b: &[u8]) -> Result<(), SignatureError> {
     if a.len() == b.len() && bool::from(a.ct_eq(b)) {
         Ok(())
@@ -122,13 +136,7 @@ pub fn hubspot_v3(
     signature: &str,
     now_ms: i64,
 ) -> Result<(), SignatureError> {
-    let ts: i64 = timestamp_ms
-        .trim()
-        .parse()
-        .map_err(|_| SignatureError::BadTimestamp)?;
-    if (now_ms - ts).abs() > WINDOW_SECS * 1000 {
-        return Err(SignatureError::Stale);
-    }
+    check_window(timestamp_ms, now_ms, 1000)?;
     let uri = hubspot_v3_uri(uri);
     let mac = hmac_sha256(
         client_secret.as_bytes(),
@@ -154,13 +162,7 @@ pub fn slack(
     signature: &str,
     now: i64,
 ) -> Result<(), SignatureError> {
-    let ts: i64 = timestamp
-        .trim()
-        .parse()
-        .map_err(|_| SignatureError::BadTimestamp)?;
-    if (now - ts).abs() > WINDOW_SECS {
-        return Err(SignatureError::Stale);
-    }
+    check_window(timestamp, now, 1)?;
     let mac = hmac_sha256(
         signing_secret.as_bytes(),
         &[b"v0:", timestamp.trim().as_bytes(), b":", body],

@@ -19,9 +19,6 @@ use serde::Serialize;
 use sha2::Sha256;
 use utoipa::ToSchema;
 
-/// How far a `webhook-timestamp` may be from now, either way.
-pub const TOLERANCE_SECS: i64 = 5 * 60;
-
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/webhooks/generic/{source}", post(generic_webhook))
 }
@@ -55,16 +52,13 @@ impl SignatureError {
     }
 }
 
-/// Checks the timestamp window: `timestamp` must be within [`TOLERANCE_SECS`] of `now`.
+/// Checks the timestamp window: `timestamp` must be within five minutes of `now`.
 pub fn check_timestamp(timestamp: &str, now: i64) -> Result<(), SignatureError> {
-    let ts: i64 = timestamp
-        .trim()
-        .parse()
-        .map_err(|_| SignatureError::BadTimestamp)?;
-    if (now - ts).abs() > TOLERANCE_SECS {
-        return Err(SignatureError::Stale);
-    }
-    Ok(())
+    use crate::signatures::{self, SignatureError as Window};
+    signatures::check_window(timestamp, now, 1).map_err(|e| match e {
+        Window::BadTimestamp => SignatureError::BadTimestamp,
+        _ => SignatureError::Stale,
+    })
 }
 
 /// Verifies a Standard Webhooks signature: base64 HMAC-SHA256 over `{id}.{timestamp}.{body}`
