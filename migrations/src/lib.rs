@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_backbone;
 mod m20261124_000002_connections;
+mod m20261124_000003_sync;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_backbone::Migration),
             Box::new(m20261124_000002_connections::Migration),
+            Box::new(m20261124_000003_sync::Migration),
         ]
     }
 }

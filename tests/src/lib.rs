@@ -146,6 +146,9 @@ async fn fresh_database(name: &str) {
     }
 }
 
+/// The token key ring every test deployment uses.
+pub const TEST_TOKEN_KEYS: &str = "test1:dGVzdC1rZXktZm9yLXRva2Vucy0zMi1ieXRlcyEhISE=";
+
 /// Settings for a test deployment: a private database and NATS prefix, short timings.
 pub async fn test_config() -> Config {
     let id = Uuid::new_v4().simple().to_string();
@@ -163,6 +166,8 @@ pub async fn test_config() -> Config {
         consumer_concurrency: 8,
         retry_base_ms: 100,
         retry_max_ms: 500,
+        // A fixed test key: connections work as in production.
+        token_encryption_keys: TEST_TOKEN_KEYS.into(),
         consumer_ack_wait_secs: 3,
         shutdown_timeout_secs: 5,
         ..Config::default()
@@ -304,6 +309,31 @@ impl TestApp {
     }
 
     /// Messages stored in one of the declared streams.
+    /// Messages per subject in a stream, for subjects matching `filter` (no deployment
+    /// prefix on either side).
+    pub async fn subject_counts(&self, stream: &str, filter: &str) -> HashMap<String, usize> {
+        use futures::TryStreamExt;
+        let s = self
+            .bus
+            .js
+            .get_stream(self.bus.ns.stream(stream))
+            .await
+            .unwrap();
+        let prefix = format!("{}.", self.config.nats_prefix);
+        s.info_with_subjects(self.bus.ns.subject(filter))
+            .await
+            .unwrap()
+            .map_ok(|(subject, count)| {
+                (
+                    subject.strip_prefix(&prefix).unwrap_or(&subject).to_owned(),
+                    count,
+                )
+            })
+            .try_collect()
+            .await
+            .unwrap()
+    }
+
     pub async fn stream_messages(&self, stream: &str) -> u64 {
         let mut s = self
             .bus

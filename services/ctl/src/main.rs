@@ -46,7 +46,7 @@ enum Command {
     },
     /// Republish one user's messages from a stream, so consumers process them again.
     Replay {
-        /// INGEST, WEBHOOKS, EVENTS or TOOLS.
+        /// INGEST, WEBHOOKS, EVENTS, SYNC or TOOLS.
         #[arg(long)]
         stream: String,
         /// The user's email or id.

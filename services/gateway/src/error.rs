@@ -17,8 +17,16 @@ pub enum ApiError {
     BadRequest(String),
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    NotConfigured(String),
     #[error("webhook rejected: {0}")]
     WebhookRejected(&'static str),
+    #[error("{0}")]
+    BadGateway(String),
     #[error("event bus unavailable: {0}")]
     Unavailable(#[source] BusError),
     #[error("internal error: {0}")]
@@ -53,7 +61,11 @@ impl IntoResponse for ApiError {
             ),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", None),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
+            ApiError::NotConfigured(_) => (StatusCode::NOT_IMPLEMENTED, "not_configured", None),
             ApiError::WebhookRejected(_) => (StatusCode::UNAUTHORIZED, "invalid_signature", None),
+            ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "provider_unavailable", None),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         };

@@ -3,10 +3,13 @@
 //! but does no slow work itself.
 
 pub mod auth;
+pub mod connect;
 pub mod endpoints;
 pub mod error;
+pub mod google_jwt;
 pub mod ingest;
 pub mod ops;
+pub mod provider_hooks;
 pub mod search;
 pub mod signatures;
 pub mod webhooks;
@@ -26,7 +29,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_scalar::{Scalar, Servable};
 
@@ -38,6 +41,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: PrometheusHandle,
     pub endpoints: endpoints::EndpointCache,
+    /// OAuth and token storage; `None` until TOKEN_ENCRYPTION_KEYS is set.
+    pub providers: Option<providers::Providers>,
+    /// Checks Gmail push (Pub/Sub) tokens.
+    pub push: google_jwt::PushVerifier,
 }
 
 impl AppState {
@@ -58,6 +65,17 @@ impl AppState {
     paths(
         ingest::ingest_documents,
         webhooks::generic_webhook,
+        provider_hooks::hubspot,
+        provider_hooks::slack,
+        provider_hooks::gmail,
+        provider_hooks::calendar,
+        connect::start,
+        connect::callback,
+        connect::me,
+        connect::logout,
+        connect::list_connections,
+        connect::disconnect,
+        connect::sync_now,
         search::search_get,
         search::search_post,
         ops::health,
@@ -66,6 +84,8 @@ impl AppState {
     ),
     modifiers(&BearerAuth),
     tags(
+        (name = "auth", description = "Sign in with Google; connect HubSpot and Slack"),
+        (name = "connections", description = "Connected providers and their sync"),
         (name = "ingest", description = "Documents into the index"),
         (name = "webhooks", description = "Signed deliveries from other systems"),
         (name = "search", description = "Hybrid search over your own data"),
@@ -87,6 +107,13 @@ impl Modify for BearerAuth {
                     .bearer_format("JWT")
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "__Host-session",
+                "Browser session from Google sign-in (`session` when served over plain HTTP); state-changing requests must come from our origin",
+            ))),
         );
     }
 }
@@ -125,6 +152,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ingest::router())
         .merge(webhooks::router())
+        .merge(provider_hooks::router())
+        .merge(connect::router())
         .merge(search::router())
         .merge(ops::router())
         .route(
@@ -154,9 +183,23 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
         // Not fatal: /ready reports it and publishes fail with 503 until NATS is back.
         tracing::warn!(error = %e, "could not apply the stream topology yet");
     }
+    let providers = if config.token_encryption_keys.trim().is_empty() {
+        tracing::warn!("TOKEN_ENCRYPTION_KEYS is not set: provider connections are off");
+        None
+    } else {
+        Some(providers::Providers::new(
+            &config,
+            db.clone(),
+            config.key_ring()?,
+        )?)
+    };
+    let push = google_jwt::PushVerifier::new(&config, providers::http_client(&config)?)
+        .map_err(anyhow::Error::msg)?;
     Ok(AppState {
         db,
         bus,
+        providers,
+        push,
         tokens: Tokens::new(&config.secret_key),
         config: Arc::new(config),
         metrics: metrics_handle(),

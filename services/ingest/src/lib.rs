@@ -2,6 +2,7 @@
 //! announces each change as a `doc.upserted` domain event.
 
 mod normalize;
+pub mod sync;
 
 use common::bus::Bus;
 use common::consumer::{Delivery, HandleError, Handler};
@@ -75,18 +76,60 @@ impl Handler for Ingest {
     }
 }
 
-/// Runs both ingest consumers until `cancel` fires.
+impl Handler for sync::Sync {
+    async fn handle(&self, delivery: Delivery) -> Result<(), HandleError> {
+        let cause = delivery.cause();
+        let Envelope { user_id, event, .. } = delivery.envelope;
+        match event {
+            Event::SyncRequested(command) => {
+                sync::Sync::handle(self, user_id, command, cause).await
+            }
+            _ => Err(HandleError::poison(
+                "the sync consumer only handles sync.requested",
+            )),
+        }
+    }
+}
+
+/// Runs the ingest consumers (documents, webhooks, sync commands) and the sync scheduler
+/// until `cancel` fires. Without TOKEN_ENCRYPTION_KEYS there are no connections to sync,
+/// so sync commands wait in their stream.
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
     let backends = Backends::connect(&config, config.db_max_connections).await?;
     let ingest = Ingest {
         db: backends.db.clone(),
         bus: backends.bus.clone(),
     };
-    let (documents, webhooks) = tokio::join!(
+    let syncer = if config.token_encryption_keys.trim().is_empty() {
+        tracing::warn!("TOKEN_ENCRYPTION_KEYS is not set: provider sync is off");
+        None
+    } else {
+        let providers =
+            providers::Providers::new(&config, backends.db.clone(), config.key_ring()?)?;
+        Some(sync::Sync {
+            db: backends.db.clone(),
+            bus: backends.bus.clone(),
+            providers,
+            config: std::sync::Arc::new(config.clone()),
+        })
+    };
+    let syncing = async {
+        let Some(syncer) = syncer else { return Ok(()) };
+        let tick = std::time::Duration::from_secs(config.sync_interval_secs.clamp(1, 60));
+        let scheduler = tokio::spawn(sync::scheduler::run(syncer.clone(), tick, cancel.clone()));
+        let result = backends
+            .consume("ingest-sync", syncer, &config, cancel.clone())
+            .await;
+        let _ = scheduler.await;
+        result
+    };
+    let (documents, webhooks, syncs) = tokio::join!(
         backends.consume("ingest-documents", ingest.clone(), &config, cancel.clone()),
-        backends.consume("ingest-webhooks", ingest, &config, cancel),
+        backends.consume("ingest-webhooks", ingest, &config, cancel.clone()),
+        syncing,
     );
     documents?;
     webhooks?;
+    syncs?;
     Ok(())
 }

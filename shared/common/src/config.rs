@@ -88,6 +88,60 @@ pub struct Config {
     pub otel_exporter_otlp_endpoint: String,
     /// `text` or `json` log lines.
     pub log_format: String,
+    /// OAuth client id of the Google app (sign-in, Gmail, Calendar); sign-in is off when empty.
+    pub google_client_id: String,
+    /// OAuth client secret of the Google app.
+    pub google_client_secret: String,
+    /// Google's authorization endpoint.
+    pub google_auth_url: String,
+    /// Google's token endpoint.
+    pub google_token_url: String,
+    /// Google's OpenID Connect userinfo endpoint.
+    pub google_userinfo_url: String,
+    /// Base URL of the Gmail API.
+    pub gmail_api_base: String,
+    /// Base URL of the Google Calendar API.
+    pub calendar_api_base: String,
+    /// Pub/Sub topic Gmail `watch` publishes to (`projects/<p>/topics/<t>`); no watch when empty.
+    pub gmail_pubsub_topic: String,
+    /// `aud` the Pub/Sub push subscription puts in its OIDC token (default: PUBLIC_URL/api/webhooks/gmail).
+    pub gmail_push_audience: String,
+    /// Service account email the push subscription signs as; pushes from any other account are refused.
+    pub gmail_push_service_account: String,
+    /// Where Google's token-signing keys are fetched (cached per Cache-Control).
+    pub google_jwks_url: String,
+    /// A JSON Web Key Set to use instead of fetching GOOGLE_JWKS_URL (air-gapped deployments, tests).
+    pub google_jwks: String,
+    /// OAuth client id of the HubSpot app; HubSpot connect is off when empty.
+    pub hubspot_client_id: String,
+    /// OAuth client secret of the HubSpot app; also the key for webhook signatures.
+    pub hubspot_client_secret: String,
+    /// HubSpot's authorization page.
+    pub hubspot_auth_url: String,
+    /// Base URL of the HubSpot API (token endpoint included).
+    pub hubspot_api_base: String,
+    /// OAuth client id of the Slack app; Slack connect is off when empty.
+    pub slack_client_id: String,
+    /// OAuth client secret of the Slack app.
+    pub slack_client_secret: String,
+    /// Slack signing secret for Events API requests.
+    pub slack_signing_secret: String,
+    /// Slack's authorization page.
+    pub slack_auth_url: String,
+    /// Base URL of the Slack Web API.
+    pub slack_api_base: String,
+    /// How long a browser session lasts.
+    pub session_ttl_hours: i64,
+    /// Most items one sync run stores; a run that hits it queues its own continuation.
+    pub sync_max_items: usize,
+    /// Items larger than this are skipped and recorded with the reason.
+    pub sync_max_item_bytes: usize,
+    /// How far back the first Gmail sync reads.
+    pub gmail_initial_days: u32,
+    /// Safety-net sync period per connection, in addition to webhooks; 0 turns it off.
+    pub sync_interval_secs: u64,
+    /// Timeout of each provider API call.
+    pub provider_timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -122,6 +176,33 @@ impl Default for Config {
             shutdown_timeout_secs: 20,
             otel_exporter_otlp_endpoint: String::new(),
             log_format: "text".into(),
+            google_client_id: String::new(),
+            google_client_secret: String::new(),
+            google_auth_url: "https://accounts.google.com/o/oauth2/v2/auth".into(),
+            google_token_url: "https://oauth2.googleapis.com/token".into(),
+            google_userinfo_url: "https://openidconnect.googleapis.com/v1/userinfo".into(),
+            gmail_api_base: "https://gmail.googleapis.com".into(),
+            calendar_api_base: "https://www.googleapis.com/calendar/v3".into(),
+            gmail_pubsub_topic: String::new(),
+            gmail_push_audience: String::new(),
+            gmail_push_service_account: String::new(),
+            google_jwks_url: "https://www.googleapis.com/oauth2/v3/certs".into(),
+            google_jwks: String::new(),
+            hubspot_client_id: String::new(),
+            hubspot_client_secret: String::new(),
+            hubspot_auth_url: "https://app.hubspot.com/oauth/authorize".into(),
+            hubspot_api_base: "https://api.hubapi.com".into(),
+            slack_client_id: String::new(),
+            slack_client_secret: String::new(),
+            slack_signing_secret: String::new(),
+            slack_auth_url: "https://slack.com/oauth/v2/authorize".into(),
+            slack_api_base: "https://slack.com/api".into(),
+            session_ttl_hours: 24 * 14,
+            sync_max_items: 60,
+            sync_max_item_bytes: 50 * 1024,
+            gmail_initial_days: 30,
+            sync_interval_secs: 900,
+            provider_timeout_secs: 20,
         }
     }
 }
@@ -177,6 +258,33 @@ impl Config {
             "shutdown_timeout_secs",
             "otel_exporter_otlp_endpoint",
             "log_format",
+            "google_client_id",
+            "google_client_secret",
+            "google_auth_url",
+            "google_token_url",
+            "google_userinfo_url",
+            "gmail_api_base",
+            "calendar_api_base",
+            "gmail_pubsub_topic",
+            "gmail_push_audience",
+            "gmail_push_service_account",
+            "google_jwks_url",
+            "google_jwks",
+            "hubspot_client_id",
+            "hubspot_client_secret",
+            "hubspot_auth_url",
+            "hubspot_api_base",
+            "slack_client_id",
+            "slack_client_secret",
+            "slack_signing_secret",
+            "slack_auth_url",
+            "slack_api_base",
+            "session_ttl_hours",
+            "sync_max_items",
+            "sync_max_item_bytes",
+            "gmail_initial_days",
+            "sync_interval_secs",
+            "provider_timeout_secs",
         ]
         .into_iter()
     }

@@ -3,6 +3,7 @@
 //! - handler `Ok` → ack;
 //! - `Retry` → nak with a delay that doubles per delivery, until the last delivery, then
 //!   dead-letter and terminate;
+//! - `Later` → nak with the delay the other side asked for (429 `Retry-After`);
 //! - `Poison` (or an undecodable message) → dead-letter and terminate at once.
 //!
 //! A dead letter that cannot be recorded is nak'ed instead, so nothing is dropped silently.
@@ -35,6 +36,13 @@ pub enum HandleError {
     /// Will never work (bad data): dead-letter now.
     #[error("poison: {0}")]
     Poison(#[source] BoxError),
+    /// The other side told us when to come back (HTTP 429 `Retry-After`): redeliver then.
+    #[error("retry after {after:?}: {source}")]
+    Later {
+        after: Duration,
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl HandleError {
@@ -281,6 +289,11 @@ async fn process<H: Handler, D: DeadLetterSink>(
                 "ack"
             }
         },
+        Err(HandleError::Later { after, source }) if delivered < shared.max_deliver => {
+            tracing::warn!(error = %source, retry_in_ms = after.as_millis() as u64, "asked to come back later");
+            let _ = msg.ack_with(AckKind::Nak(Some(after))).await;
+            "retry"
+        }
         Err(HandleError::Retry(e)) if delivered < shared.max_deliver => {
             let delay = shared.options.retry_delay(delivered);
             tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "handler failed; will retry");

@@ -41,6 +41,8 @@ impl Envelope {
             Event::DocumentSubmitted(_) => format!("ingest.{user}.documents"),
             Event::WebhookReceived(w) => format!("webhooks.{user}.{}", w.source),
             Event::DocUpserted(d) => format!("events.{user}.{}.doc.upserted", d.source),
+            Event::Domain(d) => format!("events.{user}.{}.{}", d.source, d.name),
+            Event::SyncRequested(s) => format!("sync.{user}.{}", s.resource.as_str()),
         }
     }
 
@@ -68,6 +70,24 @@ impl Envelope {
             Event::DocUpserted(d) => format!(
                 "upserted:{}:{}:{}",
                 d.document_id, d.content_hash, d.caused_by
+            ),
+            Event::Domain(d) => format!(
+                "dom:{}",
+                short_hash(&[
+                    self.user_id.to_string().as_str(),
+                    d.source.as_str(),
+                    &d.name,
+                    &d.entity_id,
+                    &d.version,
+                ])
+            ),
+            Event::SyncRequested(s) => format!(
+                "sync:{}",
+                short_hash(&[
+                    self.user_id.to_string().as_str(),
+                    s.resource.as_str(),
+                    &s.request_id,
+                ])
             ),
         }
     }
@@ -105,6 +125,115 @@ pub enum Event {
     /// A document was created or its content changed in Postgres.
     #[serde(rename = "doc.upserted")]
     DocUpserted(DocUpserted),
+    /// Something changed at a provider (`email.received`, `contact.updated`...), for rules.
+    #[serde(rename = "domain")]
+    Domain(DomainEvent),
+    /// A command to sync one resource of one user; handled by ingest, never in the gateway.
+    #[serde(rename = "sync.requested")]
+    SyncRequested(SyncRequested),
+}
+
+/// A change at a provider, published after it is stored. `name` is `<entity>.<action>`:
+/// `email.received`, `email.sent`, `email.deleted`, `calendar.event.created|updated|cancelled`,
+/// `contact.created|updated|deleted`, `company.*`, `deal.updated`, `note.created`,
+/// `slack.message.posted`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainEvent {
+    pub source: Source,
+    pub name: String,
+    /// The provider's id for the entity (message id, event id, object id, channel:ts).
+    pub entity_id: String,
+    pub document_id: Option<DocumentId>,
+    /// What changed: the stored content hash for upserts, `deleted` for deletions. The same
+    /// change announced twice (a sync after a webhook) has one dedup key.
+    pub version: String,
+    /// A small summary for rules (subject, sender, title...), never full bodies.
+    #[serde(default = "empty_object")]
+    pub data: serde_json::Value,
+}
+
+/// A resource the sync keeps in step with a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resource {
+    Gmail,
+    Calendar,
+    Hubspot,
+    Slack,
+}
+
+impl Resource {
+    pub const ALL: [Resource; 4] = [
+        Resource::Gmail,
+        Resource::Calendar,
+        Resource::Hubspot,
+        Resource::Slack,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Gmail => "gmail",
+            Resource::Calendar => "calendar",
+            Resource::Hubspot => "hubspot",
+            Resource::Slack => "slack",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == value)
+    }
+
+    /// The OAuth connection that grants access to this resource.
+    pub fn provider(self) -> &'static str {
+        match self {
+            Resource::Gmail | Resource::Calendar => "google",
+            Resource::Hubspot => "hubspot",
+            Resource::Slack => "slack",
+        }
+    }
+
+    /// The resources one provider connection grants.
+    pub fn of_provider(provider: &str) -> Vec<Resource> {
+        Self::ALL
+            .into_iter()
+            .filter(|r| r.provider() == provider)
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncRequested {
+    pub resource: Resource,
+    /// Why: `connect`, `webhook`, `manual`, `schedule`, `continuation`, `retry`.
+    pub reason: String,
+    /// Unique per request; the dedup key, so a webhook delivered three times or a schedule
+    /// tick seen by two replicas is one sync.
+    pub request_id: String,
+    #[serde(default)]
+    pub scope: SyncScope,
+}
+
+/// What part of the resource to sync.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SyncScope {
+    /// Everything changed since the stored cursor (a full sync when there is none).
+    #[default]
+    Changes,
+    /// One Slack channel.
+    SlackChannel { channel: String },
+    /// One HubSpot object (`contacts`, `companies`, `deals`, `notes`); `deleted` when the
+    /// webhook said so.
+    HubspotObject {
+        object_type: String,
+        id: String,
+        #[serde(default)]
+        deleted: bool,
+    },
+    /// One Slack event delivered by the Events API (a message, an edit, a deletion).
+    SlackEvent { event: serde_json::Value },
+    /// Create or renew the push subscription (Gmail watch, Calendar channel).
+    Watch,
 }
 
 /// One document as clients submit it. Validated by the gateway before it is published.

@@ -20,6 +20,7 @@ pub struct TokenSet {
 pub struct ConnectionStatus {
     pub provider: String,
     pub account_id: String,
+    pub account_name: String,
     /// `connected`, `syncing`, `revoked` or `error`.
     pub status: String,
     pub scopes: String,
@@ -31,14 +32,23 @@ fn stmt(sql: &str, values: Vec<Value>) -> Statement {
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
 }
 
+/// The provider account a grant belongs to.
+#[derive(Debug, Clone, Default)]
+pub struct Account {
+    /// Google `sub`, HubSpot portal id, Slack team id.
+    pub id: String,
+    /// Google email, HubSpot domain, Slack team name.
+    pub name: String,
+    pub scopes: String,
+}
+
 /// Stores (or replaces) a user's tokens for a provider and marks the connection connected.
 pub async fn save_tokens(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     ring: &KeyRing,
     user: UserId,
     provider: &str,
-    account_id: &str,
-    scopes: &str,
+    account: &Account,
     tokens: &TokenSet,
 ) -> Result<()> {
     let owner = user.to_string();
@@ -48,10 +58,11 @@ pub async fn save_tokens(
         .as_ref()
         .map(|r| ring.encrypt(r, &owner, provider));
     db.execute_raw(stmt(
-        "INSERT INTO connections (id, user_id, provider, account_id, scopes, access_token_enc, refresh_token_enc, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        "INSERT INTO connections (id, user_id, provider, account_id, scopes, access_token_enc, refresh_token_enc, expires_at, account_name)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (user_id, provider) DO UPDATE SET
              account_id = EXCLUDED.account_id, scopes = EXCLUDED.scopes,
+             account_name = EXCLUDED.account_name,
              access_token_enc = EXCLUDED.access_token_enc,
              -- a provider that does not send a new refresh token keeps the old one valid
              refresh_token_enc = coalesce(EXCLUDED.refresh_token_enc, connections.refresh_token_enc),
@@ -60,10 +71,41 @@ pub async fn save_tokens(
             Uuid::new_v4().into(),
             user.0.into(),
             provider.into(),
-            account_id.into(),
-            scopes.into(),
+            account.id.clone().into(),
+            account.scopes.clone().into(),
             access.into(),
             refresh.into(),
+            tokens.expires_at.map(|t| t.fixed_offset()).into(),
+            account.name.clone().into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// After a refresh: new access token, rotated refresh token (kept when none came), expiry.
+pub async fn update_tokens(
+    db: &impl ConnectionTrait,
+    ring: &KeyRing,
+    user: UserId,
+    provider: &str,
+    tokens: &TokenSet,
+) -> Result<()> {
+    let owner = user.to_string();
+    db.execute_raw(stmt(
+        "UPDATE connections SET access_token_enc = $3,
+             refresh_token_enc = coalesce($4, refresh_token_enc), expires_at = $5,
+             status = CASE WHEN status = 'error' THEN 'connected' ELSE status END, updated_at = now()
+         WHERE user_id = $1 AND provider = $2",
+        vec![
+            user.0.into(),
+            provider.into(),
+            ring.encrypt(&tokens.access_token, &owner, provider).into(),
+            tokens
+                .refresh_token
+                .as_ref()
+                .map(|r| ring.encrypt(r, &owner, provider))
+                .into(),
             tokens.expires_at.map(|t| t.fixed_offset()).into(),
         ],
     ))
@@ -73,15 +115,37 @@ pub async fn save_tokens(
 
 /// The user's decrypted tokens for a provider, if connected.
 pub async fn tokens(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     ring: &KeyRing,
     user: UserId,
     provider: &str,
 ) -> Result<Option<TokenSet>> {
+    read_tokens(db, ring, user, provider, "").await
+}
+
+/// Like [`tokens`], holding the row lock until the transaction ends: one refresh at a time.
+pub async fn lock_tokens(
+    txn: &impl ConnectionTrait,
+    ring: &KeyRing,
+    user: UserId,
+    provider: &str,
+) -> Result<Option<TokenSet>> {
+    read_tokens(txn, ring, user, provider, "FOR UPDATE").await
+}
+
+async fn read_tokens(
+    db: &impl ConnectionTrait,
+    ring: &KeyRing,
+    user: UserId,
+    provider: &str,
+    lock: &str,
+) -> Result<Option<TokenSet>> {
     let row = db
         .query_one_raw(stmt(
-            "SELECT access_token_enc, refresh_token_enc, expires_at FROM connections
-             WHERE user_id = $1 AND provider = $2 AND status <> 'revoked'",
+            &format!(
+                "SELECT access_token_enc, refresh_token_enc, expires_at FROM connections
+                 WHERE user_id = $1 AND provider = $2 AND status <> 'revoked' {lock}"
+            ),
             vec![user.0.into(), provider.into()],
         ))
         .await?;
@@ -105,7 +169,7 @@ pub async fn tokens(
 pub async fn list(db: &DatabaseConnection, user: UserId) -> Result<Vec<ConnectionStatus>> {
     let rows = db
         .query_all_raw(stmt(
-            "SELECT provider, account_id, status, scopes, last_sync_at, last_error
+            "SELECT provider, account_id, account_name, status, scopes, last_sync_at, last_error
              FROM connections WHERE user_id = $1 ORDER BY provider",
             vec![user.0.into()],
         ))
@@ -116,6 +180,7 @@ pub async fn list(db: &DatabaseConnection, user: UserId) -> Result<Vec<Connectio
             Ok(ConnectionStatus {
                 provider: r.try_get("", "provider")?,
                 account_id: r.try_get("", "account_id")?,
+                account_name: r.try_get("", "account_name")?,
                 status: r.try_get("", "status")?,
                 scopes: r.try_get("", "scopes")?,
                 last_sync_at: last.map(|t| t.with_timezone(&Utc)),
@@ -127,7 +192,7 @@ pub async fn list(db: &DatabaseConnection, user: UserId) -> Result<Vec<Connectio
 
 /// The provider refused our refresh token (`invalid_grant`): stop using it, say why.
 pub async fn mark_revoked(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     user: UserId,
     provider: &str,
     reason: &str,
@@ -208,4 +273,41 @@ impl From<common::secrets::SecretError> for DbError {
     fn from(e: common::secrets::SecretError) -> Self {
         DbError::Secret(e)
     }
+}
+
+/// Records a failure the user should see on the connection (`error` status, the reason).
+pub async fn mark_error(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    provider: &str,
+    reason: &str,
+) -> Result<()> {
+    db.execute_raw(stmt(
+        "UPDATE connections SET status = 'error', last_error = $3, updated_at = now()
+         WHERE user_id = $1 AND provider = $2 AND status <> 'revoked'",
+        vec![user.0.into(), provider.into(), reason.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// The users connected to `provider` with this account id (HubSpot portal, Slack team) or
+/// account name (Google email). Several users can share one HubSpot portal or Slack team.
+pub async fn users_by_account(
+    db: &impl ConnectionTrait,
+    provider: &str,
+    account: &str,
+) -> Result<Vec<UserId>> {
+    let rows = db
+        .query_all_raw(stmt(
+            "SELECT user_id FROM connections
+             WHERE provider = $1 AND (account_id = $2 OR lower(account_name) = lower($2))
+               AND status <> 'revoked'
+             ORDER BY created_at",
+            vec![provider.into(), account.into()],
+        ))
+        .await?;
+    rows.into_iter()
+        .map(|r| Ok(UserId(r.try_get("", "user_id")?)))
+        .collect()
 }

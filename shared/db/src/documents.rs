@@ -67,3 +67,21 @@ pub async fn upsert(
 pub async fn get(db: &DatabaseConnection, id: DocumentId) -> Result<Option<document::Model>> {
     Ok(document::Entity::find_by_id(id.0).one(db).await?)
 }
+
+/// Deletes a document and, through the foreign key, its chunks. `Some(id)` if it existed.
+pub async fn delete(
+    db: &DatabaseConnection,
+    user: UserId,
+    source: &common::ids::Source,
+    external_id: &str,
+) -> Result<Option<DocumentId>> {
+    let id = DocumentId::derive(user, source, external_id);
+    let result = db
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "DELETE FROM documents WHERE id = $1 AND user_id = $2",
+            [id.0.into(), user.0.into()],
+        ))
+        .await?;
+    Ok((result.rows_affected() > 0).then_some(id))
+}

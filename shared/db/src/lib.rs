@@ -8,6 +8,8 @@ pub mod dead_letters;
 pub mod documents;
 pub mod entities;
 pub mod search;
+pub mod sessions;
+pub mod sync_state;
 pub mod users;
 pub mod webhooks;
 

@@ -4,7 +4,7 @@ use assistant_tests::TestApp;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::secrets::KeyRing;
-use db::connections::{self, TokenSet};
+use db::connections::{self, Account, TokenSet};
 use sea_orm::ConnectionTrait;
 
 fn ring(spec: &[(&str, u8)]) -> KeyRing {
@@ -35,8 +35,11 @@ async fn tokens_are_encrypted_owner_bound_revocable_and_rotatable() {
         &k1,
         alice,
         "google",
-        "alice-sub",
-        "gmail.modify calendar",
+        &Account {
+            id: "alice-sub".into(),
+            name: String::new(),
+            scopes: "gmail.modify calendar".into(),
+        },
         &tokens,
     )
     .await
@@ -64,8 +67,11 @@ async fn tokens_are_encrypted_owner_bound_revocable_and_rotatable() {
         &k1,
         alice,
         "google",
-        "alice-sub",
-        "gmail.modify calendar",
+        &Account {
+            id: "alice-sub".into(),
+            name: String::new(),
+            scopes: "gmail.modify calendar".into(),
+        },
         &refreshed,
     )
     .await
@@ -80,9 +86,20 @@ async fn tokens_are_encrypted_owner_bound_revocable_and_rotatable() {
     );
 
     // Alice's ciphertext copied into Bob's row does not decrypt for Bob.
-    connections::save_tokens(&app.db, &k1, bob, "google", "bob-sub", "", &refreshed)
-        .await
-        .unwrap();
+    connections::save_tokens(
+        &app.db,
+        &k1,
+        bob,
+        "google",
+        &Account {
+            id: "bob-sub".into(),
+            name: String::new(),
+            scopes: "".into(),
+        },
+        &refreshed,
+    )
+    .await
+    .unwrap();
     app.db
         .execute_unprepared(&format!(
             "UPDATE connections SET access_token_enc = (SELECT access_token_enc FROM connections WHERE user_id = '{alice}') WHERE user_id = '{bob}'"

@@ -1,9 +1,12 @@
 //! End-to-end tests: real Postgres + pgvector, real NATS JetStream, every service in-process.
 
 mod connections;
+mod fakes;
+mod google;
 mod intake;
 mod ops;
 mod pipeline;
+mod providers;
 mod resilience;
 mod webhooks;
 

@@ -1,0 +1,642 @@
+//! Sign-in with Google and connecting HubSpot and Slack (OAuth 2.0 authorization code with
+//! PKCE), the session that follows, the user's connections, and on-demand sync.
+//!
+//! `state` is random, stored once and deleted when used, and bound to the browser that
+//! started the flow by a cookie, so a callback URL replayed or planted in another browser
+//! is refused. The PKCE verifier never leaves the server and is stored encrypted.
+
+use crate::AppState;
+use crate::auth::{AuthUser, cookie, session_cookie_name, set_cookie};
+use crate::error::{ApiError, ErrorBody};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use chrono::Utc;
+use common::UserId;
+use common::events::{Envelope, Event, Resource, SyncRequested, SyncScope};
+use db::connections::{self, Account};
+use db::sessions::{self, Flow};
+use db::sync_state::{self, ResourceStatus};
+use providers::{Provider, ProviderError};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use utoipa::{IntoParams, ToSchema};
+
+const FLOW_COOKIE: &str = "oauth_flow";
+const FLOW_TTL_SECS: i64 = 600;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/auth/{provider}/start", get(start))
+        .route("/api/auth/{provider}/callback", get(callback))
+        .route("/api/auth/me", get(me))
+        .route("/api/auth/logout", post(logout))
+        .route("/api/connections", get(list_connections))
+        .route("/api/connections/{provider}", delete(disconnect))
+        .route("/api/sync/{resource}", post(sync_now))
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn provider(name: &str) -> Result<Provider, ApiError> {
+    Provider::parse(name).ok_or_else(|| ApiError::NotFound(format!("no provider named {name}")))
+}
+
+fn providers(state: &AppState) -> Result<&providers::Providers, ApiError> {
+    state.providers.as_ref().ok_or_else(|| {
+        ApiError::NotConfigured("connections need TOKEN_ENCRYPTION_KEYS to be set".into())
+    })
+}
+
+/// Only paths on this server: no `//host` or scheme, so the redirect cannot leave the site.
+fn safe_return_to(value: Option<&str>) -> String {
+    match value {
+        Some(v) if v.starts_with('/') && !v.starts_with("//") && !v.contains('\\') => v.to_owned(),
+        _ => "/".to_owned(),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct StartQuery {
+    /// Path on this server to land on afterwards (default `/`).
+    pub return_to: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/auth/{provider}/start",
+    tag = "auth",
+    params(
+        ("provider" = String, Path, description = "`google` (sign-in, Gmail, Calendar), `hubspot` or `slack`"),
+        StartQuery,
+    ),
+    responses(
+        (status = 303, description = "Redirect to the provider's consent page"),
+        (status = 401, description = "HubSpot and Slack connect need a signed-in user", body = ErrorBody),
+        (status = 404, description = "Unknown provider", body = ErrorBody),
+        (status = 501, description = "The provider is not configured on this server", body = ErrorBody),
+    )
+)]
+pub async fn start(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<StartQuery>,
+    user: Result<AuthUser, ApiError>,
+) -> Result<Response, ApiError> {
+    let provider = provider(&name)?;
+    let providers = providers(&state)?;
+    if !providers.oauth.enabled(provider) {
+        return Err(ApiError::NotConfigured(format!(
+            "{name} is not configured: set {}_CLIENT_ID and {}_CLIENT_SECRET",
+            name.to_uppercase(),
+            name.to_uppercase()
+        )));
+    }
+    // Google is the sign-in; the others attach to the signed-in user.
+    let user = match (provider, user) {
+        (Provider::Google, user) => user.ok().map(|u| u.0),
+        (_, user) => Some(user?.0),
+    };
+    let flow_state = random_token();
+    let browser = random_token();
+    let authorization = providers
+        .oauth
+        .authorize(provider, &flow_state)
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let flow = Flow {
+        provider: name.clone(),
+        browser_hash: sessions::hash(&browser),
+        verifier_enc: providers
+            .ring
+            .encrypt(&authorization.verifier, &flow_state, &name),
+        user_id: user,
+        return_to: safe_return_to(query.return_to.as_deref()),
+    };
+    sessions::start_flow(
+        &state.db,
+        &flow_state,
+        &flow,
+        Utc::now() + chrono::Duration::seconds(FLOW_TTL_SECS),
+    )
+    .await?;
+    let mut response = redirect(&authorization.url);
+    add_cookie(
+        &mut response,
+        set_cookie(
+            &state.config.public_url,
+            FLOW_COOKIE,
+            &browser,
+            "/api/auth",
+            FLOW_TTL_SECS,
+        ),
+    );
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct CallbackQuery {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    /// Set by the provider when the user declined.
+    pub error: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/auth/{provider}/callback",
+    tag = "auth",
+    params(("provider" = String, Path, description = "`google`, `hubspot` or `slack`"), CallbackQuery),
+    responses(
+        (status = 303, description = "Connected (and for Google, signed in with a new session cookie); redirect to `return_to`"),
+        (status = 400, description = "Unknown, used or expired state; another browser's flow; declined; code refused", body = ErrorBody),
+        (status = 502, description = "The provider could not be reached", body = ErrorBody),
+    )
+)]
+pub async fn callback(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<CallbackQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let provider = provider(&name)?;
+    let providers = providers(&state)?;
+    let flow_state = query
+        .state
+        .as_deref()
+        .ok_or_else(|| ApiError::BadRequest("state is missing".into()))?;
+    // Taken (deleted) before anything else: a state works once, even when the rest fails.
+    let flow = sessions::take_flow(&state.db, flow_state)
+        .await?
+        .filter(|f| f.provider == name)
+        .ok_or_else(|| ApiError::BadRequest("unknown, used or expired state".into()))?;
+    let browser = cookie(&headers, FLOW_COOKIE).unwrap_or_default();
+    let same_browser: bool = sessions::hash(browser).ct_eq(&flow.browser_hash).into();
+    if !same_browser {
+        return Err(ApiError::BadRequest(
+            "this sign-in was started in another browser; start again".into(),
+        ));
+    }
+    if let Some(error) = query.error.as_deref() {
+        return Err(ApiError::BadRequest(format!(
+            "{name} did not grant access: {error}"
+        )));
+    }
+    let code = query
+        .code
+        .as_deref()
+        .ok_or_else(|| ApiError::BadRequest("code is missing".into()))?;
+    let verifier = providers
+        .ring
+        .decrypt(&flow.verifier_enc, flow_state, &name)
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let grant = providers
+        .oauth
+        .exchange(provider, code, &verifier)
+        .await
+        .map_err(|e| match e {
+            ProviderError::Transient(_) => {
+                ApiError::BadGateway(format!("{name} could not be reached"))
+            }
+            ProviderError::Db(e) => e.into(),
+            other => ApiError::BadRequest(format!("{name} refused the authorization: {other}")),
+        })?;
+
+    let (user, new_session) = match provider {
+        Provider::Google => {
+            let email = grant.email.as_deref().unwrap_or_default();
+            (db::users::ensure(&state.db, email).await?, true)
+        }
+        _ => (
+            flow.user_id
+                .ok_or_else(|| ApiError::BadRequest("sign in before connecting".into()))?,
+            false,
+        ),
+    };
+    connections::save_tokens(
+        &state.db,
+        &providers.ring,
+        user,
+        &name,
+        &Account {
+            id: grant.account_id.clone(),
+            name: grant.account_name.clone(),
+            scopes: grant.scopes.clone(),
+        },
+        &grant.tokens,
+    )
+    .await?;
+    tracing::info!(user.id = %user, provider = %name, "connected");
+    start_syncing(&state, user, &name, flow_state).await?;
+
+    let mut response = redirect(&flow.return_to);
+    add_cookie(
+        &mut response,
+        set_cookie(&state.config.public_url, FLOW_COOKIE, "", "/api/auth", 0),
+    );
+    if new_session {
+        // A new session id at every sign-in: a session fixed before login is worthless.
+        let cookie_name = session_cookie_name(&state.config.public_url);
+        if let Some(old) = cookie(&headers, cookie_name) {
+            sessions::delete(&state.db, old).await?;
+        }
+        let secret = random_token();
+        let ttl = chrono::Duration::hours(state.config.session_ttl_hours);
+        sessions::create(&state.db, &secret, user, Utc::now() + ttl).await?;
+        add_cookie(
+            &mut response,
+            set_cookie(
+                &state.config.public_url,
+                cookie_name,
+                &secret,
+                "/",
+                ttl.num_seconds(),
+            ),
+        );
+    }
+    Ok(response)
+}
+
+/// Sync state for each resource the connection grants, then the first sync and the push
+/// subscription as commands. If publishing fails now, the scheduler's safety-net run (due
+/// immediately) starts the sync instead.
+async fn start_syncing(
+    state: &AppState,
+    user: UserId,
+    provider: &str,
+    request: &str,
+) -> Result<(), ApiError> {
+    let mut commands = Vec::new();
+    for resource in Resource::of_provider(provider) {
+        sync_state::ensure(&state.db, user, resource.as_str()).await?;
+        commands.push(sync_command(
+            user,
+            resource,
+            "connect",
+            format!("connect:{request}"),
+            SyncScope::Changes,
+        ));
+        if matches!(resource, Resource::Gmail | Resource::Calendar) {
+            commands.push(sync_command(
+                user,
+                resource,
+                "connect",
+                format!("watch:{request}"),
+                SyncScope::Watch,
+            ));
+        }
+    }
+    if let Err(e) = state.bus.publish_all(&commands).await {
+        tracing::warn!(error = %e, "first sync not queued; the scheduler will start it");
+    }
+    Ok(())
+}
+
+pub fn sync_command(
+    user: UserId,
+    resource: Resource,
+    reason: &str,
+    request_id: String,
+    scope: SyncScope,
+) -> Envelope {
+    Envelope::new(
+        user,
+        Event::SyncRequested(SyncRequested {
+            resource,
+            reason: reason.into(),
+            request_id,
+            scope,
+        }),
+    )
+}
+
+fn redirect(location: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn add_cookie(response: &mut Response, value: String) {
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    pub user_id: uuid::Uuid,
+    pub email: String,
+    /// Providers with a connection, whatever its status.
+    pub connections: Vec<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/auth/me",
+    tag = "auth",
+    security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The signed-in user", body = Me),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+    )
+)]
+pub async fn me(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> Result<Json<Me>, ApiError> {
+    let row = db::users::find(&state.db, user)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let connections = connections::list(&state.db, user)
+        .await?
+        .into_iter()
+        .map(|c| c.provider)
+        .collect();
+    Ok(Json(Me {
+        user_id: user.0,
+        email: row.email,
+        connections,
+    }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/auth/logout",
+    tag = "auth",
+    security(("session" = [])),
+    responses(
+        (status = 204, description = "Session ended and cookie cleared"),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "Cross-origin request", body = ErrorBody),
+    )
+)]
+pub async fn logout(
+    State(state): State<AppState>,
+    _user: AuthUser,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = session_cookie_name(&state.config.public_url);
+    if let Some(secret) = cookie(&headers, name) {
+        sessions::delete(&state.db, secret).await?;
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    add_cookie(
+        &mut response,
+        set_cookie(&state.config.public_url, name, "", "/", 0),
+    );
+    Ok(response)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Connection {
+    /// `google`, `hubspot` or `slack`.
+    pub provider: String,
+    pub account_id: String,
+    /// Email, portal domain or workspace name.
+    pub account_name: String,
+    /// `connected`, `syncing`, `revoked` (connect again) or `error`.
+    pub status: String,
+    pub scopes: String,
+    pub last_sync_at: Option<chrono::DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub resources: Vec<ResourceState>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResourceState {
+    /// `gmail`, `calendar`, `hubspot` or `slack`.
+    pub resource: String,
+    pub syncing: bool,
+    pub last_sync_at: Option<chrono::DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub items_synced: i64,
+}
+
+impl From<ResourceStatus> for ResourceState {
+    fn from(r: ResourceStatus) -> Self {
+        Self {
+            resource: r.resource,
+            syncing: r.syncing,
+            last_sync_at: r.last_sync_at,
+            last_error: r.last_error,
+            items_synced: r.items_synced,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Connections {
+    pub connections: Vec<Connection>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/connections",
+    tag = "connections",
+    security(("bearer" = []), ("session" = [])),
+    responses((status = 200, description = "Each connected provider's status", body = Connections))
+)]
+pub async fn list_connections(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> Result<Json<Connections>, ApiError> {
+    let resources = sync_state::statuses(&state.db, user).await?;
+    let connections = connections::list(&state.db, user)
+        .await?
+        .into_iter()
+        .map(|c| {
+            let mine: Vec<ResourceState> = resources
+                .iter()
+                .filter(|r| {
+                    Resource::parse(&r.resource).is_some_and(|x| x.provider() == c.provider)
+                })
+                .cloned()
+                .map(ResourceState::from)
+                .collect();
+            let syncing = mine.iter().any(|r| r.syncing);
+            let status = if c.status == "connected" && syncing {
+                "syncing".to_owned()
+            } else {
+                c.status
+            };
+            let last_sync_at = mine.iter().filter_map(|r| r.last_sync_at).max();
+            let last_error = c
+                .last_error
+                .or_else(|| mine.iter().find_map(|r| r.last_error.clone()));
+            Connection {
+                provider: c.provider,
+                account_id: c.account_id,
+                account_name: c.account_name,
+                status,
+                scopes: c.scopes,
+                last_sync_at,
+                last_error,
+                resources: mine,
+            }
+        })
+        .collect();
+    Ok(Json(Connections { connections }))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/connections/{provider}",
+    tag = "connections",
+    security(("bearer" = []), ("session" = [])),
+    params(("provider" = String, Path, description = "`google`, `hubspot` or `slack`")),
+    responses(
+        (status = 204, description = "Tokens, sync state and push channels deleted; indexed data stays"),
+        (status = 404, description = "Not connected", body = ErrorBody),
+    )
+)]
+pub async fn disconnect(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    provider(&name)?;
+    if !connections::delete(&state.db, user, &name).await? {
+        return Err(ApiError::NotFound(format!("not connected to {name}")));
+    }
+    let resources: Vec<&str> = Resource::of_provider(&name)
+        .into_iter()
+        .map(Resource::as_str)
+        .collect();
+    sync_state::forget(&state.db, user, &resources).await?;
+    tracing::info!(user.id = %user, provider = %name, "disconnected");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Narrows an on-demand sync; empty means everything changed since the last run.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    /// Slack: one channel id.
+    pub channel: Option<String>,
+    /// HubSpot: `contacts`, `companies`, `deals` or `notes` (with `object_id`).
+    pub object_type: Option<String>,
+    pub object_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SyncQueued {
+    pub resource: String,
+    pub request_id: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/sync/{resource}",
+    tag = "connections",
+    security(("bearer" = []), ("session" = [])),
+    params(("resource" = String, Path, description = "`gmail`, `calendar`, `hubspot` or `slack`")),
+    request_body(content = Option<SyncRequest>, description = "Optional: one Slack channel or one HubSpot object"),
+    responses(
+        (status = 202, description = "Sync queued in JetStream", body = SyncQueued),
+        (status = 404, description = "Unknown resource or not connected", body = ErrorBody),
+        (status = 422, description = "Scope does not fit the resource", body = ErrorBody),
+        (status = 503, description = "JetStream unavailable", body = ErrorBody),
+    )
+)]
+pub async fn sync_now(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<SyncQueued>), ApiError> {
+    let resource = Resource::parse(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("no resource named {name}")))?;
+    let request: SyncRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        SyncRequest::default()
+    } else {
+        crate::error::parse_json(&body)?
+    };
+    let invalid = |field: &str, reason: &str| {
+        ApiError::Invalid(common::intake::FieldError::new(
+            field.to_owned(),
+            reason.to_owned(),
+        ))
+    };
+    let scope = match (resource, request) {
+        (
+            Resource::Slack,
+            SyncRequest {
+                channel: Some(channel),
+                object_type: None,
+                object_id: None,
+            },
+        ) => SyncScope::SlackChannel { channel },
+        (
+            Resource::Hubspot,
+            SyncRequest {
+                channel: None,
+                object_type: Some(object_type),
+                object_id: Some(id),
+            },
+        ) => {
+            if !["contacts", "companies", "deals", "notes"].contains(&object_type.as_str()) {
+                return Err(invalid(
+                    "object_type",
+                    "must be contacts, companies, deals or notes",
+                ));
+            }
+            SyncScope::HubspotObject {
+                object_type,
+                id,
+                deleted: false,
+            }
+        }
+        (
+            _,
+            SyncRequest {
+                channel: None,
+                object_type: None,
+                object_id: None,
+            },
+        ) => SyncScope::Changes,
+        (_, _) => {
+            return Err(invalid(
+                "body",
+                "channel is for slack; object_type with object_id for hubspot",
+            ));
+        }
+    };
+    let connected = connections::list(&state.db, user)
+        .await?
+        .into_iter()
+        .any(|c| c.provider == resource.provider() && c.status != "revoked");
+    if !connected {
+        return Err(ApiError::NotFound(format!(
+            "{} is not connected",
+            resource.provider()
+        )));
+    }
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let command = sync_command(user, resource, "manual", request_id.clone(), scope);
+    state
+        .bus
+        .publish(&command)
+        .await
+        .map_err(ApiError::Unavailable)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(SyncQueued {
+            resource: name,
+            request_id,
+        }),
+    ))
+}

@@ -1,0 +1,391 @@
+//! Provider webhooks: each is verified exactly as its provider specifies, turned into sync
+//! commands whose dedup key is the provider's delivery id, published, and only then
+//! answered. A request that fails verification gets 401 and publishes nothing.
+
+use crate::AppState;
+use crate::connect::sync_command;
+use crate::error::{ApiError, ErrorBody};
+use crate::signatures::{self, SignatureError};
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use bytes::Bytes;
+use common::events::{Envelope, Resource, SyncScope};
+use db::connections;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/webhooks/hubspot", post(hubspot))
+        .route("/api/webhooks/slack", post(slack))
+        .route("/api/webhooks/gmail", post(gmail))
+        .route("/api/webhooks/calendar", post(calendar))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Queued {
+    /// Sync commands published (one per matching connected user and event).
+    pub published: usize,
+    /// Of those, already in JetStream from an earlier delivery.
+    pub duplicates: usize,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+}
+
+fn reject(e: SignatureError) -> ApiError {
+    ApiError::WebhookRejected(match e {
+        SignatureError::BadTimestamp => "timestamp is not a number",
+        SignatureError::Stale => "timestamp is more than 5 minutes from now",
+        SignatureError::Mismatch => "signature does not match",
+    })
+}
+
+async fn publish(state: &AppState, commands: Vec<Envelope>) -> Result<Json<Queued>, ApiError> {
+    let published = state
+        .bus
+        .publish_all(&commands)
+        .await
+        .map_err(ApiError::Unavailable)?;
+    Ok(Json(Queued {
+        published: published.len(),
+        duplicates: published.iter().filter(|p| p.duplicate).count(),
+    }))
+}
+
+/// The URL HubSpot called: our public origin plus the path and query we received.
+fn called_url(state: &AppState, uri: &axum::http::Uri) -> String {
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    format!("{}{path}", state.config.public_url.trim_end_matches('/'))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HubspotEvent {
+    event_id: serde_json::Value,
+    portal_id: serde_json::Value,
+    subscription_type: String,
+    object_id: serde_json::Value,
+}
+
+fn id_string(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/hubspot",
+    tag = "webhooks",
+    request_body(content = Object, description = "HubSpot's array of webhook events"),
+    responses(
+        (status = 200, description = "Verified; one sync command per event and user is in JetStream (deduplicated on eventId)", body = Queued),
+        (status = 400, description = "Body is not HubSpot's event array", body = ErrorBody),
+        (status = 401, description = "Signature missing, wrong or (v3) timestamp more than 5 minutes away", body = ErrorBody),
+        (status = 501, description = "HubSpot is not configured", body = ErrorBody),
+        (status = 503, description = "JetStream unavailable; HubSpot retries", body = ErrorBody),
+    )
+)]
+pub async fn hubspot(
+    State(state): State<AppState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Queued>, ApiError> {
+    let secret = &state.config.hubspot_client_secret;
+    if secret.is_empty() {
+        return Err(ApiError::NotConfigured(
+            "HUBSPOT_CLIENT_SECRET is not set".into(),
+        ));
+    }
+    let url = called_url(&state, &uri);
+    if let Some(signature) = header(&headers, "x-hubspot-signature-v3") {
+        let timestamp = header(&headers, "x-hubspot-request-timestamp").ok_or(
+            ApiError::WebhookRejected("missing X-HubSpot-Request-Timestamp header"),
+        )?;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        signatures::hubspot_v3(
+            secret,
+            method.as_str(),
+            &url,
+            &body,
+            timestamp,
+            signature,
+            now_ms,
+        )
+        .map_err(reject)?;
+    } else {
+        let signature = header(&headers, "x-hubspot-signature").ok_or(
+            ApiError::WebhookRejected("missing X-HubSpot-Signature header"),
+        )?;
+        match header(&headers, "x-hubspot-signature-version") {
+            Some("v2") => signatures::hubspot_v2(secret, method.as_str(), &url, &body, signature),
+            Some("v1") | None => signatures::hubspot_v1(secret, &body, signature),
+            Some(_) => Err(SignatureError::Mismatch),
+        }
+        .map_err(reject)?;
+    }
+
+    let events: Vec<HubspotEvent> = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("body is not a HubSpot event array: {e}")))?;
+    let mut commands = Vec::new();
+    for event in events {
+        let Some((object, action)) = event.subscription_type.split_once('.') else {
+            continue;
+        };
+        let object_type = match object {
+            "contact" => "contacts",
+            "company" => "companies",
+            "deal" => "deals",
+            // Other subscriptions (tickets, conversations) are not synced.
+            _ => continue,
+        };
+        let portal = id_string(&event.portal_id);
+        for user in connections::users_by_account(&state.db, "hubspot", &portal).await? {
+            commands.push(sync_command(
+                user,
+                Resource::Hubspot,
+                "webhook",
+                format!("hubspot:{}", id_string(&event.event_id)),
+                SyncScope::HubspotObject {
+                    object_type: object_type.into(),
+                    id: id_string(&event.object_id),
+                    deleted: action == "deletion",
+                },
+            ));
+        }
+    }
+    publish(&state, commands).await
+}
+
+#[derive(Debug, Deserialize)]
+struct SlackEnvelope {
+    #[serde(rename = "type")]
+    kind: String,
+    challenge: Option<String>,
+    team_id: Option<String>,
+    event_id: Option<String>,
+    event: Option<serde_json::Value>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/slack",
+    tag = "webhooks",
+    request_body(content = Object, description = "Slack Events API request"),
+    responses(
+        (status = 200, description = "Verified; `url_verification` answered with its challenge, events queued (deduplicated on event_id, retries included)"),
+        (status = 400, description = "Not a Slack Events API body", body = ErrorBody),
+        (status = 401, description = "Signature missing, wrong or more than 5 minutes old or ahead", body = ErrorBody),
+        (status = 501, description = "SLACK_SIGNING_SECRET is not set", body = ErrorBody),
+        (status = 503, description = "JetStream unavailable; Slack retries", body = ErrorBody),
+    )
+)]
+pub async fn slack(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let secret = &state.config.slack_signing_secret;
+    if secret.is_empty() {
+        return Err(ApiError::NotConfigured(
+            "SLACK_SIGNING_SECRET is not set".into(),
+        ));
+    }
+    let timestamp = header(&headers, "x-slack-request-timestamp").ok_or(
+        ApiError::WebhookRejected("missing X-Slack-Request-Timestamp header"),
+    )?;
+    let signature = header(&headers, "x-slack-signature").ok_or(ApiError::WebhookRejected(
+        "missing X-Slack-Signature header",
+    ))?;
+    signatures::slack(
+        secret,
+        timestamp,
+        &body,
+        signature,
+        chrono::Utc::now().timestamp(),
+    )
+    .map_err(reject)?;
+
+    let request: SlackEnvelope = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("body is not a Slack event: {e}")))?;
+    match request.kind.as_str() {
+        // Answered only now, after the signature checked out.
+        "url_verification" => {
+            let challenge = request.challenge.unwrap_or_default();
+            Ok(Json(serde_json::json!({ "challenge": challenge })).into_response())
+        }
+        "event_callback" => {
+            let (Some(team), Some(event_id), Some(event)) =
+                (request.team_id, request.event_id, request.event)
+            else {
+                return Err(ApiError::BadRequest(
+                    "event_callback without team_id, event_id or event".into(),
+                ));
+            };
+            if let Some(retry) = header(&headers, "x-slack-retry-num") {
+                tracing::debug!(retry, event.id = %event_id, "Slack retry; deduplicated by event_id");
+            }
+            let mut commands = Vec::new();
+            for user in connections::users_by_account(&state.db, "slack", &team).await? {
+                commands.push(sync_command(
+                    user,
+                    Resource::Slack,
+                    "webhook",
+                    format!("slack:{event_id}"),
+                    SyncScope::SlackEvent {
+                        event: event.clone(),
+                    },
+                ));
+            }
+            Ok(publish(&state, commands).await?.into_response())
+        }
+        // app_rate_limited and others need no action.
+        _ => Ok(StatusCode::OK.into_response()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PushRequest {
+    message: PushMessage,
+}
+
+/// Pub/Sub sends the id twice, as `messageId` and `message_id`.
+#[derive(Debug, Deserialize)]
+struct PushMessage {
+    data: String,
+    #[serde(rename = "messageId")]
+    message_id: Option<String>,
+    #[serde(rename = "message_id")]
+    message_id_snake: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GmailNotification {
+    email_address: String,
+    history_id: serde_json::Value,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/gmail",
+    tag = "webhooks",
+    request_body(content = Object, description = "Pub/Sub push: `message.data` is base64 of `{emailAddress, historyId}`"),
+    responses(
+        (status = 200, description = "Token verified; a history sync is in JetStream (deduplicated on messageId)", body = Queued),
+        (status = 400, description = "Not a Pub/Sub push of a Gmail notification", body = ErrorBody),
+        (status = 401, description = "OIDC token missing, not RS256, unknown key, wrong audience/issuer/email, or expired", body = ErrorBody),
+        (status = 501, description = "GMAIL_PUSH_SERVICE_ACCOUNT is not set", body = ErrorBody),
+        (status = 503, description = "JetStream unavailable; Pub/Sub retries", body = ErrorBody),
+    )
+)]
+pub async fn gmail(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Queued>, ApiError> {
+    if !state.push.configured() {
+        return Err(ApiError::NotConfigured(
+            "GMAIL_PUSH_SERVICE_ACCOUNT is not set".into(),
+        ));
+    }
+    state
+        .push
+        .verify(header(&headers, "authorization"))
+        .await
+        .map_err(|e| {
+            tracing::info!(reason = %e, "Gmail push refused");
+            ApiError::WebhookRejected("push token rejected")
+        })?;
+    let push: PushRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("body is not a Pub/Sub push: {e}")))?;
+    let message_id = push
+        .message
+        .message_id
+        .as_deref()
+        .or(push.message.message_id_snake.as_deref())
+        .ok_or_else(|| ApiError::BadRequest("message.messageId is missing".into()))?;
+    let data = STANDARD
+        .decode(push.message.data.trim())
+        .or_else(|_| URL_SAFE.decode(push.message.data.trim()))
+        .map_err(|_| ApiError::BadRequest("message.data is not base64".into()))?;
+    let note: GmailNotification = serde_json::from_slice(&data).map_err(|e| {
+        ApiError::BadRequest(format!("message.data is not a Gmail notification: {e}"))
+    })?;
+    tracing::debug!(history.id = %note.history_id, "Gmail notification");
+    let mut commands = Vec::new();
+    for user in connections::users_by_account(&state.db, "google", &note.email_address).await? {
+        commands.push(sync_command(
+            user,
+            Resource::Gmail,
+            "webhook",
+            format!("gmail-push:{message_id}"),
+            SyncScope::Changes,
+        ));
+    }
+    publish(&state, commands).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/webhooks/calendar",
+    tag = "webhooks",
+    responses(
+        (status = 200, description = "Channel token matched; `exists`/`not_exists` queued an incremental sync, `sync` acknowledged", body = Queued),
+        (status = 401, description = "Unknown channel or token mismatch", body = ErrorBody),
+        (status = 503, description = "JetStream unavailable; Google retries", body = ErrorBody),
+    )
+)]
+pub async fn calendar(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Queued>, ApiError> {
+    let channel_id = header(&headers, "x-goog-channel-id").ok_or(ApiError::WebhookRejected(
+        "missing X-Goog-Channel-ID header",
+    ))?;
+    let token = header(&headers, "x-goog-channel-token").ok_or(ApiError::WebhookRejected(
+        "missing X-Goog-Channel-Token header",
+    ))?;
+    let channel = db::sync_state::channel(&state.db, channel_id)
+        .await?
+        .filter(|c| c.resource == "calendar")
+        .ok_or(ApiError::WebhookRejected("unknown channel"))?;
+    let matches: bool = channel
+        .token_hash
+        .as_deref()
+        .is_some_and(|h| db::sessions::hash(token).ct_eq(h).into());
+    if !matches {
+        return Err(ApiError::WebhookRejected("channel token does not match"));
+    }
+    let state_header = header(&headers, "x-goog-resource-state").unwrap_or("exists");
+    if state_header == "sync" {
+        // The handshake Google sends when a channel is created: nothing changed yet.
+        return Ok(Json(Queued {
+            published: 0,
+            duplicates: 0,
+        }));
+    }
+    let number = header(&headers, "x-goog-message-number").unwrap_or("0");
+    let command = sync_command(
+        channel.user_id,
+        Resource::Calendar,
+        "webhook",
+        format!("calendar:{channel_id}:{number}"),
+        SyncScope::Changes,
+    );
+    publish(&state, vec![command]).await
+}

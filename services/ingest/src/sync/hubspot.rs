@@ -1,0 +1,332 @@
+//! HubSpot CRM: contacts, companies, deals and notes, incremental by last-modified date
+//! through the CRM search API (ascending, so the cursor only moves forward), each object
+//! read with its associations. Webhooks sync one object. Cursor:
+//! `{"since": {"contacts": ms, ...}, "after": {"contacts": ".."}}`.
+
+use super::{Names, Outcome, Run, SyncResult, base};
+use chrono::{DateTime, Utc};
+use common::events::DocumentInput;
+use common::ids::Source;
+use providers::ProviderError;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub const OBJECT_TYPES: [&str; 4] = ["contacts", "companies", "deals", "notes"];
+
+fn properties(object_type: &str) -> &'static [&'static str] {
+    match object_type {
+        "contacts" => &[
+            "firstname",
+            "lastname",
+            "email",
+            "phone",
+            "company",
+            "jobtitle",
+            "lifecyclestage",
+            "lastmodifieddate",
+        ],
+        "companies" => &[
+            "name",
+            "domain",
+            "industry",
+            "description",
+            "city",
+            "hs_lastmodifieddate",
+        ],
+        "deals" => &[
+            "dealname",
+            "amount",
+            "dealstage",
+            "pipeline",
+            "closedate",
+            "hs_lastmodifieddate",
+        ],
+        _ => &["hs_note_body", "hs_timestamp", "hs_lastmodifieddate"],
+    }
+}
+
+fn modified_property(object_type: &str) -> &'static str {
+    if object_type == "contacts" {
+        "lastmodifieddate"
+    } else {
+        "hs_lastmodifieddate"
+    }
+}
+
+fn singular(object_type: &str) -> &'static str {
+    match object_type {
+        "contacts" => "contact",
+        "companies" => "company",
+        "deals" => "deal",
+        _ => "note",
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct SearchPage {
+    #[serde(default)]
+    results: Vec<Value>,
+    paging: Option<Paging>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Paging {
+    next: Option<Next>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Next {
+    after: String,
+}
+
+fn api_base(run: &Run<'_>) -> String {
+    base(&run.sync.config.hubspot_api_base).to_owned()
+}
+
+/// Milliseconds since the epoch from HubSpot's ISO timestamps.
+fn millis(value: &Value) -> Option<i64> {
+    let text = value.as_str()?;
+    if let Ok(ms) = text.parse::<i64>() {
+        return Some(ms);
+    }
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+pub async fn changes(run: &mut Run<'_>, mut cursor: Value) -> SyncResult<Outcome> {
+    if !cursor.is_object() {
+        cursor = json!({});
+    }
+    for object_type in OBJECT_TYPES {
+        let since = cursor["since"][object_type].as_i64().unwrap_or(0);
+        let mut after = cursor["after"][object_type].as_str().map(str::to_owned);
+        let mut newest = since;
+        loop {
+            let mut body = json!({
+                "filterGroups": [{ "filters": [{
+                    "propertyName": modified_property(object_type),
+                    "operator": "GTE",
+                    "value": since.to_string(),
+                }]}],
+                "sorts": [{ "propertyName": modified_property(object_type), "direction": "ASCENDING" }],
+                "properties": properties(object_type),
+                "limit": run.limit().clamp(1, 100),
+            });
+            if let Some(a) = &after {
+                body["after"] = json!(a);
+            }
+            let url = format!("{}/crm/v3/objects/{object_type}/search", api_base(run));
+            let page: SearchPage = run.api().post(&url, &body).await?;
+            for object in &page.results {
+                let Some(id) = object["id"].as_str() else {
+                    continue;
+                };
+                one(run, object_type, id, false).await?;
+                if let Some(ms) = millis(&object["properties"][modified_property(object_type)]) {
+                    newest = newest.max(ms);
+                }
+            }
+            after = page.paging.and_then(|p| p.next).map(|n| n.after);
+            match &after {
+                None => {
+                    cursor["since"][object_type] = json!(newest);
+                    if let Some(a) = cursor["after"].as_object_mut() {
+                        a.remove(object_type);
+                    }
+                    run.save_cursor(&cursor).await?;
+                    break;
+                }
+                Some(next) if run.at_limit() => {
+                    // Same `since`, resume at the page after this one.
+                    cursor["after"][object_type] = json!(next);
+                    run.save_cursor(&cursor).await?;
+                    run.continue_later().await?;
+                    return Ok(Outcome::Continued);
+                }
+                Some(_) => {}
+            }
+        }
+        if run.at_limit() && object_type != OBJECT_TYPES[OBJECT_TYPES.len() - 1] {
+            run.continue_later().await?;
+            return Ok(Outcome::Continued);
+        }
+    }
+    Ok(Outcome::Done)
+}
+
+/// Reads one object with its associations and stores it; `deleted` (from a webhook)
+/// removes it instead. A 404 means it is gone.
+pub async fn one(run: &mut Run<'_>, object_type: &str, id: &str, deleted: bool) -> SyncResult<()> {
+    let name = singular(object_type);
+    let external_id = format!("{name}:{id}");
+    if deleted {
+        run.remove(
+            &external_id,
+            &format!("{name}.deleted"),
+            json!({ "object_type": object_type, "id": id }),
+        )
+        .await?;
+        return Ok(());
+    }
+    let url = format!("{}/crm/v3/objects/{object_type}/{id}", api_base(run));
+    let query = [
+        ("properties", properties(object_type).join(",")),
+        ("associations", "contacts,companies,deals".to_owned()),
+    ];
+    let object: Value = match run.api().get(&url, &query).await {
+        Ok(o) => o,
+        Err(ProviderError::Status { status: 404, .. }) => {
+            run.remove(
+                &external_id,
+                &format!("{name}.deleted"),
+                json!({ "object_type": object_type, "id": id }),
+            )
+            .await?;
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if object["archived"] == true {
+        run.remove(
+            &external_id,
+            &format!("{name}.deleted"),
+            json!({ "object_type": object_type, "id": id }),
+        )
+        .await?;
+        return Ok(());
+    }
+    let doc = to_document(object_type, &object);
+    if doc.body.len() > run.sync.config.sync_max_item_bytes {
+        let size = doc.body.len() as i64;
+        run.skip(
+            &external_id,
+            &format!("{name} is {size} bytes, over the limit"),
+            Some(size),
+        )
+        .await?;
+        return Ok(());
+    }
+    let data = json!({ "object_type": object_type, "id": id, "title": doc.title, "associations": doc.metadata["associations"] });
+    let created = format!("{name}.created");
+    let updated = format!("{name}.updated");
+    run.store(
+        doc,
+        Names {
+            created: &created,
+            updated: Some(&updated),
+        },
+        data,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Association ids by type: `{"contacts": ["1"], "companies": [..]}`.
+fn associations(object: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Some(map) = object["associations"].as_object() {
+        for (kind, value) in map {
+            let ids: Vec<Value> = value["results"]
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|a| {
+                            a["id"]
+                                .as_str()
+                                .or(a["toObjectId"].as_str())
+                                .map(|s| json!(s))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.insert(kind.clone(), Value::Array(ids));
+        }
+    }
+    Value::Object(out)
+}
+
+pub fn to_document(object_type: &str, object: &Value) -> DocumentInput {
+    let p = &object["properties"];
+    let s = |k: &str| p[k].as_str().filter(|v| !v.is_empty()).map(str::to_owned);
+    let id = object["id"].as_str().unwrap_or_default();
+    let line = |label: &str, key: &str| s(key).map(|v| format!("{label}: {v}"));
+    let (kind, title, lines): (&str, String, Vec<Option<String>>) = match object_type {
+        "contacts" => {
+            let name = [s("firstname"), s("lastname")]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let title = if name.is_empty() {
+                s("email").unwrap_or_else(|| format!("Contact {id}"))
+            } else {
+                name
+            };
+            (
+                "contact",
+                title,
+                vec![
+                    line("Email", "email"),
+                    line("Phone", "phone"),
+                    line("Company", "company"),
+                    line("Job title", "jobtitle"),
+                    line("Lifecycle stage", "lifecyclestage"),
+                ],
+            )
+        }
+        "companies" => (
+            "company",
+            s("name").unwrap_or_else(|| format!("Company {id}")),
+            vec![
+                line("Domain", "domain"),
+                line("Industry", "industry"),
+                line("City", "city"),
+                s("description"),
+            ],
+        ),
+        "deals" => (
+            "deal",
+            s("dealname").unwrap_or_else(|| format!("Deal {id}")),
+            vec![
+                line("Amount", "amount"),
+                line("Stage", "dealstage"),
+                line("Pipeline", "pipeline"),
+                line("Close date", "closedate"),
+            ],
+        ),
+        _ => {
+            let body = s("hs_note_body")
+                .map(|b| super::html_to_text(&b))
+                .unwrap_or_default();
+            let title = body
+                .lines()
+                .next()
+                .unwrap_or("Note")
+                .chars()
+                .take(80)
+                .collect::<String>();
+            ("note", title, vec![Some(body)])
+        }
+    };
+    let occurred_at = if object_type == "notes" {
+        millis(&p["hs_timestamp"])
+    } else {
+        millis(&object["updatedAt"]).or_else(|| millis(&p[modified_property(object_type)]))
+    }
+    .and_then(DateTime::<Utc>::from_timestamp_millis);
+    DocumentInput {
+        source: Source::parse("hubspot").expect("valid source"),
+        kind: Source::parse(kind).expect("valid kind"),
+        external_id: format!("{}:{id}", singular(object_type)),
+        title,
+        body: lines.into_iter().flatten().collect::<Vec<_>>().join("\n"),
+        metadata: json!({
+            "object_type": object_type,
+            "id": id,
+            "properties": p,
+            "associations": associations(object),
+        }),
+        occurred_at,
+    }
+}

@@ -1,0 +1,316 @@
+//! Per-resource sync state: the cursor, a lease so two runs never move one cursor, when the
+//! next safety-net run is due, items skipped with the reason, and push channels.
+
+use crate::Result;
+use chrono::{DateTime, FixedOffset, Utc};
+use common::UserId;
+use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+use serde::Serialize;
+use uuid::Uuid;
+
+fn stmt(sql: &str, values: Vec<Value>) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+/// Creates the row (due now) if it does not exist.
+pub async fn ensure(db: &impl ConnectionTrait, user: UserId, resource: &str) -> Result<()> {
+    db.execute_raw(stmt(
+        "INSERT INTO sync_state (user_id, resource) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        vec![user.0.into(), resource.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Takes the lease for `lease_secs` and returns the cursor, or `None` while another run
+/// holds it.
+pub async fn acquire(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    resource: &str,
+    lease_secs: i64,
+) -> Result<Option<serde_json::Value>> {
+    ensure(db, user, resource).await?;
+    let row = db
+        .query_one_raw(stmt(
+            "UPDATE sync_state SET lease_until = now() + make_interval(secs => $3)
+             WHERE user_id = $1 AND resource = $2 AND (lease_until IS NULL OR lease_until < now())
+             RETURNING cursor",
+            vec![user.0.into(), resource.into(), (lease_secs as f64).into()],
+        ))
+        .await?;
+    row.map(|r| Ok(r.try_get("", "cursor")?)).transpose()
+}
+
+/// The stored cursor, without taking the lease (`{}` when there is none).
+pub async fn cursor(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    resource: &str,
+) -> Result<serde_json::Value> {
+    let row = db
+        .query_one_raw(stmt(
+            "SELECT cursor FROM sync_state WHERE user_id = $1 AND resource = $2",
+            vec![user.0.into(), resource.into()],
+        ))
+        .await?;
+    Ok(match row {
+        Some(r) => r.try_get("", "cursor")?,
+        None => serde_json::json!({}),
+    })
+}
+
+/// Stores the cursor after its batch is persisted.
+pub async fn save_cursor(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    resource: &str,
+    cursor: &serde_json::Value,
+    items: u64,
+) -> Result<()> {
+    db.execute_raw(stmt(
+        "UPDATE sync_state SET cursor = $3, items_synced = items_synced + $4
+         WHERE user_id = $1 AND resource = $2",
+        vec![
+            user.0.into(),
+            resource.into(),
+            cursor.clone().into(),
+            (items as i64).into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Ends a run: releases the lease and records the outcome. A successful run also pushes the
+/// next safety-net run `interval_secs` out.
+pub async fn finish(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    resource: &str,
+    error: Option<&str>,
+    interval_secs: u64,
+) -> Result<()> {
+    db.execute_raw(stmt(
+        "UPDATE sync_state SET lease_until = NULL, last_error = $3,
+             last_sync_at = CASE WHEN $3 IS NULL THEN now() ELSE last_sync_at END,
+             next_run_at = CASE WHEN $3 IS NULL THEN now() + make_interval(secs => $4) ELSE next_run_at END
+         WHERE user_id = $1 AND resource = $2",
+        vec![
+            user.0.into(),
+            resource.into(),
+            error.map(str::to_owned).into(),
+            (interval_secs as f64).into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Rows whose safety-net run is due, with the due time (part of the command's dedup key).
+pub async fn due(
+    db: &impl ConnectionTrait,
+    limit: u64,
+) -> Result<Vec<(UserId, String, DateTime<Utc>)>> {
+    let rows = db
+        .query_all_raw(stmt(
+            "SELECT s.user_id, s.resource, s.next_run_at FROM sync_state s
+             WHERE s.next_run_at <= now()
+             ORDER BY s.next_run_at LIMIT $1",
+            vec![(limit as i64).into()],
+        ))
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            let at: DateTime<FixedOffset> = r.try_get("", "next_run_at")?;
+            Ok((
+                UserId(r.try_get::<Uuid>("", "user_id")?),
+                r.try_get("", "resource")?,
+                at.with_timezone(&Utc),
+            ))
+        })
+        .collect()
+}
+
+/// Moves the next run out (after the scheduler queued one).
+pub async fn postpone(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    resource: &str,
+    secs: u64,
+) -> Result<()> {
+    db.execute_raw(stmt(
+        "UPDATE sync_state SET next_run_at = now() + make_interval(secs => $3)
+         WHERE user_id = $1 AND resource = $2",
+        vec![user.0.into(), resource.into(), (secs as f64).into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ResourceStatus {
+    pub resource: String,
+    pub syncing: bool,
+    pub last_sync_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub items_synced: i64,
+}
+
+pub async fn statuses(db: &impl ConnectionTrait, user: UserId) -> Result<Vec<ResourceStatus>> {
+    let rows = db
+        .query_all_raw(stmt(
+            "SELECT resource, coalesce(lease_until > now(), false) AS syncing, last_sync_at,
+                    last_error, items_synced
+             FROM sync_state WHERE user_id = $1 ORDER BY resource",
+            vec![user.0.into()],
+        ))
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            let last: Option<DateTime<FixedOffset>> = r.try_get("", "last_sync_at")?;
+            Ok(ResourceStatus {
+                resource: r.try_get("", "resource")?,
+                syncing: r.try_get("", "syncing")?,
+                last_sync_at: last.map(|t| t.with_timezone(&Utc)),
+                last_error: r.try_get("", "last_error")?,
+                items_synced: r.try_get("", "items_synced")?,
+            })
+        })
+        .collect()
+}
+
+/// Forgets sync state and push channels of these resources (on disconnect).
+pub async fn forget(db: &impl ConnectionTrait, user: UserId, resources: &[&str]) -> Result<()> {
+    let list: Vec<String> = resources.iter().map(|r| (*r).to_owned()).collect();
+    for table in ["sync_state", "watch_channels"] {
+        db.execute_raw(stmt(
+            &format!("DELETE FROM {table} WHERE user_id = $1 AND resource = ANY($2)"),
+            vec![user.0.into(), list.clone().into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// Records an item the sync did not index and why.
+pub async fn skip(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    resource: &str,
+    external_id: &str,
+    reason: &str,
+    size: Option<i64>,
+) -> Result<()> {
+    db.execute_raw(stmt(
+        "INSERT INTO skipped_items (user_id, resource, external_id, reason, size_bytes)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (user_id, resource, external_id) DO UPDATE SET
+             reason = EXCLUDED.reason, size_bytes = EXCLUDED.size_bytes, at = now()",
+        vec![
+            user.0.into(),
+            resource.into(),
+            external_id.into(),
+            reason.into(),
+            size.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// A push subscription (Gmail watch or Calendar channel).
+#[derive(Debug, Clone)]
+pub struct Channel {
+    pub id: String,
+    pub user_id: UserId,
+    pub resource: String,
+    pub token_hash: Option<Vec<u8>>,
+    pub resource_id: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+pub async fn save_channel(db: &impl ConnectionTrait, channel: &Channel) -> Result<()> {
+    db.execute_raw(stmt(
+        "INSERT INTO watch_channels (id, user_id, resource, token_hash, resource_id, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (id) DO UPDATE SET token_hash = EXCLUDED.token_hash,
+             resource_id = EXCLUDED.resource_id, expires_at = EXCLUDED.expires_at",
+        vec![
+            channel.id.clone().into(),
+            channel.user_id.0.into(),
+            channel.resource.clone().into(),
+            channel.token_hash.clone().into(),
+            channel.resource_id.clone().into(),
+            channel.expires_at.fixed_offset().into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+fn channel_from(r: sea_orm::QueryResult) -> Result<Channel> {
+    let expires: DateTime<FixedOffset> = r.try_get("", "expires_at")?;
+    Ok(Channel {
+        id: r.try_get("", "id")?,
+        user_id: UserId(r.try_get::<Uuid>("", "user_id")?),
+        resource: r.try_get("", "resource")?,
+        token_hash: r.try_get("", "token_hash")?,
+        resource_id: r.try_get("", "resource_id")?,
+        expires_at: expires.with_timezone(&Utc),
+    })
+}
+
+const CHANNEL_COLUMNS: &str = "id, user_id, resource, token_hash, resource_id, expires_at";
+
+pub async fn channel(db: &impl ConnectionTrait, id: &str) -> Result<Option<Channel>> {
+    db.query_one_raw(stmt(
+        &format!("SELECT {CHANNEL_COLUMNS} FROM watch_channels WHERE id = $1"),
+        vec![id.into()],
+    ))
+    .await?
+    .map(channel_from)
+    .transpose()
+}
+
+/// The user's channels for a resource (to stop the old one after renewing).
+pub async fn channels_of(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    resource: &str,
+) -> Result<Vec<Channel>> {
+    db.query_all_raw(stmt(
+        &format!(
+            "SELECT {CHANNEL_COLUMNS} FROM watch_channels WHERE user_id = $1 AND resource = $2"
+        ),
+        vec![user.0.into(), resource.into()],
+    ))
+    .await?
+    .into_iter()
+    .map(channel_from)
+    .collect()
+}
+
+/// Channels that expire before `before`: due for renewal.
+pub async fn expiring_channels(
+    db: &impl ConnectionTrait,
+    before: DateTime<Utc>,
+) -> Result<Vec<Channel>> {
+    db.query_all_raw(stmt(
+        &format!("SELECT {CHANNEL_COLUMNS} FROM watch_channels WHERE expires_at < $1 LIMIT 500"),
+        vec![before.fixed_offset().into()],
+    ))
+    .await?
+    .into_iter()
+    .map(channel_from)
+    .collect()
+}
+
+pub async fn delete_channel(db: &impl ConnectionTrait, id: &str) -> Result<()> {
+    db.execute_raw(stmt(
+        "DELETE FROM watch_channels WHERE id = $1",
+        vec![id.into()],
+    ))
+    .await?;
+    Ok(())
+}

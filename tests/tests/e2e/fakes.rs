@@ -1,0 +1,320 @@
+//! Local stand-ins for Google (OAuth, userinfo, Gmail), following the documented request and
+//! response shapes: an authorization server that checks PKCE and client credentials,
+//! issues and rotates tokens and answers `invalid_grant`, and a Gmail mailbox with
+//! `messages.list` pagination, `history.list` (404 for a stale id), deletions, 401 for
+//! unknown tokens and 429 with `Retry-After` on demand.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+pub const CLIENT_ID: &str = "test-client.apps.googleusercontent.com";
+pub const CLIENT_SECRET: &str = "test-client-secret";
+
+#[derive(Default)]
+pub struct Google {
+    /// code → (PKCE challenge, redirect_uri)
+    codes: HashMap<String, (String, String)>,
+    pub valid_access: HashSet<String>,
+    pub valid_refresh: HashSet<String>,
+    pub refreshes: usize,
+    pub code_exchanges: usize,
+    issued: usize,
+    pub email: String,
+    pub sub: String,
+    /// Gmail: messages by id, in arrival order.
+    pub messages: BTreeMap<String, Value>,
+    pub order: Vec<String>,
+    /// (history id, record) for `history.list`.
+    pub history: Vec<(u64, Value)>,
+    pub history_id: u64,
+    /// `history.list` with a start id below this answers 404.
+    pub oldest_history: u64,
+    /// The next this-many Gmail calls answer 429 with `Retry-After: 1`.
+    pub throttle: usize,
+    pub gmail_calls: usize,
+}
+
+impl Google {
+    pub fn issue(&mut self) -> (String, String) {
+        self.issued += 1;
+        let access = format!("ya29.fake-{}", self.issued);
+        let refresh = format!("1//refresh-{}", self.issued);
+        self.valid_access.insert(access.clone());
+        self.valid_refresh.insert(refresh.clone());
+        (access, refresh)
+    }
+
+    /// A new message in the inbox, recorded in history.
+    pub fn deliver(&mut self, id: &str, subject: &str, body: &str, labels: &[&str]) {
+        self.history_id += 1;
+        let message = json!({
+            "id": id, "threadId": format!("thread-{id}"), "labelIds": labels,
+            "snippet": body.chars().take(40).collect::<String>(),
+            "historyId": self.history_id.to_string(),
+            "internalDate": (1_764_000_000_000u64 + self.history_id * 1000).to_string(),
+            "sizeEstimate": body.len() + 500,
+            "payload": {
+                "mimeType": "multipart/alternative",
+                "headers": [
+                    {"name": "Subject", "value": subject},
+                    {"name": "From", "value": "Client <client@example.com>"},
+                    {"name": "To", "value": self.email},
+                ],
+                "parts": [
+                    {"mimeType": "text/plain", "body": {"size": body.len(), "data": URL_SAFE_NO_PAD.encode(body)}},
+                    {"mimeType": "text/html", "body": {"size": body.len(), "data": URL_SAFE_NO_PAD.encode(format!("<p>{body}</p>"))}}
+                ]
+            }
+        });
+        self.messages.insert(id.to_owned(), message.clone());
+        self.order.push(id.to_owned());
+        self.history.push((
+            self.history_id,
+            json!({"id": self.history_id.to_string(), "messagesAdded": [{"message": {"id": id, "threadId": format!("thread-{id}"), "labelIds": labels}}]}),
+        ));
+    }
+
+    pub fn delete(&mut self, id: &str) {
+        self.history_id += 1;
+        self.messages.remove(id);
+        self.order.retain(|m| m != id);
+        self.history.push((
+            self.history_id,
+            json!({"id": self.history_id.to_string(), "messagesDeleted": [{"message": {"id": id}}]}),
+        ));
+    }
+}
+
+pub struct FakeGoogle {
+    pub server: MockServer,
+    pub state: Arc<Mutex<Google>>,
+}
+
+fn form(request: &Request) -> HashMap<String, String> {
+    url::form_urlencoded::parse(&request.body)
+        .into_owned()
+        .collect()
+}
+
+fn query(request: &Request) -> Vec<(String, String)> {
+    request.url.query_pairs().into_owned().collect()
+}
+
+fn param(request: &Request, name: &str) -> Option<String> {
+    query(request)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+fn oauth_error(error: &str) -> ResponseTemplate {
+    ResponseTemplate::new(400)
+        .set_body_json(json!({"error": error, "error_description": format!("fake: {error}")}))
+}
+
+impl FakeGoogle {
+    pub async fn start(email: &str) -> Self {
+        let server = MockServer::start().await;
+        let state = Arc::new(Mutex::new(Google {
+            email: email.to_owned(),
+            sub: "1098765432101234567".into(),
+            history_id: 1000,
+            ..Google::default()
+        }));
+
+        // Authorization endpoint: the user consents at once; the code remembers the challenge.
+        let s = state.clone();
+        Mock::given(method("GET"))
+            .and(path("/o/oauth2/v2/auth"))
+            .respond_with(move |r: &Request| {
+                let get = |k| param(r, k).unwrap_or_default();
+                if get("client_id") != CLIENT_ID
+                    || get("code_challenge_method") != "S256"
+                    || get("response_type") != "code"
+                {
+                    return ResponseTemplate::new(400).set_body_string("bad authorization request");
+                }
+                let mut g = s.lock().unwrap();
+                let code = format!("code-{}", g.codes.len() + 1);
+                g.codes
+                    .insert(code.clone(), (get("code_challenge"), get("redirect_uri")));
+                let mut to = url::Url::parse(&get("redirect_uri")).unwrap();
+                to.query_pairs_mut()
+                    .append_pair("code", &code)
+                    .append_pair("state", &get("state"));
+                ResponseTemplate::new(302).insert_header("location", to.as_str())
+            })
+            .mount(&server)
+            .await;
+
+        // Token endpoint: code exchange (PKCE checked) and refresh (rotating).
+        let s = state.clone();
+        Mock::given(method("POST"))
+            .and(path("/token"))
+            .respond_with(move |r: &Request| {
+                let f = form(r);
+                let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+                // client_secret_basic or client_secret_post, as RFC 6749 allows.
+                let basic = r
+                    .headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Basic "))
+                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                    .map(|b| String::from_utf8_lossy(&b).into_owned());
+                let authenticated = basic.as_deref() == Some(&format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+                    || (get("client_id") == CLIENT_ID && get("client_secret") == CLIENT_SECRET);
+                if !authenticated {
+                    return oauth_error("invalid_client");
+                }
+                let mut g = s.lock().unwrap();
+                match get("grant_type").as_str() {
+                    "authorization_code" => {
+                        // One use per code.
+                        let Some((challenge, redirect)) = g.codes.remove(&get("code")) else {
+                            return oauth_error("invalid_grant");
+                        };
+                        let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(get("code_verifier").as_bytes()));
+                        if computed != challenge || redirect != get("redirect_uri") {
+                            return oauth_error("invalid_grant");
+                        }
+                        g.code_exchanges += 1;
+                        let (access, refresh) = g.issue();
+                        ResponseTemplate::new(200).set_body_json(json!({
+                            "access_token": access, "refresh_token": refresh, "expires_in": 3599,
+                            "token_type": "Bearer",
+                            "scope": "openid https://www.googleapis.com/auth/userinfo.email https://www.googleapis.com/auth/gmail.modify https://www.googleapis.com/auth/calendar",
+                        }))
+                    }
+                    "refresh_token" => {
+                        let old = get("refresh_token");
+                        if !g.valid_refresh.remove(&old) {
+                            return oauth_error("invalid_grant");
+                        }
+                        g.refreshes += 1;
+                        let (access, refresh) = g.issue();
+                        ResponseTemplate::new(200).set_body_json(json!({
+                            "access_token": access, "refresh_token": refresh, "expires_in": 3599, "token_type": "Bearer",
+                        }))
+                    }
+                    _ => oauth_error("unsupported_grant_type"),
+                }
+            })
+            .mount(&server)
+            .await;
+
+        let s = state.clone();
+        Mock::given(method("GET"))
+            .and(path("/v1/userinfo"))
+            .respond_with(move |r: &Request| {
+                let g = s.lock().unwrap();
+                if !authorized(&g, r) {
+                    return ResponseTemplate::new(401);
+                }
+                ResponseTemplate::new(200).set_body_json(json!({"sub": g.sub, "email": g.email, "email_verified": true, "name": "Test Advisor"}))
+            })
+            .mount(&server)
+            .await;
+
+        let s = state.clone();
+        Mock::given(path_regex(r"^/gmail/v1/users/me/.*"))
+            .respond_with(move |r: &Request| gmail(&mut s.lock().unwrap(), r))
+            .mount(&server)
+            .await;
+
+        Self { server, state }
+    }
+
+    pub fn uri(&self) -> String {
+        self.server.uri()
+    }
+
+    /// Points a config at this fake.
+    pub fn configure(&self, config: &mut common::Config) {
+        let base = self.uri();
+        config.google_client_id = CLIENT_ID.into();
+        config.google_client_secret = CLIENT_SECRET.into();
+        config.google_auth_url = format!("{base}/o/oauth2/v2/auth");
+        config.google_token_url = format!("{base}/token");
+        config.google_userinfo_url = format!("{base}/v1/userinfo");
+        config.gmail_api_base = base.clone();
+        config.calendar_api_base = format!("{base}/calendar/v3");
+    }
+}
+
+fn authorized(g: &Google, r: &Request) -> bool {
+    r.headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| g.valid_access.contains(t))
+}
+
+fn gmail(g: &mut Google, r: &Request) -> ResponseTemplate {
+    g.gmail_calls += 1;
+    if g.throttle > 0 {
+        g.throttle -= 1;
+        return ResponseTemplate::new(429)
+            .insert_header("retry-after", "1")
+            .set_body_json(json!({"error": {"code": 429, "message": "Too many concurrent requests for user", "status": "RESOURCE_EXHAUSTED"}}));
+    }
+    if !authorized(g, r) {
+        return ResponseTemplate::new(401).set_body_json(json!({"error": {"code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}}));
+    }
+    let rest = r
+        .url
+        .path()
+        .trim_start_matches("/gmail/v1/users/me/")
+        .to_owned();
+    let page = |items: Vec<Value>, key: &str, extra: Value| {
+        let start: usize = param(r, "pageToken")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        let size: usize = param(r, "maxResults")
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(100);
+        let end = (start + size).min(items.len());
+        let mut body = json!({ key: items[start.min(items.len())..end] });
+        if end < items.len() {
+            body["nextPageToken"] = json!(end.to_string());
+        }
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        ResponseTemplate::new(200).set_body_json(body)
+    };
+    match (r.method.as_str(), rest.as_str()) {
+        ("GET", "profile") => ResponseTemplate::new(200).set_body_json(json!({
+            "emailAddress": g.email, "messagesTotal": g.messages.len(), "threadsTotal": g.messages.len(),
+            "historyId": g.history_id.to_string(),
+        })),
+        ("GET", "messages") => {
+            // Newest first, as Gmail lists.
+            let items = g.order.iter().rev().map(|id| json!({"id": id, "threadId": format!("thread-{id}")})).collect();
+            page(items, "messages", json!({"resultSizeEstimate": g.order.len()}))
+        }
+        ("GET", "history") => {
+            let start: u64 = param(r, "startHistoryId").and_then(|h| h.parse().ok()).unwrap_or(0);
+            if start < g.oldest_history {
+                return ResponseTemplate::new(404).set_body_json(json!({"error": {"code": 404, "message": "Requested entity was not found.", "status": "NOT_FOUND"}}));
+            }
+            let items = g.history.iter().filter(|(h, _)| *h > start).map(|(_, v)| v.clone()).collect();
+            page(items, "history", json!({"historyId": g.history_id.to_string()}))
+        }
+        ("POST", "watch") => ResponseTemplate::new(200).set_body_json(json!({
+            "historyId": g.history_id.to_string(),
+            "expiration": (chrono::Utc::now() + chrono::Duration::days(7)).timestamp_millis().to_string(),
+        })),
+        ("GET", id) if id.starts_with("messages/") => match g.messages.get(id.trim_start_matches("messages/")) {
+            Some(m) => ResponseTemplate::new(200).set_body_json(m),
+            None => ResponseTemplate::new(404).set_body_json(json!({"error": {"code": 404, "message": "Requested entity was not found.", "status": "NOT_FOUND"}})),
+        },
+        _ => ResponseTemplate::new(404),
+    }
+}
