@@ -74,7 +74,11 @@ impl Indexer {
         if doc.indexed_hash.as_deref() == Some(content_hash) {
             return Ok(Replaced::AlreadyIndexed);
         }
-        let mut pieces = self.chunker.split(&doc.body);
+        let mut pieces = if doc.kind == "transcript" {
+            self.chunker.split_turns(&doc.body)
+        } else {
+            self.chunker.split(&doc.body)
+        };
         if pieces.is_empty() {
             pieces.push(String::new());
         }

@@ -12,6 +12,7 @@ pub mod ops;
 pub mod provider_hooks;
 pub mod search;
 pub mod signatures;
+pub mod transcripts;
 pub mod webhooks;
 
 use axum::Router;
@@ -64,6 +65,7 @@ impl AppState {
     ),
     paths(
         ingest::ingest_documents,
+        transcripts::ingest_transcript,
         webhooks::generic_webhook,
         provider_hooks::hubspot,
         provider_hooks::slack,
@@ -151,6 +153,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_request_bytes;
     Router::new()
         .merge(ingest::router())
+        .merge(transcripts::router())
         .merge(webhooks::router())
         .merge(provider_hooks::router())
         .merge(connect::router())

@@ -65,6 +65,33 @@ impl Chunker {
         spans
     }
 
+    /// Chunks a transcript by speaker turns (paragraphs separated by a blank line): whole
+    /// consecutive turns up to the token budget, so no chunk starts mid-sentence of a speaker;
+    /// a turn longer than the budget is split on its own.
+    pub fn split_turns(&self, text: &str) -> Vec<String> {
+        let mut chunks = Vec::new();
+        let mut current: Vec<&str> = Vec::new();
+        let mut used = 0;
+        for turn in text.split("\n\n").map(str::trim).filter(|t| !t.is_empty()) {
+            let size = self.spans(turn).len();
+            if used + size > self.tokens && !current.is_empty() {
+                chunks.push(current.join("\n\n"));
+                current.clear();
+                used = 0;
+            }
+            if size > self.tokens {
+                chunks.extend(self.split(turn));
+                continue;
+            }
+            current.push(turn);
+            used += size;
+        }
+        if !current.is_empty() {
+            chunks.push(current.join("\n\n"));
+        }
+        chunks
+    }
+
     pub fn split(&self, text: &str) -> Vec<String> {
         let spans = self.spans(text);
         if spans.is_empty() {
@@ -143,5 +170,22 @@ mod tests {
     fn short_and_empty_texts() {
         assert!(Chunker::words(10, 2).split("   ").is_empty());
         assert_eq!(Chunker::words(10, 2).split("just this"), vec!["just this"]);
+    }
+
+    #[test]
+    fn transcripts_split_on_speaker_turns() {
+        let chunker = Chunker::words(12, 2);
+        let text = "[00:00:01] Ann: We should move the bond ladder.\n\n[00:00:09] Bob: Agreed, before rates fall.\n\n[00:00:15] Ann: I will draft the proposal and send it to the client tomorrow morning first thing, with the numbers.";
+        let chunks = chunker.split_turns(text);
+        assert_eq!(chunks[0], "[00:00:01] Ann: We should move the bond ladder.");
+        assert!(chunks[1].starts_with("[00:00:09] Bob:"), "{chunks:?}");
+        // Ann's short turn (9 words) and Bob's (6) do not fit 12 together; Ann's long last
+        // turn (20 words) is split on its own and never glued to Bob's.
+        assert_eq!(chunks.len(), 4, "{chunks:?}");
+        assert!(!chunks[1].contains("Ann"), "{chunks:?}");
+        assert!(
+            chunks[2].starts_with("[00:00:15] Ann:") && !chunks[3].contains("Bob"),
+            "{chunks:?}"
+        );
     }
 }

@@ -8,6 +8,7 @@ mod ops;
 mod pipeline;
 mod providers;
 mod resilience;
+mod transcripts;
 mod webhooks;
 
 use assistant_tests::TestApp;
