@@ -62,6 +62,8 @@ pub struct Run<'a> {
     /// The command's `STREAM:sequence`: names the events this run causes.
     pub cause: String,
     pub progress: Progress,
+    /// Items already counted in `sync_state.items_synced` by an earlier cursor save.
+    counted: u64,
 }
 
 /// How a change is announced: the event name when the item is new, and when it changed
@@ -185,15 +187,17 @@ impl<'a> Run<'a> {
     }
 
     /// Saves the cursor (its batch is already stored).
-    pub async fn save_cursor(&self, cursor: &serde_json::Value) -> Result<(), HandleError> {
+    pub async fn save_cursor(&mut self, cursor: &serde_json::Value) -> Result<(), HandleError> {
+        let new = self.progress.stored - self.counted;
         sync_state::save_cursor(
             &self.sync.db,
             self.user,
             self.resource.as_str(),
             cursor,
-            self.progress.stored,
+            new,
         )
         .await?;
+        self.counted = self.progress.stored;
         Ok(())
     }
 
@@ -241,6 +245,7 @@ impl Sync {
             source: Source::parse(resource.as_str()).expect("resource names are sources"),
             cause,
             progress: Progress::default(),
+            counted: 0,
         };
         let result = match command.scope {
             SyncScope::Changes => return self.changes(&mut run).await,
