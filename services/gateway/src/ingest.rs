@@ -65,6 +65,20 @@ pub struct AcceptedDocument {
     pub duplicate: bool,
 }
 
+impl From<Vec<intake::Accepted>> for IngestResponse {
+    fn from(accepted: Vec<intake::Accepted>) -> Self {
+        let accepted = accepted
+            .into_iter()
+            .map(|a| AcceptedDocument {
+                id: a.id.0,
+                external_id: a.external_id,
+                duplicate: a.duplicate,
+            })
+            .collect();
+        Self { accepted }
+    }
+}
+
 impl DocumentRequest {
     fn into_input(self, at: &str) -> Result<DocumentInput, FieldError> {
         let source =
@@ -115,13 +129,5 @@ pub async fn ingest_documents(
     let accepted = intake::submit(&state.bus, user, docs)
         .await
         .map_err(ApiError::Unavailable)?;
-    let accepted = accepted
-        .into_iter()
-        .map(|a| AcceptedDocument {
-            id: a.id.0,
-            external_id: a.external_id,
-            duplicate: a.duplicate,
-        })
-        .collect();
-    Ok((StatusCode::ACCEPTED, Json(IngestResponse { accepted })))
+    Ok((StatusCode::ACCEPTED, Json(accepted.into())))
 }

@@ -5,7 +5,7 @@
 use crate::AppState;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody, parse_json};
-use crate::ingest::{AcceptedDocument, IngestResponse};
+use crate::ingest::IngestResponse;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -142,13 +142,5 @@ pub async fn ingest_transcript(
     let accepted = intake::submit(&state.bus, user, vec![doc])
         .await
         .map_err(ApiError::Unavailable)?;
-    let accepted = accepted
-        .into_iter()
-        .map(|a| AcceptedDocument {
-            id: a.id.0,
-            external_id: a.external_id,
-            duplicate: a.duplicate,
-        })
-        .collect();
-    Ok((StatusCode::ACCEPTED, Json(IngestResponse { accepted })))
+    Ok((StatusCode::ACCEPTED, Json(accepted.into())))
 }
