@@ -50,6 +50,7 @@ pub struct PushVerifier {
     http: reqwest::Client,
     fixed: Option<Arc<JwkSet>>,
     cache: Arc<RwLock<Option<Cached>>>,
+    refetch_every: Duration,
 }
 
 impl PushVerifier {
@@ -77,7 +78,14 @@ impl PushVerifier {
             http,
             fixed,
             cache: Arc::new(RwLock::new(None)),
+            refetch_every: REFETCH_EVERY,
         })
+    }
+
+    /// How soon an unknown key id may fetch the key set again (default one minute).
+    pub fn with_refetch_interval(mut self, every: Duration) -> Self {
+        self.refetch_every = every;
+        self
     }
 
     pub fn configured(&self) -> bool {
@@ -122,19 +130,25 @@ impl PushVerifier {
         if let Some(fixed) = &self.fixed {
             return find(fixed).ok_or(JwtError::UnknownKey);
         }
-        {
-            let cache = self.cache.read().await;
-            if let Some(c) = cache.as_ref() {
-                if let Some(key) = find(&c.keys) {
-                    if Instant::now() < c.fresh_until {
-                        return Ok(key);
-                    }
-                } else if c.fetched_at.elapsed() < REFETCH_EVERY {
-                    return Err(JwtError::UnknownKey);
+        // What the cache can answer without a fetch: a fresh key, or a recent miss.
+        let cached = |c: &Option<Cached>| -> Option<Result<DecodingKey, JwtError>> {
+            let c = c.as_ref()?;
+            match find(&c.keys) {
+                Some(key) if Instant::now() < c.fresh_until => Some(Ok(key)),
+                None if c.fetched_at.elapsed() < self.refetch_every => {
+                    Some(Err(JwtError::UnknownKey))
                 }
+                _ => None,
             }
+        };
+        if let Some(answer) = cached(&*self.cache.read().await) {
+            return answer;
         }
         let mut cache = self.cache.write().await;
+        // Another request may have fetched while this one waited for the lock.
+        if let Some(answer) = cached(&cache) {
+            return answer;
+        }
         let fetched = self.fetch().await;
         match fetched {
             Ok(c) => {

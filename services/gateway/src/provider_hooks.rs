@@ -290,6 +290,7 @@ struct GmailNotification {
         (status = 400, description = "Not a Pub/Sub push of a Gmail notification", body = ErrorBody),
         (status = 401, description = "OIDC token missing, not RS256, unknown key, wrong audience/issuer/email, or expired", body = ErrorBody),
         (status = 501, description = "GMAIL_PUSH_SERVICE_ACCOUNT is not set", body = ErrorBody),
+        (status = 502, description = "Google's signing keys could not be fetched; Pub/Sub retries", body = ErrorBody),
         (status = 503, description = "JetStream unavailable; Pub/Sub retries", body = ErrorBody),
     )
 )]
@@ -307,9 +308,16 @@ pub async fn gmail(
         .push
         .verify(header(&headers, "authorization"))
         .await
-        .map_err(|e| {
-            tracing::info!(reason = %e, "Gmail push refused");
-            ApiError::WebhookRejected("push token rejected")
+        .map_err(|e| match e {
+            // Not the sender's fault: Pub/Sub retries a 5xx later.
+            crate::google_jwt::JwtError::KeysUnavailable => {
+                tracing::warn!("Google's signing keys could not be fetched; Gmail push deferred");
+                ApiError::BadGateway(e.to_string())
+            }
+            e => {
+                tracing::info!(reason = %e, "Gmail push refused");
+                ApiError::WebhookRejected("push token rejected")
+            }
         })?;
     let push: PushRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("body is not a Pub/Sub push: {e}")))?;

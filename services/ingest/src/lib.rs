@@ -28,7 +28,7 @@ pub async fn ingest_document(
     let announce = match outcome {
         Upserted::Created | Upserted::Updated => true,
         // Stored before but not indexed: the earlier attempt may have died before publishing.
-        Upserted::Unchanged { indexed } => !indexed,
+        Upserted::Unchanged { indexed, .. } => !indexed,
     };
     if announce {
         let event = Envelope::new(

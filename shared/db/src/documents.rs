@@ -11,9 +11,11 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, State
 pub enum Upserted {
     Created,
     Updated,
-    /// Same content as stored; `indexed` tells whether its chunks are in place.
+    /// Same content as stored; `indexed` tells whether its chunks are in place, `changed`
+    /// whether the stored content came from an update rather than the first insert.
     Unchanged {
         indexed: bool,
+        changed: bool,
     },
 }
 
@@ -54,11 +56,13 @@ pub async fn upsert(
         Some(r) if r.try_get::<bool>("", "created")? => Upserted::Created,
         Some(_) => Upserted::Updated,
         None => {
-            let indexed = document::Entity::find_by_id(id.0)
-                .one(db)
-                .await?
-                .is_some_and(|d| d.indexed_hash.as_deref() == Some(hash.as_str()));
-            Upserted::Unchanged { indexed }
+            let stored = document::Entity::find_by_id(id.0).one(db).await?;
+            Upserted::Unchanged {
+                indexed: stored
+                    .as_ref()
+                    .is_some_and(|d| d.indexed_hash.as_deref() == Some(hash.as_str())),
+                changed: stored.is_some_and(|d| d.updated_at > d.created_at),
+            }
         }
     };
     Ok((id, hash, outcome))

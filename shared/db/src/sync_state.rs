@@ -107,6 +107,17 @@ pub async fn finish(
     Ok(())
 }
 
+/// SQL: the row (aliased `table`, with `user_id` and `resource`) belongs to a connection
+/// that is not revoked; a revoked one waits for the user to reconnect.
+fn connected(table: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM connections c WHERE c.user_id = {table}.user_id
+           AND c.provider = CASE WHEN {table}.resource IN ('gmail', 'calendar') THEN 'google'
+                                 ELSE {table}.resource END
+           AND c.status <> 'revoked')"
+    )
+}
+
 /// Rows whose safety-net run is due, with the due time (part of the command's dedup key).
 pub async fn due(
     db: &impl ConnectionTrait,
@@ -114,9 +125,12 @@ pub async fn due(
 ) -> Result<Vec<(UserId, String, DateTime<Utc>)>> {
     let rows = db
         .query_all_raw(stmt(
-            "SELECT s.user_id, s.resource, s.next_run_at FROM sync_state s
-             WHERE s.next_run_at <= now()
-             ORDER BY s.next_run_at LIMIT $1",
+            &format!(
+                "SELECT s.user_id, s.resource, s.next_run_at FROM sync_state s
+                 WHERE s.next_run_at <= now() AND {}
+                 ORDER BY s.next_run_at LIMIT $1",
+                connected("s")
+            ),
             vec![(limit as i64).into()],
         ))
         .await?;
@@ -291,13 +305,16 @@ pub async fn channels_of(
     .collect()
 }
 
-/// Channels that expire before `before`: due for renewal.
+/// Channels of working connections that expire before `before`: due for renewal.
 pub async fn expiring_channels(
     db: &impl ConnectionTrait,
     before: DateTime<Utc>,
 ) -> Result<Vec<Channel>> {
     db.query_all_raw(stmt(
-        &format!("SELECT {CHANNEL_COLUMNS} FROM watch_channels WHERE expires_at < $1 LIMIT 500"),
+        &format!(
+            "SELECT {CHANNEL_COLUMNS} FROM watch_channels w WHERE expires_at < $1 AND {} LIMIT 500",
+            connected("w")
+        ),
         vec![before.fixed_offset().into()],
     ))
     .await?

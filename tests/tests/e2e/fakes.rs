@@ -2,7 +2,9 @@
 //! response shapes: an authorization server that checks PKCE and client credentials,
 //! issues and rotates tokens and answers `invalid_grant`, and a Gmail mailbox with
 //! `messages.list` pagination, `history.list` (404 for a stale id), deletions, 401 for
-//! unknown tokens and 429 with `Retry-After` on demand.
+//! unknown tokens and 429 with `Retry-After` on demand; and a primary calendar with
+//! `events.list` pages, sync tokens (410 Gone once expired), recurring series and their
+//! instances, cancellations, `events.watch` and `channels.stop`.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -38,9 +40,47 @@ pub struct Google {
     /// The next this-many Gmail calls answer 429 with `Retry-After: 1`.
     pub throttle: usize,
     pub gmail_calls: usize,
+    /// Calendar: event id → (change sequence, event), the sequence a sync token names.
+    pub events: BTreeMap<String, (u64, Value)>,
+    pub calendar_seq: u64,
+    /// Sync tokens naming a sequence below this answer 410 Gone.
+    pub oldest_sync_token: u64,
+    /// Every `events.list` query, for asserting how the client asked.
+    pub calendar_lists: Vec<HashMap<String, String>>,
+    /// `events.watch` request bodies, and the channel ids `channels.stop` was asked for.
+    pub watches: Vec<Value>,
+    pub stopped: Vec<String>,
 }
 
 impl Google {
+    /// Creates or changes a calendar event (a new change sequence).
+    pub fn put_event(&mut self, event: Value) {
+        self.calendar_seq += 1;
+        let id = event["id"].as_str().expect("events have ids").to_owned();
+        let mut event = event;
+        event["kind"] = json!("calendar#event");
+        event["etag"] = json!(format!("\"{}\"", self.calendar_seq));
+        event["updated"] = json!(format!(
+            "2026-11-24T10:{:02}:00.000Z",
+            self.calendar_seq % 60
+        ));
+        if event.get("status").is_none() {
+            event["status"] = json!("confirmed");
+        }
+        self.events.insert(id, (self.calendar_seq, event));
+    }
+
+    /// Cancels an event; incremental listings return it with `status: cancelled`.
+    pub fn cancel_event(&mut self, id: &str) {
+        let mut event = self
+            .events
+            .get(id)
+            .map(|(_, e)| json!({"id": e["id"], "recurringEventId": e["recurringEventId"], "originalStartTime": e["originalStartTime"]}))
+            .unwrap_or_else(|| json!({"id": id}));
+        event["status"] = json!("cancelled");
+        self.put_event(event);
+    }
+
     pub fn issue(&mut self) -> (String, String) {
         self.issued += 1;
         let access = format!("ya29.fake-{}", self.issued);
@@ -223,6 +263,12 @@ impl FakeGoogle {
             .await;
 
         let s = state.clone();
+        Mock::given(path_regex(r"^/calendar/v3/.*"))
+            .respond_with(move |r: &Request| calendar(&mut s.lock().unwrap(), r))
+            .mount(&server)
+            .await;
+
+        let s = state.clone();
         Mock::given(path_regex(r"^/gmail/v1/users/me/.*"))
             .respond_with(move |r: &Request| gmail(&mut s.lock().unwrap(), r))
             .mount(&server)
@@ -316,5 +362,110 @@ fn gmail(g: &mut Google, r: &Request) -> ResponseTemplate {
             None => ResponseTemplate::new(404).set_body_json(json!({"error": {"code": 404, "message": "Requested entity was not found.", "status": "NOT_FOUND"}})),
         },
         _ => ResponseTemplate::new(404),
+    }
+}
+
+fn google_error(code: u16, reason: &str, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(code).set_body_json(json!({"error": {
+        "errors": [{"domain": "global", "reason": reason, "message": message}],
+        "code": code, "message": message
+    }}))
+}
+
+/// `events.list`, `events.watch` and `channels.stop` on the primary calendar. A page token
+/// carries the listing it belongs to (`offset|since|upto`), so pages stay consistent while
+/// events change; the last page carries `nextSyncToken`.
+fn calendar(g: &mut Google, r: &Request) -> ResponseTemplate {
+    if !authorized(g, r) {
+        return google_error(401, "authError", "Invalid Credentials");
+    }
+    let path = r.url.path().trim_start_matches("/calendar/v3");
+    match (r.method.as_str(), path) {
+        ("GET", "/calendars/primary/events") => {
+            let q: HashMap<String, String> = query(r).into_iter().collect();
+            g.calendar_lists.push(q.clone());
+            let size: usize = q
+                .get("maxResults")
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(250);
+            let (offset, since, upto) = match (q.get("pageToken"), q.get("syncToken")) {
+                (Some(page), _) => {
+                    let parts: Vec<u64> = page.split('|').filter_map(|p| p.parse().ok()).collect();
+                    if parts.len() != 3 {
+                        return google_error(400, "invalid", "Invalid page token value.");
+                    }
+                    (parts[0] as usize, parts[1], parts[2])
+                }
+                (None, Some(token)) => {
+                    let Some(seq) = token
+                        .strip_prefix("sync-")
+                        .and_then(|t| t.parse::<u64>().ok())
+                    else {
+                        return google_error(400, "invalid", "Invalid sync token value.");
+                    };
+                    if seq < g.oldest_sync_token {
+                        return google_error(
+                            410,
+                            "fullSyncRequired",
+                            "Sync token is no longer valid, a full sync is required.",
+                        );
+                    }
+                    (0, seq, g.calendar_seq)
+                }
+                (None, None) => (0, 0, g.calendar_seq),
+            };
+            let incremental = since > 0;
+            let mut changed: Vec<&(u64, Value)> = g
+                .events
+                .values()
+                .filter(|(seq, e)| {
+                    *seq > since
+                        && *seq <= upto
+                        // A full listing leaves out deleted events (showDeleted=false).
+                        && (incremental || e["status"] != "cancelled")
+                })
+                .collect();
+            changed.sort_by_key(|(seq, _)| *seq);
+            let end = (offset + size).min(changed.len());
+            let items: Vec<Value> = changed[offset.min(changed.len())..end]
+                .iter()
+                .map(|(_, e)| e.clone())
+                .collect();
+            let mut body = json!({
+                "kind": "calendar#events", "summary": g.email, "timeZone": "America/New_York",
+                "items": items,
+            });
+            if end < changed.len() {
+                body["nextPageToken"] = json!(format!("{end}|{since}|{upto}"));
+            } else {
+                body["nextSyncToken"] = json!(format!("sync-{upto}"));
+            }
+            ResponseTemplate::new(200).set_body_json(body)
+        }
+        ("POST", "/calendars/primary/events/watch") => {
+            let body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            if body["type"] != "web_hook"
+                || body["id"].as_str().is_none()
+                || !body["address"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("http"))
+            {
+                return google_error(400, "invalid", "Invalid channel.");
+            }
+            g.watches.push(body.clone());
+            ResponseTemplate::new(200).set_body_json(json!({
+                "kind": "api#channel", "id": body["id"], "token": body["token"],
+                "resourceId": format!("res-{}", g.watches.len()),
+                "resourceUri": "https://www.googleapis.com/calendar/v3/calendars/primary/events?alt=json",
+                "expiration": (chrono::Utc::now() + chrono::Duration::days(7)).timestamp_millis().to_string(),
+            }))
+        }
+        ("POST", "/channels/stop") => {
+            let body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            g.stopped
+                .push(body["id"].as_str().unwrap_or_default().to_owned());
+            ResponseTemplate::new(204)
+        }
+        _ => google_error(404, "notFound", "Not Found"),
     }
 }

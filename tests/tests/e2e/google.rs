@@ -12,8 +12,8 @@ use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-const EMAIL: &str = "advisor@example.com";
-const PUSH_ACCOUNT: &str = "gmail-push@test-project.iam.gserviceaccount.com";
+pub const EMAIL: &str = "advisor@example.com";
+pub const PUSH_ACCOUNT: &str = "gmail-push@test-project.iam.gserviceaccount.com";
 
 fn browser() -> reqwest::Client {
     reqwest::Client::builder()
@@ -302,7 +302,7 @@ async fn google_sign_in_with_pkce_state_and_session_cookie() {
 }
 
 /// Connects the user's Google account directly (as a finished sign-in would).
-async fn connect(app: &TestApp, fake: &FakeGoogle, expires_in: chrono::Duration) -> UserId {
+pub async fn connect(app: &TestApp, fake: &FakeGoogle, expires_in: chrono::Duration) -> UserId {
     let (user, _) = app.user(EMAIL).await;
     let (access, refresh) = fake.state.lock().unwrap().issue();
     let ring = app.config.key_ring().unwrap();
@@ -500,7 +500,7 @@ async fn gmail_sync_pages_with_limits_refreshes_tokens_and_recovers_stale_histor
     );
 }
 
-fn push_token(claims: Value, kid: &str) -> String {
+pub fn push_token(claims: Value, kid: &str) -> String {
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!("../../data/push_signer.pem"))
         .unwrap();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
@@ -696,5 +696,103 @@ async fn gmail_push_delivered_three_times_makes_one_searchable_email_and_one_eve
         received.values().sum::<usize>(),
         2,
         "old-1 and new-1, once each"
+    );
+}
+
+#[tokio::test]
+async fn push_signing_keys_are_fetched_cached_and_refetched_for_a_new_key_id() {
+    use gateway::google_jwt::{JwtError, PushVerifier};
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let google = MockServer::start().await;
+    let keys: Value =
+        serde_json::from_str(include_str!("../../data/push_signer.jwks.json")).unwrap();
+    let mut retired = keys.clone();
+    retired["keys"][0]["kid"] = json!("retired-key-0");
+    let serve = |set: &Value, cache: &str| {
+        Mock::given(method("GET"))
+            .and(path("/oauth2/v3/certs"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .insert_header("cache-control", cache)
+                    .set_body_json(set),
+            )
+            .up_to_n_times(1)
+    };
+    // Google's endpoint, in the order it answers: before the rotation (cached for an
+    // hour), after it (cached for an hour), after it but already stale, then down.
+    serve(
+        &retired,
+        "public, max-age=3600, must-revalidate, no-transform",
+    )
+    .mount(&google)
+    .await;
+    serve(&keys, "public, max-age=3600").mount(&google).await;
+    serve(&keys, "public, max-age=0").mount(&google).await;
+    Mock::given(method("GET"))
+        .and(path("/oauth2/v3/certs"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&google)
+        .await;
+    let fetches = || async { google.received_requests().await.unwrap().len() };
+
+    let mut config = common::Config {
+        public_url: "https://assistant.example.com".into(),
+        google_jwks: String::new(),
+        google_jwks_url: format!("{}/oauth2/v3/certs", google.uri()),
+        gmail_push_service_account: PUSH_ACCOUNT.into(),
+        ..common::Config::default()
+    };
+    config.gmail_push_audience = String::new();
+    let verifier = || {
+        PushVerifier::new(&config, reqwest::Client::new())
+            .unwrap()
+            .with_refetch_interval(Duration::from_millis(300))
+    };
+    let now = chrono::Utc::now().timestamp();
+    let token = push_token(
+        json!({
+            "aud": "https://assistant.example.com/api/webhooks/gmail",
+            "iss": "https://accounts.google.com", "email": PUSH_ACCOUNT, "email_verified": true,
+            "iat": now, "exp": now + 3600,
+        }),
+        "test-push-key-1",
+    );
+    let bearer = format!("Bearer {token}");
+    let first = verifier();
+    assert_eq!(
+        first.verify(Some(&bearer)).await,
+        Err(JwtError::UnknownKey),
+        "the key set does not have this key yet"
+    );
+    assert_eq!(fetches().await, 1);
+    assert_eq!(first.verify(Some(&bearer)).await, Err(JwtError::UnknownKey));
+    assert_eq!(
+        fetches().await,
+        1,
+        "an unknown key id does not refetch at once"
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(
+        first.verify(Some(&bearer)).await,
+        Ok(()),
+        "the rotated set has it"
+    );
+    assert_eq!(fetches().await, 2);
+    assert_eq!(first.verify(Some(&bearer)).await, Ok(()));
+    assert_eq!(fetches().await, 2, "cached for max-age");
+
+    // A set that is stale at once is fetched again; while Google is down the stale set
+    // still verifies.
+    let second = verifier();
+    assert_eq!(second.verify(Some(&bearer)).await, Ok(()));
+    assert_eq!(fetches().await, 3);
+    assert_eq!(second.verify(Some(&bearer)).await, Ok(()));
+    assert_eq!(fetches().await, 4, "stale: fetched again, answered 503");
+    // Without any set, a push cannot be checked: an error Pub/Sub retries, not a 401.
+    assert_eq!(
+        verifier().verify(Some(&bearer)).await,
+        Err(JwtError::KeysUnavailable)
     );
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests: real Postgres + pgvector, real NATS JetStream, every service in-process.
 
 mod connections;
+mod crm_fakes;
 mod fakes;
 mod google;
 mod intake;
@@ -8,6 +9,7 @@ mod ops;
 mod pipeline;
 mod providers;
 mod resilience;
+mod sync;
 mod transcripts;
 mod webhooks;
 

@@ -82,7 +82,7 @@ async fn list(
             (Some(next), _) if run.at_limit() => {
                 run.save_cursor(&json!({ "sync_token": sync_token, "page": next }))
                     .await?;
-                run.continue_later().await?;
+                run.continue_later();
                 return Ok(Outcome::Continued);
             }
             (Some(_), _) => {}

@@ -172,7 +172,7 @@ async fn full(
                     &json!({ "page": { "mode": "full", "token": next, "start": start } }),
                 )
                 .await?;
-                run.continue_later().await?;
+                run.continue_later();
                 return Ok(Outcome::Continued);
             }
             Some(_) => {}
@@ -241,7 +241,7 @@ async fn history(
                     "page": { "mode": "history", "token": next }
                 }))
                 .await?;
-                run.continue_later().await?;
+                run.continue_later();
                 return Ok(Outcome::Continued);
             }
             Some(_) => {}

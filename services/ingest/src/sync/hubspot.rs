@@ -1,7 +1,7 @@
 //! HubSpot CRM: contacts, companies, deals and notes, incremental by last-modified date
 //! through the CRM search API (ascending, so the cursor only moves forward), each object
 //! read with its associations. Webhooks sync one object. Cursor:
-//! `{"since": {"contacts": ms, ...}, "after": {"contacts": ".."}}`.
+//! `{"since": {"contacts": ms, ...}, "seen": {"contacts": ["id", ..]}}`.
 
 use super::{Names, Outcome, Run, SyncResult, base};
 use chrono::{DateTime, Utc};
@@ -99,60 +99,85 @@ pub async fn changes(run: &mut Run<'_>, mut cursor: Value) -> SyncResult<Outcome
         cursor = json!({});
     }
     for object_type in OBJECT_TYPES {
-        let since = cursor["since"][object_type].as_i64().unwrap_or(0);
-        let mut after = cursor["after"][object_type].as_str().map(str::to_owned);
-        let mut newest = since;
-        loop {
-            let mut body = json!({
-                "filterGroups": [{ "filters": [{
-                    "propertyName": modified_property(object_type),
-                    "operator": "GTE",
-                    "value": since.to_string(),
-                }]}],
-                "sorts": [{ "propertyName": modified_property(object_type), "direction": "ASCENDING" }],
-                "properties": properties(object_type),
-                "limit": run.limit().clamp(1, 100),
-            });
-            if let Some(a) = &after {
-                body["after"] = json!(a);
-            }
-            let url = format!("{}/crm/v3/objects/{object_type}/search", api_base(run));
-            let page: SearchPage = run.api().post(&url, &body).await?;
-            for object in &page.results {
-                let Some(id) = object["id"].as_str() else {
-                    continue;
-                };
-                one(run, object_type, id, false).await?;
-                if let Some(ms) = millis(&object["properties"][modified_property(object_type)]) {
-                    newest = newest.max(ms);
-                }
-            }
-            after = page.paging.and_then(|p| p.next).map(|n| n.after);
-            match &after {
-                None => {
-                    cursor["since"][object_type] = json!(newest);
-                    if let Some(a) = cursor["after"].as_object_mut() {
-                        a.remove(object_type);
-                    }
-                    run.save_cursor(&cursor).await?;
-                    break;
-                }
-                Some(next) if run.at_limit() => {
-                    // Same `since`, resume at the page after this one.
-                    cursor["after"][object_type] = json!(next);
-                    run.save_cursor(&cursor).await?;
-                    run.continue_later().await?;
-                    return Ok(Outcome::Continued);
-                }
-                Some(_) => {}
-            }
-        }
-        if run.at_limit() && object_type != OBJECT_TYPES[OBJECT_TYPES.len() - 1] {
-            run.continue_later().await?;
+        if object_changes(run, &mut cursor, object_type).await? == Outcome::Continued {
             return Ok(Outcome::Continued);
         }
     }
     Ok(Outcome::Done)
+}
+
+/// One object type from its cursor: `since` (ms, inclusive) and `seen` (the ids already
+/// stored whose last-modified time is exactly `since`). Each query starts again from the
+/// newest time stored rather than paging with `after` across runs, so an object modified
+/// between two runs moves to the end of the order instead of shifting an unread one past
+/// the page boundary. `after` pages only through objects that share one timestamp.
+async fn object_changes(
+    run: &mut Run<'_>,
+    cursor: &mut Value,
+    object_type: &str,
+) -> SyncResult<Outcome> {
+    let property = modified_property(object_type);
+    let mut since = cursor["since"][object_type].as_i64().unwrap_or(0);
+    let mut seen: Vec<String> = cursor["seen"][object_type]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut after: Option<String> = None;
+    let save = |cursor: &mut Value, since: i64, seen: &[String]| {
+        cursor["since"][object_type] = json!(since);
+        cursor["seen"][object_type] = json!(seen);
+    };
+    loop {
+        let mut body = json!({
+            "filterGroups": [{ "filters": [{
+                "propertyName": property,
+                "operator": "GTE",
+                "value": since.to_string(),
+            }]}],
+            "sorts": [{ "propertyName": property, "direction": "ASCENDING" }],
+            "properties": properties(object_type),
+            "limit": run.limit().clamp(1, 100),
+        });
+        if let Some(a) = &after {
+            body["after"] = json!(a);
+        }
+        let url = format!("{}/crm/v3/objects/{object_type}/search", api_base(run));
+        let page: SearchPage = run.api().post(&url, &body).await?;
+        let started_at = since;
+        for object in &page.results {
+            let Some(id) = object["id"].as_str() else {
+                continue;
+            };
+            let modified = millis(&object["properties"][property]).unwrap_or(since);
+            if modified <= since && seen.iter().any(|s| s == id) {
+                continue;
+            }
+            if run.at_limit() {
+                save(cursor, since, &seen);
+                run.save_cursor(cursor).await?;
+                run.continue_later();
+                return Ok(Outcome::Continued);
+            }
+            one(run, object_type, id, false).await?;
+            if modified > since {
+                since = modified;
+                seen.clear();
+            }
+            seen.push(id.to_owned());
+        }
+        let next = page.paging.and_then(|p| p.next).map(|n| n.after);
+        if next.is_none() {
+            save(cursor, since, &seen);
+            run.save_cursor(cursor).await?;
+            return Ok(Outcome::Done);
+        }
+        // Moved on: ask again from the newest time; stuck on one time: page through it.
+        after = if since > started_at { None } else { next };
+    }
 }
 
 /// Reads one object with its associations and stores it; `deleted` (from a webhook)

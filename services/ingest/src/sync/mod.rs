@@ -64,6 +64,8 @@ pub struct Run<'a> {
     pub progress: Progress,
     /// Items already counted in `sync_state.items_synced` by an earlier cursor save.
     counted: u64,
+    /// The run stopped at the limit; a continuation follows it.
+    continuation: bool,
 }
 
 /// How a change is announced: the event name when the item is new, and when it changed
@@ -108,9 +110,19 @@ impl<'a> Run<'a> {
             Upserted::Created => Some(names.created),
             Upserted::Updated => names.updated,
             // Stored before but never indexed: the earlier attempt may have died before
-            // announcing it; the dedup key makes a second announcement harmless.
-            Upserted::Unchanged { indexed: false } => Some(names.created),
-            Upserted::Unchanged { indexed: true } => None,
+            // announcing it; the same name and version make the same dedup key, so a second
+            // announcement is harmless.
+            Upserted::Unchanged {
+                indexed: false,
+                changed,
+            } => {
+                if changed {
+                    names.updated
+                } else {
+                    Some(names.created)
+                }
+            }
+            Upserted::Unchanged { indexed: true, .. } => None,
         };
         match outcome {
             Upserted::Unchanged { .. } => self.progress.unchanged += 1,
@@ -201,9 +213,23 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Queues the next run of this sync (the limit was reached with more to do). Its dedup
-    /// key is this command's, so a redelivered command queues one continuation.
-    pub async fn continue_later(&self) -> Result<(), HandleError> {
+    /// After a successful run (and its lease): queues the continuation it asked for.
+    async fn finished(&self) -> Result<(), HandleError> {
+        if self.continuation {
+            self.queue_continuation().await?;
+        }
+        Ok(())
+    }
+
+    /// Asks for the next run of this sync (the limit was reached with more to do). It is
+    /// queued once this run has released the lease, so it never finds the lease taken.
+    pub fn continue_later(&mut self) {
+        self.continuation = true;
+    }
+
+    /// Queues the continuation. Its dedup key is this command's, so a redelivered command
+    /// queues one continuation.
+    async fn queue_continuation(&self) -> Result<(), HandleError> {
         let command = Envelope::new(
             self.user,
             Event::SyncRequested(SyncRequested {
@@ -246,9 +272,13 @@ impl Sync {
             cause,
             progress: Progress::default(),
             counted: 0,
+            continuation: false,
         };
         let result = match command.scope {
-            SyncScope::Changes => return self.changes(&mut run).await,
+            SyncScope::Changes => {
+                self.changes(&mut run).await?;
+                return run.finished().await;
+            }
             SyncScope::Watch => match resource {
                 Resource::Gmail => gmail::watch(&run).await,
                 Resource::Calendar => calendar::watch(&run).await,
@@ -264,7 +294,8 @@ impl Sync {
             }
             SyncScope::SlackEvent { event } => slack::event(&mut run, &event).await,
         };
-        self.settle(&run, result).await
+        self.settle(&run, result).await?;
+        run.finished().await
     }
 
     /// A cursor-moving run under the lease.

@@ -119,7 +119,7 @@ pub async fn changes(run: &mut Run<'_>, mut cursor: Value) -> SyncResult<Outcome
             run.save_cursor(&cursor).await?;
         }
         if !complete {
-            run.continue_later().await?;
+            run.continue_later();
             return Ok(Outcome::Continued);
         }
     }
@@ -133,11 +133,12 @@ pub async fn channel(run: &mut Run<'_>, channel: &str) -> SyncResult<Outcome> {
     let oldest = cursor["channels"][channel].as_str().map(str::to_owned);
     let mut names = Directory::default();
     let (_, complete) = history(run, &mut names, channel, oldest).await?;
-    Ok(if complete {
-        Outcome::Done
-    } else {
-        Outcome::Continued
-    })
+    if complete {
+        return Ok(Outcome::Done);
+    }
+    // The rest of the channel comes with a workspace run, which moves the cursor.
+    run.continue_later();
+    Ok(Outcome::Continued)
 }
 
 fn next_cursor(response: &Value) -> Option<String> {

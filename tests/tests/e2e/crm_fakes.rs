@@ -1,0 +1,523 @@
+//! Local stand-ins for HubSpot and Slack with state, following their documented request
+//! and response shapes. HubSpot: the OAuth token endpoint (code and refresh, rotating),
+//! CRM search with a `GTE` filter on the last-modified property, ascending sort and
+//! `after` paging, single-object reads with associations, 404 for deleted objects, 401 for
+//! unknown tokens and one 503 on demand. Slack: `oauth.v2.access` (with the workspace),
+//! `users.conversations`, `conversations.history` (newest first, `oldest` exclusive, cursor
+//! pages), `conversations.replies`, `users.info`, `conversations.info`, `ok: false` errors
+//! in a 200 and 429 with `Retry-After` on demand.
+
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+fn bearer(r: &Request) -> Option<String> {
+    r.headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::to_owned)
+}
+
+fn form(r: &Request) -> HashMap<String, String> {
+    url::form_urlencoded::parse(&r.body).into_owned().collect()
+}
+
+fn query(r: &Request) -> HashMap<String, String> {
+    r.url.query_pairs().into_owned().collect()
+}
+
+pub const HUBSPOT_CLIENT_ID: &str = "hubspot-client";
+pub const HUBSPOT_CLIENT_SECRET: &str = "hubspot-client-secret-for-tests";
+
+#[derive(Default)]
+pub struct HubSpot {
+    /// object type → id → (last modified ms, properties)
+    pub objects: HashMap<String, BTreeMap<String, (i64, Value)>>,
+    /// "contacts:1" → ["companies:9001", ..]
+    pub associations: HashMap<String, Vec<String>>,
+    pub valid_access: HashSet<String>,
+    valid_refresh: HashSet<String>,
+    issued: usize,
+    pub refreshes: usize,
+    /// Every search request body, by object type.
+    pub searches: Vec<(String, Value)>,
+    pub reads: usize,
+    /// The next this-many API calls answer 503.
+    pub unavailable: usize,
+    pub served_503: usize,
+}
+
+impl HubSpot {
+    pub fn issue(&mut self) -> (String, String) {
+        self.issued += 1;
+        let access = format!("hs-access-{}", self.issued);
+        let refresh = format!("hs-refresh-{}", self.issued);
+        self.valid_access.insert(access.clone());
+        self.valid_refresh.insert(refresh.clone());
+        (access, refresh)
+    }
+
+    /// Creates or changes an object, last modified at `modified` ms.
+    pub fn put(&mut self, object_type: &str, id: &str, modified: i64, properties: Value) {
+        self.objects
+            .entry(object_type.to_owned())
+            .or_default()
+            .insert(id.to_owned(), (modified, properties));
+    }
+
+    pub fn associate(&mut self, from: &str, to: &str) {
+        self.associations
+            .entry(from.to_owned())
+            .or_default()
+            .push(to.to_owned());
+    }
+}
+
+fn modified_property(object_type: &str) -> &'static str {
+    if object_type == "contacts" {
+        "lastmodifieddate"
+    } else {
+        "hs_lastmodifieddate"
+    }
+}
+
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn hubspot_object(object_type: &str, id: &str, modified: i64, properties: &Value) -> Value {
+    let mut p = properties.clone();
+    p[modified_property(object_type)] = json!(iso(modified));
+    p["hs_object_id"] = json!(id);
+    json!({
+        "id": id, "properties": p, "createdAt": iso(modified - 86_400_000),
+        "updatedAt": iso(modified), "archived": false,
+    })
+}
+
+fn hubspot_error(status: u16, category: &str, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(json!({
+        "status": "error", "message": message, "category": category,
+        "correlationId": "5c2e1bc8-0000-4000-8000-000000000000"
+    }))
+}
+
+pub struct FakeHubSpot {
+    pub server: MockServer,
+    pub state: Arc<Mutex<HubSpot>>,
+}
+
+impl FakeHubSpot {
+    pub async fn start() -> Self {
+        let server = MockServer::start().await;
+        let state = Arc::new(Mutex::new(HubSpot::default()));
+
+        let s = state.clone();
+        Mock::given(method("POST"))
+            .and(path("/oauth/v1/token"))
+            .respond_with(move |r: &Request| {
+                let f = form(r);
+                let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+                if get("client_id") != HUBSPOT_CLIENT_ID
+                    || get("client_secret") != HUBSPOT_CLIENT_SECRET
+                {
+                    return hubspot_error(400, "BAD_CLIENT_ID", "missing or unknown client id");
+                }
+                let mut h = s.lock().unwrap();
+                let ok = match get("grant_type").as_str() {
+                    "authorization_code" => get("code") == "hs-code",
+                    "refresh_token" => {
+                        let ok = h.valid_refresh.remove(&get("refresh_token"));
+                        h.refreshes += usize::from(ok);
+                        ok
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    return ResponseTemplate::new(400).set_body_json(json!({
+                        "status": "BAD_REFRESH_TOKEN", "message": "missing or invalid refresh token"
+                    }));
+                }
+                let (access, refresh) = h.issue();
+                ResponseTemplate::new(200).set_body_json(json!({
+                    "access_token": access, "refresh_token": refresh, "expires_in": 1800,
+                    "token_type": "bearer"
+                }))
+            })
+            .mount(&server)
+            .await;
+
+        let s = state.clone();
+        Mock::given(path_regex(r"^/crm/v3/objects/.*"))
+            .respond_with(move |r: &Request| crm(&mut s.lock().unwrap(), r))
+            .mount(&server)
+            .await;
+        Self { server, state }
+    }
+
+    pub fn uri(&self) -> String {
+        self.server.uri()
+    }
+
+    pub fn configure(&self, config: &mut common::Config) {
+        config.hubspot_client_id = HUBSPOT_CLIENT_ID.into();
+        config.hubspot_client_secret = HUBSPOT_CLIENT_SECRET.into();
+        config.hubspot_auth_url = format!("{}/oauth/authorize", self.uri());
+        config.hubspot_api_base = self.uri();
+    }
+}
+
+fn crm(h: &mut HubSpot, r: &Request) -> ResponseTemplate {
+    if h.unavailable > 0 {
+        h.unavailable -= 1;
+        h.served_503 += 1;
+        return ResponseTemplate::new(503).set_body_string("upstream unavailable");
+    }
+    if !bearer(r).is_some_and(|t| h.valid_access.contains(&t)) {
+        return hubspot_error(
+            401,
+            "EXPIRED_AUTHENTICATION",
+            "The OAuth token used to make this call expired.",
+        );
+    }
+    let parts: Vec<String> = r
+        .url
+        .path()
+        .trim_start_matches("/crm/v3/objects/")
+        .split('/')
+        .map(str::to_owned)
+        .collect();
+    match (r.method.as_str(), parts.as_slice()) {
+        ("POST", [object_type, search]) if search == "search" => {
+            let body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            h.searches.push((object_type.clone(), body.clone()));
+            let filter = &body["filterGroups"][0]["filters"][0];
+            let limit = body["limit"].as_u64().unwrap_or(10) as usize;
+            if limit > 200 || filter["propertyName"] != modified_property(object_type) {
+                return hubspot_error(400, "VALIDATION_ERROR", "invalid search request");
+            }
+            let since: i64 = filter["value"]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let after: usize = body["after"]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut matching: Vec<(&String, &(i64, Value))> = h
+                .objects
+                .get(object_type.as_str())
+                .map(|m| m.iter().filter(|(_, (ms, _))| *ms >= since).collect())
+                .unwrap_or_default();
+            matching.sort_by_key(|(id, (ms, _))| (*ms, id.parse::<u64>().unwrap_or(0)));
+            let end = (after + limit).min(matching.len());
+            let results: Vec<Value> = matching[after.min(end)..end]
+                .iter()
+                .map(|(id, (ms, p))| hubspot_object(object_type, id, *ms, p))
+                .collect();
+            let mut out = json!({"total": matching.len(), "results": results});
+            if end < matching.len() {
+                out["paging"] =
+                    json!({"next": {"after": end.to_string(), "link": format!("?after={end}")}});
+            }
+            ResponseTemplate::new(200).set_body_json(out)
+        }
+        ("GET", [object_type, id]) => {
+            h.reads += 1;
+            let Some((ms, p)) = h.objects.get(object_type.as_str()).and_then(|m| m.get(id)) else {
+                return hubspot_error(404, "OBJECT_NOT_FOUND", "Object not found");
+            };
+            let mut object = hubspot_object(object_type, id, *ms, p);
+            let mut by_type: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+            for to in h
+                .associations
+                .get(&format!("{object_type}:{id}"))
+                .into_iter()
+                .flatten()
+            {
+                let (kind, other) = to.split_once(':').unwrap();
+                by_type.entry(kind.to_owned()).or_default().push(json!({
+                    "id": other, "type": format!("{}_to_{}", object_type.trim_end_matches('s'), kind.trim_end_matches('s'))
+                }));
+            }
+            if !by_type.is_empty() {
+                object["associations"] = by_type
+                    .into_iter()
+                    .map(|(k, v)| (k, json!({"results": v})))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into();
+            }
+            ResponseTemplate::new(200).set_body_json(object)
+        }
+        _ => hubspot_error(404, "NOT_FOUND", "unknown endpoint"),
+    }
+}
+
+pub const SLACK_CLIENT_ID: &str = "1234567890.0987654321";
+pub const SLACK_CLIENT_SECRET: &str = "slack-client-secret-for-tests";
+pub const SLACK_TEAM: &str = "T0FAKE123";
+
+#[derive(Default)]
+pub struct Slack {
+    /// (id, name, the app is a member)
+    pub channels: Vec<(String, String, bool)>,
+    /// channel → messages, oldest first
+    pub messages: HashMap<String, Vec<Value>>,
+    /// "channel:thread ts" → replies, oldest first
+    pub replies: HashMap<String, Vec<Value>>,
+    pub users: HashMap<String, String>,
+    pub token: String,
+    /// code → the PKCE verifier or redirect the exchange must bring
+    pub codes: HashSet<String>,
+    /// Every Web API call: (method, query).
+    pub calls: Vec<(String, HashMap<String, String>)>,
+    /// The next this-many `conversations.history` calls answer 429 with `Retry-After: 1`.
+    pub throttle: usize,
+    /// Messages are stamped from a day ago on, one second apart.
+    pub epoch: i64,
+    pub next_ts: i64,
+}
+
+impl Slack {
+    /// Posts a message to a channel; returns its ts.
+    pub fn post(&mut self, channel: &str, user: &str, text: &str) -> String {
+        self.next_ts += 1;
+        let ts = format!("{}.{:06}", self.epoch + self.next_ts, self.next_ts);
+        self.messages
+            .entry(channel.to_owned())
+            .or_default()
+            .push(json!({
+                "type": "message", "user": user, "text": text, "ts": ts,
+            }));
+        ts
+    }
+
+    /// A reply in a thread; the parent gets `reply_count` and `latest_reply`.
+    pub fn reply(&mut self, channel: &str, parent: &str, user: &str, text: &str) -> String {
+        self.next_ts += 1;
+        let ts = format!("{}.{:06}", self.epoch + self.next_ts, self.next_ts);
+        let list = self
+            .replies
+            .entry(format!("{channel}:{parent}"))
+            .or_default();
+        list.push(
+            json!({"type": "message", "user": user, "text": text, "ts": ts, "thread_ts": parent}),
+        );
+        let count = list.len();
+        if let Some(m) = self
+            .messages
+            .get_mut(channel)
+            .and_then(|ms| ms.iter_mut().find(|m| m["ts"] == parent))
+        {
+            m["thread_ts"] = json!(parent);
+            m["reply_count"] = json!(count);
+            m["latest_reply"] = json!(ts);
+        }
+        ts
+    }
+
+    pub fn join(&mut self, channel: &str, user: &str) {
+        self.next_ts += 1;
+        let ts = format!("{}.{:06}", self.epoch + self.next_ts, self.next_ts);
+        self.messages
+            .entry(channel.to_owned())
+            .or_default()
+            .push(json!({
+                "type": "message", "subtype": "channel_join", "user": user,
+                "text": format!("<@{user}> has joined the channel"), "ts": ts,
+            }));
+    }
+}
+
+pub struct FakeSlack {
+    pub server: MockServer,
+    pub state: Arc<Mutex<Slack>>,
+}
+
+fn slack_ok(body: Value) -> ResponseTemplate {
+    let mut body = body;
+    body["ok"] = json!(true);
+    ResponseTemplate::new(200).set_body_json(body)
+}
+
+fn slack_err(error: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({"ok": false, "error": error}))
+}
+
+/// A page of `items` from an opaque cursor (`off:N`), with Slack's `response_metadata`.
+fn slack_page(items: &[Value], q: &HashMap<String, String>, key: &str) -> Value {
+    let start: usize = q
+        .get("cursor")
+        .and_then(|c| c.strip_prefix("off:"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let limit: usize = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(100)
+        .min(1000);
+    let end = (start + limit).min(items.len());
+    let next = if end < items.len() {
+        format!("off:{end}")
+    } else {
+        String::new()
+    };
+    json!({ key: items[start.min(end)..end], "has_more": end < items.len(), "response_metadata": {"next_cursor": next} })
+}
+
+impl FakeSlack {
+    pub async fn start(token: &str) -> Self {
+        let server = MockServer::start().await;
+        let state = Arc::new(Mutex::new(Slack {
+            token: token.to_owned(),
+            epoch: chrono::Utc::now().timestamp() - 86_400,
+            ..Slack::default()
+        }));
+
+        let s = state.clone();
+        Mock::given(method("POST"))
+            .and(path("/api/oauth.v2.access"))
+            .respond_with(move |r: &Request| {
+                let f = form(r);
+                let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+                let basic = r
+                    .headers
+                    .get("authorization")
+                    .is_some();
+                if basic || get("client_id") != SLACK_CLIENT_ID || get("client_secret") != SLACK_CLIENT_SECRET {
+                    return slack_err("invalid_client_id");
+                }
+                let mut g = s.lock().unwrap();
+                if !g.codes.remove(&get("code")) {
+                    return slack_err("invalid_code");
+                }
+                slack_ok(json!({
+                    "access_token": g.token, "token_type": "bot",
+                    "scope": "channels:history,channels:read,groups:history,groups:read,users:read,chat:write",
+                    "bot_user_id": "U0KRQLJ9H", "app_id": "A0KRD7HC3",
+                    "team": {"name": "Wealth Partners", "id": SLACK_TEAM},
+                    "enterprise": null, "is_enterprise_install": false,
+                    "authed_user": {"id": "U1234", "scope": "", "access_token": "", "token_type": "user"}
+                }))
+            })
+            .mount(&server)
+            .await;
+
+        let s = state.clone();
+        Mock::given(path_regex(r"^/api/(users|conversations)\..*"))
+            .respond_with(move |r: &Request| web_api(&mut s.lock().unwrap(), r))
+            .mount(&server)
+            .await;
+        Self { server, state }
+    }
+
+    pub fn configure(&self, config: &mut common::Config) {
+        config.slack_client_id = SLACK_CLIENT_ID.into();
+        config.slack_client_secret = SLACK_CLIENT_SECRET.into();
+        config.slack_auth_url = format!("{}/oauth/v2/authorize", self.server.uri());
+        config.slack_api_base = format!("{}/api", self.server.uri());
+    }
+}
+
+fn web_api(g: &mut Slack, r: &Request) -> ResponseTemplate {
+    let name = r.url.path().trim_start_matches("/api/").to_owned();
+    let q = query(r);
+    g.calls.push((name.clone(), q.clone()));
+    if bearer(r).as_deref() != Some(g.token.as_str()) {
+        return slack_err("invalid_auth");
+    }
+    let ts = |m: &Value| {
+        m["ts"]
+            .as_str()
+            .unwrap_or("0")
+            .parse::<f64>()
+            .unwrap_or(0.0)
+    };
+    match name.as_str() {
+        "users.conversations" => {
+            let mine: Vec<Value> = g
+                .channels
+                .iter()
+                .filter(|(_, _, member)| *member)
+                .map(|(id, name, _)| json!({"id": id, "name": name, "is_channel": true, "is_member": true}))
+                .collect();
+            slack_ok(slack_page(&mine, &q, "channels"))
+        }
+        "conversations.history" => {
+            if g.throttle > 0 {
+                g.throttle -= 1;
+                return ResponseTemplate::new(429)
+                    .insert_header("retry-after", "1")
+                    .set_body_json(json!({"ok": false, "error": "ratelimited"}));
+            }
+            let Some(channel) = q.get("channel") else {
+                return slack_err("channel_not_found");
+            };
+            if !g
+                .channels
+                .iter()
+                .any(|(id, _, member)| id == channel && *member)
+            {
+                return slack_err("not_in_channel");
+            }
+            let oldest: f64 = q.get("oldest").and_then(|o| o.parse().ok()).unwrap_or(0.0);
+            let inclusive = q.get("inclusive").is_some_and(|i| i == "true" || i == "1");
+            let mut newest_first: Vec<Value> = g
+                .messages
+                .get(channel)
+                .into_iter()
+                .flatten()
+                .filter(|m| ts(m) > oldest || (inclusive && ts(m) == oldest))
+                .cloned()
+                .collect();
+            newest_first.reverse();
+            slack_ok(slack_page(&newest_first, &q, "messages"))
+        }
+        "conversations.replies" => {
+            let (Some(channel), Some(parent)) = (q.get("channel"), q.get("ts")) else {
+                return slack_err("invalid_arguments");
+            };
+            let Some(first) = g
+                .messages
+                .get(channel)
+                .and_then(|ms| ms.iter().find(|m| m["ts"] == parent.as_str()))
+                .cloned()
+            else {
+                return slack_err("thread_not_found");
+            };
+            let mut thread = vec![first];
+            thread.extend(
+                g.replies
+                    .get(&format!("{channel}:{parent}"))
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+            slack_ok(slack_page(&thread, &q, "messages"))
+        }
+        "users.info" => match q.get("user").and_then(|u| g.users.get(u).map(|n| (u, n))) {
+            Some((id, name)) => slack_ok(json!({"user": {
+                "id": id, "name": name.to_lowercase(), "real_name": name,
+                "profile": {"display_name": name, "real_name": name}
+            }})),
+            None => slack_err("user_not_found"),
+        },
+        "conversations.info" => {
+            match q
+                .get("channel")
+                .and_then(|c| g.channels.iter().find(|(id, _, _)| id == c))
+            {
+                Some((id, name, member)) => {
+                    slack_ok(json!({"channel": {"id": id, "name": name, "is_member": member}}))
+                }
+                None => slack_err("channel_not_found"),
+            }
+        }
+        _ => slack_err("unknown_method"),
+    }
+}
