@@ -499,7 +499,7 @@ pub async fn list_connections(
     security(("bearer" = []), ("session" = [])),
     params(("provider" = String, Path, description = "`google`, `hubspot` or `slack`")),
     responses(
-        (status = 204, description = "Tokens, sync state and push channels deleted; indexed data stays"),
+        (status = 204, description = "Push channels stopped and the grant revoked at the provider (best effort: an unreachable provider is logged, not an error); tokens, sync state and channels deleted; indexed data stays"),
         (status = 404, description = "Not connected", body = ErrorBody),
     )
 )]
@@ -508,7 +508,21 @@ pub async fn disconnect(
     AuthUser(user): AuthUser,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    provider(&name)?;
+    let which = provider(&name)?;
+    if let Some(providers) = &state.providers {
+        match providers::revoke::withdraw(providers, &state.config, user, which).await {
+            Ok(done) if done.failures.is_empty() => {
+                tracing::info!(user.id = %user, provider = %name, channels = done.channels_stopped, revoked = done.grant_revoked, "grant withdrawn at the provider");
+            }
+            Ok(done) => {
+                tracing::warn!(user.id = %user, provider = %name, failures = ?done.failures, "disconnecting locally; the provider could not undo everything");
+            }
+            Err(ProviderError::Db(e)) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(user.id = %user, provider = %name, error = %e, "disconnecting locally; the provider could not be reached");
+            }
+        }
+    }
     if !connections::delete(&state.db, user, &name).await? {
         return Err(ApiError::NotFound(format!("not connected to {name}")));
     }

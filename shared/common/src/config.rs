@@ -98,6 +98,8 @@ pub struct Config {
     pub google_token_url: String,
     /// Google's OpenID Connect userinfo endpoint.
     pub google_userinfo_url: String,
+    /// Google's token revocation endpoint (used when a user disconnects).
+    pub google_revoke_url: String,
     /// Base URL of the Gmail API.
     pub gmail_api_base: String,
     /// Base URL of the Google Calendar API.
@@ -181,6 +183,7 @@ impl Default for Config {
             google_auth_url: "https://accounts.google.com/o/oauth2/v2/auth".into(),
             google_token_url: "https://oauth2.googleapis.com/token".into(),
             google_userinfo_url: "https://openidconnect.googleapis.com/v1/userinfo".into(),
+            google_revoke_url: "https://oauth2.googleapis.com/revoke".into(),
             gmail_api_base: "https://gmail.googleapis.com".into(),
             calendar_api_base: "https://www.googleapis.com/calendar/v3".into(),
             gmail_pubsub_topic: String::new(),
@@ -263,6 +266,7 @@ impl Config {
             "google_auth_url",
             "google_token_url",
             "google_userinfo_url",
+            "google_revoke_url",
             "gmail_api_base",
             "calendar_api_base",
             "gmail_pubsub_topic",

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod oauth;
+pub mod revoke;
 pub mod tokens;
 
 pub use api::Api;

@@ -1,10 +1,11 @@
 //! Local stand-ins for HubSpot and Slack with state, following their documented request
 //! and response shapes. HubSpot: the OAuth token endpoint (code and refresh, rotating),
 //! CRM search with a `GTE` filter on the last-modified property, ascending sort and
-//! `after` paging, single-object reads with associations, 404 for deleted objects, 401 for
+//! `after` paging, single-object reads with associations, 404 for deleted objects,
+//! refresh-token deletion, 401 for
 //! unknown tokens and one 503 on demand. Slack: `oauth.v2.access` (with the workspace),
 //! `users.conversations`, `conversations.history` (newest first, `oldest` exclusive, cursor
-//! pages), `conversations.replies`, `users.info`, `conversations.info`, `ok: false` errors
+//! pages), `conversations.replies`, `users.info`, `conversations.info`, `auth.revoke`, `ok: false` errors
 //! in a 200 and 429 with `Retry-After` on demand.
 
 use serde_json::{Value, json};
@@ -40,7 +41,7 @@ pub struct HubSpot {
     /// "contacts:1" → ["companies:9001", ..]
     pub associations: HashMap<String, Vec<String>>,
     pub valid_access: HashSet<String>,
-    valid_refresh: HashSet<String>,
+    pub valid_refresh: HashSet<String>,
     issued: usize,
     pub refreshes: usize,
     /// Every search request body, by object type.
@@ -49,6 +50,8 @@ pub struct HubSpot {
     /// The next this-many API calls answer 503.
     pub unavailable: usize,
     pub served_503: usize,
+    /// Refresh tokens deleted through `DELETE /oauth/v1/refresh-tokens/{token}`.
+    pub revoked: Vec<String>,
 }
 
 impl HubSpot {
@@ -149,6 +152,22 @@ impl FakeHubSpot {
                     "access_token": access, "refresh_token": refresh, "expires_in": 1800,
                     "token_type": "bearer"
                 }))
+            })
+            .mount(&server)
+            .await;
+
+        let s = state.clone();
+        Mock::given(method("DELETE"))
+            .and(path_regex(r"^/oauth/v1/refresh-tokens/.+"))
+            .respond_with(move |r: &Request| {
+                let token = r.url.path().trim_start_matches("/oauth/v1/refresh-tokens/");
+                let mut h = s.lock().unwrap();
+                if !h.valid_refresh.remove(token) {
+                    return hubspot_error(404, "NOT_FOUND", "refresh token not found");
+                }
+                h.valid_access.clear();
+                h.revoked.push(token.to_owned());
+                ResponseTemplate::new(204)
             })
             .mount(&server)
             .await;
@@ -279,6 +298,8 @@ pub struct Slack {
     pub calls: Vec<(String, HashMap<String, String>)>,
     /// The next this-many `conversations.history` calls answer 429 with `Retry-After: 1`.
     pub throttle: usize,
+    /// `auth.revoke` was called: the token no longer works.
+    pub revoked: bool,
     /// Messages are stamped from a day ago on, one second apart.
     pub epoch: i64,
     pub next_ts: i64,
@@ -410,7 +431,7 @@ impl FakeSlack {
             .await;
 
         let s = state.clone();
-        Mock::given(path_regex(r"^/api/(users|conversations)\..*"))
+        Mock::given(path_regex(r"^/api/(users|conversations|auth)\..*"))
             .respond_with(move |r: &Request| web_api(&mut s.lock().unwrap(), r))
             .mount(&server)
             .await;
@@ -429,6 +450,9 @@ fn web_api(g: &mut Slack, r: &Request) -> ResponseTemplate {
     let name = r.url.path().trim_start_matches("/api/").to_owned();
     let q = query(r);
     g.calls.push((name.clone(), q.clone()));
+    if g.revoked {
+        return slack_err("token_revoked");
+    }
     if bearer(r).as_deref() != Some(g.token.as_str()) {
         return slack_err("invalid_auth");
     }
@@ -517,6 +541,10 @@ fn web_api(g: &mut Slack, r: &Request) -> ResponseTemplate {
                 }
                 None => slack_err("channel_not_found"),
             }
+        }
+        "auth.revoke" => {
+            g.revoked = true;
+            slack_ok(json!({"revoked": true}))
         }
         _ => slack_err("unknown_method"),
     }

@@ -50,6 +50,9 @@ pub struct Google {
     /// `events.watch` request bodies, and the channel ids `channels.stop` was asked for.
     pub watches: Vec<Value>,
     pub stopped: Vec<String>,
+    /// Tokens revoked through the revocation endpoint; Gmail `users.stop` calls.
+    pub revoked: Vec<String>,
+    pub gmail_stops: usize,
 }
 
 impl Google {
@@ -249,6 +252,31 @@ impl FakeGoogle {
             .mount(&server)
             .await;
 
+        // Revocation (RFC 7009 as Google serves it): a refresh token takes its access
+        // tokens with it; an unknown token is `invalid_token`.
+        let s = state.clone();
+        Mock::given(method("POST"))
+            .and(path("/revoke"))
+            .respond_with(move |r: &Request| {
+                let token = form(r).get("token").cloned().unwrap_or_default();
+                let mut g = s.lock().unwrap();
+                let known = g.valid_refresh.remove(&token) | g.valid_access.remove(&token);
+                if !known {
+                    return ResponseTemplate::new(400).set_body_json(
+                        json!({"error": "invalid_token", "error_description": "Token expired or revoked"}),
+                    );
+                }
+                if token.starts_with("1//") {
+                    // The whole grant goes.
+                    g.valid_access.clear();
+                    g.valid_refresh.clear();
+                }
+                g.revoked.push(token);
+                ResponseTemplate::new(200).set_body_json(json!({}))
+            })
+            .mount(&server)
+            .await;
+
         let s = state.clone();
         Mock::given(method("GET"))
             .and(path("/v1/userinfo"))
@@ -289,6 +317,7 @@ impl FakeGoogle {
         config.google_auth_url = format!("{base}/o/oauth2/v2/auth");
         config.google_token_url = format!("{base}/token");
         config.google_userinfo_url = format!("{base}/v1/userinfo");
+        config.google_revoke_url = format!("{base}/revoke");
         config.gmail_api_base = base.clone();
         config.calendar_api_base = format!("{base}/calendar/v3");
     }
@@ -352,6 +381,10 @@ fn gmail(g: &mut Google, r: &Request) -> ResponseTemplate {
             }
             let items = g.history.iter().filter(|(h, _)| *h > start).map(|(_, v)| v.clone()).collect();
             page(items, "history", json!({"historyId": g.history_id.to_string()}))
+        }
+        ("POST", "stop") => {
+            g.gmail_stops += 1;
+            ResponseTemplate::new(204)
         }
         ("POST", "watch") => ResponseTemplate::new(200).set_body_json(json!({
             "historyId": g.history_id.to_string(),

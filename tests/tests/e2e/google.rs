@@ -299,6 +299,10 @@ async fn google_sign_in_with_pkce_state_and_session_cookie() {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(app.scalar_i64("SELECT count(*) FROM connections").await, 0);
     assert_eq!(app.scalar_i64("SELECT count(*) FROM sync_state").await, 0);
+    let g = fake.state.lock().unwrap();
+    assert_eq!(g.revoked.len(), 1, "the grant is revoked at Google");
+    assert!(g.revoked[0].starts_with("1//"), "by its refresh token");
+    assert!(g.valid_refresh.is_empty() && g.valid_access.is_empty());
 }
 
 /// Connects the user's Google account directly (as a finished sign-in would).

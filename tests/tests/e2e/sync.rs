@@ -18,6 +18,29 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+async fn disconnect(app: &TestApp, user: UserId, provider: &str) {
+    let token = app
+        .tokens
+        .issue(user, EMAIL, chrono::Duration::hours(1))
+        .unwrap();
+    let r = app
+        .http
+        .delete(format!("{}/api/connections/{provider}", app.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let left = count(
+        app,
+        &format!(
+            "SELECT count(*) FROM connections WHERE user_id = '{user}' AND provider = '{provider}'"
+        ),
+    )
+    .await;
+    assert_eq!(left, 0);
+}
+
 async fn sync_now(app: &TestApp, user: UserId, resource: &str, body: Option<Value>) {
     let token = app
         .tokens
@@ -529,6 +552,15 @@ async fn hubspot_sync_is_incremental_and_misses_nothing_that_changes_between_run
         );
     }
     assert_eq!(app.stream_messages("EVENTS").await, events_before);
+
+    // Disconnecting deletes the grant at HubSpot, then here.
+    disconnect(&app, user, "hubspot").await;
+    let h = hubspot.state.lock().unwrap();
+    assert_eq!(h.revoked.len(), 1);
+    assert!(
+        h.valid_refresh.is_empty(),
+        "the refresh token no longer works"
+    );
 }
 
 /// Connects Slack through the browser flow for a signed-in user; returns the session.
@@ -750,13 +782,19 @@ async fn slack_connect_then_channel_history_with_threads_names_limits_and_contin
         db::documents::get(&app.db, id).await.unwrap().is_some()
     })
     .await;
-    let s = slack.state.lock().unwrap();
-    let (_, q) = s.calls[calls_before..]
-        .iter()
-        .find(|(m, _)| m == "conversations.history")
-        .unwrap();
-    assert_eq!(q["oldest"], m4);
-    assert_eq!(q["channel"], "C01GENERAL");
+    {
+        let s = slack.state.lock().unwrap();
+        let (_, q) = s.calls[calls_before..]
+            .iter()
+            .find(|(m, _)| m == "conversations.history")
+            .unwrap();
+        assert_eq!(q["oldest"], m4);
+        assert_eq!(q["channel"], "C01GENERAL");
+    }
+
+    // Disconnecting revokes the bot token at Slack.
+    disconnect(&app, user, "slack").await;
+    assert!(slack.state.lock().unwrap().revoked);
 }
 
 #[tokio::test]
@@ -889,4 +927,18 @@ async fn scheduler_queues_due_syncs_and_renewals_once_across_replicas_and_renews
     // With the channel renewed, nothing is due for renewal any more.
     ingest::sync::scheduler::tick(&a).await.unwrap();
     assert_eq!(app.stream_messages("SYNC").await, 4);
+
+    // Disconnecting stops the channel at Google and revokes the grant.
+    disconnect(&app, user, "google").await;
+    {
+        let g = fake.state.lock().unwrap();
+        assert_eq!(g.stopped.last(), Some(&channels[0].id));
+        assert_eq!(g.revoked.len(), 1);
+    }
+    let left = count(
+        &app,
+        &format!("SELECT count(*) FROM watch_channels WHERE user_id = '{user}'"),
+    )
+    .await;
+    assert_eq!(left, 0);
 }
