@@ -422,16 +422,22 @@ async fn gmail_sync_pages_with_limits_refreshes_tokens_and_recovers_stale_histor
             &["INBOX"],
         );
         g.delete("m2");
+        g.deliver(
+            "m7",
+            "Re: Subject 6",
+            "Sending the proposal tomorrow",
+            &["SENT"],
+        );
     }
     sync_gmail(&app, user).await;
-    eventually("m6 in, m2 gone", Duration::from_secs(30), || async {
-        emails(&app, user).await == 5
+    eventually("m6 and m7 in, m2 gone", Duration::from_secs(30), || async {
+        emails(&app, user).await == 6
             && app
                 .scalar_i64(&format!(
-                    "SELECT count(*) FROM documents WHERE user_id = '{user}' AND external_id = 'm6'"
+                    "SELECT count(*) FROM documents WHERE user_id = '{user}' AND external_id IN ('m6', 'm7')"
                 ))
                 .await
-                == 1
+                == 2
     })
     .await;
     eventually("run finished", Duration::from_secs(10), || async {
@@ -447,6 +453,10 @@ async fn gmail_sync_pages_with_limits_refreshes_tokens_and_recovers_stale_histor
         .subject_counts("EVENTS", &format!("events.{user}.gmail.email.deleted"))
         .await;
     assert_eq!(deleted.values().sum::<usize>(), 1);
+    let sent = app
+        .subject_counts("EVENTS", &format!("events.{user}.gmail.email.sent"))
+        .await;
+    assert_eq!(sent.values().sum::<usize>(), 1, "mail the user sent");
 
     // History too old (404): a full re-sync, which finds nothing new and duplicates nothing.
     fake.state.lock().unwrap().oldest_history = u64::MAX;
@@ -459,7 +469,7 @@ async fn gmail_sync_pages_with_limits_refreshes_tokens_and_recovers_stale_histor
         fake.state.lock().unwrap().gmail_calls > calls + 3 && idle(&app, user).await
     })
     .await;
-    assert_eq!(emails(&app, user).await, 5);
+    assert_eq!(emails(&app, user).await, 6);
     assert_eq!(
         email_events().await,
         before,

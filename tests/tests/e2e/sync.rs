@@ -553,6 +553,47 @@ async fn hubspot_sync_is_incremental_and_misses_nothing_that_changes_between_run
     }
     assert_eq!(app.stream_messages("EVENTS").await, events_before);
 
+    // One object on demand (a contact the advisor is looking at); a Slack scope is refused.
+    let queued_before = app.stream_messages("SYNC").await;
+    sync_now(
+        &app,
+        user,
+        "hubspot",
+        Some(json!({"object_type": "contacts", "object_id": "4"})),
+    )
+    .await;
+    assert_eq!(app.stream_messages("SYNC").await, queued_before + 1);
+    let token = app
+        .tokens
+        .issue(user, EMAIL, chrono::Duration::hours(1))
+        .unwrap();
+    let r = app
+        .http
+        .post(format!("{}/api/sync/hubspot", app.url))
+        .bearer_auth(token)
+        .json(&json!({"channel": "C01GENERAL"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.stream_messages("SYNC").await, queued_before + 1);
+    hubspot.state.lock().unwrap().reads = 0;
+    sync.handle(
+        user,
+        command(
+            Resource::Hubspot,
+            SyncScope::HubspotObject {
+                object_type: "contacts".into(),
+                id: "4".into(),
+                deleted: false,
+            },
+        ),
+        "TEST:one".into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(hubspot.state.lock().unwrap().reads, 1, "one object read");
+
     // Disconnecting deletes the grant at HubSpot, then here.
     disconnect(&app, user, "hubspot").await;
     let h = hubspot.state.lock().unwrap();
