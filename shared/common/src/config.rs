@@ -140,6 +140,8 @@ pub struct Config {
     pub sync_max_item_bytes: usize,
     /// How far back the first Gmail sync reads.
     pub gmail_initial_days: u32,
+    /// How far back the first Calendar sync reaches (later changes arrive whatever their date).
+    pub calendar_initial_days: u32,
     /// Safety-net sync period per connection, in addition to webhooks; 0 turns it off.
     pub sync_interval_secs: u64,
     /// Timeout of each provider API call.
@@ -204,6 +206,7 @@ impl Default for Config {
             sync_max_items: 60,
             sync_max_item_bytes: 50 * 1024,
             gmail_initial_days: 30,
+            calendar_initial_days: 365,
             sync_interval_secs: 900,
             provider_timeout_secs: 20,
         }
@@ -287,6 +290,7 @@ impl Config {
             "sync_max_items",
             "sync_max_item_bytes",
             "gmail_initial_days",
+            "calendar_initial_days",
             "sync_interval_secs",
             "provider_timeout_secs",
         ]

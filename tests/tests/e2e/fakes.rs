@@ -447,6 +447,32 @@ fn calendar(g: &mut Google, r: &Request) -> ResponseTemplate {
                 }
                 (None, None) => (0, 0, g.calendar_seq),
             };
+            if q.contains_key("syncToken") && q.contains_key("timeMin") {
+                return google_error(
+                    400,
+                    "syncTokenWithRequestRestrictions",
+                    "Sync token cannot be used with other request restrictions.",
+                );
+            }
+            // timeMin: a lower bound (exclusive) for an event's end time.
+            let time_min = q
+                .get("timeMin")
+                .map(|t| chrono::DateTime::parse_from_rfc3339(t).expect("timeMin is RFC 3339"));
+            let ends_after = |e: &Value| {
+                let Some(min) = time_min else { return true };
+                let end = e["end"]["dateTime"]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .or_else(|| {
+                        let day = chrono::NaiveDate::parse_from_str(
+                            e["end"]["date"].as_str()?,
+                            "%Y-%m-%d",
+                        )
+                        .ok()?;
+                        Some(day.and_hms_opt(0, 0, 0)?.and_utc().fixed_offset())
+                    });
+                end.is_none_or(|end| end > min)
+            };
             let incremental = since > 0;
             let mut changed: Vec<&(u64, Value)> = g
                 .events
@@ -456,6 +482,7 @@ fn calendar(g: &mut Google, r: &Request) -> ResponseTemplate {
                         && *seq <= upto
                         // A full listing leaves out deleted events (showDeleted=false).
                         && (incremental || e["status"] != "cancelled")
+                        && ends_after(e)
                 })
                 .collect();
             changed.sort_by_key(|(seq, _)| *seq);

@@ -155,6 +155,12 @@ async fn calendar_sync_follows_sync_tokens_recovers_from_410_and_announces_cance
         moved["originalStartTime"] =
             json!({"dateTime": "2026-12-07T09:00:00-05:00", "timeZone": "America/New_York"});
         g.put_event(moved);
+        // Outside the first sync's window (a year back).
+        g.put_event(event_at(
+            "old1",
+            "Onboarding meeting, years ago",
+            "2023-03-01T10:00:00-05:00",
+        ));
         g.put_event(json!({
             "id": "offsite1", "summary": "Offsite agenda", "start": {"date": "2026-12-10"},
             "end": {"date": "2026-12-11"}, "description": "Agenda item. ".repeat(400),
@@ -164,10 +170,14 @@ async fn calendar_sync_follows_sync_tokens_recovers_from_410_and_announces_cance
     // First sync: a full listing in pages of two, one run per page (the limit is 2).
     sync_now(&app, user, "calendar", None).await;
     eventually("full listing done", Duration::from_secs(30), || async {
-        cursor(&app, user, "calendar").await["sync_token"] == "sync-5"
+        cursor(&app, user, "calendar").await["sync_token"] == "sync-6"
     })
     .await;
-    assert_eq!(docs(&app, user, "calendar").await, 4);
+    assert_eq!(
+        docs(&app, user, "calendar").await,
+        4,
+        "old1 is outside the window"
+    );
     let skipped = count(
         &app,
         &format!(
@@ -184,6 +194,11 @@ async fn calendar_sync_follows_sync_tokens_recovers_from_410_and_announces_cance
         let g = fake.state.lock().unwrap();
         assert!(g.calendar_lists.iter().all(|q| q["maxResults"] == "2"));
         assert!(!g.calendar_lists[0].contains_key("syncToken"));
+        let window = &g.calendar_lists[0]["timeMin"];
+        assert!(
+            g.calendar_lists.iter().all(|q| &q["timeMin"] == window),
+            "every page of the listing asks for the same window"
+        );
         assert_eq!(
             g.calendar_lists
                 .iter()
@@ -264,7 +279,7 @@ async fn calendar_sync_follows_sync_tokens_recovers_from_410_and_announces_cance
     }
     sync_now(&app, user, "calendar", None).await;
     eventually("changes applied", Duration::from_secs(30), || async {
-        cursor(&app, user, "calendar").await["sync_token"] == "sync-9"
+        cursor(&app, user, "calendar").await["sync_token"] == "sync-10"
     })
     .await;
     {
@@ -272,7 +287,7 @@ async fn calendar_sync_follows_sync_tokens_recovers_from_410_and_announces_cance
         let incremental: Vec<_> = g
             .calendar_lists
             .iter()
-            .filter(|q| q.get("syncToken").map(String::as_str) == Some("sync-5"))
+            .filter(|q| q.get("syncToken").map(String::as_str) == Some("sync-6"))
             .collect();
         assert!(!incremental.is_empty(), "asked with the stored sync token");
     }
@@ -318,7 +333,7 @@ async fn calendar_sync_follows_sync_tokens_recovers_from_410_and_announces_cance
     let lists_before = fake.state.lock().unwrap().calendar_lists.len();
     sync_now(&app, user, "calendar", None).await;
     eventually("full re-sync done", Duration::from_secs(30), || async {
-        cursor(&app, user, "calendar").await["sync_token"] == "sync-10"
+        cursor(&app, user, "calendar").await["sync_token"] == "sync-11"
     })
     .await;
     {
@@ -326,7 +341,7 @@ async fn calendar_sync_follows_sync_tokens_recovers_from_410_and_announces_cance
         let after = &g.calendar_lists[lists_before..];
         assert_eq!(
             after[0].get("syncToken").map(String::as_str),
-            Some("sync-9")
+            Some("sync-10")
         );
         assert!(
             !after[1].contains_key("syncToken") && !after[1].contains_key("pageToken"),

@@ -1,8 +1,8 @@
-//! Google Calendar (primary calendar): a full listing the first time, then `syncToken`
-//! incremental sync; 410 Gone means the token expired and the run starts over in full.
+//! Google Calendar (primary calendar): a full listing of the last `CALENDAR_INITIAL_DAYS`
+//! the first time, then `syncToken` incremental sync; 410 Gone means the token expired and the run starts over in full.
 //! Recurring events are stored as their series (with the RRULE) plus each changed
 //! instance; cancellations delete the stored event and announce `calendar.event.cancelled`.
-//! Cursor: `{"sync_token": "..", "page": ".."}`.
+//! Cursor: `{"sync_token": "..", "page": "..", "time_min": ".."}`.
 
 use super::{Names, Outcome, Run, SyncError, SyncResult, base};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -32,36 +32,48 @@ fn events_url(run: &Run<'_>) -> String {
 pub async fn changes(run: &mut Run<'_>, cursor: Value) -> SyncResult<Outcome> {
     let sync_token = cursor["sync_token"].as_str().map(str::to_owned);
     let page = cursor["page"].as_str().map(str::to_owned);
-    match list(run, sync_token.clone(), page).await {
+    let time_min = cursor["time_min"].as_str().map(str::to_owned);
+    match list(run, sync_token.clone(), page, time_min).await {
         Err(SyncError::Provider(ProviderError::Status { status: 410, .. }))
             if sync_token.is_some() =>
         {
             tracing::info!(user.id = %run.user, "calendar sync token expired; full sync");
             run.save_cursor(&json!({})).await?;
-            list(run, None, None).await
+            list(run, None, None, None).await
         }
         other => other,
     }
 }
 
+/// One listing: incremental from `sync_token`, or full from `time_min` (the window start,
+/// kept in the cursor so every page of one listing asks the same question).
 async fn list(
     run: &mut Run<'_>,
     sync_token: Option<String>,
     mut page: Option<String>,
+    time_min: Option<String>,
 ) -> SyncResult<Outcome> {
     let api = run.api();
     let incremental = sync_token.is_some();
+    // A full listing covers the configured window; Google still ends it with a sync token
+    // that then reports every later change, inside the window or not.
+    let time_min = (!incremental).then(|| {
+        time_min.unwrap_or_else(|| {
+            let days = i64::from(run.sync.config.calendar_initial_days);
+            (Utc::now() - chrono::Duration::days(days))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        })
+    });
     loop {
         let mut params = vec![("maxResults", run.limit().clamp(1, 2500).to_string())];
-        match (&sync_token, &page) {
-            (_, Some(p)) => params.push(("pageToken", p.clone())),
-            (Some(t), None) => params.push(("syncToken", t.clone())),
-            (None, None) => {}
-        }
-        if let Some(t) = &sync_token
-            && page.is_some()
-        {
+        if let Some(t) = &sync_token {
             params.push(("syncToken", t.clone()));
+        }
+        if let Some(t) = &time_min {
+            params.push(("timeMin", t.clone()));
+        }
+        if let Some(p) = &page {
+            params.push(("pageToken", p.clone()));
         }
         let list: EventList = api.get(&events_url(run), &params).await?;
         for event in &list.items {
@@ -80,8 +92,10 @@ async fn list(
                 return Ok(Outcome::Done);
             }
             (Some(next), _) if run.at_limit() => {
-                run.save_cursor(&json!({ "sync_token": sync_token, "page": next }))
-                    .await?;
+                run.save_cursor(
+                    &json!({ "sync_token": sync_token, "page": next, "time_min": time_min }),
+                )
+                .await?;
                 run.continue_later();
                 return Ok(Outcome::Continued);
             }
