@@ -2,8 +2,9 @@
 //! series and instances, cancellations), HubSpot search by last-modified date (nothing
 //! missed when objects change between runs, 503 retried, 401 refreshed), Slack through its
 //! OAuth connect and channel history (threads, names, limit and continuation, 429), items
-//! over the size limit recorded, and the scheduler (due syncs and channel renewals queued
-//! once however many replicas tick).
+//! over the size limit recorded, the scheduler (due syncs and channel renewals queued once
+//! however many replicas tick), disconnect revoking at each provider, and one token refresh
+//! for many concurrent callers.
 
 use crate::crm_fakes::{FakeHubSpot, FakeSlack, SLACK_TEAM};
 use crate::fakes::FakeGoogle;
@@ -997,4 +998,49 @@ async fn scheduler_queues_due_syncs_and_renewals_once_across_replicas_and_renews
     )
     .await;
     assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn concurrent_calls_refresh_an_expiring_token_once_and_store_the_rotated_one() {
+    let fake = FakeGoogle::start(EMAIL).await;
+    let mut config = test_config().await;
+    fake.configure(&mut config);
+    let app = TestApp::spawn_with(config, &[]).await;
+    // Expires within the refresh margin.
+    let user = connect(&app, &fake, chrono::Duration::seconds(30)).await;
+    let ring = app.config.key_ring().unwrap();
+    let before = db::connections::tokens(&app.db, &ring, user, "google")
+        .await
+        .unwrap()
+        .unwrap();
+
+    let sync = syncer(&app);
+    let calls = (0..8).map(|_| {
+        providers::tokens::access_token(&sync.providers, user, providers::Provider::Google, None)
+    });
+    let tokens: Vec<String> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        fake.state.lock().unwrap().refreshes,
+        1,
+        "eight callers, one refresh"
+    );
+    assert!(tokens.iter().all(|t| t == &tokens[0]), "{tokens:?}");
+    assert_ne!(tokens[0], before.access_token);
+
+    let after = db::connections::tokens(&app.db, &ring, user, "google")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.access_token, tokens[0]);
+    let rotated = after.refresh_token.unwrap();
+    assert_ne!(Some(&rotated), before.refresh_token.as_ref());
+    assert!(
+        fake.state.lock().unwrap().valid_refresh.contains(&rotated),
+        "the rotated refresh token is the one stored"
+    );
+    assert!(after.expires_at.unwrap() > chrono::Utc::now() + chrono::Duration::minutes(50));
 }
