@@ -8,6 +8,7 @@
 //! pages), `conversations.replies`, `users.info`, `conversations.info`, `auth.revoke`, `ok: false` errors
 //! in a 200 and 429 with `Retry-After` on demand.
 
+use crate::fakes::form;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -21,10 +22,6 @@ fn bearer(r: &Request) -> Option<String> {
         .ok()?
         .strip_prefix("Bearer ")
         .map(str::to_owned)
-}
-
-fn form(r: &Request) -> HashMap<String, String> {
-    url::form_urlencoded::parse(&r.body).into_owned().collect()
 }
 
 fn query(r: &Request) -> HashMap<String, String> {

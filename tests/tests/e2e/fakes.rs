@@ -139,7 +139,8 @@ pub struct FakeGoogle {
     pub state: Arc<Mutex<Google>>,
 }
 
-fn form(request: &Request) -> HashMap<String, String> {
+/// A form-encoded request body as a map.
+pub fn form(request: &Request) -> HashMap<String, String> {
     url::form_urlencoded::parse(&request.body)
         .into_owned()
         .collect()
