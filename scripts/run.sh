@@ -14,7 +14,7 @@ if [ ! -f .env ]; then
   echo "created .env from .env.example with a fresh SECRET_KEY and TOKEN_ENCRYPTION_KEYS"
 fi
 bash scripts/setup.sh
-set -a; . ./.env; set +a
+. scripts/dotenv.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 
 echo "building (first time: a few minutes)..."

@@ -11,7 +11,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 # Configuration: .env when present, then the defaults documented in .env.example.
-if [ -f .env ]; then set -a; . ./.env; set +a; fi
+. scripts/dotenv.sh
 : "${DATABASE_URL:=postgres://postgres:postgres@127.0.0.1:5432/assistant}"
 : "${NATS_URL:=nats://127.0.0.1:4222}"
 : "${EMBEDDING_MODEL_DIR:=$HOME/.cache/assistant/models/all-MiniLM-L6-v2}"

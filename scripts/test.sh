@@ -5,7 +5,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh
-if [ -f .env ]; then set -a; . ./.env; set +a; fi
+. scripts/dotenv.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 : "${DATABASE_URL:=postgres://postgres:postgres@127.0.0.1:5432/assistant}"
 admin_url="${DATABASE_URL%/*}/postgres"

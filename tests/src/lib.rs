@@ -163,6 +163,7 @@ pub async fn test_config() -> Config {
         nats_prefix: format!("t{}", &id[..10]),
         publish_timeout_ms: 2_000,
         bind_addr: "127.0.0.1:0".into(),
+        secret_key: format!("test-secret-{}", Uuid::new_v4()),
         consumer_concurrency: 8,
         retry_base_ms: 100,
         retry_max_ms: 500,

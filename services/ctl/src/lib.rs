@@ -110,8 +110,8 @@ pub async fn load_demo(bus: &Bus, user: UserId, limits: &Limits) -> anyhow::Resu
     let docs: Vec<DocumentInput> = serde_json::from_str(DEMO_DATA)?;
     let mut accepted = Vec::with_capacity(docs.len());
     for batch in docs.chunks(limits.max_batch) {
-        intake::validate_batch(batch, limits)?;
-        accepted.extend(intake::submit(bus, user, batch.to_vec()).await?);
+        let batch = intake::admit_batch(batch.to_vec(), limits)?;
+        accepted.extend(intake::submit(bus, user, batch).await?);
     }
     Ok(accepted)
 }

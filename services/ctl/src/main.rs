@@ -24,6 +24,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print the settings in force (defaults, CONFIG_FILE, .env, environment; the environment
+    /// wins), secrets shown only as set or not.
+    Config,
     /// Apply database migrations.
     Migrate,
     /// JetStream topology.
@@ -157,8 +160,27 @@ fn token(config: &Config, user: UserId, email: &str, days: Option<i64>) -> anyho
 async fn main() -> anyhow::Result<()> {
     dotenvy::dotenv().ok();
     let cli = Cli::parse();
+    if let Command::Keys {
+        command: KeysCommand::Generate,
+    } = cli.command
+    {
+        // Needs no configuration: it is how a new deployment makes its first key.
+        let mut key = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut key);
+        let id = format!("k{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+        println!(
+            "{id}:{}",
+            base64::engine::general_purpose::STANDARD.encode(key)
+        );
+        return Ok(());
+    }
     let config = Config::load()?;
     match cli.command {
+        Command::Config => {
+            for (name, value) in config.redacted() {
+                println!("{name}={value}");
+            }
+        }
         Command::Migrate => {
             let db = db(&config).await?;
             migration::Migrator::up(&db, None).await?;
@@ -298,15 +320,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Keys {
             command: KeysCommand::Generate,
-        } => {
-            let mut key = [0u8; 32];
-            rand::thread_rng().fill_bytes(&mut key);
-            let id = format!("k{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
-            println!(
-                "{id}:{}",
-                base64::engine::general_purpose::STANDARD.encode(key)
-            );
-        }
+        } => unreachable!("handled before the configuration is loaded"),
         Command::Keys {
             command: KeysCommand::Rotate,
         } => {

@@ -125,7 +125,7 @@ pub async fn ingest_documents(
         .map(|(i, d)| d.into_input(&format!("documents[{i}]")))
         .collect::<Result<Vec<_>, _>>()
         .map_err(ApiError::Invalid)?;
-    intake::validate_batch(&docs, &state.limits()).map_err(ApiError::Invalid)?;
+    let docs = intake::admit_batch(docs, &state.limits()).map_err(ApiError::Invalid)?;
     let accepted = intake::submit(&state.bus, user, docs)
         .await
         .map_err(ApiError::Unavailable)?;

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use common::events::{EMBED_QUERY_SUBJECT, EmbedQuery, EmbedQueryReply};
 use common::ids::Source;
-use common::intake::FieldError;
+use common::intake::{self, FieldError};
 use db::search::{SearchHit, SearchQuery};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -166,8 +166,15 @@ async fn search(
     user: common::UserId,
     request: SearchRequest,
 ) -> Result<SearchResponse, ApiError> {
-    let q = request.q.trim().to_owned();
+    let mut q = request.q;
+    intake::clean_text(&mut q);
+    let q = q.trim().to_owned();
     let invalid = |field: &str, reason: &str| ApiError::Invalid(FieldError::new(field, reason));
+    for (field, at) in [("from", request.from), ("to", request.to)] {
+        if let Some(at) = at {
+            intake::check_date(field, at).map_err(ApiError::Invalid)?;
+        }
+    }
     if q.is_empty() {
         return Err(invalid("q", "must not be empty"));
     }

@@ -131,7 +131,7 @@ pub async fn ingest_transcript(
 ) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
     let request: TranscriptRequest = parse_json(&body)?;
     let doc = request.into_input().map_err(ApiError::Invalid)?;
-    intake::validate(&doc, "transcript", &state.limits()).map_err(|mut e| {
+    let doc = intake::admit(doc, "transcript", &state.limits()).map_err(|mut e| {
         // Name the request's own fields: the body is built from `turns`.
         e.field = match e.field.trim_start_matches("transcript.") {
             "body" => "turns".to_owned(),

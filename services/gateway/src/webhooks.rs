@@ -14,6 +14,8 @@ use bytes::Bytes;
 use common::UserId;
 use common::events::{Envelope, Event, WebhookReceived};
 use common::ids::Source;
+use common::intake;
+use common::normalize::webhook_to_document;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
@@ -120,6 +122,7 @@ pub struct WebhookAccepted {
         (status = 202, description = "Verified and durably in JetStream", body = WebhookAccepted),
         (status = 400, description = "Bad source name or body not JSON", body = ErrorBody),
         (status = 401, description = "Unsigned, tampered, unknown or stale: nothing published", body = ErrorBody),
+        (status = 422, description = "The document it stands for breaks a limit; `field` names it. Nothing was published", body = ErrorBody),
         (status = 503, description = "JetStream unavailable; the sender should retry", body = ErrorBody),
     )
 )]
@@ -153,15 +156,21 @@ pub async fn generic_webhook(
 
     let payload: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("body is not JSON: {e}")))?;
-    let envelope = Envelope::new(
-        user,
-        Event::WebhookReceived(WebhookReceived {
-            source,
-            webhook_id: id.to_owned(),
-            received_at: chrono::Utc::now(),
-            payload,
-        }),
-    );
+    let hook = WebhookReceived {
+        source,
+        webhook_id: id.to_owned(),
+        received_at: chrono::Utc::now(),
+        payload,
+    };
+    // Refuse now what ingest could not store, rather than accept it and dead-letter it later.
+    let limits = state.limits();
+    intake::admit(
+        webhook_to_document(&hook, limits.max_body_bytes),
+        "body",
+        &limits,
+    )
+    .map_err(ApiError::Invalid)?;
+    let envelope = Envelope::new(user, Event::WebhookReceived(hook));
     let published = state
         .bus
         .publish(&envelope)

@@ -1,21 +1,28 @@
 //! ingest: turns submitted documents and verified webhooks into documents in Postgres and
 //! announces each change as a `doc.upserted` domain event.
 
-mod normalize;
 pub mod sync;
 
 use common::bus::Bus;
 use common::consumer::{Delivery, HandleError, Handler};
 use common::events::{DocUpserted, DocumentInput, Envelope, Event};
+use common::intake::{self, Limits};
+use common::normalize::webhook_to_document;
 use common::{Config, UserId};
 use db::Backends;
 use db::DatabaseConnection;
 use db::documents::{self, Upserted};
 use tokio_util::sync::CancellationToken;
 
-pub use normalize::webhook_to_document;
+/// The limits every stored document is admitted under (see [`common::intake::admit`]).
+pub fn limits(config: &Config) -> Limits {
+    Limits {
+        max_batch: config.max_batch_documents,
+        max_body_bytes: config.max_document_bytes,
+    }
+}
 
-/// Stores one document and, when it changed or is not indexed yet, publishes `doc.upserted`.
+/// Stores one admitted document and, when it changed or is not indexed yet, publishes `doc.upserted`.
 /// Idempotent: a redelivery finds the same content and publishes (deduplicated) at most again.
 pub async fn ingest_document(
     db: &DatabaseConnection,
@@ -52,6 +59,7 @@ pub async fn ingest_document(
 pub struct Ingest {
     pub db: DatabaseConnection,
     pub bus: Bus,
+    pub limits: Limits,
 }
 
 impl Handler for Ingest {
@@ -60,7 +68,7 @@ impl Handler for Ingest {
         let Envelope { user_id, event, .. } = delivery.envelope;
         let doc = match event {
             Event::DocumentSubmitted(doc) => doc,
-            Event::WebhookReceived(hook) => webhook_to_document(&hook),
+            Event::WebhookReceived(hook) => webhook_to_document(&hook, self.limits.max_body_bytes),
             other => {
                 return Err(HandleError::poison(format!(
                     "ingest does not handle {}",
@@ -70,6 +78,9 @@ impl Handler for Ingest {
                 )));
             }
         };
+        // The gateway admitted it already; admitting again is a no-op for such documents and
+        // keeps anything published before the boundary existed from failing in Postgres.
+        let doc = intake::admit(doc, "document", &self.limits).map_err(HandleError::poison)?;
         ingest_document(&self.db, &self.bus, user_id, &doc, cause)
             .await
             .map(|_| ())
@@ -99,6 +110,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     let ingest = Ingest {
         db: backends.db.clone(),
         bus: backends.bus.clone(),
+        limits: limits(&config),
     };
     let syncer = if config.token_encryption_keys.trim().is_empty() {
         tracing::warn!("TOKEN_ENCRYPTION_KEYS is not set: provider sync is off");

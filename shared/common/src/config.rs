@@ -25,9 +25,34 @@ pub enum EmbeddingProvider {
     Openai,
 }
 
+/// Secrets that were published (old defaults, examples): a deployment using one is open to
+/// anyone who read them.
+const PUBLISHED_SECRETS: [&str; 3] = [
+    "dev-only-secret-change-me-dev-only-secret",
+    "change-me-change-me-change-me-change-me",
+    "change-me",
+];
+
+/// Used when `APP_ENV=development` and no `SECRET_KEY` is set.
+const DEVELOPMENT_SECRET: &str = "development-only-secret-never-use-in-production";
+
+/// Settings whose values `redacted` never shows.
+const SECRET_FIELDS: [&str; 7] = [
+    "secret_key",
+    "token_encryption_keys",
+    "openai_api_key",
+    "google_client_secret",
+    "hubspot_client_secret",
+    "slack_client_secret",
+    "slack_signing_secret",
+];
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// `production` (default) or `development`. Only development accepts a missing, short or
+    /// published SECRET_KEY.
+    pub app_env: String,
     /// Postgres connection URL (the database must have the pgvector extension available).
     pub database_url: String,
     /// Maximum connections in each service's Postgres pool.
@@ -151,6 +176,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            app_env: "production".into(),
             database_url: "postgres://postgres:postgres@127.0.0.1:5432/assistant".into(),
             db_max_connections: 10,
             nats_url: "nats://127.0.0.1:4222".into(),
@@ -158,7 +184,7 @@ impl Default for Config {
             publish_timeout_ms: 5_000,
             bind_addr: "0.0.0.0:8000".into(),
             public_url: "http://localhost:8000".into(),
-            secret_key: "dev-only-secret-change-me-dev-only-secret".into(),
+            secret_key: String::new(),
             token_encryption_keys: String::new(),
             token_ttl_days: 30,
             max_batch_documents: 100,
@@ -228,13 +254,17 @@ impl Config {
         }
         let keys: Vec<String> = Self::field_names().map(str::to_owned).collect();
         figment = figment.merge(Env::raw().filter(move |k| keys.iter().any(|f| k == f.as_str())));
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        if config.is_development() && config.secret_key.is_empty() {
+            config.secret_key = DEVELOPMENT_SECRET.into();
+        }
         config.validate()?;
         Ok(config)
     }
 
     fn field_names() -> impl Iterator<Item = &'static str> {
         [
+            "app_env",
             "database_url",
             "db_max_connections",
             "nats_url",
@@ -304,8 +334,37 @@ impl Config {
                 reason: reason.into(),
             })
         };
-        if self.secret_key.len() < 32 {
-            return invalid("SECRET_KEY", "must be at least 32 bytes");
+        match self.app_env.as_str() {
+            "production" | "development" => {}
+            _ => return invalid("APP_ENV", "must be `production` or `development`"),
+        }
+        if !self.is_development() {
+            if self.secret_key.is_empty() {
+                return invalid(
+                    "SECRET_KEY",
+                    "is not set: use at least 32 random bytes (`make run` writes one into .env), or set APP_ENV=development",
+                );
+            }
+            if self.secret_key.len() < 32 {
+                return invalid(
+                    "SECRET_KEY",
+                    "must be at least 32 bytes (or set APP_ENV=development)",
+                );
+            }
+            if PUBLISHED_SECRETS.contains(&self.secret_key.as_str())
+                || self.secret_key == DEVELOPMENT_SECRET
+                || self
+                    .secret_key
+                    .chars()
+                    .all(|c| self.secret_key.starts_with(c))
+            {
+                return invalid(
+                    "SECRET_KEY",
+                    "is a published example value: anyone could sign tokens with it (use random bytes, or set APP_ENV=development)",
+                );
+            }
+        } else if self.secret_key.is_empty() {
+            return invalid("SECRET_KEY", "must not be empty");
         }
         if !self.token_encryption_keys.trim().is_empty()
             && let Err(e) = crate::secrets::KeyRing::parse(&self.token_encryption_keys)
@@ -328,6 +387,34 @@ impl Config {
         Ok(())
     }
 
+    pub fn is_development(&self) -> bool {
+        self.app_env == "development"
+    }
+
+    /// Every setting as `(NAME, value)` in the order of `.env.example`, secrets shown only as
+    /// set or not, and passwords removed from URLs: what `ctl config` prints.
+    pub fn redacted(&self) -> Vec<(String, String)> {
+        let values = serde_json::to_value(self).unwrap_or_default();
+        Self::field_names()
+            .map(|name| {
+                let value = match &values[name] {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let shown = if SECRET_FIELDS.contains(&name) {
+                    if value.is_empty() {
+                        String::new()
+                    } else {
+                        format!("<set, {} bytes>", value.len())
+                    }
+                } else {
+                    without_password(&value)
+                };
+                (name.to_ascii_uppercase(), shown)
+            })
+            .collect()
+    }
+
     /// The key ring for provider tokens; an error naming the variable when none is set.
     pub fn key_ring(&self) -> Result<crate::secrets::KeyRing, ConfigError> {
         crate::secrets::KeyRing::parse(&self.token_encryption_keys).map_err(|e| {
@@ -347,13 +434,90 @@ impl Config {
     }
 }
 
+/// `scheme://user:***@host/...` for a URL with a password; anything else unchanged.
+fn without_password(value: &str) -> String {
+    if let Some((scheme, rest)) = value.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _password)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    value.to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn production() -> Config {
+        Config {
+            secret_key: "0123456789abcdef0123456789abcdef-random".into(),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn production_refuses_missing_short_and_published_secrets() {
+        assert!(production().validate().is_ok());
+        for bad in [
+            "",
+            "short-secret",
+            "dev-only-secret-change-me-dev-only-secret",
+            "change-me-change-me-change-me-change-me",
+            DEVELOPMENT_SECRET,
+            &"a".repeat(40),
+        ] {
+            let config = Config {
+                secret_key: bad.into(),
+                ..production()
+            };
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("SECRET_KEY"), "{bad:?}: {err}");
+            let development = Config {
+                app_env: "development".into(),
+                ..config
+            };
+            assert_eq!(
+                development.validate().is_ok(),
+                !bad.is_empty(),
+                "development accepts {bad:?} (load fills an empty one in)"
+            );
+        }
+        let typo = Config {
+            app_env: "dev".into(),
+            ..production()
+        };
+        assert!(typo.validate().unwrap_err().to_string().contains("APP_ENV"));
+    }
+
+    #[test]
+    fn redacted_hides_secrets_and_passwords() {
+        let config = Config {
+            openai_api_key: "sk-very-secret".into(),
+            database_url: "postgres://app:hunter2@db:5432/assistant".into(),
+            ..production()
+        };
+        let shown: std::collections::HashMap<_, _> = config.redacted().into_iter().collect();
+        let all = format!("{shown:?}");
+        assert!(
+            !all.contains("hunter2")
+                && !all.contains("sk-very-secret")
+                && !all.contains("0123456789abcdef"),
+            "{all}"
+        );
+        assert_eq!(
+            shown["DATABASE_URL"],
+            "postgres://app:***@db:5432/assistant"
+        );
+        assert_eq!(shown["OPENAI_API_KEY"], "<set, 14 bytes>");
+        assert_eq!(shown["HUBSPOT_CLIENT_SECRET"], "");
+        assert_eq!(shown["APP_ENV"], "production");
+        assert_eq!(shown.len(), Config::field_names().count());
+    }
+
     #[test]
     fn token_encryption_keys_are_checked_when_set() {
-        let mut config = Config::default();
+        let mut config = production();
         assert!(
             config.validate().is_ok(),
             "unset is fine until a provider connects"

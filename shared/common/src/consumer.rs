@@ -280,52 +280,56 @@ async fn process<H: Handler, D: DeadLetterSink>(
     metrics::histogram!("consumer_handle_seconds", "consumer" => shared.durable.clone())
         .record(started.elapsed());
 
-    let _enter = span.enter();
-    let outcome = match result {
-        Ok(()) => match msg.double_ack().await {
-            Ok(()) => "ack",
-            Err(e) => {
-                tracing::warn!(error = %e, "ack not confirmed; the message may be redelivered");
-                "ack"
-            }
-        },
-        Err(HandleError::Later { after, source }) if delivered < shared.max_deliver => {
-            tracing::warn!(error = %source, retry_in_ms = after.as_millis() as u64, "asked to come back later");
-            let _ = msg.ack_with(AckKind::Nak(Some(after))).await;
-            "retry"
-        }
-        Err(HandleError::Retry(e)) if delivered < shared.max_deliver => {
-            let delay = shared.options.retry_delay(delivered);
-            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "handler failed; will retry");
-            let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
-            "retry"
-        }
-        Err(e) => {
-            let letter = DeadLetter {
-                stream,
-                consumer: shared.durable.clone(),
-                subject,
-                stream_sequence,
-                deliveries: delivered,
-                headers: header_pairs(msg.headers.as_ref()),
-                payload: msg.payload.to_vec(),
-                error: error_chain(&e),
-            };
-            match shared.sink.record(letter).await {
-                Ok(()) => {
-                    tracing::error!(error = %e, "message dead-lettered");
-                    let _ = msg.ack_with(AckKind::Term).await;
-                    "dead"
+    let settle = async {
+        match result {
+            Ok(()) => match msg.double_ack().await {
+                Ok(()) => "ack",
+                Err(e) => {
+                    tracing::warn!(error = %e, "ack not confirmed; the message may be redelivered");
+                    "ack"
                 }
-                Err(sink_err) => {
-                    tracing::error!(error = %e, sink_error = %sink_err, "could not record dead letter; will retry");
-                    let delay = shared.options.retry_delay(delivered);
-                    let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
-                    "retry"
+            },
+            Err(HandleError::Later { after, source }) if delivered < shared.max_deliver => {
+                tracing::warn!(error = %source, retry_in_ms = after.as_millis() as u64, "asked to come back later");
+                let _ = msg.ack_with(AckKind::Nak(Some(after))).await;
+                "retry"
+            }
+            Err(HandleError::Retry(e)) if delivered < shared.max_deliver => {
+                let delay = shared.options.retry_delay(delivered);
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "handler failed; will retry");
+                let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+                "retry"
+            }
+            Err(e) => {
+                let letter = DeadLetter {
+                    stream,
+                    consumer: shared.durable.clone(),
+                    subject,
+                    stream_sequence,
+                    deliveries: delivered,
+                    headers: header_pairs(msg.headers.as_ref()),
+                    payload: msg.payload.to_vec(),
+                    error: error_chain(&e),
+                };
+                match shared.sink.record(letter).await {
+                    Ok(()) => {
+                        tracing::error!(error = %e, "message dead-lettered");
+                        let _ = msg.ack_with(AckKind::Term).await;
+                        "dead"
+                    }
+                    Err(sink_err) => {
+                        tracing::error!(error = %e, sink_error = %sink_err, "could not record dead letter; will retry");
+                        let delay = shared.options.retry_delay(delivered);
+                        let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+                        "retry"
+                    }
                 }
             }
         }
     };
+    // The span is attached to the future, never entered across an await: an entered guard
+    // that moves between worker threads corrupts the subscriber's span stack.
+    let outcome = settle.instrument(span).await;
     metrics::counter!("consumer_messages_total", "consumer" => shared.durable.clone(), "outcome" => outcome)
         .increment(1);
 }

@@ -1,5 +1,11 @@
-//! Document intake, shared by the gateway's HTTP handler and `ctl demo load`: check each
-//! document against the limits, then publish them all and answer once JetStream has them.
+//! Document intake: the one boundary every document crosses before it is stored, whether it
+//! came from the API, a transcript, a webhook or a provider sync. [`admit`] decides what the
+//! database can hold: text Postgres cannot store (U+0000 in `text` and `jsonb`) is removed,
+//! and what cannot be repaired (an empty id, a date outside 0001-9999, metadata nested deeper
+//! than any query reads, sizes over the limits) is refused naming the field. The gateway
+//! calls it before answering 2xx and the ingest consumer calls it again before writing, so a
+//! document accepted once is always storable. [`submit`] publishes admitted documents and
+//! returns once JetStream has them all.
 
 use crate::bus::{Bus, BusError, Published};
 use crate::events::{DocumentInput, Envelope, Event};
@@ -15,6 +21,11 @@ pub struct Limits {
 pub const MAX_EXTERNAL_ID: usize = 512;
 pub const MAX_TITLE: usize = 1_000;
 pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+/// Deepest metadata nesting kept: filters and rules read a few levels, never more.
+pub const MAX_METADATA_DEPTH: usize = 8;
+/// Dates are kept within what RFC 3339 can write with four digits (and Postgres can store).
+pub const MIN_YEAR: i32 = 1;
+pub const MAX_YEAR: i32 = 9999;
 
 /// A rejected input, naming the field at fault (`documents[3].external_id`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,8 +44,97 @@ impl FieldError {
     }
 }
 
-/// Checks one document; `at` names it in errors.
-pub fn validate(doc: &DocumentInput, at: &str, limits: &Limits) -> Result<(), FieldError> {
+/// Removes what Postgres cannot hold from a string: U+0000 (valid JSON, refused by `text`).
+pub fn clean_text(text: &mut String) {
+    if text.contains('\0') {
+        text.retain(|c| c != '\0');
+    }
+}
+
+/// [`clean_text`] for every string in a JSON value, object keys included.
+pub fn clean_json(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => clean_text(s),
+        Value::Array(items) => items.iter_mut().for_each(clean_json),
+        Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                let entries = std::mem::take(map);
+                for (mut k, v) in entries {
+                    clean_text(&mut k);
+                    map.insert(k, v);
+                }
+            }
+            map.values_mut().for_each(clean_json);
+        }
+        _ => {}
+    }
+}
+
+/// Refuses a date outside the years 1 to 9999, naming `field`.
+pub fn check_date(field: &str, at: chrono::DateTime<chrono::Utc>) -> Result<(), FieldError> {
+    use chrono::Datelike;
+    if (MIN_YEAR..=MAX_YEAR).contains(&at.year()) {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!("must be between the years {MIN_YEAR} and {MAX_YEAR}"),
+        ))
+    }
+}
+
+fn depth(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        serde_json::Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Makes one document storable or refuses it; `at` names it in errors
+/// (`documents[3]` gives `documents[3].external_id`). Idempotent: admitting an admitted
+/// document changes nothing.
+pub fn admit(
+    mut doc: DocumentInput,
+    at: &str,
+    limits: &Limits,
+) -> Result<DocumentInput, FieldError> {
+    clean_text(&mut doc.external_id);
+    clean_text(&mut doc.title);
+    clean_text(&mut doc.body);
+    if doc.metadata.is_null() {
+        doc.metadata = serde_json::json!({});
+    }
+    clean_json(&mut doc.metadata);
+    validate(&doc, at, limits)?;
+    Ok(doc)
+}
+
+/// [`admit`] for a request's batch, naming documents `documents[i]`.
+pub fn admit_batch(
+    docs: Vec<DocumentInput>,
+    limits: &Limits,
+) -> Result<Vec<DocumentInput>, FieldError> {
+    if docs.is_empty() {
+        return Err(FieldError::new(
+            "documents",
+            "must hold at least one document",
+        ));
+    }
+    if docs.len() > limits.max_batch {
+        return Err(FieldError::new(
+            "documents",
+            format!("at most {} documents per request", limits.max_batch),
+        ));
+    }
+    docs.into_iter()
+        .enumerate()
+        .map(|(i, doc)| admit(doc, &format!("documents[{i}]"), limits))
+        .collect()
+}
+
+fn validate(doc: &DocumentInput, at: &str, limits: &Limits) -> Result<(), FieldError> {
     let field = |name: &str| format!("{at}.{name}");
     if doc.external_id.trim().is_empty() {
         return Err(FieldError::new(field("external_id"), "must not be empty"));
@@ -63,33 +163,23 @@ pub fn validate(doc: &DocumentInput, at: &str, limits: &Limits) -> Result<(), Fi
             "title and body are both empty",
         ));
     }
-    if !(doc.metadata.is_object() || doc.metadata.is_null()) {
+    if let Some(at) = doc.occurred_at {
+        check_date(&field("occurred_at"), at)?;
+    }
+    if !doc.metadata.is_object() {
         return Err(FieldError::new(field("metadata"), "must be a JSON object"));
+    }
+    if depth(&doc.metadata) > MAX_METADATA_DEPTH {
+        return Err(FieldError::new(
+            field("metadata"),
+            format!("nested deeper than {MAX_METADATA_DEPTH} levels"),
+        ));
     }
     if doc.metadata.to_string().len() > MAX_METADATA_BYTES {
         return Err(FieldError::new(
             field("metadata"),
             format!("larger than {MAX_METADATA_BYTES} bytes"),
         ));
-    }
-    Ok(())
-}
-
-pub fn validate_batch(docs: &[DocumentInput], limits: &Limits) -> Result<(), FieldError> {
-    if docs.is_empty() {
-        return Err(FieldError::new(
-            "documents",
-            "must hold at least one document",
-        ));
-    }
-    if docs.len() > limits.max_batch {
-        return Err(FieldError::new(
-            "documents",
-            format!("at most {} documents per request", limits.max_batch),
-        ));
-    }
-    for (i, doc) in docs.iter().enumerate() {
-        validate(doc, &format!("documents[{i}]"), limits)?;
     }
     Ok(())
 }
@@ -103,7 +193,7 @@ pub struct Accepted {
     pub duplicate: bool,
 }
 
-/// Publishes validated documents; returns only after every PubAck.
+/// Publishes admitted documents; returns only after every PubAck.
 pub async fn submit(
     bus: &Bus,
     user: UserId,
@@ -120,13 +210,7 @@ pub async fn submit(
         .collect();
     let envelopes: Vec<Envelope> = docs
         .into_iter()
-        .map(|d| {
-            let mut d = d;
-            if d.metadata.is_null() {
-                d.metadata = serde_json::json!({});
-            }
-            Envelope::new(user, Event::DocumentSubmitted(d))
-        })
+        .map(|d| Envelope::new(user, Event::DocumentSubmitted(d)))
         .collect();
     let published: Vec<Published> = bus.publish_all(&envelopes).await?;
     Ok(accepted

@@ -8,6 +8,7 @@ pub mod consumer;
 pub mod events;
 pub mod ids;
 pub mod intake;
+pub mod normalize;
 pub mod secrets;
 pub mod shutdown;
 pub mod status;

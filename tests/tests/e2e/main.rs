@@ -1,5 +1,6 @@
 //! End-to-end tests: real Postgres + pgvector, real NATS JetStream, every service in-process.
 
+mod admission;
 mod connections;
 mod crm_fakes;
 mod fakes;

@@ -7,9 +7,9 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-fn sign(secret: &str, id: &str, ts: i64, body: &str) -> String {
+pub fn sign(secret: &str, id: &str, ts: i64, body: &str) -> String {
     let key = STANDARD
         .decode(secret.trim_start_matches("whsec_"))
         .unwrap();
@@ -18,7 +18,7 @@ fn sign(secret: &str, id: &str, ts: i64, body: &str) -> String {
     format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
 }
 
-async fn deliver(
+pub async fn deliver(
     app: &TestApp,
     source: &str,
     id: &str,

@@ -17,6 +17,7 @@ use common::events::{
     DocumentInput, DomainEvent, Envelope, Event, Resource, SyncRequested, SyncScope,
 };
 use common::ids::Source;
+use common::intake;
 use common::{Config, UserId};
 use db::documents::Upserted;
 use db::{DatabaseConnection, sync_state};
@@ -98,6 +99,14 @@ impl<'a> Run<'a> {
         names: Names<'_>,
         data: serde_json::Value,
     ) -> Result<(), HandleError> {
+        let external_id = doc.external_id.clone();
+        let doc = match intake::admit(doc, "item", &crate::limits(&self.sync.config)) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let reason = e.to_string();
+                return self.skip(&external_id, &reason, None).await;
+            }
+        };
         let outcome = ingest_document(
             &self.sync.db,
             &self.sync.bus,
@@ -143,6 +152,10 @@ impl<'a> Run<'a> {
         name: &str,
         data: serde_json::Value,
     ) -> Result<(), HandleError> {
+        // The same id the stored document was admitted under.
+        let mut external_id = external_id.to_owned();
+        intake::clean_text(&mut external_id);
+        let external_id = external_id.as_str();
         let removed =
             db::documents::delete(&self.sync.db, self.user, &self.source, external_id).await?;
         self.progress.deleted += 1;
@@ -157,12 +170,15 @@ impl<'a> Run<'a> {
         reason: &str,
         size: Option<i64>,
     ) -> Result<(), HandleError> {
+        let (mut external_id, mut reason) = (external_id.to_owned(), reason.to_owned());
+        intake::clean_text(&mut external_id);
+        intake::clean_text(&mut reason);
         sync_state::skip(
             &self.sync.db,
             self.user,
             self.resource.as_str(),
-            external_id,
-            reason,
+            &external_id,
+            &reason,
             size,
         )
         .await?;
