@@ -193,15 +193,45 @@ const VOCABULARY: &str = "portfolio retirement rollover ira roth conversion bene
     donation gift inheritance will attorney meeting review call email follow up quarterly annual risk \
     tolerance volatility market drop recovery growth value index fund etf municipal treasury yield inflation";
 
-/// The service processes of the benchmark deployment.
+/// Where the benchmark's service processes write their logs.
+pub const LOG_DIR: &str = "target/bench-logs";
+
+/// The service processes of the benchmark deployment. Each one's log (stderr) goes to
+/// `LOG_DIR/<name>.log`, appended across restarts, so a panic anywhere can be found afterwards.
 #[derive(Default)]
 pub struct Services {
     children: BTreeMap<String, Child>,
 }
 
+/// Lines of the service logs that report a panic, with the file they are in.
+pub fn panics_in_logs() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(LOG_DIR) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in dir.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text.lines().filter(|l| l.contains("panicked")) {
+            found.push(format!("{}: {line}", entry.path().display()));
+        }
+    }
+    found
+}
+
 impl Services {
+    /// Empties the log folder: call once before the first service starts.
+    pub fn fresh_logs() -> anyhow::Result<()> {
+        let _ = std::fs::remove_dir_all(LOG_DIR);
+        std::fs::create_dir_all(LOG_DIR)?;
+        Ok(())
+    }
+
     pub fn start(&mut self, env: &Env, name: &str) -> anyhow::Result<()> {
         let c = &env.config;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(format!("{LOG_DIR}/{name}.log"))?;
         let child = Command::new(env.bin.join(name))
             .env("DATABASE_URL", &c.database_url)
             .env("NATS_URL", &c.nats_url)
@@ -211,7 +241,7 @@ impl Services {
             .env("EMBEDDING_MODEL_DIR", &c.embedding_model_dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::from(log))
             .spawn()?;
         self.children.insert(name.to_owned(), child);
         Ok(())

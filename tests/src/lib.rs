@@ -9,6 +9,7 @@ use migration::MigratorTrait;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -175,6 +176,21 @@ pub async fn test_config() -> Config {
     }
 }
 
+/// Panics anywhere in this test process: a service task that panics is caught by tokio and
+/// would otherwise go unnoticed, so [`TestApp`] fails the test when it is dropped.
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+
+fn count_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, Ordering::SeqCst);
+            default(info);
+        }));
+    });
+}
+
 struct Running {
     cancel: CancellationToken,
     handle: JoinHandle<anyhow::Result<()>>,
@@ -202,6 +218,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(config: Config, services: &[&'static str]) -> Self {
+        count_panics();
         let db = db::connect(&config.database_url, 5).await.unwrap();
         let bus = Bus::connect(
             &config.nats_url,
@@ -376,6 +393,7 @@ where
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        let panicked = PANICS.load(Ordering::SeqCst);
         for (_, r) in self.running.drain() {
             r.cancel.cancel();
             r.handle.abort();
@@ -416,5 +434,8 @@ impl Drop for TestApp {
             });
         });
         let _ = cleanup.join();
+        if panicked > 0 && !std::thread::panicking() {
+            panic!("{panicked} panic(s) in the services during this test: see the output above");
+        }
     }
 }

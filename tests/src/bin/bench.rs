@@ -22,6 +22,7 @@ async fn main() -> anyhow::Result<()> {
     let env = bench::Env::prepare().await?;
     let mut rows: Vec<[String; 4]> = Vec::new();
     let mut services = Services::default();
+    Services::fresh_logs()?;
 
     // Idle footprint: every service started, nothing to do.
     for name in [
@@ -180,6 +181,19 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
     services.stop_all();
+
+    // A load test that made a service panic has failed, whatever its numbers.
+    let panics = bench::panics_in_logs();
+    if !panics.is_empty() {
+        for p in &panics {
+            eprintln!("{p}");
+        }
+        anyhow::bail!(
+            "{} panics in the service logs ({}): the benchmark failed",
+            panics.len(),
+            bench::LOG_DIR
+        );
+    }
 
     let table = render(&rows);
     println!("\n{table}");

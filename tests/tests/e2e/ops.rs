@@ -173,3 +173,19 @@ async fn one_trace_spans_gateway_ingest_and_embedding() {
     assert_ne!(intake, "0".repeat(32));
     assert_eq!(intake, event, "ingest continued the gateway's trace");
 }
+
+/// The harness itself: a panic in any task of the test process (as a service task's would
+/// be) fails the test when the app is dropped, even though tokio caught it.
+#[tokio::test]
+async fn a_panic_in_a_service_task_fails_the_test() {
+    let app = TestApp::spawn_only(&[]).await;
+    let task = tokio::spawn(async { panic!("a service bug") });
+    assert!(task.await.unwrap_err().is_panic());
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(app)));
+    let message = dropped.expect_err("dropping the app must fail the test");
+    let message = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(message.contains("panic(s) in the services"), "{message}");
+}
