@@ -165,6 +165,10 @@ pub async fn test_config() -> Config {
         publish_timeout_ms: 2_000,
         bind_addr: "127.0.0.1:0".into(),
         secret_key: format!("test-secret-{}", Uuid::new_v4()),
+        // Tests send bursts from one address; the edge tests turn limits on themselves.
+        rate_limit_user_per_minute: 0,
+        rate_limit_ip_per_minute: 0,
+        rate_limit_webhook_per_minute: 0,
         consumer_concurrency: 8,
         retry_base_ms: 100,
         retry_max_ms: 500,

@@ -30,6 +30,7 @@ impl FromRequestParts<AppState> for AuthUser {
                 .tokens
                 .verify(token.trim())
                 .map_err(|_| ApiError::Unauthorized)?;
+            state.limiters.user(UserId(claims.sub))?;
             return Ok(AuthUser(UserId(claims.sub)));
         }
         let secret = cookie(
@@ -38,7 +39,10 @@ impl FromRequestParts<AppState> for AuthUser {
         )
         .ok_or(ApiError::Unauthorized)?;
         let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        if !safe && !same_origin(&parts.headers, &state.config.public_url) {
+        if !safe
+            && !same_origin(&parts.headers, &state.config.public_url)
+            && !listed_origin(&parts.headers, &state.config.cors_allowed_origins)
+        {
             return Err(ApiError::Forbidden(
                 "cross-origin request with a session cookie",
             ));
@@ -46,6 +50,7 @@ impl FromRequestParts<AppState> for AuthUser {
         let user = db::sessions::find(&state.db, secret)
             .await?
             .ok_or(ApiError::Unauthorized)?;
+        state.limiters.user(user)?;
         Ok(AuthUser(user))
     }
 }
@@ -86,6 +91,16 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 fn origin_of(url: &str) -> Option<String> {
     let parsed = url::Url::parse(url).ok()?;
     Some(parsed.origin().ascii_serialization())
+}
+
+/// Whether the request's `Origin` is one of the browser frontends allowed by CORS.
+pub fn listed_origin(headers: &HeaderMap, cors_allowed_origins: &str) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    crate::edge::allowed_origins(cors_allowed_origins)
+        .iter()
+        .any(|o| o == origin)
 }
 
 /// Whether the request's `Origin` (or, when a browser omits it, `Referer`) is ours.

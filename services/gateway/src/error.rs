@@ -27,6 +27,8 @@ pub enum ApiError {
     WebhookRejected(&'static str),
     #[error("{0}")]
     BadGateway(String),
+    #[error("too many requests; retry in {} s", retry_secs(.0))]
+    RateLimited(std::time::Duration),
     #[error("event bus unavailable: {0}")]
     Unavailable(#[source] BusError),
     #[error("internal error: {0}")]
@@ -66,6 +68,7 @@ impl IntoResponse for ApiError {
             ApiError::NotConfigured(_) => (StatusCode::NOT_IMPLEMENTED, "not_configured", None),
             ApiError::WebhookRejected(_) => (StatusCode::UNAUTHORIZED, "invalid_signature", None),
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "provider_unavailable", None),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         };
@@ -89,14 +92,23 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("5"),
-            );
+        let retry_after = match &self {
+            ApiError::RateLimited(wait) => Some(retry_secs(wait)),
+            ApiError::Unavailable(_) => Some(5),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         response
     }
+}
+
+/// Whole seconds to wait, rounded up, at least 1.
+fn retry_secs(wait: &std::time::Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// Parses a JSON body, naming the field at fault when it does not fit.

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod connect;
+pub mod edge;
 pub mod endpoints;
 pub mod error;
 pub mod google_jwt;
@@ -16,9 +17,9 @@ pub mod transcripts;
 pub mod webhooks;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware;
 use common::Config;
 use common::auth::Tokens;
 use common::bus::Bus;
@@ -26,9 +27,10 @@ use common::intake::Limits;
 use db::DatabaseConnection;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -46,6 +48,7 @@ pub struct AppState {
     pub providers: Option<providers::Providers>,
     /// Checks Gmail push (Pub/Sub) tokens.
     pub push: google_jwt::PushVerifier,
+    pub limiters: Arc<edge::limits::Limiters>,
 }
 
 impl AppState {
@@ -133,25 +136,11 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-async fn record_http(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed());
-    response
-}
-
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_request_bytes;
-    Router::new()
+    let timeout = Duration::from_secs(state.config.request_timeout_secs);
+    let cors = edge::cors(&state.config.cors_allowed_origins);
+    let router = Router::new()
         .merge(ingest::router())
         .merge(transcripts::router())
         .merge(webhooks::router())
@@ -164,13 +153,32 @@ pub fn router(state: AppState) -> Router {
             axum::routing::get(|| async { axum::Json(ApiDoc::openapi()) }),
         )
         .merge(Scalar::with_url("/docs", ApiDoc::openapi()))
-        .layer(middleware::from_fn(record_http))
+        // Innermost first: the layers below run outside-in in reverse order.
+        .layer(middleware::from_fn(edge::record_http))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
+        // axum's own 2 MiB default would otherwise cap MAX_REQUEST_BYTES.
+        .layer(DefaultBodyLimit::disable())
         .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            edge::limits::by_address,
+        ))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO)),
         )
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            edge::security_headers,
+        ));
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.with_state(state)
 }
 
 /// Connects to Postgres and NATS and builds the gateway's state.
@@ -199,6 +207,7 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
     let push = google_jwt::PushVerifier::new(&config, providers::http_client(&config)?)
         .map_err(anyhow::Error::msg)?;
     Ok(AppState {
+        limiters: edge::limits::Limiters::new(&config),
         db,
         bus,
         providers,
@@ -217,9 +226,9 @@ pub async fn serve(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await?;
+    let header_timeout = Duration::from_secs(state.config.header_read_timeout_secs);
+    let drain = state.config.shutdown_timeout();
+    edge::serve::serve(router(state), listener, header_timeout, drain, cancel).await?;
     Ok(())
 }
 

@@ -1,13 +1,16 @@
 //! Operations endpoints: liveness, readiness, Prometheus metrics.
 
 use crate::AppState;
-use axum::extract::State;
-use axum::http::StatusCode;
+use crate::error::ApiError;
+use axum::Extension;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use std::fmt::Write;
+use std::net::SocketAddr;
 use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
@@ -64,9 +67,20 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     get,
     path = "/metrics",
     tag = "ops",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 401, description = "Not from loopback and without `Authorization: Bearer <METRICS_TOKEN>`", body = crate::error::ErrorBody),
+    )
 )]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn metrics(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let local = peer.is_some_and(|p| p.0.0.ip().is_loopback()) && state.config.trusted_proxies == 0;
+    if !may_read_metrics(&state.config.metrics_token, local, &headers) {
+        return Err(ApiError::Unauthorized);
+    }
     let mut text = state.metrics.render();
     let streams = common::status::read(&state.bus).await;
     let gauges = [
@@ -121,11 +135,26 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             let _ = writeln!(text, "dead_letters_open{{consumer=\"{consumer}\"}} {n}");
         }
     }
-    (
+    Ok((
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
         text,
-    )
+    ))
+}
+
+/// Metrics name routes, streams and consumers: with a `METRICS_TOKEN` they need it, without
+/// one only the machine itself (a local Prometheus or sidecar) may read them. `local` is
+/// false behind a proxy, whose own connections come from loopback.
+fn may_read_metrics(token: &str, local: bool, headers: &HeaderMap) -> bool {
+    if token.is_empty() {
+        return local;
+    }
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes()).into()
 }

@@ -37,7 +37,8 @@ const PUBLISHED_SECRETS: [&str; 3] = [
 const DEVELOPMENT_SECRET: &str = "development-only-secret-never-use-in-production";
 
 /// Settings whose values `redacted` never shows.
-const SECRET_FIELDS: [&str; 7] = [
+const SECRET_FIELDS: [&str; 8] = [
+    "metrics_token",
     "secret_key",
     "token_encryption_keys",
     "openai_api_key",
@@ -80,6 +81,26 @@ pub struct Config {
     pub max_document_bytes: usize,
     /// Largest HTTP request body, in bytes.
     pub max_request_bytes: usize,
+    /// Browser origins (`https://app.example.com`) allowed to call the API with credentials,
+    /// comma-separated; empty: same-origin only.
+    pub cors_allowed_origins: String,
+    /// Longest time a request may take before the gateway answers 503.
+    pub request_timeout_secs: u64,
+    /// Longest time a client may take to send its request headers before the connection is
+    /// closed (slowloris protection).
+    pub header_read_timeout_secs: u64,
+    /// Requests per minute one signed-in user may make (0: no limit).
+    pub rate_limit_user_per_minute: u32,
+    /// Requests per minute from one client address to any route but webhooks (0: no limit).
+    pub rate_limit_ip_per_minute: u32,
+    /// Requests per minute from one client address to the provider and generic webhooks,
+    /// verified by signature, so higher (0: no limit).
+    pub rate_limit_webhook_per_minute: u32,
+    /// Reverse proxies in front of the gateway that append to `X-Forwarded-For`; 0 trusts the
+    /// header not at all and limits by the TCP peer.
+    pub trusted_proxies: u32,
+    /// Bearer token that reads `/metrics`; when empty, only loopback clients may read it.
+    pub metrics_token: String,
     /// `local` (in-process all-MiniLM-L6-v2) or `openai` (any OpenAI-compatible endpoint).
     pub embedding_provider: EmbeddingProvider,
     /// Folder holding `model.safetensors`, `tokenizer.json` and `config.json` for the local model.
@@ -190,6 +211,14 @@ impl Default for Config {
             max_batch_documents: 100,
             max_document_bytes: 256 * 1024,
             max_request_bytes: 8 * 1024 * 1024,
+            cors_allowed_origins: String::new(),
+            request_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            rate_limit_user_per_minute: 600,
+            rate_limit_ip_per_minute: 1_200,
+            rate_limit_webhook_per_minute: 12_000,
+            trusted_proxies: 0,
+            metrics_token: String::new(),
             embedding_provider: EmbeddingProvider::Local,
             embedding_model_dir: default_model_dir(),
             embedding_dimensions: 384,
@@ -278,6 +307,14 @@ impl Config {
             "max_batch_documents",
             "max_document_bytes",
             "max_request_bytes",
+            "cors_allowed_origins",
+            "request_timeout_secs",
+            "header_read_timeout_secs",
+            "rate_limit_user_per_minute",
+            "rate_limit_ip_per_minute",
+            "rate_limit_webhook_per_minute",
+            "trusted_proxies",
+            "metrics_token",
             "embedding_provider",
             "embedding_model_dir",
             "embedding_dimensions",

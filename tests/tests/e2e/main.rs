@@ -3,6 +3,7 @@
 mod admission;
 mod connections;
 mod crm_fakes;
+mod edge;
 mod fakes;
 mod google;
 mod intake;
