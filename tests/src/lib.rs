@@ -195,6 +195,43 @@ fn count_panics() {
     });
 }
 
+/// Every log line the services wrote in this test process, through the production formatter
+/// (redaction included) at debug level.
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+#[derive(Clone, Copy)]
+struct Capture;
+
+impl std::io::Write for Capture {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs(config: &Config) {
+    static GUARD: std::sync::OnceLock<common::telemetry::TelemetryGuard> =
+        std::sync::OnceLock::new();
+    GUARD.get_or_init(|| {
+        common::telemetry::init_to(
+            "e2e",
+            config,
+            || Capture,
+            Some("debug,sqlx=warn,sea_orm=warn,hyper=info,hyper_util=info,h2=info,reqwest=info,rustls=info,tokenizers=warn,tower=info,async_nats=info"),
+        )
+    });
+}
+
+/// The captured log text so far.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+}
+
 struct Running {
     cancel: CancellationToken,
     handle: JoinHandle<anyhow::Result<()>>,
@@ -210,6 +247,31 @@ pub struct TestApp {
     running: HashMap<&'static str, Running>,
 }
 
+/// Values that must never appear in the logs (addresses, tokens, secrets, bodies), for the
+/// whole test process: checked when a [`TestApp`] is dropped. The provider fakes mark every
+/// token they issue.
+static SENSITIVE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Marks a value the services must never write to their logs.
+pub fn mark_sensitive(value: &str) {
+    if !value.is_empty() {
+        SENSITIVE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(value.to_owned());
+    }
+}
+
+/// Log lines that contain a value marked sensitive.
+pub fn leaks() -> Vec<String> {
+    let logs = captured_logs();
+    let sensitive = SENSITIVE.lock().unwrap_or_else(|e| e.into_inner());
+    logs.lines()
+        .filter(|line| sensitive.iter().any(|s| line.contains(s.as_str())))
+        .map(str::to_owned)
+        .collect()
+}
+
 impl TestApp {
     /// Every service.
     pub async fn spawn() -> Self {
@@ -223,6 +285,7 @@ impl TestApp {
 
     pub async fn spawn_with(config: Config, services: &[&'static str]) -> Self {
         count_panics();
+        capture_logs(&config);
         let db = db::connect(&config.database_url, 5).await.unwrap();
         let bus = Bus::connect(
             &config.nats_url,
@@ -289,13 +352,16 @@ impl TestApp {
         }
     }
 
-    /// A user and a bearer token for them.
+    /// A user and a bearer token for them. Neither the address nor the token may appear in
+    /// the logs of the test.
     pub async fn user(&self, email: &str) -> (UserId, String) {
         let id = db::users::ensure(&self.db, email).await.unwrap();
         let token = self
             .tokens
             .issue(id, email, chrono::Duration::hours(1))
             .unwrap();
+        mark_sensitive(email);
+        mark_sensitive(&token);
         (id, token)
     }
 
@@ -438,6 +504,16 @@ impl Drop for TestApp {
             });
         });
         let _ = cleanup.join();
+        if !std::thread::panicking() {
+            let leaks = leaks();
+            if !leaks.is_empty() {
+                panic!(
+                    "{} log line(s) hold a sensitive value:\n{}",
+                    leaks.len(),
+                    leaks.join("\n")
+                );
+            }
+        }
         if panicked > 0 && !std::thread::panicking() {
             panic!("{panicked} panic(s) in the services during this test: see the output above");
         }

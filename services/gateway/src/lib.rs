@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultMakeSpan, TraceLayer};
+use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_scalar::{Scalar, Servable};
@@ -166,10 +166,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             edge::limits::by_address,
         ))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO)),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(edge::request_span))
+        .layer(middleware::from_fn(edge::request_id))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             edge::security_headers,

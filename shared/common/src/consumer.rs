@@ -250,12 +250,14 @@ async fn process<H: Handler, D: DeadLetterSink>(
         Err(_) => (String::new(), 0, 1),
     };
     let subject = shared.bus.ns.strip(msg.subject.as_str()).to_owned();
+    let request_id = telemetry::request_id_of(msg.headers.as_ref());
     let span = tracing::info_span!(
         "consume",
         consumer = %shared.durable,
         subject = %subject,
         delivered,
-        stream.seq = stream_sequence
+        stream.seq = stream_sequence,
+        request.id = request_id.as_deref().unwrap_or_default(),
     );
     telemetry::set_parent(&span, msg.headers.as_ref());
     let started = Instant::now();
@@ -269,11 +271,12 @@ async fn process<H: Handler, D: DeadLetterSink>(
                 stream: stream.clone(),
                 stream_sequence,
             };
-            shared
-                .handler
-                .handle(delivery)
-                .instrument(span.clone())
-                .await
+            let work = shared.handler.handle(delivery).instrument(span.clone());
+            // What the handler publishes carries the same request id.
+            match request_id {
+                Some(id) => telemetry::REQUEST_ID.scope(id, work).await,
+                None => work.await,
+            }
         }
         Err(e) => Err(HandleError::poison(e)),
     };

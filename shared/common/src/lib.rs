@@ -9,6 +9,7 @@ pub mod events;
 pub mod ids;
 pub mod intake;
 pub mod normalize;
+pub mod redact;
 pub mod secrets;
 pub mod shutdown;
 pub mod status;

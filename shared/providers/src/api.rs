@@ -77,11 +77,11 @@ impl Api {
             let response = match request.send().await {
                 Ok(r) => r,
                 Err(e) if attempt < ATTEMPTS => {
-                    tracing::debug!(error = %e, attempt, "provider call failed; retrying");
+                    tracing::debug!(error = %crate::scrub(e), attempt, "provider call failed; retrying");
                     tokio::time::sleep(self.backoff(attempt)).await;
                     continue;
                 }
-                Err(e) => return Err(ProviderError::Transient(e.to_string())),
+                Err(e) => return Err(ProviderError::Transient(crate::scrub(e))),
             };
             let status = response.status();
             metrics::counter!("provider_requests_total", "provider" => self.provider.as_str(), "status" => status.as_u16().to_string())

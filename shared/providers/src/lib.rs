@@ -39,14 +39,20 @@ pub enum ProviderError {
     Db(#[from] db::DbError),
 }
 
+/// A reqwest error without its URL: some provider URLs carry tokens (HubSpot's token info
+/// and refresh-token paths), and errors end up in logs, dead letters and responses.
+pub fn scrub(e: reqwest::Error) -> String {
+    e.without_url().to_string()
+}
+
 impl From<reqwest::Error> for ProviderError {
     fn from(e: reqwest::Error) -> Self {
         match e.status() {
             Some(s) if s.is_client_error() => ProviderError::Status {
                 status: s.as_u16(),
-                detail: e.to_string(),
+                detail: scrub(e),
             },
-            _ => ProviderError::Transient(e.to_string()),
+            _ => ProviderError::Transient(scrub(e)),
         }
     }
 }

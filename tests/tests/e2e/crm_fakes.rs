@@ -58,6 +58,8 @@ impl HubSpot {
         let refresh = format!("hs-refresh-{}", self.issued);
         self.valid_access.insert(access.clone());
         self.valid_refresh.insert(refresh.clone());
+        assistant_tests::mark_sensitive(&access);
+        assistant_tests::mark_sensitive(&refresh);
         (access, refresh)
     }
 
@@ -115,6 +117,7 @@ pub struct FakeHubSpot {
 
 impl FakeHubSpot {
     pub async fn start() -> Self {
+        assistant_tests::mark_sensitive(HUBSPOT_CLIENT_SECRET);
         let server = MockServer::start().await;
         let state = Arc::new(Mutex::new(HubSpot::default()));
 
@@ -391,6 +394,8 @@ fn slack_page(items: &[Value], q: &HashMap<String, String>, key: &str) -> Value 
 
 impl FakeSlack {
     pub async fn start(token: &str) -> Self {
+        assistant_tests::mark_sensitive(token);
+        assistant_tests::mark_sensitive(SLACK_CLIENT_SECRET);
         let server = MockServer::start().await;
         let state = Arc::new(Mutex::new(Slack {
             token: token.to_owned(),

@@ -90,6 +90,8 @@ impl Google {
         let refresh = format!("1//refresh-{}", self.issued);
         self.valid_access.insert(access.clone());
         self.valid_refresh.insert(refresh.clone());
+        assistant_tests::mark_sensitive(&access);
+        assistant_tests::mark_sensitive(&refresh);
         (access, refresh)
     }
 
@@ -164,6 +166,8 @@ fn oauth_error(error: &str) -> ResponseTemplate {
 
 impl FakeGoogle {
     pub async fn start(email: &str) -> Self {
+        assistant_tests::mark_sensitive(email);
+        assistant_tests::mark_sensitive(CLIENT_SECRET);
         let server = MockServer::start().await;
         let state = Arc::new(Mutex::new(Google {
             email: email.to_owned(),

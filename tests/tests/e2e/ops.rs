@@ -152,7 +152,6 @@ async fn first_message_headers(app: &TestApp, stream: &str) -> Option<async_nats
 
 #[tokio::test]
 async fn one_trace_spans_gateway_ingest_and_embedding() {
-    let _telemetry = common::telemetry::init("e2e", &common::Config::default());
     let app = TestApp::spawn().await;
     let (user, token) = app.user("trace@example.com").await;
     assert_eq!(
@@ -188,4 +187,114 @@ async fn a_panic_in_a_service_task_fails_the_test() {
         .cloned()
         .unwrap_or_default();
     assert!(message.contains("panic(s) in the services"), "{message}");
+}
+
+/// A request id is given to every request (or taken from a sane `X-Request-Id`), echoed back,
+/// carried in NATS headers, and on the log lines of every consumer that works on it.
+#[tokio::test]
+async fn a_request_id_follows_the_work_into_every_consumer_log() {
+    let app = TestApp::spawn().await;
+    let (user, token) = app.user("rid@example.com").await;
+    let body = json!({"documents": [doc("gmail", "email", "rid-1", "Rollover", "IRA rollover paperwork.")]});
+    let r = app
+        .http
+        .post(format!("{}/api/ingest/documents", app.url))
+        .bearer_auth(&token)
+        .header("x-request-id", "req-trace-4711")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.headers()["x-request-id"], "req-trace-4711");
+    wait_indexed(&app, &[doc_id(user, "gmail", "rid-1")]).await;
+
+    let headers = first_message_headers(&app, "INGEST").await.unwrap();
+    assert_eq!(
+        headers.get("Request-Id").unwrap().as_str(),
+        "req-trace-4711"
+    );
+    let logs = assistant_tests::captured_logs();
+    let ours: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("req-trace-4711"))
+        .collect();
+    for part in [
+        "request",
+        "consumer=ingest-documents",
+        "consumer=embedding",
+        "consumer=rules-engine",
+    ] {
+        assert!(
+            ours.iter().any(|l| l.contains(part)),
+            "no line of {part} carries the request id:\n{}",
+            ours.join("\n")
+        );
+    }
+
+    // Without one (or with one that is not a sane token) the gateway makes one.
+    for given in [None, Some("bad id with spaces")] {
+        let mut request = app.http.get(format!("{}/health", app.url));
+        if let Some(id) = given {
+            request = request.header("x-request-id", id);
+        }
+        let r = request.send().await.unwrap();
+        let id = r.headers()["x-request-id"].to_str().unwrap();
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+}
+
+/// The logs of real traffic (sign-in addresses, tokens, bodies, query strings) hold none of
+/// them: the formatter redacts what a call site lets through.
+#[tokio::test]
+async fn logs_hold_no_addresses_tokens_or_secrets() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.user("maria.lopez@harbor-wealth.example").await;
+    let body = json!({"documents": [{
+        "source": "gmail", "kind": "email", "external_id": "leak-1",
+        "title": "From greg.hill@clientmail.example",
+        "body": "Greg Hill <greg.hill@clientmail.example> asks about the rollover.",
+        "metadata": {"from": "greg.hill@clientmail.example"},
+    }]});
+    assistant_tests::mark_sensitive("greg.hill@clientmail.example");
+    assert_eq!(app.post_documents(&token, &body).await.status(), 202);
+    // Query strings with a token in them, and a bad bearer token.
+    let r = app
+        .http
+        .get(format!("{}/api/embeddings/search", app.url))
+        .query(&[("q", "greg.hill@clientmail.example rollover")])
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let forged = format!("{token}x");
+    assistant_tests::mark_sensitive(&forged);
+    let r = app
+        .http
+        .get(format!("{}/api/connections", app.url))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    wait_indexed(&app, &[doc_id(app_user(&app).await, "gmail", "leak-1")]).await;
+    // The logs were written (this is not vacuous) and hold none of it.
+    let logs = assistant_tests::captured_logs();
+    assert!(logs.lines().count() > 20, "{logs}");
+    // A line written straight through the formatter is redacted too.
+    tracing::warn!("a careless line about maria.lopez@harbor-wealth.example with {token}");
+    assert!(
+        assistant_tests::leaks().is_empty(),
+        "{:?}",
+        assistant_tests::leaks()
+    );
+    assert!(assistant_tests::captured_logs().contains("a careless line about <email> with <jwt>"));
+}
+
+async fn app_user(app: &TestApp) -> common::UserId {
+    db::users::ensure(&app.db, "maria.lopez@harbor-wealth.example")
+        .await
+        .unwrap()
 }

@@ -42,6 +42,7 @@ pub async fn deliver(
 #[tokio::test]
 async fn signed_deliveries_are_ingested_once_and_bad_ones_publish_nothing() {
     let app = TestApp::spawn().await;
+    assistant_tests::mark_sensitive(SECRET);
     let (user, token) = app.user("hooks@example.com").await;
     let source = common::ids::Source::parse("feedback").unwrap();
     db::webhooks::create(&app.db, user, &source, SECRET)

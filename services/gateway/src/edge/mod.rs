@@ -100,6 +100,53 @@ pub fn cors(list: &str) -> Option<CorsLayer> {
     )
 }
 
+/// The request id: the client's `X-Request-Id` when it is a sane token, else a new one. It
+/// is echoed in the response, recorded on the request's span, and travels in NATS headers to
+/// every consumer that works on the request.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+fn sane_request_id(value: &str) -> bool {
+    (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+pub async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| sane_request_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = common::telemetry::REQUEST_ID
+        .scope(id.clone(), next.run(request))
+        .await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// The request's span: method, path (never the query string, which can hold OAuth codes or
+/// search words) and request id.
+pub fn request_span(request: &Request) -> tracing::Span {
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.as_str())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request.id = id,
+    )
+}
+
 /// The method as a metrics label: a fixed set, so random methods cannot create series.
 fn method_label(method: &Method) -> &'static str {
     match *method {
@@ -138,6 +185,14 @@ pub async fn record_http(request: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_request_ids_are_kept_only_when_sane() {
+        assert!(sane_request_id("c0ffee-42_a.b"));
+        for bad in ["", "has space", "new\nline", &"x".repeat(65), "ünï"] {
+            assert!(!sane_request_id(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn unknown_methods_share_one_label() {
