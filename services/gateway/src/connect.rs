@@ -28,7 +28,15 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use utoipa::{IntoParams, ToSchema};
 
-const FLOW_COOKIE: &str = "oauth_flow";
+/// `__Host-oauth_flow` over HTTPS: the prefix makes browsers refuse the cookie from a
+/// sibling subdomain (login CSRF by planting a flow cookie), which requires `Path=/`.
+fn flow_cookie(public_url: &str) -> &'static str {
+    if crate::auth::is_https(public_url) {
+        "__Host-oauth_flow"
+    } else {
+        "oauth_flow"
+    }
+}
 const FLOW_TTL_SECS: i64 = 600;
 
 pub fn router() -> Router<AppState> {
@@ -58,12 +66,38 @@ fn providers(state: &AppState) -> Result<&providers::Providers, ApiError> {
     })
 }
 
-/// Only paths on this server: no `//host` or scheme, so the redirect cannot leave the site.
-fn safe_return_to(value: Option<&str>) -> String {
-    match value {
-        Some(v) if v.starts_with('/') && !v.starts_with("//") && !v.contains('\\') => v.to_owned(),
-        _ => "/".to_owned(),
+/// A path on this server to land on after sign-in, rebuilt from the URL a browser would
+/// resolve: parsing applies the same rules browsers do (tabs and newlines dropped, `\` as
+/// `/`, dot segments), so `/%09/evil.example` (`//evil.example` once the tab is gone) is seen
+/// for what it is. Anything that leaves our origin, or whose rebuilt path a browser could read
+/// as `//host`, lands on `/`.
+pub fn safe_return_to(public_url: &str, value: Option<&str>) -> String {
+    let Some(value) = value.filter(|v| v.starts_with('/')) else {
+        return "/".to_owned();
+    };
+    let Ok(base) = url::Url::parse(public_url) else {
+        return "/".to_owned();
+    };
+    let Ok(target) = base.join(value) else {
+        return "/".to_owned();
+    };
+    if target.origin() != base.origin() {
+        return "/".to_owned();
     }
+    let path = target.path();
+    if path.starts_with("//") || path.contains('\\') {
+        return "/".to_owned();
+    }
+    let mut rebuilt = path.to_owned();
+    if let Some(query) = target.query() {
+        rebuilt.push('?');
+        rebuilt.push_str(query);
+    }
+    if let Some(fragment) = target.fragment() {
+        rebuilt.push('#');
+        rebuilt.push_str(fragment);
+    }
+    rebuilt
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -120,7 +154,7 @@ pub async fn start(
             .ring
             .encrypt(&authorization.verifier, &flow_state, &name),
         user_id: user,
-        return_to: safe_return_to(query.return_to.as_deref()),
+        return_to: safe_return_to(&state.config.public_url, query.return_to.as_deref()),
     };
     sessions::start_flow(
         &state.db,
@@ -134,9 +168,9 @@ pub async fn start(
         &mut response,
         set_cookie(
             &state.config.public_url,
-            FLOW_COOKIE,
+            flow_cookie(&state.config.public_url),
             &browser,
-            "/api/auth",
+            "/",
             FLOW_TTL_SECS,
         ),
     );
@@ -179,7 +213,7 @@ pub async fn callback(
         .await?
         .filter(|f| f.provider == name)
         .ok_or_else(|| ApiError::BadRequest("unknown, used or expired state".into()))?;
-    let browser = cookie(&headers, FLOW_COOKIE).unwrap_or_default();
+    let browser = cookie(&headers, flow_cookie(&state.config.public_url)).unwrap_or_default();
     let same_browser: bool = sessions::hash(browser).ct_eq(&flow.browser_hash).into();
     if !same_browser {
         return Err(ApiError::BadRequest(
@@ -241,7 +275,13 @@ pub async fn callback(
     let mut response = redirect(&flow.return_to);
     add_cookie(
         &mut response,
-        set_cookie(&state.config.public_url, FLOW_COOKIE, "", "/api/auth", 0),
+        set_cookie(
+            &state.config.public_url,
+            flow_cookie(&state.config.public_url),
+            "",
+            "/",
+            0,
+        ),
     );
     if new_session {
         // A new session id at every sign-in: a session fixed before login is worthless.

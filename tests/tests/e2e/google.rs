@@ -38,11 +38,13 @@ fn set_cookie(r: &reqwest::Response, name: &str) -> Option<(String, String)> {
 
 /// Starts sign-in; returns the provider URL and the browser-binding cookie.
 async fn start(app: &TestApp) -> (String, String) {
+    start_returning(app, "/inbox").await
+}
+
+async fn start_returning(app: &TestApp, return_to: &str) -> (String, String) {
     let r = browser()
-        .get(format!(
-            "{}/api/auth/google/start?return_to=/inbox",
-            app.url
-        ))
+        .get(format!("{}/api/auth/google/start", app.url))
+        .query(&[("return_to", return_to)])
         .send()
         .await
         .unwrap();
@@ -97,6 +99,35 @@ async fn google_app(
     config.sync_interval_secs = 0;
     tune(&mut config);
     (TestApp::spawn_with(config, services).await, fake)
+}
+
+/// After sign-in the browser lands only on a path of ours, however `return_to` is dressed up
+/// (a tab a browser drops, a backslash it reads as a slash, dot segments, another scheme).
+#[tokio::test]
+async fn sign_in_never_redirects_off_site() {
+    let (app, _fake) = google_app(&[], |_| {}).await;
+    let cases = [
+        ("/inbox?tab=2#top", "/inbox?tab=2#top"),
+        ("/\t/evil.example", "/"),
+        ("/\n/evil.example", "/"),
+        ("/\\evil.example", "/"),
+        ("//evil.example", "/"),
+        ("/.//evil.example", "/"),
+        ("https://evil.example/", "/"),
+        ("javascript:alert(1)", "/"),
+    ];
+    for (return_to, expected) in cases {
+        let (authorize, flow_cookie) = start_returning(&app, return_to).await;
+        let callback = consent(&app, &authorize).await;
+        let r = browser()
+            .get(callback)
+            .header(COOKIE, flow_cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert_eq!(location(&r), expected, "return_to {return_to:?}");
+    }
 }
 
 #[tokio::test]
@@ -809,4 +840,22 @@ async fn push_signing_keys_are_fetched_cached_and_refetched_for_a_new_key_id() {
         verifier().verify(Some(&bearer)).await,
         Err(JwtError::KeysUnavailable)
     );
+}
+
+/// Over HTTPS the flow cookie is `__Host-` prefixed (Secure, Path=/, no Domain), so a sibling
+/// subdomain cannot plant one to log a victim into the attacker's account.
+#[tokio::test]
+async fn the_flow_cookie_is_host_prefixed_over_https() {
+    let (app, _fake) = google_app(&[], |c| {
+        c.public_url = "https://assistant.example.com".into();
+    })
+    .await;
+    let r = browser()
+        .get(format!("{}/api/auth/google/start", app.url))
+        .send()
+        .await
+        .unwrap();
+    let (_, line) = set_cookie(&r, "__Host-oauth_flow").expect("a __Host- flow cookie");
+    assert!(line.contains("Path=/;") && line.contains("Secure"), "{line}");
+    assert!(!line.contains("Domain"), "{line}");
 }
