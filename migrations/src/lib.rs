@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_backbone;
 mod m20261124_000002_connections;
 mod m20261124_000003_sync;
+mod m20261129_000004_security;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_backbone::Migration),
             Box::new(m20261124_000002_connections::Migration),
             Box::new(m20261124_000003_sync::Migration),
+            Box::new(m20261129_000004_security::Migration),
         ]
     }
 }

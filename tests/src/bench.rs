@@ -488,7 +488,7 @@ pub fn pipeline_docs(n: usize) -> Vec<DocumentInput> {
 /// Documents per second from the first POST until every one is indexed.
 pub async fn pipeline(env: &Env, docs: &[DocumentInput]) -> anyhow::Result<f64> {
     let user = db::users::ensure(&env.db, "bench-pipeline@example.com").await?;
-    let token = common::auth::Tokens::new(&env.config.secret_key).issue(
+    let token = common::auth::Tokens::from_config(&env.config).issue(
         user,
         "bench",
         chrono::Duration::hours(1),
@@ -548,7 +548,7 @@ pub async fn search(
     model: &LocalModel,
     n: usize,
 ) -> anyhow::Result<(Stats, Stats)> {
-    let token = common::auth::Tokens::new(&env.config.secret_key).issue(
+    let token = common::auth::Tokens::from_config(&env.config).issue(
         user,
         "bench",
         chrono::Duration::hours(1),

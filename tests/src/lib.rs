@@ -298,7 +298,7 @@ impl TestApp {
             .await
             .expect("NATS with JetStream must be running");
         let mut app = Self {
-            tokens: Tokens::new(&config.secret_key),
+            tokens: Tokens::from_config(&config),
             config,
             db,
             bus,

@@ -42,6 +42,13 @@ enum Command {
         #[arg(long)]
         days: Option<i64>,
     },
+    /// Sign a user out everywhere: every API token issued so far and every browser session
+    /// stop working (a stolen token, a lost laptop).
+    Revoke {
+        /// The user's email or id.
+        #[arg(long)]
+        user: String,
+    },
     /// Streams and consumers: messages, lag, unacknowledged, redelivered.
     Streams {
         #[arg(long)]
@@ -153,7 +160,7 @@ async fn user_by(db: &db::DatabaseConnection, who: &str) -> anyhow::Result<UserI
 
 fn token(config: &Config, user: UserId, email: &str, days: Option<i64>) -> anyhow::Result<String> {
     let ttl = chrono::Duration::days(days.unwrap_or(config.token_ttl_days));
-    Ok(Tokens::new(&config.secret_key).issue(user, email, ttl)?)
+    Ok(Tokens::from_config(config).issue(user, email, ttl)?)
 }
 
 #[tokio::main]
@@ -201,6 +208,12 @@ async fn main() -> anyhow::Result<()> {
             let db = db(&config).await?;
             let user = db::users::ensure(&db, &email).await?;
             println!("{}", token(&config, user, &email, days)?);
+        }
+        Command::Revoke { user } => {
+            let db = db(&config).await?;
+            let id = user_by(&db, &user).await?;
+            db::users::revoke_everything(&db, id).await?;
+            println!("every token and session of {user} revoked");
         }
         Command::Streams { json } => {
             let status = common::status::read(&bus(&config).await?).await;

@@ -30,8 +30,14 @@ impl FromRequestParts<AppState> for AuthUser {
                 .tokens
                 .verify(token.trim())
                 .map_err(|_| ApiError::Unauthorized)?;
-            state.limiters.user(UserId(claims.sub))?;
-            return Ok(AuthUser(UserId(claims.sub)));
+            let user = UserId(claims.sub);
+            // The signature says who issued it; only the database knows whether the user
+            // still exists and the token was not revoked since.
+            if !db::users::token_allowed(&state.db, user, claims.jti, claims.iat).await? {
+                return Err(ApiError::Unauthorized);
+            }
+            state.limiters.user(user)?;
+            return Ok(AuthUser(user));
         }
         let secret = cookie(
             &parts.headers,
@@ -53,6 +59,15 @@ impl FromRequestParts<AppState> for AuthUser {
         state.limiters.user(user)?;
         Ok(AuthUser(user))
     }
+}
+
+/// The verified claims of the request's bearer token, if it has one.
+pub fn bearer_claims(parts_headers: &HeaderMap, state: &AppState) -> Option<common::auth::Claims> {
+    let value = parts_headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    state.tokens.verify(token.trim()).ok()
 }
 
 /// `__Host-session` over HTTPS (Secure, Path=/, no Domain), `session` over plain HTTP

@@ -248,7 +248,12 @@ pub async fn callback(
     let (user, new_session) = match provider {
         Provider::Google => {
             let email = grant.email.as_deref().unwrap_or_default();
-            (db::users::ensure(&state.db, email).await?, true)
+            let user = db::users::ensure_google(&state.db, &grant.account_id, email)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::Forbidden("this address belongs to a user of another Google account")
+                })?;
+            (user, true)
         }
         _ => (
             flow.user_id

@@ -13,6 +13,7 @@ pub mod ops;
 pub mod provider_hooks;
 pub mod search;
 pub mod signatures;
+pub mod tokens;
 pub mod transcripts;
 pub mod webhooks;
 
@@ -81,6 +82,8 @@ impl AppState {
         connect::list_connections,
         connect::disconnect,
         connect::sync_now,
+        tokens::revoke_current,
+        tokens::revoke_all,
         search::search_get,
         search::search_post,
         ops::health,
@@ -146,6 +149,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::router())
         .merge(provider_hooks::router())
         .merge(connect::router())
+        .merge(tokens::router())
         .merge(search::router())
         .merge(ops::router())
         .route(
@@ -210,7 +214,7 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
         bus,
         providers,
         push,
-        tokens: Tokens::new(&config.secret_key),
+        tokens: Tokens::from_config(&config),
         config: Arc::new(config),
         metrics: metrics_handle(),
         endpoints: endpoints::EndpointCache::default(),

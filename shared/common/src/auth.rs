@@ -1,4 +1,7 @@
-//! API tokens: HS256 JWTs signed with `SECRET_KEY`, naming the user they act for.
+//! API tokens: HS256 JWTs signed with `SECRET_KEY`, naming the user they act for. Each carries
+//! `iss` (this deployment's PUBLIC_URL), `aud` (the API) and a `jti`, so a token of another
+//! deployment sharing the secret is refused and one token can be revoked. Whether the user
+//! still exists and the token is not revoked is the database's to say (`db::users`).
 
 use crate::ids::UserId;
 use chrono::{Duration, Utc};
@@ -6,12 +9,19 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// The audience every API token is issued for.
+pub const AUDIENCE: &str = "assistant-api";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: Uuid,
     pub email: String,
     pub iat: i64,
     pub exp: i64,
+    pub iss: String,
+    pub aud: String,
+    /// This token's id, for revoking it alone.
+    pub jti: Uuid,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,18 +35,27 @@ pub struct Tokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    issuer: String,
 }
 
 impl Tokens {
-    pub fn new(secret: &str) -> Self {
+    /// Tokens signed with `secret` and issued by `issuer` (the deployment's PUBLIC_URL).
+    pub fn new(secret: &str, issuer: &str) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 30;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud", "iat"]);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[AUDIENCE]);
         Self {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             validation,
+            issuer: issuer.to_owned(),
         }
+    }
+
+    pub fn from_config(config: &crate::Config) -> Self {
+        Self::new(&config.secret_key, &config.public_url)
     }
 
     pub fn issue(&self, user: UserId, email: &str, ttl: Duration) -> Result<String, TokenError> {
@@ -46,6 +65,9 @@ impl Tokens {
             email: email.to_owned(),
             iat: now.timestamp(),
             exp: (now + ttl).timestamp(),
+            iss: self.issuer.clone(),
+            aud: AUDIENCE.to_owned(),
+            jti: Uuid::new_v4(),
         };
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -65,15 +87,40 @@ mod tests {
 
     #[test]
     fn issued_tokens_verify_and_others_do_not() {
-        let tokens = Tokens::new("a-secret-of-at-least-thirty-two-bytes!!");
+        let tokens = Tokens::new(
+            "a-secret-of-at-least-thirty-two-bytes!!",
+            "https://a.example",
+        );
         let user = UserId(Uuid::new_v4());
         let token = tokens
             .issue(user, "a@example.com", Duration::days(1))
             .unwrap();
         assert_eq!(tokens.verify(&token).unwrap().sub, user.0);
 
-        let other = Tokens::new("another-secret-of-at-least-thirty-two-b");
+        let other = Tokens::new(
+            "another-secret-of-at-least-thirty-two-b",
+            "https://a.example",
+        );
         assert!(other.verify(&token).is_err(), "wrong key accepted");
+        let elsewhere = Tokens::new(
+            "a-secret-of-at-least-thirty-two-bytes!!",
+            "https://b.example",
+        );
+        assert!(
+            elsewhere.verify(&token).is_err(),
+            "another deployment's token accepted"
+        );
+        // A token without iss/aud/jti (the old shape) is refused.
+        let bare = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"sub": user.0, "email": "a@example.com", "iat": 0, "exp": Utc::now().timestamp() + 60}),
+            &EncodingKey::from_secret(b"a-secret-of-at-least-thirty-two-bytes!!"),
+        )
+        .unwrap();
+        assert!(
+            tokens.verify(&bare).is_err(),
+            "token without issuer and audience accepted"
+        );
         let expired = tokens
             .issue(user, "a@example.com", Duration::days(-1))
             .unwrap();

@@ -12,6 +12,8 @@ pub mod user {
         pub email: String,
         pub name: Option<String>,
         pub created_at: DateTimeWithTimeZone,
+        pub tokens_valid_after: Option<DateTimeWithTimeZone>,
+        pub google_sub: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

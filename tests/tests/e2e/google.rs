@@ -856,6 +856,58 @@ async fn the_flow_cookie_is_host_prefixed_over_https() {
         .await
         .unwrap();
     let (_, line) = set_cookie(&r, "__Host-oauth_flow").expect("a __Host- flow cookie");
-    assert!(line.contains("Path=/;") && line.contains("Secure"), "{line}");
+    assert!(
+        line.contains("Path=/;") && line.contains("Secure"),
+        "{line}"
+    );
     assert!(!line.contains("Domain"), "{line}");
+}
+
+async fn me(app: &TestApp, session: &str) -> Value {
+    let r = browser()
+        .get(format!("{}/api/auth/me", app.url))
+        .header(COOKIE, session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().await.unwrap()
+}
+
+/// Users are Google accounts (`sub`), not addresses: a renamed account stays the same user,
+/// and an address Google gives to a new account does not open the old owner's data.
+#[tokio::test]
+async fn google_users_are_matched_by_account_not_address() {
+    let (app, fake) = google_app(&[], |_| {}).await;
+    let first = me(&app, &sign_in(&app).await).await;
+    assert_eq!(first["email"], EMAIL);
+
+    fake.state.lock().unwrap().email = "renamed@example.com".into();
+    let renamed = me(&app, &sign_in(&app).await).await;
+    assert_eq!(renamed["user_id"], first["user_id"], "same account, same user");
+    assert_eq!(renamed["email"], "renamed@example.com");
+
+    // A user known by address only (made by `ctl token`) is taken over by the first Google
+    // account that signs in with that verified address...
+    let (known, _) = app.user("known@example.com").await;
+    {
+        let mut g = fake.state.lock().unwrap();
+        g.sub = "2000000000000000001".into();
+        g.email = "known@example.com".into();
+    }
+    let taken = me(&app, &sign_in(&app).await).await;
+    assert_eq!(taken["user_id"], known.0.to_string());
+
+    // ...but once bound, another account with the same address is refused.
+    fake.state.lock().unwrap().sub = "3000000000000000001".into();
+    let (authorize, flow_cookie) = start(&app).await;
+    let callback = consent(&app, &authorize).await;
+    let r = browser()
+        .get(callback)
+        .header(COOKIE, flow_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(set_cookie(&r, "session").is_none(), "no session for the newcomer");
 }

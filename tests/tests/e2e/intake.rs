@@ -151,13 +151,16 @@ async fn invalid_documents_are_rejected_with_the_field_named_and_nothing_publish
             .unwrap();
         assert_eq!(response.status(), 401, "token {bad_token:?}");
     }
-    let foreign = common::auth::Tokens::new("some-other-secret-that-is-long-enough!!")
-        .issue(
-            common::UserId(uuid::Uuid::new_v4()),
-            "x@example.com",
-            chrono::Duration::hours(1),
-        )
-        .unwrap();
+    let foreign = common::auth::Tokens::new(
+        "some-other-secret-that-is-long-enough!!",
+        &app.config.public_url,
+    )
+    .issue(
+        common::UserId(uuid::Uuid::new_v4()),
+        "x@example.com",
+        chrono::Duration::hours(1),
+    )
+    .unwrap();
     let response = app
         .post_documents(&foreign, &json!({"documents": [good]}))
         .await;

@@ -12,6 +12,7 @@ mod pipeline;
 mod providers;
 mod resilience;
 mod sync;
+mod tokens;
 mod transcripts;
 mod webhooks;
 

@@ -1,0 +1,41 @@
+//! Security hardening: revocable API tokens (per token and per user), users bound to
+//! Google's stable account id, and per-user Slack identities.
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+const UP: &str = r#"
+-- Tokens issued at or before this moment are refused ("sign out everywhere").
+ALTER TABLE users ADD COLUMN tokens_valid_after timestamptz;
+-- Google's `sub`: the account, whatever its email address becomes.
+ALTER TABLE users ADD COLUMN google_sub text UNIQUE;
+
+-- One revoked API token (a stolen one), until it would have expired anyway.
+CREATE TABLE revoked_tokens (
+    jti         uuid PRIMARY KEY,
+    user_id     uuid NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    revoked_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL
+);
+"#;
+
+const DOWN: &str = r#"
+DROP TABLE IF EXISTS revoked_tokens;
+ALTER TABLE users DROP COLUMN IF EXISTS google_sub;
+ALTER TABLE users DROP COLUMN IF EXISTS tokens_valid_after;
+"#;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.get_connection().execute_unprepared(UP).await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.get_connection().execute_unprepared(DOWN).await?;
+        Ok(())
+    }
+}
