@@ -9,6 +9,8 @@ bash scripts/setup.sh
 # Without a .env (a fresh clone), sign the benchmark's tokens with a throwaway secret.
 : "${SECRET_KEY:=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
 export SECRET_KEY
+: "${TOKEN_ENCRYPTION_KEYS:=bench:$(head -c 32 /dev/urandom | base64 | tr -d '\n')}"
+export TOKEN_ENCRYPTION_KEYS
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --bins
 "$root/target/release/bench"

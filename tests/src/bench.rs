@@ -106,16 +106,18 @@ impl Env {
         anyhow::bail!("gateway did not become ready")
     }
 
-    pub async fn webhook_user(&self) -> anyhow::Result<(UserId, String)> {
+    /// A user with a generic webhook endpoint: the user, the endpoint's id and its secret.
+    pub async fn webhook_user(&self) -> anyhow::Result<(UserId, uuid::Uuid, String)> {
         let user = db::users::ensure(&self.db, "bench-hooks@example.com").await?;
-        db::webhooks::create(
+        let endpoint = db::webhooks::create(
             &self.db,
+            &self.config.key_ring()?,
             user,
             &Source::parse("bench").map_err(anyhow::Error::msg)?,
             SECRET,
         )
         .await?;
-        Ok((user, SECRET.to_owned()))
+        Ok((user, endpoint.id, SECRET.to_owned()))
     }
 
     pub async fn purge_streams(&self) -> anyhow::Result<()> {
@@ -376,6 +378,7 @@ where
 
 pub async fn intake_gateway(
     env: &Env,
+    endpoint: uuid::Uuid,
     secret: &str,
     n: usize,
     concurrency: usize,
@@ -383,7 +386,7 @@ pub async fn intake_gateway(
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()?;
-    let url = format!("{}/api/webhooks/generic/bench", env.url);
+    let url = format!("{}/api/webhooks/generic/{endpoint}", env.url);
     let run = chrono::Utc::now().timestamp_millis();
     let ts = chrono::Utc::now().timestamp();
     // Signed up front, as the raw publisher's payload is serialized up front: the timed loop

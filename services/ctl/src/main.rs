@@ -327,8 +327,13 @@ async fn main() -> anyhow::Result<()> {
                 "whsec_{}",
                 base64::engine::general_purpose::STANDARD.encode(key)
             );
-            db::webhooks::create(&db, user, &source, &secret).await?;
-            println!("POST {}/api/webhooks/generic/{source}", config.public_url);
+            let ring = config.key_ring()?;
+            let endpoint = db::webhooks::create(&db, &ring, user, &source, &secret).await?;
+            println!(
+                "POST {}/api/webhooks/generic/{}   (source {source})",
+                config.public_url.trim_end_matches('/'),
+                endpoint.id
+            );
             println!("secret: {secret}");
         }
         Command::Keys {
@@ -338,9 +343,11 @@ async fn main() -> anyhow::Result<()> {
             command: KeysCommand::Rotate,
         } => {
             let ring = config.key_ring()?;
-            let report = db::connections::rotate_keys(&db(&config).await?, &ring).await?;
+            let db = db(&config).await?;
+            let report = db::connections::rotate_keys(&db, &ring).await?;
+            let endpoints = db::webhooks::rotate_keys(&db, &ring).await?;
             println!(
-                "re-encrypted {} connections under key {}",
+                "re-encrypted {} connections and {endpoints} webhook endpoint secrets under key {}",
                 report.rotated,
                 ring.current_id()
             );

@@ -1,68 +1,81 @@
-//! A short-lived cache of generic webhook endpoints per source, so verifying a delivery does
-//! not cost a Postgres query. A delivery no cached secret verifies triggers one reload (at
-//! most once a second per source), so a new endpoint works at once; a deleted one keeps
-//! working for at most [`TTL`].
+//! A short-lived, bounded cache of generic webhook endpoints by id, so verifying a delivery
+//! does not cost a Postgres query and a decryption. Unknown ids are never cached (each costs
+//! one primary-key lookup, bounded by the address rate limit); a deleted endpoint keeps
+//! working for at most [`TTL`]; at most [`CAPACITY`] endpoints are held.
 
+use common::UserId;
 use common::ids::Source;
+use common::secrets::KeyRing;
 use db::DatabaseConnection;
-use db::entities::webhook_endpoint;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 pub const TTL: Duration = Duration::from_secs(30);
-const MIN_RELOAD: Duration = Duration::from_secs(1);
+pub const CAPACITY: usize = 10_000;
 
-type Entry = (Instant, Arc<Vec<webhook_endpoint::Model>>);
+/// What a delivery needs to know about its endpoint.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub user: UserId,
+    pub source: Source,
+    pub secret: Arc<str>,
+}
 
 #[derive(Clone, Default)]
 pub struct EndpointCache {
-    entries: Arc<RwLock<HashMap<String, Entry>>>,
+    entries: Arc<RwLock<HashMap<Uuid, (Instant, Endpoint)>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("the endpoint's secret cannot be read: {0}")]
+    Secret(#[from] common::secrets::SecretError),
 }
 
 impl EndpointCache {
-    /// The endpoints for `source`, from the cache while fresh.
+    /// The endpoint `id`, from the cache while fresh; `None` when there is no such endpoint.
     pub async fn get(
         &self,
         db: &DatabaseConnection,
-        source: &Source,
-    ) -> db::Result<Arc<Vec<webhook_endpoint::Model>>> {
-        if let Some((at, endpoints)) = self.cached(source)
+        ring: Option<&KeyRing>,
+        id: Uuid,
+    ) -> Result<Option<Endpoint>, EndpointError> {
+        if let Some((at, endpoint)) = self.entries.read().ok().and_then(|e| e.get(&id).cloned())
             && at.elapsed() < TTL
         {
-            return Ok(endpoints);
+            return Ok(Some(endpoint));
         }
-        self.load(db, source).await
-    }
-
-    /// Reloads after a miss, unless the entry is younger than a second.
-    pub async fn reload(
-        &self,
-        db: &DatabaseConnection,
-        source: &Source,
-    ) -> db::Result<Option<Arc<Vec<webhook_endpoint::Model>>>> {
-        match self.cached(source) {
-            Some((at, _)) if at.elapsed() < MIN_RELOAD => Ok(None),
-            _ => self.load(db, source).await.map(Some),
-        }
-    }
-
-    fn cached(&self, source: &Source) -> Option<Entry> {
-        self.entries.read().ok()?.get(source.as_str()).cloned()
-    }
-
-    async fn load(
-        &self,
-        db: &DatabaseConnection,
-        source: &Source,
-    ) -> db::Result<Arc<Vec<webhook_endpoint::Model>>> {
-        let endpoints = Arc::new(db::webhooks::for_source(db, source).await?);
+        let Some(row) = db::webhooks::find(db, id).await? else {
+            return Ok(None);
+        };
+        let source =
+            Source::parse(&row.source).map_err(|_| common::secrets::SecretError::Malformed)?;
+        let endpoint = Endpoint {
+            user: UserId(row.user_id),
+            source,
+            secret: db::webhooks::secret(ring, &row)?.into(),
+        };
         if let Ok(mut entries) = self.entries.write() {
-            entries.insert(
-                source.as_str().to_owned(),
-                (Instant::now(), endpoints.clone()),
-            );
+            if entries.len() >= CAPACITY {
+                entries.retain(|_, (at, _)| at.elapsed() < TTL);
+                if entries.len() >= CAPACITY {
+                    entries.clear();
+                }
+            }
+            entries.insert(id, (Instant::now(), endpoint.clone()));
         }
-        Ok(endpoints)
+        Ok(Some(endpoint))
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.read().map(|e| e.len()).unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }

@@ -1,6 +1,7 @@
-//! Webhook intake. `POST /api/webhooks/generic/{source}` takes deliveries signed per the
-//! Standard Webhooks specification; the signature also tells which user's endpoint the
-//! delivery is for. Anything unsigned, tampered or stale gets 401 and publishes nothing.
+//! Webhook intake. `POST /api/webhooks/generic/{endpoint}` takes deliveries signed per the
+//! Standard Webhooks specification with that endpoint's secret (the endpoint belongs to one
+//! user and source, so exactly one secret is tried). Anything unsigned, tampered, stale or
+//! for an unknown endpoint gets 401 and publishes nothing.
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
@@ -11,18 +12,17 @@ use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use common::UserId;
 use common::events::{Envelope, Event, WebhookReceived};
-use common::ids::Source;
 use common::intake;
 use common::normalize::webhook_to_document;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/webhooks/generic/{source}", post(generic_webhook))
+    Router::new().route("/api/webhooks/generic/{endpoint}", post(generic_webhook))
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -114,13 +114,13 @@ pub struct WebhookAccepted {
 
 #[utoipa::path(
     post,
-    path = "/api/webhooks/generic/{source}",
+    path = "/api/webhooks/generic/{endpoint}",
     tag = "webhooks",
-    params(("source" = String, Path, description = "The sender's source name (a-z, 0-9, -, _)")),
+    params(("endpoint" = Uuid, Path, description = "The endpoint's id, as `ctl webhook create` prints it")),
     request_body(content = Object, description = "Any JSON event; a `data` object with `external_id`, `title`, `body` becomes that document"),
     responses(
         (status = 202, description = "Verified and durably in JetStream", body = WebhookAccepted),
-        (status = 400, description = "Bad source name or body not JSON", body = ErrorBody),
+        (status = 400, description = "Body not JSON", body = ErrorBody),
         (status = 401, description = "Unsigned, tampered, unknown or stale: nothing published", body = ErrorBody),
         (status = 422, description = "The document it stands for breaks a limit; `field` names it. Nothing was published", body = ErrorBody),
         (status = 503, description = "JetStream unavailable; the sender should retry", body = ErrorBody),
@@ -128,31 +128,27 @@ pub struct WebhookAccepted {
 )]
 pub async fn generic_webhook(
     State(state): State<AppState>,
-    Path(source): Path<String>,
+    Path(endpoint): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<WebhookAccepted>), ApiError> {
-    let source =
-        Source::parse(&source).map_err(|r| ApiError::BadRequest(format!("source: {r}")))?;
     let reject = |e: SignatureError| ApiError::WebhookRejected(e.reason());
     let id = header(&headers, "webhook-id").map_err(reject)?;
     let timestamp = header(&headers, "webhook-timestamp").map_err(reject)?;
     let signatures = header(&headers, "webhook-signature").map_err(reject)?;
     check_timestamp(timestamp, chrono::Utc::now().timestamp()).map_err(reject)?;
-
-    let matching = |endpoints: &[db::entities::webhook_endpoint::Model]| {
-        endpoints
-            .iter()
-            .find(|e| verify_signature(&e.secret, id, timestamp, &body, signatures).is_ok())
-            .map(|e| UserId(e.user_id))
-    };
-    let mut user = matching(&state.endpoints.get(&state.db, &source).await?);
-    if user.is_none()
-        && let Some(fresh) = state.endpoints.reload(&state.db, &source).await?
-    {
-        user = matching(&fresh);
-    }
-    let user = user.ok_or(ApiError::WebhookRejected("no signature matches"))?;
+    // Unknown and malformed endpoints look the same to the sender.
+    let unknown = ApiError::WebhookRejected("no signature matches");
+    let endpoint = Uuid::parse_str(&endpoint).map_err(|_| unknown)?;
+    let ring = state.providers.as_ref().map(|p| p.ring.as_ref());
+    let endpoint = state
+        .endpoints
+        .get(&state.db, ring, endpoint)
+        .await
+        .map_err(|e| ApiError::Internal(Box::new(e)))?
+        .ok_or(ApiError::WebhookRejected("no signature matches"))?;
+    verify_signature(&endpoint.secret, id, timestamp, &body, signatures).map_err(reject)?;
+    let (user, source) = (endpoint.user, endpoint.source);
 
     let payload: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("body is not JSON: {e}")))?;

@@ -225,45 +225,106 @@ pub struct Rotation {
     pub failed: Vec<(Uuid, String)>,
 }
 
-/// Re-encrypts every token not under the ring's current key. A row that cannot be decrypted
-/// is reported and skipped, so one bad row does not stop the rotation of all the others.
-pub async fn rotate_keys(db: &DatabaseConnection, ring: &KeyRing) -> Result<Rotation> {
+/// One connection's encrypted tokens as read, for a compare-and-swap rewrite.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    pub id: Uuid,
+    pub owner: Uuid,
+    pub provider: String,
+    pub access: Option<String>,
+    pub refresh: Option<String>,
+}
+
+/// What rewriting one row under the current key did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rewrite {
+    Rotated,
+    Unchanged,
+    /// The row changed since it was read (a token refresh stored new tokens): nothing was
+    /// written, so the fresh tokens survive; read it again and retry.
+    Conflict,
+}
+
+/// The encrypted tokens of one connection (`Some(id)`) or of all, as stored now.
+pub async fn sealed_rows(db: &DatabaseConnection, id: Option<Uuid>) -> Result<Vec<Sealed>> {
     let rows = db
         .query_all_raw(stmt(
-            "SELECT id, user_id, provider, access_token_enc, refresh_token_enc FROM connections",
-            vec![],
+            "SELECT id, user_id, provider, access_token_enc, refresh_token_enc FROM connections
+             WHERE $1::uuid IS NULL OR id = $1",
+            vec![id.into()],
         ))
         .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(Sealed {
+                id: r.try_get("", "id")?,
+                owner: r.try_get("", "user_id")?,
+                provider: r.try_get("", "provider")?,
+                access: r.try_get("", "access_token_enc")?,
+                refresh: r.try_get("", "refresh_token_enc")?,
+            })
+        })
+        .collect()
+}
+
+/// Re-encrypts one row read as `seen`, writing only if the row still holds what was read.
+pub async fn rewrite(db: &DatabaseConnection, ring: &KeyRing, seen: &Sealed) -> Result<Rewrite> {
+    let owner = seen.owner.to_string();
+    let rotate = |v: &Option<String>| -> Result<(Option<String>, bool)> {
+        match v {
+            Some(v) if ring.needs_rotation(v) => {
+                Ok((Some(ring.rotate(v, &owner, &seen.provider)?), true))
+            }
+            other => Ok((other.clone(), false)),
+        }
+    };
+    let (access, a) = rotate(&seen.access)?;
+    let (refresh, b) = rotate(&seen.refresh)?;
+    if !(a || b) {
+        return Ok(Rewrite::Unchanged);
+    }
+    let result = db
+        .execute_raw(stmt(
+            "UPDATE connections SET access_token_enc = $2, refresh_token_enc = $3, updated_at = now()
+             WHERE id = $1 AND access_token_enc IS NOT DISTINCT FROM $4
+               AND refresh_token_enc IS NOT DISTINCT FROM $5",
+            vec![
+                seen.id.into(),
+                access.into(),
+                refresh.into(),
+                seen.access.clone().into(),
+                seen.refresh.clone().into(),
+            ],
+        ))
+        .await?;
+    Ok(if result.rows_affected() == 1 {
+        Rewrite::Rotated
+    } else {
+        Rewrite::Conflict
+    })
+}
+
+/// Re-encrypts every token not under the ring's current key. A row that cannot be decrypted
+/// is reported and skipped, so one bad row does not stop the rotation of all the others; a
+/// row refreshed while it was being rotated is read again, never overwritten.
+pub async fn rotate_keys(db: &DatabaseConnection, ring: &KeyRing) -> Result<Rotation> {
     let mut report = Rotation::default();
-    for r in rows {
-        let id: Uuid = r.try_get("", "id")?;
-        let owner: Uuid = r.try_get("", "user_id")?;
-        let provider: String = r.try_get("", "provider")?;
-        let owner = owner.to_string();
-        let rotate = |v: Option<String>| -> Result<(Option<String>, bool)> {
-            match v {
-                Some(v) if ring.needs_rotation(&v) => {
-                    Ok((Some(ring.rotate(&v, &owner, &provider)?), true))
+    for first in sealed_rows(db, None).await? {
+        let mut seen = Some(first);
+        let mut attempts = 0;
+        while let Some(row) = seen.take() {
+            attempts += 1;
+            match rewrite(db, ring, &row).await {
+                Ok(Rewrite::Rotated) => report.rotated += 1,
+                Ok(Rewrite::Unchanged) => {}
+                Ok(Rewrite::Conflict) if attempts < 5 => {
+                    seen = sealed_rows(db, Some(row.id)).await?.into_iter().next();
                 }
-                other => Ok((other, false)),
+                Ok(Rewrite::Conflict) => report
+                    .failed
+                    .push((row.id, "kept changing while being rotated".into())),
+                Err(e) => report.failed.push((row.id, e.to_string())),
             }
-        };
-        let rotated = rotate(r.try_get("", "access_token_enc")?)
-            .and_then(|a| Ok((a, rotate(r.try_get("", "refresh_token_enc")?)?)));
-        let ((access, a), (refresh, b)) = match rotated {
-            Ok(pair) => pair,
-            Err(e) => {
-                report.failed.push((id, e.to_string()));
-                continue;
-            }
-        };
-        if a || b {
-            db.execute_raw(stmt(
-                "UPDATE connections SET access_token_enc = $2, refresh_token_enc = $3, updated_at = now() WHERE id = $1",
-                vec![id.into(), access.into(), refresh.into()],
-            ))
-            .await?;
-            report.rotated += 1;
         }
     }
     Ok(report)

@@ -43,9 +43,10 @@ async fn main() -> anyhow::Result<()> {
     for name in ["ingest", "embedding", "rules-engine", "tool-executor"] {
         services.stop(name);
     }
-    let (user, secret) = env.webhook_user().await?;
+    let (user, endpoint, secret) = env.webhook_user().await?;
     let sampler = services.sample_rss("gateway");
-    let gateway = bench::intake_gateway(&env, &secret, INTAKE_REQUESTS, INTAKE_CONCURRENCY).await?;
+    let gateway =
+        bench::intake_gateway(&env, endpoint, &secret, INTAKE_REQUESTS, INTAKE_CONCURRENCY).await?;
     let gateway_peak = sampler.stop().await;
     let payload = Envelope::new(
         user,
@@ -222,7 +223,7 @@ const NOTES: &str = "
 ## How each number is made
 
 - **Webhook intake**: 4,000 Standard-Webhooks deliveries (signed before the clock starts), 32 at a \
-  time, through the gateway's `POST /api/webhooks/generic/bench`; each answered 202 after its PubAck. \
+  time, through the gateway's `POST /api/webhooks/generic/{endpoint}`; each answered 202 after its PubAck. \
   Peer: the same envelope published straight to JetStream with `Nats-Msg-Id`, 32 at a time, each \
   awaiting its PubAck. Ceiling: `GET /health` through the same server and middleware. Consumers are \
   stopped during this phase so they do not take the cores.

@@ -194,9 +194,7 @@ async fn every_document_answered_2xx_is_stored_whatever_its_fields_hold() {
     let app = TestApp::spawn_only(&["ingest"]).await;
     let (user, token) = app.user("fuzz@example.com").await;
     let source = Source::parse("fuzz").unwrap();
-    db::webhooks::create(&app.db, user, &source, SECRET)
-        .await
-        .unwrap();
+    let fuzz = crate::webhooks::endpoint(&app, user, "fuzz").await;
 
     let mut accepted: Vec<(String, Value)> = Vec::new();
     let mut refused = 0;
@@ -241,7 +239,7 @@ async fn every_document_answered_2xx_is_stored_whatever_its_fields_hold() {
         let body = payload.to_string();
         let id = format!("msg_{}", Uuid::new_v4().simple());
         let signature = sign(SECRET, &id, now, &body);
-        let response = deliver(&app, "fuzz", &id, now, &body, Some(signature)).await;
+        let response = deliver(&app, &fuzz, &id, now, &body, Some(signature)).await;
         if check_response(response, &payload).await {
             accepted_with_nul += usize::from(has_nul(&payload));
             // The document ingest makes of it, by the product's own normalization.

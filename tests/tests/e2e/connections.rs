@@ -5,7 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::secrets::KeyRing;
 use db::connections::{self, Account, TokenSet};
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, EntityTrait};
 
 fn ring(spec: &[(&str, u8)]) -> KeyRing {
     let text: Vec<String> = spec
@@ -160,4 +160,82 @@ async fn tokens_are_encrypted_owner_bound_revocable_and_rotatable() {
     );
     assert!(connections::delete(&app.db, alice, "google").await.unwrap());
     assert!(connections::list(&app.db, alice).await.unwrap().is_empty());
+}
+
+/// Key rotation never overwrites tokens refreshed between its read and its write: the write
+/// is a compare-and-swap, and a conflict is read again.
+#[tokio::test]
+async fn key_rotation_keeps_tokens_refreshed_while_it_runs() {
+    let app = TestApp::spawn_only(&[]).await;
+    let (alice, _) = app.user("alice@example.com").await;
+    let k1 = ring(&[("k1", 1)]);
+    let k2 = ring(&[("k2", 2), ("k1", 1)]);
+    let account = Account {
+        id: "hub-1".into(),
+        name: "portal".into(),
+        scopes: "crm.objects.contacts.read".into(),
+    };
+    let set = |n: u32| TokenSet {
+        access_token: format!("hs-access-{n}"),
+        refresh_token: Some(format!("hs-refresh-{n}")),
+        expires_at: None,
+    };
+    connections::save_tokens(&app.db, &k1, alice, "hubspot", &account, &set(1))
+        .await
+        .unwrap();
+    // Rotation reads the row...
+    let seen = connections::sealed_rows(&app.db, None)
+        .await
+        .unwrap()
+        .remove(0);
+    // ...a refresh rotates the refresh token meanwhile (HubSpot's old one is now dead)...
+    connections::save_tokens(&app.db, &k1, alice, "hubspot", &account, &set(2))
+        .await
+        .unwrap();
+    // ...and rotation's write finds the row changed and writes nothing.
+    assert_eq!(
+        connections::rewrite(&app.db, &k2, &seen).await.unwrap(),
+        connections::Rewrite::Conflict
+    );
+    let stored = connections::tokens(&app.db, &k2, alice, "hubspot")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.refresh_token.as_deref(), Some("hs-refresh-2"));
+    // The whole rotation reads again and rotates the fresh tokens.
+    let report = connections::rotate_keys(&app.db, &k2).await.unwrap();
+    assert_eq!((report.rotated, report.failed.len()), (1, 0));
+    let k2_only = ring(&[("k2", 2)]);
+    let stored = connections::tokens(&app.db, &k2_only, alice, "hubspot")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.refresh_token.as_deref(), Some("hs-refresh-2"));
+}
+
+/// Webhook secrets from before encryption keep verifying and are encrypted by rotation.
+#[tokio::test]
+async fn plain_webhook_secrets_are_encrypted_by_rotation() {
+    let app = TestApp::spawn_only(&[]).await;
+    let (alice, _) = app.user("alice@example.com").await;
+    let k1 = ring(&[("k1", 1)]);
+    app.db
+        .execute_unprepared(&format!(
+            "INSERT INTO webhook_endpoints (id, user_id, source, secret) VALUES ('{}', '{}', 'legacy', 'whsec_bGVnYWN5LXNlY3JldA==')",
+            uuid::Uuid::new_v4(),
+            alice
+        ))
+        .await
+        .unwrap();
+    assert_eq!(db::webhooks::rotate_keys(&app.db, &k1).await.unwrap(), 1);
+    assert_eq!(db::webhooks::rotate_keys(&app.db, &k1).await.unwrap(), 0);
+    let rows = db::entities::webhook_endpoint::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert!(rows[0].secret.starts_with("v1.k1."), "{}", rows[0].secret);
+    assert_eq!(
+        db::webhooks::secret(Some(&k1), &rows[0]).unwrap(),
+        "whsec_bGVnYWN5LXNlY3JldA=="
+    );
 }

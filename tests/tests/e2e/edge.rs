@@ -187,7 +187,11 @@ async fn users_and_addresses_are_rate_limited_with_retry_after() {
     for _ in 0..30 {
         let r = app
             .http
-            .post(format!("{}/api/webhooks/generic/feedback", app.url))
+            .post(format!(
+                "{}/api/webhooks/generic/{}",
+                app.url,
+                uuid::Uuid::new_v4()
+            ))
             .body("{}")
             .send()
             .await

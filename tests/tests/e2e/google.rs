@@ -884,7 +884,10 @@ async fn google_users_are_matched_by_account_not_address() {
 
     fake.state.lock().unwrap().email = "renamed@example.com".into();
     let renamed = me(&app, &sign_in(&app).await).await;
-    assert_eq!(renamed["user_id"], first["user_id"], "same account, same user");
+    assert_eq!(
+        renamed["user_id"], first["user_id"],
+        "same account, same user"
+    );
     assert_eq!(renamed["email"], "renamed@example.com");
 
     // A user known by address only (made by `ctl token`) is taken over by the first Google
@@ -909,5 +912,8 @@ async fn google_users_are_matched_by_account_not_address() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    assert!(set_cookie(&r, "session").is_none(), "no session for the newcomer");
+    assert!(
+        set_cookie(&r, "session").is_none(),
+        "no session for the newcomer"
+    );
 }

@@ -105,7 +105,7 @@ async fn openapi_document_is_served_and_matches_the_committed_copy() {
     );
     for p in [
         "/api/ingest/documents",
-        "/api/webhooks/generic/{source}",
+        "/api/webhooks/generic/{endpoint}",
         "/api/embeddings/search",
         "/health",
         "/ready",

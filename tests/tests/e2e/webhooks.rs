@@ -18,9 +18,20 @@ pub fn sign(secret: &str, id: &str, ts: i64, body: &str) -> String {
     format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
 }
 
+/// A generic webhook endpoint for `user` and `source` with `SECRET`; returns its id.
+pub async fn endpoint(app: &TestApp, user: common::UserId, source: &str) -> String {
+    let source = common::ids::Source::parse(source).unwrap();
+    let ring = app.config.key_ring().unwrap();
+    db::webhooks::create(&app.db, &ring, user, &source, SECRET)
+        .await
+        .unwrap()
+        .id
+        .to_string()
+}
+
 pub async fn deliver(
     app: &TestApp,
-    source: &str,
+    endpoint: &str,
     id: &str,
     ts: i64,
     body: &str,
@@ -28,7 +39,7 @@ pub async fn deliver(
 ) -> reqwest::Response {
     let mut request = app
         .http
-        .post(format!("{}/api/webhooks/generic/{source}", app.url))
+        .post(format!("{}/api/webhooks/generic/{endpoint}", app.url))
         .header("webhook-id", id)
         .header("webhook-timestamp", ts.to_string())
         .header("content-type", "application/json")
@@ -44,10 +55,22 @@ async fn signed_deliveries_are_ingested_once_and_bad_ones_publish_nothing() {
     let app = TestApp::spawn().await;
     assistant_tests::mark_sensitive(SECRET);
     let (user, token) = app.user("hooks@example.com").await;
-    let source = common::ids::Source::parse("feedback").unwrap();
-    db::webhooks::create(&app.db, user, &source, SECRET)
-        .await
-        .unwrap();
+    let feedback = endpoint(&app, user, "feedback").await;
+    // Another endpoint of the same source, with another secret.
+    let (other_user, _) = app.user("other-hooks@example.com").await;
+    let ring = app.config.key_ring().unwrap();
+    let other = db::webhooks::create(
+        &app.db,
+        &ring,
+        other_user,
+        &common::ids::Source::parse("feedback").unwrap(),
+        "whsec_c2VjcmV0LW9mLXNvbWVib2R5LWVsc2U=",
+    )
+    .await
+    .unwrap()
+    .id
+    .to_string();
+    let unknown = uuid::Uuid::new_v4().to_string();
     let now = chrono::Utc::now().timestamp();
     let body = r#"{"type":"feedback.created","data":{"id":"fb-1","title":"Export to CSV","body":"Customers want to export their holdings report to CSV."}}"#;
 
@@ -58,7 +81,7 @@ async fn signed_deliveries_are_ingested_once_and_bad_ones_publish_nothing() {
             "tampered body",
             deliver(
                 &app,
-                "feedback",
+                &feedback,
                 "msg_1",
                 now,
                 &tampered,
@@ -68,13 +91,13 @@ async fn signed_deliveries_are_ingested_once_and_bad_ones_publish_nothing() {
         ),
         (
             "unsigned",
-            deliver(&app, "feedback", "msg_1", now, body, None).await,
+            deliver(&app, &feedback, "msg_1", now, body, None).await,
         ),
         (
             "stale",
             deliver(
                 &app,
-                "feedback",
+                &feedback,
                 "msg_1",
                 now - 301,
                 body,
@@ -87,7 +110,7 @@ async fn signed_deliveries_are_ingested_once_and_bad_ones_publish_nothing() {
             "future",
             deliver(
                 &app,
-                "feedback",
+                &feedback,
                 "msg_1",
                 now + 330,
                 body,
@@ -99,7 +122,7 @@ async fn signed_deliveries_are_ingested_once_and_bad_ones_publish_nothing() {
             "wrong secret",
             deliver(
                 &app,
-                "feedback",
+                &feedback,
                 "msg_1",
                 now,
                 body,
@@ -113,10 +136,34 @@ async fn signed_deliveries_are_ingested_once_and_bad_ones_publish_nothing() {
             .await,
         ),
         (
-            "unknown source",
+            "unknown endpoint",
             deliver(
                 &app,
-                "nobody",
+                &unknown,
+                "msg_1",
+                now,
+                body,
+                Some(sign(SECRET, "msg_1", now, body)),
+            )
+            .await,
+        ),
+        (
+            "not an endpoint id",
+            deliver(
+                &app,
+                "feedback",
+                "msg_1",
+                now,
+                body,
+                Some(sign(SECRET, "msg_1", now, body)),
+            )
+            .await,
+        ),
+        (
+            "another user's endpoint",
+            deliver(
+                &app,
+                &other,
                 "msg_1",
                 now,
                 body,
@@ -140,15 +187,7 @@ async fn signed_deliveries_are_ingested_once_and_bad_ones_publish_nothing() {
     let signature = sign(SECRET, "msg_1", now, body);
     let mut duplicates = Vec::new();
     for _ in 0..3 {
-        let response = deliver(
-            &app,
-            "feedback",
-            "msg_1",
-            now,
-            body,
-            Some(signature.clone()),
-        )
-        .await;
+        let response = deliver(&app, &feedback, "msg_1", now, body, Some(signature.clone())).await;
         assert_eq!(response.status(), 202);
         let accepted: serde_json::Value = response.json().await.unwrap();
         duplicates.push(accepted["duplicate"].as_bool().unwrap());
@@ -161,22 +200,25 @@ async fn signed_deliveries_are_ingested_once_and_bad_ones_publish_nothing() {
         "Export to CSV"
     );
     assert_eq!(app.scalar_i64("SELECT count(*) FROM documents").await, 1);
+    // Secrets are stored encrypted.
+    assert_eq!(
+        app.scalar_i64("SELECT count(*) FROM webhook_endpoints WHERE secret LIKE 'whsec_%'")
+            .await,
+        0
+    );
 }
 
 #[tokio::test]
 async fn the_published_test_vector_payload_is_accepted_with_a_fresh_timestamp() {
     let app = TestApp::spawn().await;
     let (user, token) = app.user("vector@example.com").await;
-    let source = common::ids::Source::parse("generic").unwrap();
-    db::webhooks::create(&app.db, user, &source, SECRET)
-        .await
-        .unwrap();
+    let generic = endpoint(&app, user, "generic").await;
     let id = "msg_p5jXN8AQM9LWM0D4loKWxJek";
     let body = r#"{"test": 2432232314}"#;
     // The published timestamp (1614265330) is years old, so the gateway must refuse it...
     let stale = deliver(
         &app,
-        "generic",
+        &generic,
         id,
         1614265330,
         body,
@@ -188,7 +230,7 @@ async fn the_published_test_vector_payload_is_accepted_with_a_fresh_timestamp() 
     let now = chrono::Utc::now().timestamp();
     let response = deliver(
         &app,
-        "generic",
+        &generic,
         id,
         now,
         body,
