@@ -653,6 +653,10 @@ pub async fn sync_now(
                     "must be contacts, companies, deals or notes",
                 ));
             }
+            // It becomes part of a HubSpot API path: digits only, as HubSpot's ids are.
+            if id.is_empty() || id.len() > 20 || !id.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid("object_id", "must be a HubSpot object id (digits)"));
+            }
             SyncScope::HubspotObject {
                 object_type,
                 id,

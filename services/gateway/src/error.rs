@@ -29,6 +29,8 @@ pub enum ApiError {
     BadGateway(String),
     #[error("too many requests; retry in {} s", retry_secs(.0))]
     RateLimited(std::time::Duration),
+    #[error("busy with other requests; retry shortly")]
+    Busy,
     #[error("event bus unavailable: {0}")]
     Unavailable(#[source] BusError),
     #[error("internal error: {0}")]
@@ -69,6 +71,7 @@ impl IntoResponse for ApiError {
             ApiError::WebhookRejected(_) => (StatusCode::UNAUTHORIZED, "invalid_signature", None),
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "provider_unavailable", None),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
+            ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy", None),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         };
@@ -95,6 +98,7 @@ impl IntoResponse for ApiError {
         let retry_after = match &self {
             ApiError::RateLimited(wait) => Some(retry_secs(wait)),
             ApiError::Unavailable(_) => Some(5),
+            ApiError::Busy => Some(1),
             _ => None,
         };
         if let Some(secs) = retry_after {

@@ -50,6 +50,10 @@ pub struct AppState {
     /// Checks Gmail push (Pub/Sub) tokens.
     pub push: google_jwt::PushVerifier,
     pub limiters: Arc<edge::limits::Limiters>,
+    /// Bounds searches in flight (`SEARCH_MAX_CONCURRENT`).
+    pub search_slots: Arc<tokio::sync::Semaphore>,
+    /// Bounds query embeddings awaited (`QUERY_EMBED_MAX_IN_FLIGHT`).
+    pub embed_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -210,6 +214,8 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
         .map_err(anyhow::Error::msg)?;
     Ok(AppState {
         limiters: edge::limits::Limiters::new(&config),
+        search_slots: Arc::new(tokio::sync::Semaphore::new(config.search_max_concurrent)),
+        embed_slots: Arc::new(tokio::sync::Semaphore::new(config.query_embed_max_in_flight)),
         db,
         bus,
         providers,

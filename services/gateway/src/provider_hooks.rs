@@ -128,6 +128,13 @@ pub async fn hubspot(
         )
         .map_err(reject)?;
     } else {
+        // Without v3 there is no signed timestamp: taking v1/v2 by default would let anyone
+        // who captured a delivery strip its v3 headers and replay it after the dedup window.
+        if !state.config.hubspot_accept_legacy_signatures {
+            return Err(ApiError::WebhookRejected(
+                "missing X-HubSpot-Signature-v3 header (v1/v2 signatures are not accepted)",
+            ));
+        }
         let signature = header(&headers, "x-hubspot-signature").ok_or(
             ApiError::WebhookRejected("missing X-HubSpot-Signature header"),
         )?;
@@ -372,6 +379,11 @@ pub async fn calendar(
         .await?
         .filter(|c| c.resource == "calendar")
         .ok_or(ApiError::WebhookRejected("unknown channel"))?;
+    // Google stops a channel at its expiration; anything claiming to come from one after
+    // that is not Google.
+    if channel.expires_at <= chrono::Utc::now() {
+        return Err(ApiError::WebhookRejected("channel expired"));
+    }
     let matches: bool = channel
         .token_hash
         .as_deref()

@@ -120,6 +120,7 @@ fn split(list: Option<String>) -> Vec<String> {
         (status = 200, body = SearchResponse),
         (status = 401, body = ErrorBody),
         (status = 422, description = "A parameter is invalid; `field` names it", body = ErrorBody),
+        (status = 503, description = "Too many searches in flight; retry after `Retry-After`", body = ErrorBody),
     )
 )]
 pub async fn search_get(
@@ -150,6 +151,7 @@ pub async fn search_get(
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 422, description = "A field is invalid; `field` names it", body = ErrorBody),
+        (status = 503, description = "Too many searches in flight; retry after `Retry-After`", body = ErrorBody),
     )
 )]
 pub async fn search_post(
@@ -190,6 +192,8 @@ async fn search(
     {
         return Err(invalid("from", "must be before `to`"));
     }
+    // Limits first, then work: a search holds a slot while it runs.
+    let _slot = state.search_slots.try_acquire().map_err(|_| ApiError::Busy)?;
     let embedding = embed_query(state, &q).await;
     let mode = if embedding.is_some() {
         "hybrid"
@@ -215,6 +219,11 @@ async fn search(
 }
 
 async fn embed_query(state: &AppState, text: &str) -> Option<Vec<f32>> {
+    // With the embedder already this far behind, full text now beats a vector later.
+    let Ok(_slot) = state.embed_slots.try_acquire() else {
+        tracing::debug!("query embeddings saturated; searching full text only");
+        return None;
+    };
     let subject = state.bus.ns.subject(EMBED_QUERY_SUBJECT);
     let payload = serde_json::to_vec(&EmbedQuery {
         text: text.to_owned(),

@@ -54,16 +54,39 @@ fn clock(secs: f64) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
+/// Most participants kept in a transcript's metadata.
+const MAX_PARTICIPANTS: usize = 500;
+
 impl TranscriptRequest {
-    fn into_input(self) -> Result<DocumentInput, FieldError> {
+    /// Limits first, then work: the request's size is checked before anything is built, and
+    /// building is linear in the number of turns.
+    fn into_input(self, max_body_bytes: usize) -> Result<DocumentInput, FieldError> {
         let source = Source::parse(self.source.as_deref().unwrap_or("transcripts"))
             .map_err(|r| FieldError::new("source", r))?;
         if self.turns.is_empty() {
             return Err(FieldError::new("turns", "at least one turn"));
         }
+        let text_bytes: usize = self
+            .turns
+            .iter()
+            .map(|t| t.text.len() + t.speaker.len() + 16)
+            .sum();
+        if text_bytes > max_body_bytes {
+            return Err(FieldError::new(
+                "turns",
+                format!("longer than {max_body_bytes} bytes"),
+            ));
+        }
+        if self.participants.len() > MAX_PARTICIPANTS {
+            return Err(FieldError::new(
+                "participants",
+                format!("at most {MAX_PARTICIPANTS}"),
+            ));
+        }
         let mut last = f64::MIN;
         let mut paragraphs = Vec::with_capacity(self.turns.len());
         let mut speakers: Vec<String> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (i, turn) in self.turns.iter().enumerate() {
             if turn.speaker.trim().is_empty() {
                 return Err(FieldError::new(
@@ -78,7 +101,7 @@ impl TranscriptRequest {
                 ));
             }
             last = turn.start_secs;
-            if !speakers.contains(&turn.speaker) {
+            if seen.insert(turn.speaker.as_str()) {
                 speakers.push(turn.speaker.clone());
             }
             let text = turn.text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -130,7 +153,9 @@ pub async fn ingest_transcript(
     body: Bytes,
 ) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
     let request: TranscriptRequest = parse_json(&body)?;
-    let doc = request.into_input().map_err(ApiError::Invalid)?;
+    let doc = request
+        .into_input(state.config.max_document_bytes)
+        .map_err(ApiError::Invalid)?;
     let doc = intake::admit(doc, "transcript", &state.limits()).map_err(|mut e| {
         // Name the request's own fields: the body is built from `turns`.
         e.field = match e.field.trim_start_matches("transcript.") {

@@ -99,6 +99,10 @@ pub struct Config {
     /// Reverse proxies in front of the gateway that append to `X-Forwarded-For`; 0 trusts the
     /// header not at all and limits by the TCP peer.
     pub trusted_proxies: u32,
+    /// Searches one gateway runs at once; more are answered 503 with Retry-After.
+    pub search_max_concurrent: usize,
+    /// Query embeddings one gateway waits for at once; a search beyond it runs on full text.
+    pub query_embed_max_in_flight: usize,
     /// Bearer token that reads `/metrics`; when empty, only loopback clients may read it.
     pub metrics_token: String,
     /// `local` (in-process all-MiniLM-L6-v2) or `openai` (any OpenAI-compatible endpoint).
@@ -164,6 +168,10 @@ pub struct Config {
     pub hubspot_client_id: String,
     /// OAuth client secret of the HubSpot app; also the key for webhook signatures.
     pub hubspot_client_secret: String,
+    /// Accept HubSpot's v1/v2 webhook signatures, which sign no timestamp (a captured
+    /// delivery stays valid forever). Off: only v3 is accepted, which HubSpot sends with every
+    /// app webhook; turn on only for an app that cannot send v3.
+    pub hubspot_accept_legacy_signatures: bool,
     /// HubSpot's authorization page.
     pub hubspot_auth_url: String,
     /// Base URL of the HubSpot API (token endpoint included).
@@ -219,6 +227,8 @@ impl Default for Config {
             rate_limit_webhook_per_minute: 12_000,
             trusted_proxies: 0,
             metrics_token: String::new(),
+            search_max_concurrent: 64,
+            query_embed_max_in_flight: 16,
             embedding_provider: EmbeddingProvider::Local,
             embedding_model_dir: default_model_dir(),
             embedding_dimensions: 384,
@@ -250,6 +260,7 @@ impl Default for Config {
             google_jwks: String::new(),
             hubspot_client_id: String::new(),
             hubspot_client_secret: String::new(),
+            hubspot_accept_legacy_signatures: false,
             hubspot_auth_url: "https://app.hubspot.com/oauth/authorize".into(),
             hubspot_api_base: "https://api.hubapi.com".into(),
             slack_client_id: String::new(),
@@ -315,6 +326,8 @@ impl Config {
             "rate_limit_webhook_per_minute",
             "trusted_proxies",
             "metrics_token",
+            "search_max_concurrent",
+            "query_embed_max_in_flight",
             "embedding_provider",
             "embedding_model_dir",
             "embedding_dimensions",
@@ -346,6 +359,7 @@ impl Config {
             "google_jwks",
             "hubspot_client_id",
             "hubspot_client_secret",
+            "hubspot_accept_legacy_signatures",
             "hubspot_auth_url",
             "hubspot_api_base",
             "slack_client_id",
@@ -410,6 +424,9 @@ impl Config {
         }
         if self.chunk_overlap >= self.chunk_tokens {
             return invalid("CHUNK_OVERLAP", "must be smaller than CHUNK_TOKENS");
+        }
+        if self.search_max_concurrent == 0 {
+            return invalid("SEARCH_MAX_CONCURRENT", "must be at least 1");
         }
         if self.consumer_concurrency == 0 || self.embed_batch_size == 0 {
             return invalid("CONSUMER_CONCURRENCY", "must be at least 1");

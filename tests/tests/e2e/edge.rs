@@ -341,3 +341,47 @@ async fn metrics_need_the_token_unless_read_from_the_machine_itself() {
         assert!(!text.contains(m), "{m} became a label");
     }
 }
+
+/// Searches and the query embeddings they wait for are bounded per gateway: past the bound a
+/// search is refused with 503 and Retry-After, and past the embedding bound it runs on full
+/// text at once instead of queueing for a vector.
+#[tokio::test]
+async fn searches_and_query_embeddings_in_flight_are_bounded() {
+    for (searches, embeddings) in [(1, 16), (8, 1)] {
+        let app = TestApp::spawn_with(
+            common::Config {
+                search_max_concurrent: searches,
+                query_embed_max_in_flight: embeddings,
+                ..test_config().await
+            },
+            &[],
+        )
+        .await;
+        // An embedding service that takes requests and never answers: a search holds its
+        // slots for the 3 s the gateway waits for a vector.
+        let subject = app.bus.ns.subject(common::events::EMBED_QUERY_SUBJECT);
+        let _silent = app.bus.client.subscribe(subject).await.unwrap();
+        app.bus.client.flush().await.unwrap();
+        let (_, token) = app.user("busy@example.com").await;
+        let search = || {
+            app.http
+                .get(format!("{}/api/embeddings/search?q=rollover", app.url))
+                .bearer_auth(&token)
+                .send()
+        };
+        let waiting = tokio::spawn(search());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        let second = search().await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(2), "answered at once");
+        if searches == 1 {
+            assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(second.headers()["retry-after"], "1");
+            assert_eq!(second.json::<Value>().await.unwrap()["code"], "busy");
+        } else {
+            assert_eq!(second.status(), StatusCode::OK);
+            assert_eq!(second.json::<Value>().await.unwrap()["mode"], "fulltext");
+        }
+        assert_eq!(waiting.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+}

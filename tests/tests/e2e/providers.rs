@@ -91,6 +91,13 @@ async fn fake_slack() -> MockServer {
 }
 
 async fn app_with(services: &[&'static str]) -> (TestApp, FakeGoogle, MockServer, MockServer) {
+    app_tuned(services, |_| {}).await
+}
+
+async fn app_tuned(
+    services: &[&'static str],
+    tune: impl FnOnce(&mut common::Config),
+) -> (TestApp, FakeGoogle, MockServer, MockServer) {
     let google = FakeGoogle::start("advisor@example.com").await;
     let hubspot = fake_hubspot().await;
     let slack = fake_slack().await;
@@ -103,6 +110,7 @@ async fn app_with(services: &[&'static str]) -> (TestApp, FakeGoogle, MockServer
     config.slack_signing_secret = SLACK_SECRET.into();
     config.slack_api_base = format!("{}/api", slack.uri());
     config.sync_interval_secs = 0;
+    tune(&mut config);
     (
         TestApp::spawn_with(config, services).await,
         google,
@@ -221,6 +229,40 @@ async fn hubspot_v3(app: &TestApp, body: &str, skew_ms: i64, tamper: bool) -> re
         .unwrap()
 }
 
+/// A v1-signed delivery: sha256(secret + body), no timestamp.
+async fn hubspot_v1(app: &TestApp, body: &str) -> reqwest::Response {
+    let v1 = hex::encode(<Sha256 as sha2::Digest>::digest(format!(
+        "{HUBSPOT_SECRET}{body}"
+    )));
+    app.http
+        .post(format!("{}/api/webhooks/hubspot", app.url))
+        .header("x-hubspot-signature", v1)
+        .header("x-hubspot-signature-version", "v1")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// An app that can only sign v1 works when the operator says so.
+#[tokio::test]
+async fn hubspot_legacy_signatures_only_when_allowed() {
+    let (app, _google, _hubspot, _slack) =
+        app_tuned(&[], |c| c.hubspot_accept_legacy_signatures = true).await;
+    let r = hubspot_v1(&app, &hubspot_events(1002, "contact.deletion", 404)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let forged = app
+        .http
+        .post(format!("{}/api/webhooks/hubspot", app.url))
+        .header("x-hubspot-signature", "00".repeat(32))
+        .header("x-hubspot-signature-version", "v1")
+        .body(hubspot_events(1003, "contact.deletion", 405))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn hubspot_connect_webhooks_and_object_sync() {
     let (app, _google, _hubspot, _slack) = app_with(&["ingest"]).await;
@@ -279,21 +321,16 @@ async fn hubspot_connect_webhooks_and_object_sync() {
         r.json::<Value>().await.unwrap(),
         json!({"published": 1, "duplicates": 1})
     );
-    // Older apps sign with v1: sha256(secret + body).
-    let v1_body = hubspot_events(1002, "contact.deletion", 404);
-    let v1 = hex::encode(<Sha256 as sha2::Digest>::digest(format!(
-        "{HUBSPOT_SECRET}{v1_body}"
-    )));
-    let r = app
-        .http
-        .post(format!("{}/api/webhooks/hubspot", app.url))
-        .header("x-hubspot-signature", v1)
-        .header("x-hubspot-signature-version", "v1")
-        .body(v1_body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    // The same delivery with its v3 headers stripped and its (timestamp-free) v1 signature:
+    // a downgrade that would make it replayable forever. Refused.
+    let r = hubspot_v1(&app, &body).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.stream_messages("SYNC").await, base + 1);
+    let deletion = hubspot_events(1002, "contact.deletion", 404);
+    assert_eq!(
+        hubspot_v3(&app, &deletion, 0, false).await.status(),
+        StatusCode::OK
+    );
     assert_eq!(app.stream_messages("SYNC").await, base + 2);
 
     let contact = crate::doc_id(user, "hubspot", "contact:123");

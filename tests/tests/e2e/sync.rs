@@ -592,6 +592,21 @@ async fn hubspot_sync_is_incremental_and_misses_nothing_that_changes_between_run
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // An object id is part of a HubSpot URL path: digits only.
+    let r = app
+        .http
+        .post(format!("{}/api/sync/hubspot", app.url))
+        .bearer_auth(
+            app.tokens
+                .issue(user, EMAIL, chrono::Duration::hours(1))
+                .unwrap(),
+        )
+        .json(&json!({"object_type": "contacts", "object_id": "../../oauth/v1/refresh-tokens/x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json::<Value>().await.unwrap()["field"], "object_id");
     assert_eq!(app.stream_messages("SYNC").await, queued_before + 1);
     hubspot.state.lock().unwrap().reads = 0;
     sync.handle(
@@ -959,6 +974,7 @@ async fn scheduler_queues_due_syncs_and_renewals_once_across_replicas_and_renews
     assert!(channels[0].expires_at > chrono::Utc::now() + chrono::Duration::days(6));
 
     let notify = |channel: String, token: String| {
+        let (channel, token) = (channel.clone(), token.clone());
         app.http
             .post(format!("{}/api/webhooks/calendar", app.url))
             .header("x-goog-channel-id", channel)
@@ -977,12 +993,27 @@ async fn scheduler_queues_due_syncs_and_renewals_once_across_replicas_and_renews
         "the replaced channel is gone"
     );
     assert_eq!(
-        notify(channel_id, token).await.unwrap().status(),
+        notify(channel_id.clone(), token.clone())
+            .await
+            .unwrap()
+            .status(),
         StatusCode::OK
     );
     assert_eq!(app.stream_messages("SYNC").await, 4);
     // With the channel renewed, nothing is due for renewal any more.
     ingest::sync::scheduler::tick(&a).await.unwrap();
+    assert_eq!(app.stream_messages("SYNC").await, 4);
+    // Past its expiration Google no longer sends on a channel: its token stops verifying.
+    count(
+        &app,
+        &format!("WITH u AS (UPDATE watch_channels SET expires_at = now() - interval '1 minute' WHERE id = '{channel_id}' RETURNING 1) SELECT count(*) FROM u"),
+    )
+    .await;
+    assert_eq!(
+        notify(channel_id, token).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED,
+        "an expired channel"
+    );
     assert_eq!(app.stream_messages("SYNC").await, 4);
 
     // Disconnecting stops the channel at Google and revokes the grant.

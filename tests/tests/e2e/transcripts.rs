@@ -89,3 +89,25 @@ async fn transcripts_are_chunked_by_speaker_turn_and_searchable() {
         Some("Annual review with the Parkers")
     );
 }
+
+/// Size is checked before the transcript is built: fifty thousand speakers are refused by
+/// the size limit, naming `turns`, without first comparing every speaker with every other.
+#[tokio::test]
+async fn oversized_transcripts_are_refused_before_they_are_built() {
+    let app = TestApp::spawn_only(&[]).await;
+    let (_, token) = app.user("advisor@example.com").await;
+    let turns: Vec<Value> = (0..50_000)
+        .map(|i| json!({"speaker": format!("Speaker {i}"), "start_secs": i, "text": "ok"}))
+        .collect();
+    let r = app
+        .http
+        .post(format!("{}/api/ingest/transcripts", app.url))
+        .bearer_auth(&token)
+        .json(&json!({"external_id": "huge", "title": "All hands", "turns": turns}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json::<Value>().await.unwrap()["field"], "turns");
+    assert_eq!(app.stream_messages("INGEST").await, 0);
+}

@@ -5,6 +5,7 @@
 
 use super::{Names, Outcome, Run, SyncResult, base};
 use chrono::{DateTime, Utc};
+use common::consumer::HandleError;
 use common::events::DocumentInput;
 use common::ids::Source;
 use providers::ProviderError;
@@ -183,6 +184,13 @@ async fn object_changes(
 /// Reads one object with its associations and stores it; `deleted` (from a webhook)
 /// removes it instead. A 404 means it is gone.
 pub async fn one(run: &mut Run<'_>, object_type: &str, id: &str, deleted: bool) -> SyncResult<()> {
+    // Both end up in a URL path: only what HubSpot's own ids and types look like.
+    let known_type = ["contacts", "companies", "deals", "notes"].contains(&object_type);
+    if !known_type || id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(
+            HandleError::poison(format!("not a HubSpot object: {object_type:?} {id:?}")).into(),
+        );
+    }
     let name = singular(object_type);
     let external_id = format!("{name}:{id}");
     if deleted {
