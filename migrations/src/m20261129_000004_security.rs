@@ -1,5 +1,5 @@
 //! Security hardening: revocable API tokens (per token and per user), users bound to
-//! Google's stable account id, and per-user Slack identities.
+//! Google's stable account id, and the Slack member behind each connection.
 
 use sea_orm_migration::prelude::*;
 
@@ -12,6 +12,10 @@ ALTER TABLE users ADD COLUMN tokens_valid_after timestamptz;
 -- Google's `sub`: the account, whatever its email address becomes.
 ALTER TABLE users ADD COLUMN google_sub text UNIQUE;
 
+-- The person behind a connection at the provider where it differs from the account (the
+-- Slack member id inside a workspace): what a user may see is decided per person.
+ALTER TABLE connections ADD COLUMN account_user text;
+
 -- One revoked API token (a stolen one), until it would have expired anyway.
 CREATE TABLE revoked_tokens (
     jti         uuid PRIMARY KEY,
@@ -23,6 +27,7 @@ CREATE TABLE revoked_tokens (
 
 const DOWN: &str = r#"
 DROP TABLE IF EXISTS revoked_tokens;
+ALTER TABLE connections DROP COLUMN IF EXISTS account_user;
 ALTER TABLE users DROP COLUMN IF EXISTS google_sub;
 ALTER TABLE users DROP COLUMN IF EXISTS tokens_valid_after;
 "#;

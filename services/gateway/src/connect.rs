@@ -270,6 +270,7 @@ pub async fn callback(
             id: grant.account_id.clone(),
             name: grant.account_name.clone(),
             scopes: grant.scopes.clone(),
+            user: grant.account_user.clone(),
         },
         &grant.tokens,
     )

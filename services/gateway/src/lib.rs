@@ -215,7 +215,9 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
     Ok(AppState {
         limiters: edge::limits::Limiters::new(&config),
         search_slots: Arc::new(tokio::sync::Semaphore::new(config.search_max_concurrent)),
-        embed_slots: Arc::new(tokio::sync::Semaphore::new(config.query_embed_max_in_flight)),
+        embed_slots: Arc::new(tokio::sync::Semaphore::new(
+            config.query_embed_max_in_flight,
+        )),
         db,
         bus,
         providers,

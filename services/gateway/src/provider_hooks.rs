@@ -343,7 +343,7 @@ pub async fn gmail(
     })?;
     tracing::debug!(history.id = %note.history_id, "Gmail notification");
     let mut commands = Vec::new();
-    for user in connections::users_by_account(&state.db, "google", &note.email_address).await? {
+    for user in connections::users_by_mailbox(&state.db, &note.email_address).await? {
         commands.push(sync_command(
             user,
             Resource::Gmail,

@@ -193,7 +193,10 @@ async fn search(
         return Err(invalid("from", "must be before `to`"));
     }
     // Limits first, then work: a search holds a slot while it runs.
-    let _slot = state.search_slots.try_acquire().map_err(|_| ApiError::Busy)?;
+    let _slot = state
+        .search_slots
+        .try_acquire()
+        .map_err(|_| ApiError::Busy)?;
     let embedding = embed_query(state, &q).await;
     let mode = if embedding.is_some() {
         "hybrid"

@@ -35,11 +35,13 @@ fn stmt(sql: &str, values: Vec<Value>) -> Statement {
 /// The provider account a grant belongs to.
 #[derive(Debug, Clone, Default)]
 pub struct Account {
-    /// Google `sub`, HubSpot portal id, Slack team id.
+    /// Google `sub`, HubSpot portal id, Slack team id: what provider events are matched on.
     pub id: String,
-    /// Google email, HubSpot domain, Slack team name.
+    /// Google email, HubSpot domain, Slack team name: for display only.
     pub name: String,
     pub scopes: String,
+    /// The person inside the account, where it has several (the Slack member id).
+    pub user: Option<String>,
 }
 
 /// Stores (or replaces) a user's tokens for a provider and marks the connection connected.
@@ -58,11 +60,11 @@ pub async fn save_tokens(
         .as_ref()
         .map(|r| ring.encrypt(r, &owner, provider));
     db.execute_raw(stmt(
-        "INSERT INTO connections (id, user_id, provider, account_id, scopes, access_token_enc, refresh_token_enc, expires_at, account_name)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        "INSERT INTO connections (id, user_id, provider, account_id, scopes, access_token_enc, refresh_token_enc, expires_at, account_name, account_user)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          ON CONFLICT (user_id, provider) DO UPDATE SET
              account_id = EXCLUDED.account_id, scopes = EXCLUDED.scopes,
-             account_name = EXCLUDED.account_name,
+             account_name = EXCLUDED.account_name, account_user = EXCLUDED.account_user,
              access_token_enc = EXCLUDED.access_token_enc,
              -- a provider that does not send a new refresh token keeps the old one valid
              refresh_token_enc = coalesce(EXCLUDED.refresh_token_enc, connections.refresh_token_enc),
@@ -77,6 +79,7 @@ pub async fn save_tokens(
             refresh.into(),
             tokens.expires_at.map(|t| t.fixed_offset()).into(),
             account.name.clone().into(),
+            account.user.clone().into(),
         ],
     ))
     .await?;
@@ -352,8 +355,25 @@ pub async fn mark_error(
     Ok(())
 }
 
-/// The users connected to `provider` with this account id (HubSpot portal, Slack team) or
-/// account name (Google email). Several users can share one HubSpot portal or Slack team.
+/// The users whose Google connection is for this mailbox: a Gmail push names the mailbox
+/// by its address (Google's own identifier for it, verified at sign-in), nothing else.
+pub async fn users_by_mailbox(db: &impl ConnectionTrait, address: &str) -> Result<Vec<UserId>> {
+    let rows = db
+        .query_all_raw(stmt(
+            "SELECT user_id FROM connections
+             WHERE provider = 'google' AND lower(account_name) = lower($1) AND status <> 'revoked'
+             ORDER BY created_at",
+            vec![address.into()],
+        ))
+        .await?;
+    rows.into_iter()
+        .map(|r| Ok(UserId(r.try_get("", "user_id")?)))
+        .collect()
+}
+
+/// The users connected to this provider account (HubSpot portal id, Slack team id): matched
+/// on the provider's id only, never on a name another account could take. Several users can
+/// share one HubSpot portal or Slack team.
 pub async fn users_by_account(
     db: &impl ConnectionTrait,
     provider: &str,
@@ -362,8 +382,7 @@ pub async fn users_by_account(
     let rows = db
         .query_all_raw(stmt(
             "SELECT user_id FROM connections
-             WHERE provider = $1 AND (account_id = $2 OR lower(account_name) = lower($2))
-               AND status <> 'revoked'
+             WHERE provider = $1 AND account_id = $2 AND status <> 'revoked'
              ORDER BY created_at",
             vec![provider.into(), account.into()],
         ))
@@ -371,4 +390,56 @@ pub async fn users_by_account(
     rows.into_iter()
         .map(|r| Ok(UserId(r.try_get("", "user_id")?)))
         .collect()
+}
+
+/// The person behind a user's connection inside its account (the Slack member id); `None`
+/// for connections made before it was recorded.
+pub async fn account_user(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    provider: &str,
+) -> Result<Option<String>> {
+    let row = db
+        .query_one_raw(stmt(
+            "SELECT account_user FROM connections WHERE user_id = $1 AND provider = $2",
+            vec![user.0.into(), provider.into()],
+        ))
+        .await?;
+    Ok(match row {
+        Some(r) => r.try_get::<Option<String>>("", "account_user")?,
+        None => None,
+    })
+}
+
+/// Whether another user's live connection to the same provider account holds `access_token`
+/// (a shared installation token): revoking it would cut that user off too.
+pub async fn token_shared(
+    db: &impl ConnectionTrait,
+    ring: &KeyRing,
+    user: UserId,
+    provider: &str,
+    access_token: &str,
+) -> Result<bool> {
+    let rows = db
+        .query_all_raw(stmt(
+            "SELECT o.user_id, o.access_token_enc FROM connections o
+             JOIN connections mine ON mine.provider = o.provider AND mine.account_id = o.account_id
+             WHERE mine.user_id = $1 AND o.provider = $2 AND o.user_id <> $1
+               AND o.access_token_enc IS NOT NULL",
+            vec![user.0.into(), provider.into()],
+        ))
+        .await?;
+    for r in rows {
+        let owner: Uuid = r.try_get("", "user_id")?;
+        let sealed: String = r.try_get("", "access_token_enc")?;
+        if ring
+            .decrypt(&sealed, &owner.to_string(), provider)
+            .ok()
+            .as_deref()
+            == Some(access_token)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

@@ -33,21 +33,39 @@ pub const HUBSPOT_SCOPES: &[&str] = &[
     "crm.objects.companies.read",
     "crm.objects.deals.read",
 ];
-/// Slack bot scopes: read channels the app is in, their history, and user names.
-pub const SLACK_SCOPES: &[&str] = &[
+/// Slack user scopes: the conversations this person is in, their history, and names. Read
+/// with the person's own token, so each user indexes exactly what they can see in Slack,
+/// never what the app was invited to by a colleague.
+pub const SLACK_USER_SCOPES: &[&str] = &[
     "channels:history",
     "channels:read",
     "groups:history",
     "groups:read",
     "users:read",
-    "chat:write",
 ];
+/// Slack bot scopes: posting as the app.
+pub const SLACK_SCOPES: &[&str] = &["chat:write"];
 
-/// Slack's `oauth.v2.access` answers with the workspace next to the token.
+/// Slack's `oauth.v2.access` answers with the workspace next to the (bot) token, and the
+/// person who installed with their own token under `authed_user`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SlackFields {
     pub team: Option<SlackTeam>,
     pub bot_user_id: Option<String>,
+    pub authed_user: Option<SlackAuthedUser>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlackAuthedUser {
+    pub id: String,
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(default)]
+    pub access_token: Option<String>,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub expires_in: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,6 +135,8 @@ pub struct Grant {
     pub account_id: String,
     /// Google email, HubSpot domain, Slack team name.
     pub account_name: String,
+    /// Slack only: the member id of the person who connected.
+    pub account_user: Option<String>,
     /// Google only: the verified email the user signs in with.
     pub email: Option<String>,
 }
@@ -267,6 +287,7 @@ impl OAuth {
                     .authorize_url(csrf)
                     // Slack separates scopes with commas
                     .add_scope(Scope::new(SLACK_SCOPES.join(",")))
+                    .add_extra_param("user_scope", SLACK_USER_SCOPES.join(","))
                     .set_pkce_challenge(challenge)
                     .url()
                     .0
@@ -318,6 +339,7 @@ impl OAuth {
                     scopes: scopes(&response),
                     account_id: me.sub,
                     account_name: me.email.clone(),
+                    account_user: None,
                     email: Some(me.email),
                     tokens,
                 })
@@ -349,6 +371,7 @@ impl OAuth {
                     scopes: scopes(&response),
                     account_id: info.hub_id.to_string(),
                     account_name: info.hub_domain.unwrap_or_default(),
+                    account_user: None,
                     email: None,
                     tokens,
                 })
@@ -363,14 +386,32 @@ impl OAuth {
                     .request_async(&self.http)
                     .await
                     .map_err(token_error)?;
-                let team = response.extra_fields().team.clone().ok_or_else(|| {
+                let extra = response.extra_fields();
+                let team = extra.team.clone().ok_or_else(|| {
                     ProviderError::Refused("Slack did not name the workspace".into())
                 })?;
+                // The person's own token: what they can see, not what the bot can.
+                let person = extra
+                    .authed_user
+                    .clone()
+                    .filter(|u| u.access_token.as_deref().is_some_and(|t| !t.is_empty()));
+                let Some(person) = person else {
+                    return Err(ProviderError::Refused(
+                        "Slack granted no user access (user_scope)".into(),
+                    ));
+                };
                 Ok(Grant {
-                    tokens: token_set(&response),
-                    scopes: scopes(&response),
+                    tokens: TokenSet {
+                        access_token: person.access_token.unwrap_or_default(),
+                        refresh_token: person.refresh_token,
+                        expires_at: person
+                            .expires_in
+                            .map(|s| Utc::now() + chrono::Duration::seconds(s)),
+                    },
+                    scopes: person.scope.unwrap_or_default(),
                     account_id: team.id,
                     account_name: team.name.unwrap_or_default(),
+                    account_user: Some(person.id),
                     email: None,
                 })
             }

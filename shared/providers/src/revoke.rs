@@ -44,6 +44,22 @@ pub async fn withdraw(
     let revoked = match provider {
         Provider::Google => revoke_google(providers, config, &tokens).await,
         Provider::Hubspot => revoke_hubspot(providers, config, &tokens).await,
+        // A token another user's connection also holds (a workspace-wide app token from
+        // before per-person access) stays: revoking it would disconnect them too.
+        Provider::Slack
+            if connections::token_shared(
+                &providers.db,
+                &providers.ring,
+                user,
+                name,
+                &tokens.access_token,
+            )
+            .await? =>
+        {
+            Err(ProviderError::Refused(
+                "the token is shared with another user's connection; left in place".into(),
+            ))
+        }
         Provider::Slack => revoke_slack(providers, config, &tokens).await,
     };
     match revoked {

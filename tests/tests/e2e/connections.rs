@@ -39,6 +39,7 @@ async fn tokens_are_encrypted_owner_bound_revocable_and_rotatable() {
             id: "alice-sub".into(),
             name: String::new(),
             scopes: "gmail.modify calendar".into(),
+            user: None,
         },
         &tokens,
     )
@@ -71,6 +72,7 @@ async fn tokens_are_encrypted_owner_bound_revocable_and_rotatable() {
             id: "alice-sub".into(),
             name: String::new(),
             scopes: "gmail.modify calendar".into(),
+            user: None,
         },
         &refreshed,
     )
@@ -95,6 +97,7 @@ async fn tokens_are_encrypted_owner_bound_revocable_and_rotatable() {
             id: "bob-sub".into(),
             name: String::new(),
             scopes: "".into(),
+            user: None,
         },
         &refreshed,
     )
@@ -174,6 +177,7 @@ async fn key_rotation_keeps_tokens_refreshed_while_it_runs() {
         id: "hub-1".into(),
         name: "portal".into(),
         scopes: "crm.objects.contacts.read".into(),
+        user: None,
     };
     let set = |n: u32| TokenSet {
         access_token: format!("hs-access-{n}"),

@@ -282,10 +282,21 @@ pub const SLACK_CLIENT_ID: &str = "1234567890.0987654321";
 pub const SLACK_CLIENT_SECRET: &str = "slack-client-secret-for-tests";
 pub const SLACK_TEAM: &str = "T0FAKE123";
 
+/// The token Slack gives the app itself (the bot); the product must never read with it.
+pub const SLACK_APP_TOKEN: &str = "xoxb-app-token-shared-by-the-workspace";
+
 #[derive(Default)]
 pub struct Slack {
-    /// (id, name, the app is a member)
+    /// (id, name, the first person (`token`, member U1234) is a member)
     pub channels: Vec<(String, String, bool)>,
+    /// Private channels: invisible to people who are not in them.
+    pub private: HashSet<String>,
+    /// Other people of the workspace: their user token → (member id, their channels).
+    pub people: HashMap<String, (String, HashSet<String>)>,
+    /// Whose token the next OAuth consent hands out (default: `token`).
+    pub consenting: Option<String>,
+    /// User tokens revoked with `auth.revoke`.
+    pub revoked_tokens: HashSet<String>,
     /// channel → messages, oldest first
     pub messages: HashMap<String, Vec<Value>>,
     /// "channel:thread ts" → replies, oldest first
@@ -306,6 +317,32 @@ pub struct Slack {
 }
 
 impl Slack {
+    /// The person a user token belongs to and their channels.
+    fn person(&self, token: &str) -> Option<(String, HashSet<String>)> {
+        if token == self.token {
+            let mine = self
+                .channels
+                .iter()
+                .filter(|(_, _, member)| *member)
+                .map(|(id, _, _)| id.clone())
+                .collect();
+            return Some(("U1234".into(), mine));
+        }
+        self.people.get(token).cloned()
+    }
+
+    /// Another person of the workspace, member of `channels`.
+    pub fn add_person(&mut self, token: &str, member: &str, channels: &[&str]) {
+        assistant_tests::mark_sensitive(token);
+        self.people.insert(
+            token.to_owned(),
+            (
+                member.to_owned(),
+                channels.iter().map(|c| (*c).to_owned()).collect(),
+            ),
+        );
+    }
+
     /// Posts a message to a channel; returns its ts.
     pub fn post(&mut self, channel: &str, user: &str, text: &str) -> String {
         self.next_ts += 1;
@@ -420,13 +457,20 @@ impl FakeSlack {
                 if !g.codes.remove(&get("code")) {
                     return slack_err("invalid_code");
                 }
+                let token = g.consenting.clone().unwrap_or_else(|| g.token.clone());
+                let Some((member, _)) = g.person(&token) else {
+                    return slack_err("invalid_code");
+                };
                 slack_ok(json!({
-                    "access_token": g.token, "token_type": "bot",
-                    "scope": "channels:history,channels:read,groups:history,groups:read,users:read,chat:write",
+                    "access_token": SLACK_APP_TOKEN, "token_type": "bot",
+                    "scope": "chat:write",
                     "bot_user_id": "U0KRQLJ9H", "app_id": "A0KRD7HC3",
                     "team": {"name": "Wealth Partners", "id": SLACK_TEAM},
                     "enterprise": null, "is_enterprise_install": false,
-                    "authed_user": {"id": "U1234", "scope": "", "access_token": "", "token_type": "user"}
+                    "authed_user": {
+                        "id": member, "token_type": "user", "access_token": token,
+                        "scope": "channels:history,channels:read,groups:history,groups:read,users:read",
+                    }
                 }))
             })
             .mount(&server)
@@ -452,12 +496,14 @@ fn web_api(g: &mut Slack, r: &Request) -> ResponseTemplate {
     let name = r.url.path().trim_start_matches("/api/").to_owned();
     let q = query(r);
     g.calls.push((name.clone(), q.clone()));
-    if g.revoked {
+    let token = bearer(r).unwrap_or_default();
+    if (g.revoked && token == g.token) || g.revoked_tokens.contains(&token) {
         return slack_err("token_revoked");
     }
-    if bearer(r).as_deref() != Some(g.token.as_str()) {
+    // Only people's own tokens read; the app's token is not what the product may use.
+    let Some((_member, theirs)) = g.person(&token) else {
         return slack_err("invalid_auth");
-    }
+    };
     let ts = |m: &Value| {
         m["ts"]
             .as_str()
@@ -470,7 +516,7 @@ fn web_api(g: &mut Slack, r: &Request) -> ResponseTemplate {
             let mine: Vec<Value> = g
                 .channels
                 .iter()
-                .filter(|(_, _, member)| *member)
+                .filter(|(id, _, _)| theirs.contains(id))
                 .map(|(id, name, _)| json!({"id": id, "name": name, "is_channel": true, "is_member": true}))
                 .collect();
             slack_ok(slack_page(&mine, &q, "channels"))
@@ -485,12 +531,12 @@ fn web_api(g: &mut Slack, r: &Request) -> ResponseTemplate {
             let Some(channel) = q.get("channel") else {
                 return slack_err("channel_not_found");
             };
-            if !g
-                .channels
-                .iter()
-                .any(|(id, _, member)| id == channel && *member)
-            {
-                return slack_err("not_in_channel");
+            if !theirs.contains(channel) {
+                return slack_err(if g.private.contains(channel) {
+                    "channel_not_found"
+                } else {
+                    "not_in_channel"
+                });
             }
             let oldest: f64 = q.get("oldest").and_then(|o| o.parse().ok()).unwrap_or(0.0);
             let inclusive = q.get("inclusive").is_some_and(|i| i == "true" || i == "1");
@@ -509,6 +555,9 @@ fn web_api(g: &mut Slack, r: &Request) -> ResponseTemplate {
             let (Some(channel), Some(parent)) = (q.get("channel"), q.get("ts")) else {
                 return slack_err("invalid_arguments");
             };
+            if !theirs.contains(channel) {
+                return slack_err("channel_not_found");
+            }
             let Some(first) = g
                 .messages
                 .get(channel)
@@ -538,14 +587,20 @@ fn web_api(g: &mut Slack, r: &Request) -> ResponseTemplate {
                 .get("channel")
                 .and_then(|c| g.channels.iter().find(|(id, _, _)| id == c))
             {
-                Some((id, name, member)) => {
-                    slack_ok(json!({"channel": {"id": id, "name": name, "is_member": member}}))
+                Some((id, _, _)) if g.private.contains(id) && !theirs.contains(id) => {
+                    slack_err("channel_not_found")
                 }
+                Some((id, name, _)) => slack_ok(
+                    json!({"channel": {"id": id, "name": name, "is_member": theirs.contains(id)}}),
+                ),
                 None => slack_err("channel_not_found"),
             }
         }
         "auth.revoke" => {
-            g.revoked = true;
+            if token == g.token {
+                g.revoked = true;
+            }
+            g.revoked_tokens.insert(token);
             slack_ok(json!({"revoked": true}))
         }
         _ => slack_err("unknown_method"),

@@ -373,7 +373,10 @@ async fn searches_and_query_embeddings_in_flight_are_bounded() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let started = Instant::now();
         let second = search().await.unwrap();
-        assert!(started.elapsed() < Duration::from_secs(2), "answered at once");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "answered at once"
+        );
         if searches == 1 {
             assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(second.headers()["retry-after"], "1");

@@ -350,6 +350,7 @@ pub async fn connect(app: &TestApp, fake: &FakeGoogle, expires_in: chrono::Durat
             id: "1098765432101234567".into(),
             name: EMAIL.into(),
             scopes: String::new(),
+            user: None,
         },
         &db::connections::TokenSet {
             access_token: access,

@@ -11,6 +11,7 @@ mod ops;
 mod pipeline;
 mod providers;
 mod resilience;
+mod slack_isolation;
 mod sync;
 mod tokens;
 mod transcripts;

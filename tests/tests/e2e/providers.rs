@@ -83,7 +83,7 @@ async fn fake_slack() -> MockServer {
     Mock::given(method("GET"))
         .and(path("/api/conversations.info"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "ok": true, "channel": {"id": "C024BE91L", "name": "client-feedback"}
+            "ok": true, "channel": {"id": "C024BE91L", "name": "client-feedback", "is_member": true}
         })))
         .mount(&server)
         .await;
@@ -407,6 +407,7 @@ async fn slack_events_are_verified_deduplicated_and_stored_with_names() {
             id: TEAM.into(),
             name: "Wealth Partners".into(),
             scopes: "channels:history".into(),
+            user: Some("U1234".into()),
         },
         &db::connections::TokenSet {
             access_token: "xoxb-test".into(),

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-async fn disconnect(app: &TestApp, user: UserId, provider: &str) {
+pub async fn disconnect(app: &TestApp, user: UserId, provider: &str) {
     let token = app
         .tokens
         .issue(user, EMAIL, chrono::Duration::hours(1))
@@ -42,7 +42,7 @@ async fn disconnect(app: &TestApp, user: UserId, provider: &str) {
     assert_eq!(left, 0);
 }
 
-async fn sync_now(app: &TestApp, user: UserId, resource: &str, body: Option<Value>) {
+pub async fn sync_now(app: &TestApp, user: UserId, resource: &str, body: Option<Value>) {
     let token = app
         .tokens
         .issue(user, EMAIL, chrono::Duration::hours(1))
@@ -62,7 +62,7 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
     app.scalar_i64(sql).await
 }
 
-async fn docs(app: &TestApp, user: UserId, source: &str) -> i64 {
+pub async fn docs(app: &TestApp, user: UserId, source: &str) -> i64 {
     count(
         app,
         &format!("SELECT count(*) FROM documents WHERE user_id = '{user}' AND source = '{source}'"),
@@ -96,7 +96,7 @@ fn syncer(app: &TestApp) -> ingest::sync::Sync {
     }
 }
 
-fn command(resource: Resource, scope: SyncScope) -> SyncRequested {
+pub fn command(resource: Resource, scope: SyncScope) -> SyncRequested {
     SyncRequested {
         resource,
         reason: "test".into(),
@@ -389,6 +389,7 @@ async fn hubspot_sync_is_incremental_and_misses_nothing_that_changes_between_run
             id: "62515".into(),
             name: "wealth-partners.com".into(),
             scopes: "crm.objects.contacts.read".into(),
+            user: None,
         },
         &db::connections::TokenSet {
             access_token: access,
@@ -636,7 +637,7 @@ async fn hubspot_sync_is_incremental_and_misses_nothing_that_changes_between_run
 }
 
 /// Connects Slack through the browser flow for a signed-in user; returns the session.
-async fn connect_slack(app: &TestApp, slack: &FakeSlack) -> String {
+pub async fn connect_slack(app: &TestApp, slack: &FakeSlack) -> String {
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -690,16 +691,19 @@ async fn connect_slack(app: &TestApp, slack: &FakeSlack) -> String {
             .starts_with(&format!("{}/oauth/v2/authorize", slack.server.uri()))
     );
     assert_eq!(q["client_id"], crate::crm_fakes::SLACK_CLIENT_ID);
+    // History is read with the person's own token (user scopes), never the app's.
     assert!(
-        q["scope"].contains("channels:history,"),
+        q["user_scope"].contains("channels:history,"),
         "Slack scopes are comma-separated: {}",
-        q["scope"]
+        q["user_scope"]
     );
+    assert!(!q["scope"].contains("history"), "{}", q["scope"]);
     // A code Slack does not know is refused and connects nothing.
+    let connected = "SELECT count(*) FROM connections WHERE provider = 'slack'";
+    let before = count(app, connected).await;
     let r = callback(&q["state"], "not-a-code", format!("{flow}; {session}")).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let connected = "SELECT count(*) FROM connections WHERE provider = 'slack'";
-    assert_eq!(count(app, connected).await, 0);
+    assert_eq!(count(app, connected).await, before);
 
     let (_, q, flow) = start(session.clone()).await;
     slack
@@ -710,7 +714,7 @@ async fn connect_slack(app: &TestApp, slack: &FakeSlack) -> String {
         .insert("slack-code-1".into());
     let r = callback(&q["state"], "slack-code-1", format!("{flow}; {session}")).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "{:?}", r.text().await);
-    assert_eq!(count(app, connected).await, 1);
+    assert_eq!(count(app, connected).await, before + 1);
     session
 }
 
@@ -887,6 +891,7 @@ async fn scheduler_queues_due_syncs_and_renewals_once_across_replicas_and_renews
             id: "200".into(),
             name: "former@example.com".into(),
             scopes: String::new(),
+            user: None,
         },
         &db::connections::TokenSet {
             access_token: "gone".into(),

@@ -1,7 +1,10 @@
-//! Slack: the channels the app is in (`users.conversations`), their history oldest first
-//! from each channel's stored `ts`, thread replies, and user names (`users.info`, cached
-//! per run). Events API deliveries store, edit or delete one message. Cursor:
-//! `{"channels": {"C123": "1700000000.000100"}}`.
+//! Slack, read with the person's own token (never the app's): the conversations this person
+//! is in (`users.conversations`), their history oldest first from each channel's stored `ts`,
+//! thread replies, and user names (`users.info`, cached per run). Events API deliveries come
+//! for the whole workspace; each user stores one only for a conversation they are in, so
+//! colleagues in one workspace never see each other's private channels. Cursor:
+//! `{"channels": {"C123": "1700000000.000100"}}`, whose keys are the person's conversations as
+//! of the last listing.
 
 use super::{Names, Outcome, Run, SyncResult, base};
 use chrono::{DateTime, Utc};
@@ -81,7 +84,47 @@ impl Directory {
     }
 }
 
+/// Connections made before per-person access (with the app's token) cannot tell whose
+/// conversations are whose: they stop, and the user is asked to connect again.
+async fn require_person(run: &Run<'_>) -> SyncResult<()> {
+    if db::connections::account_user(&run.sync.db, run.user, "slack")
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    db::connections::mark_revoked(
+        &run.sync.db,
+        run.user,
+        "slack",
+        "connect Slack again: per-person access is needed",
+    )
+    .await?;
+    Err(ProviderError::Revoked("a Slack connection without per-person access".into()).into())
+}
+
+/// Whether the person is in `channel`: from the last listing, else asked of Slack with the
+/// person's token (`is_member`; a private channel they are not in is `channel_not_found`).
+async fn is_member(run: &Run<'_>, channel: &str) -> SyncResult<bool> {
+    let cursor = db::sync_state::cursor(&run.sync.db, run.user, "slack").await?;
+    if cursor["channels"].get(channel).is_some() {
+        return Ok(true);
+    }
+    match call(
+        run,
+        "conversations.info",
+        &[("channel", channel.to_owned())],
+    )
+    .await
+    {
+        Ok(info) => Ok(info["channel"]["is_member"] == true),
+        Err(super::SyncError::Provider(ProviderError::Refused(_))) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 pub async fn changes(run: &mut Run<'_>, mut cursor: Value) -> SyncResult<Outcome> {
+    require_person(run).await?;
     if !cursor["channels"].is_object() {
         cursor = json!({ "channels": {} });
     }
@@ -111,6 +154,14 @@ pub async fn changes(run: &mut Run<'_>, mut cursor: Value) -> SyncResult<Outcome
             break;
         }
     }
+    // Conversations the person has left are no longer theirs to receive.
+    if let Some(known) = cursor["channels"].as_object_mut() {
+        let before = known.len();
+        known.retain(|id, _| channels.contains(id));
+        if known.len() != before {
+            run.save_cursor(&cursor).await?;
+        }
+    }
     for channel in channels {
         let oldest = cursor["channels"][&channel].as_str().map(str::to_owned);
         let (latest, complete) = history(run, &mut names, &channel, oldest).await?;
@@ -128,6 +179,12 @@ pub async fn changes(run: &mut Run<'_>, mut cursor: Value) -> SyncResult<Outcome
 
 /// One channel on demand (`POST /api/sync/slack {"channel": ..}`), from its stored ts.
 pub async fn channel(run: &mut Run<'_>, channel: &str) -> SyncResult<Outcome> {
+    require_person(run).await?;
+    if !is_member(run, channel).await? {
+        run.skip(channel, "not a conversation this user is in", None)
+            .await?;
+        return Ok(Outcome::Done);
+    }
     // Reads the cursor but does not move it: the channel-wide run owns it.
     let cursor = db::sync_state::cursor(&run.sync.db, run.user, "slack").await?;
     let oldest = cursor["channels"][channel].as_str().map(str::to_owned);
@@ -297,12 +354,30 @@ pub fn to_document(
 
 /// One Events API event: a new message, an edit (`message_changed`) or a deletion.
 pub async fn event(run: &mut Run<'_>, event: &Value) -> SyncResult<()> {
-    if event["type"] != "message" {
-        return Ok(());
-    }
+    require_person(run).await?;
     let Some(channel) = event["channel"].as_str() else {
         return Ok(());
     };
+    if event["type"] == "member_left_channel" {
+        // The person left: nothing more from that conversation reaches them.
+        let me = db::connections::account_user(&run.sync.db, run.user, "slack").await?;
+        if me.as_deref() == event["user"].as_str() {
+            let mut cursor = db::sync_state::cursor(&run.sync.db, run.user, "slack").await?;
+            if let Some(known) = cursor["channels"].as_object_mut()
+                && known.remove(channel).is_some()
+            {
+                run.save_cursor(&cursor).await?;
+            }
+        }
+        return Ok(());
+    }
+    if event["type"] != "message" {
+        return Ok(());
+    }
+    // The workspace's events reach every connected colleague; each keeps only their own.
+    if !is_member(run, channel).await? {
+        return Ok(());
+    }
     let mut names = Directory::default();
     match event["subtype"].as_str() {
         Some("message_changed") => store(run, &mut names, channel, &event["message"]).await,
