@@ -1,5 +1,6 @@
-//! Security hardening: revocable API tokens (per token and per user), users bound to
-//! Google's stable account id, and the Slack member behind each connection.
+//! Security hardening and fairness: revocable API tokens (per token and per user), users
+//! bound to Google's stable account id, the Slack member behind each connection, and an index
+//! of each user's documents waiting to be indexed.
 
 use sea_orm_migration::prelude::*;
 
@@ -16,6 +17,11 @@ ALTER TABLE users ADD COLUMN google_sub text UNIQUE;
 -- Slack member id inside a workspace): what a user may see is decided per person.
 ALTER TABLE connections ADD COLUMN account_user text;
 
+-- A user's documents not indexed yet: how much interactive work they hold (the rest of what
+-- they send goes to the bulk lane).
+CREATE INDEX documents_unindexed ON documents (user_id)
+    WHERE indexed_hash IS DISTINCT FROM content_hash;
+
 -- One revoked API token (a stolen one), until it would have expired anyway.
 CREATE TABLE revoked_tokens (
     jti         uuid PRIMARY KEY,
@@ -27,6 +33,7 @@ CREATE TABLE revoked_tokens (
 
 const DOWN: &str = r#"
 DROP TABLE IF EXISTS revoked_tokens;
+DROP INDEX IF EXISTS documents_unindexed;
 ALTER TABLE connections DROP COLUMN IF EXISTS account_user;
 ALTER TABLE users DROP COLUMN IF EXISTS google_sub;
 ALTER TABLE users DROP COLUMN IF EXISTS tokens_valid_after;

@@ -5,7 +5,7 @@ use async_nats::jetstream::consumer::{self, DeliverPolicy};
 use chrono::{DateTime, Utc};
 use common::UserId;
 use common::bus::Bus;
-use common::events::DocumentInput;
+use common::events::{DocumentInput, Envelope, Event, Lane};
 use common::intake::{self, Accepted, Limits};
 use common::topology::Topology;
 use db::DatabaseConnection;
@@ -81,13 +81,9 @@ pub async fn replay(
                 done = true;
                 break;
             }
-            let subject = bus.ns.strip(msg.subject.as_str()).to_owned();
-            bus.publish_raw(
-                &subject,
-                &format!("replay:{run}:{seq}"),
-                msg.payload.to_vec(),
-            )
-            .await?;
+            let (subject, payload) = replayed(bus.ns.strip(msg.subject.as_str()), &msg.payload);
+            bus.publish_raw(&subject, &format!("replay:{run}:{seq}"), payload)
+                .await?;
             report.republished += 1;
             report.last_sequence = seq;
             if seq == end {
@@ -102,6 +98,23 @@ pub async fn replay(
     Ok(report)
 }
 
+/// Where a replayed message goes: documents and their indexing in the bulk lane (a replay
+/// must not delay anyone's new work), everything else where it was.
+fn replayed(subject: &str, payload: &[u8]) -> (String, Vec<u8>) {
+    match Envelope::from_slice(payload) {
+        Ok(envelope)
+            if matches!(
+                envelope.event,
+                Event::DocumentSubmitted(_) | Event::DocUpserted(_)
+            ) =>
+        {
+            let envelope = envelope.in_lane(Lane::Bulk);
+            (envelope.subject(), envelope.to_bytes())
+        }
+        _ => (subject.to_owned(), payload.to_vec()),
+    }
+}
+
 /// The demo tenant's data, shipped in the repository.
 pub const DEMO_DATA: &str = include_str!("../../../demo/advisor.json");
 
@@ -111,7 +124,7 @@ pub async fn load_demo(bus: &Bus, user: UserId, limits: &Limits) -> anyhow::Resu
     let mut accepted = Vec::with_capacity(docs.len());
     for batch in docs.chunks(limits.max_batch) {
         let batch = intake::admit_batch(batch.to_vec(), limits)?;
-        accepted.extend(intake::submit(bus, user, batch).await?);
+        accepted.extend(intake::submit(bus, user, batch, &[]).await?);
     }
     Ok(accepted)
 }

@@ -5,12 +5,12 @@
 use common::bus::Bus;
 use common::config::EmbeddingProvider;
 use common::consumer::{Delivery, HandleError, Handler};
-use common::events::{EMBED_QUERY_SUBJECT, EmbedQuery, EmbedQueryReply, Event};
+use common::events::{EMBED_QUERY_SUBJECT, EmbedQuery, EmbedQueryReply, Event, Lane};
 use common::{Config, DocumentId};
 use db::Backends;
 use db::DatabaseConnection;
 use db::chunks::{self, NewChunk, Replaced};
-use embed::{Batcher, Chunker, Embedder, LocalModel, OpenAiEmbedder};
+use embed::{Batcher, Chunker, Embedder, LocalModel, OpenAiEmbedder, Priority};
 use futures::StreamExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -63,7 +63,12 @@ pub struct Indexer {
 
 impl Indexer {
     /// Indexes the document's current content if it is still `content_hash` and not yet indexed.
-    pub async fn index(&self, id: DocumentId, content_hash: &str) -> Result<Replaced, HandleError> {
+    pub async fn index(
+        &self,
+        id: DocumentId,
+        content_hash: &str,
+        priority: Priority,
+    ) -> Result<Replaced, HandleError> {
         let doc = match db::documents::get(&self.db, id).await? {
             Some(d) => d,
             None => return Ok(Replaced::Stale),
@@ -89,7 +94,7 @@ impl Indexer {
             .collect();
         let vectors = self
             .batcher
-            .embed_many(texts)
+            .embed_many(texts, priority)
             .await
             .map_err(HandleError::retry)?;
         let new: Vec<NewChunk> = pieces
@@ -105,8 +110,15 @@ impl Indexer {
 
 impl Handler for Indexer {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandleError> {
+        let priority = match delivery.envelope.lane {
+            Lane::Interactive => Priority::Urgent,
+            Lane::Bulk => Priority::Bulk,
+        };
         match delivery.envelope.event {
-            Event::DocUpserted(e) => self.index(e.document_id, &e.content_hash).await.map(|_| ()),
+            Event::DocUpserted(e) => self
+                .index(e.document_id, &e.content_hash, priority)
+                .await
+                .map(|_| ()),
             _ => Err(HandleError::poison("embedding only handles doc.upserted")),
         }
     }
@@ -154,7 +166,8 @@ pub async fn serve_queries(
     Ok(())
 }
 
-/// Runs the indexing consumer and the query responder until `cancel` fires.
+/// Runs the indexing consumers (interactive and bulk lanes, one model) and the query
+/// responder until `cancel` fires.
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
     let embedder = embedder(&config)?;
     let backends = Backends::connect(&config, config.db_max_connections).await?;
@@ -165,9 +178,12 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         chunker: Arc::new(chunker(&config)),
     };
     let queries = tokio::spawn(serve_queries(backends.bus.clone(), batcher, cancel.clone()));
-    backends
-        .consume("embedding", indexer, &config, cancel)
-        .await?;
+    let (interactive, bulk) = tokio::join!(
+        backends.consume("embedding", indexer.clone(), &config, cancel.clone()),
+        backends.consume("embedding-bulk", indexer, &config, cancel),
+    );
+    interactive?;
+    bulk?;
     queries.await??;
     Ok(())
 }

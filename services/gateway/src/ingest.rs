@@ -10,7 +10,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use common::events::DocumentInput;
+use common::events::{DocumentInput, Lane};
 use common::ids::Source;
 use common::intake::{self, FieldError};
 use serde::{Deserialize, Serialize};
@@ -25,6 +25,11 @@ pub fn router() -> Router<AppState> {
 pub struct IngestRequest {
     /// One to `MAX_BATCH_DOCUMENTS` documents.
     pub documents: Vec<DocumentRequest>,
+    /// An import or backfill: index these in the bulk lane, after interactive work. Without
+    /// it, documents beyond the user's interactive share (`INTERACTIVE_SHARE_PER_USER` waiting
+    /// to be indexed) go to the bulk lane anyway.
+    #[serde(default)]
+    pub bulk: bool,
 }
 
 /// A document to store and index. The same `source` + `external_id` names the same document:
@@ -63,6 +68,9 @@ pub struct AcceptedDocument {
     pub external_id: String,
     /// This exact content was already accepted (a retried request).
     pub duplicate: bool,
+    /// `interactive` or `bulk`: the lane it is indexed in.
+    #[schema(value_type = String, example = "interactive")]
+    pub lane: Lane,
 }
 
 impl From<Vec<intake::Accepted>> for IngestResponse {
@@ -73,6 +81,7 @@ impl From<Vec<intake::Accepted>> for IngestResponse {
                 id: a.id.0,
                 external_id: a.external_id,
                 duplicate: a.duplicate,
+                lane: a.lane,
             })
             .collect();
         Self { accepted }
@@ -97,6 +106,22 @@ impl DocumentRequest {
     }
 }
 
+/// The lane of each of `count` documents of `user` (see [`intake::lanes`]).
+pub async fn lanes_for(
+    state: &AppState,
+    user: common::UserId,
+    count: usize,
+    bulk: bool,
+) -> Result<Vec<Lane>, ApiError> {
+    let share = state.config.interactive_share_per_user;
+    let waiting = if bulk {
+        0
+    } else {
+        db::documents::unindexed(&state.db, user, share).await?
+    };
+    Ok(intake::lanes(count, bulk, share, waiting))
+}
+
 #[utoipa::path(
     post,
     path = "/api/ingest/documents",
@@ -118,6 +143,7 @@ pub async fn ingest_documents(
     body: Bytes,
 ) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
     let request: IngestRequest = parse_json(&body)?;
+    let bulk = request.bulk;
     let docs = request
         .documents
         .into_iter()
@@ -126,7 +152,8 @@ pub async fn ingest_documents(
         .collect::<Result<Vec<_>, _>>()
         .map_err(ApiError::Invalid)?;
     let docs = intake::admit_batch(docs, &state.limits()).map_err(ApiError::Invalid)?;
-    let accepted = intake::submit(&state.bus, user, docs)
+    let lanes = lanes_for(&state, user, docs.len(), bulk).await?;
+    let accepted = intake::submit(&state.bus, user, docs, &lanes)
         .await
         .map_err(ApiError::Unavailable)?;
     Ok((StatusCode::ACCEPTED, Json(accepted.into())))

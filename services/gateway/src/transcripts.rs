@@ -164,7 +164,8 @@ pub async fn ingest_transcript(
         };
         ApiError::Invalid(e)
     })?;
-    let accepted = intake::submit(&state.bus, user, vec![doc])
+    let lanes = crate::ingest::lanes_for(&state, user, 1, false).await?;
+    let accepted = intake::submit(&state.bus, user, vec![doc], &lanes)
         .await
         .map_err(ApiError::Unavailable)?;
     Ok((StatusCode::ACCEPTED, Json(accepted.into())))

@@ -5,7 +5,7 @@ pub mod sync;
 
 use common::bus::Bus;
 use common::consumer::{Delivery, HandleError, Handler};
-use common::events::{DocUpserted, DocumentInput, Envelope, Event};
+use common::events::{DocUpserted, DocumentInput, Envelope, Event, Lane};
 use common::intake::{self, Limits};
 use common::normalize::webhook_to_document;
 use common::{Config, UserId};
@@ -30,6 +30,7 @@ pub async fn ingest_document(
     user: UserId,
     input: &DocumentInput,
     caused_by: String,
+    lane: Lane,
 ) -> Result<Upserted, HandleError> {
     let (id, hash, outcome) = documents::upsert(db, user, input).await?;
     let announce = match outcome {
@@ -48,7 +49,8 @@ pub async fn ingest_document(
                 created: outcome == Upserted::Created,
                 caused_by,
             }),
-        );
+        )
+        .in_lane(lane);
         bus.publish(&event).await.map_err(HandleError::retry)?;
     }
     tracing::debug!(document.id = %id, ?outcome, "document stored");
@@ -65,7 +67,12 @@ pub struct Ingest {
 impl Handler for Ingest {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandleError> {
         let cause = delivery.cause();
-        let Envelope { user_id, event, .. } = delivery.envelope;
+        let Envelope {
+            user_id,
+            event,
+            lane,
+            ..
+        } = delivery.envelope;
         let doc = match event {
             Event::DocumentSubmitted(doc) => doc,
             Event::WebhookReceived(hook) => webhook_to_document(&hook, self.limits.max_body_bytes),
@@ -81,7 +88,7 @@ impl Handler for Ingest {
         // The gateway admitted it already; admitting again is a no-op for such documents and
         // keeps anything published before the boundary existed from failing in Postgres.
         let doc = intake::admit(doc, "document", &self.limits).map_err(HandleError::poison)?;
-        ingest_document(&self.db, &self.bus, user_id, &doc, cause)
+        ingest_document(&self.db, &self.bus, user_id, &doc, cause, lane)
             .await
             .map(|_| ())
     }
@@ -135,12 +142,14 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         let _ = scheduler.await;
         result
     };
-    let (documents, webhooks, syncs) = tokio::join!(
+    let (documents, bulk, webhooks, syncs) = tokio::join!(
         backends.consume("ingest-documents", ingest.clone(), &config, cancel.clone()),
+        backends.consume("ingest-bulk", ingest.clone(), &config, cancel.clone()),
         backends.consume("ingest-webhooks", ingest, &config, cancel.clone()),
         syncing,
     );
     documents?;
+    bulk?;
     webhooks?;
     syncs?;
     Ok(())

@@ -99,6 +99,9 @@ pub struct Config {
     /// Reverse proxies in front of the gateway that append to `X-Forwarded-For`; 0 trusts the
     /// header not at all and limits by the TCP peer.
     pub trusted_proxies: u32,
+    /// Documents of one user that may wait for indexing in the interactive lane; what the user
+    /// sends beyond that is accepted into the bulk lane, so one tenant cannot delay the others.
+    pub interactive_share_per_user: u64,
     /// Searches one gateway runs at once; more are answered 503 with Retry-After.
     pub search_max_concurrent: usize,
     /// Query embeddings one gateway waits for at once; a search beyond it runs on full text.
@@ -227,6 +230,7 @@ impl Default for Config {
             rate_limit_webhook_per_minute: 12_000,
             trusted_proxies: 0,
             metrics_token: String::new(),
+            interactive_share_per_user: 100,
             search_max_concurrent: 64,
             query_embed_max_in_flight: 16,
             embedding_provider: EmbeddingProvider::Local,
@@ -326,6 +330,7 @@ impl Config {
             "rate_limit_webhook_per_minute",
             "trusted_proxies",
             "metrics_token",
+            "interactive_share_per_user",
             "search_max_concurrent",
             "query_embed_max_in_flight",
             "embedding_provider",

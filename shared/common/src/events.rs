@@ -10,6 +10,24 @@ use uuid::Uuid;
 /// Current envelope version; consumers reject versions they do not know.
 pub const ENVELOPE_VERSION: u16 = 1;
 
+/// Which lane a document and its indexing travel in. Interactive work (the API, webhooks,
+/// incremental syncs) has consumers of its own that bulk work (first syncs, imports,
+/// replays, a tenant's documents past its interactive share) cannot get ahead of, and the
+/// embedder serves interactive texts first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lane {
+    #[default]
+    Interactive,
+    Bulk,
+}
+
+impl Lane {
+    pub fn is_interactive(&self) -> bool {
+        *self == Lane::Interactive
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     /// Envelope schema version.
@@ -19,6 +37,10 @@ pub struct Envelope {
     pub user_id: UserId,
     /// When the event was created.
     pub at: DateTime<Utc>,
+    /// The lane of a document submission and of its indexing (`bulk` subjects); absent for
+    /// interactive work.
+    #[serde(default, skip_serializing_if = "Lane::is_interactive")]
+    pub lane: Lane,
     #[serde(flatten)]
     pub event: Event,
 }
@@ -30,14 +52,27 @@ impl Envelope {
             id: Uuid::new_v4(),
             user_id,
             at: Utc::now(),
+            lane: Lane::Interactive,
             event,
         }
+    }
+
+    /// The same event in `lane`.
+    pub fn in_lane(mut self, lane: Lane) -> Self {
+        self.lane = lane;
+        self
     }
 
     /// The subject, without the deployment prefix, that this event is published on.
     pub fn subject(&self) -> String {
         let user = self.user_id;
         match &self.event {
+            Event::DocumentSubmitted(_) if self.lane == Lane::Bulk => {
+                format!("bulk.{user}.documents")
+            }
+            Event::DocUpserted(d) if self.lane == Lane::Bulk => {
+                format!("bulk.{user}.{}.doc.upserted", d.source)
+            }
             Event::DocumentSubmitted(_) => format!("ingest.{user}.documents"),
             Event::WebhookReceived(w) => format!("webhooks.{user}.{}", w.source),
             Event::DocUpserted(d) => format!("events.{user}.{}.doc.upserted", d.source),

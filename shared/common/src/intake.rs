@@ -8,7 +8,7 @@
 //! returns once JetStream has them all.
 
 use crate::bus::{Bus, BusError, Published};
-use crate::events::{DocumentInput, Envelope, Event};
+use crate::events::{DocumentInput, Envelope, Event, Lane};
 use crate::ids::{DocumentId, UserId};
 use serde::Serialize;
 
@@ -191,13 +191,37 @@ pub struct Accepted {
     pub external_id: String,
     /// JetStream already had this exact content (a retried request).
     pub duplicate: bool,
+    /// The lane it is indexed in.
+    pub lane: Lane,
 }
 
-/// Publishes admitted documents; returns only after every PubAck.
+/// The lane of each document of a request: all bulk when the sender says so; otherwise
+/// interactive up to what is left of the user's share (`share` minus the documents of theirs
+/// still waiting to be indexed), bulk after that. One tenant's flood therefore queues behind
+/// its own share, never ahead of another tenant's next document.
+pub fn lanes(count: usize, bulk: bool, share: u64, waiting: u64) -> Vec<Lane> {
+    let interactive = if bulk {
+        0
+    } else {
+        share.saturating_sub(waiting) as usize
+    };
+    (0..count)
+        .map(|i| {
+            if i < interactive {
+                Lane::Interactive
+            } else {
+                Lane::Bulk
+            }
+        })
+        .collect()
+}
+
+/// Publishes admitted documents, each in its lane; returns only after every PubAck.
 pub async fn submit(
     bus: &Bus,
     user: UserId,
     docs: Vec<DocumentInput>,
+    lanes: &[Lane],
 ) -> Result<Vec<Accepted>, BusError> {
     let accepted: Vec<(DocumentId, String)> = docs
         .iter()
@@ -210,16 +234,22 @@ pub async fn submit(
         .collect();
     let envelopes: Vec<Envelope> = docs
         .into_iter()
-        .map(|d| Envelope::new(user, Event::DocumentSubmitted(d)))
+        .enumerate()
+        .map(|(i, d)| {
+            let lane = lanes.get(i).copied().unwrap_or_default();
+            Envelope::new(user, Event::DocumentSubmitted(d)).in_lane(lane)
+        })
         .collect();
     let published: Vec<Published> = bus.publish_all(&envelopes).await?;
     Ok(accepted
         .into_iter()
         .zip(published)
-        .map(|((id, external_id), p)| Accepted {
+        .zip(envelopes.iter().map(|e| e.lane))
+        .map(|(((id, external_id), p), lane)| Accepted {
             id,
             external_id,
             duplicate: p.duplicate,
+            lane,
         })
         .collect())
 }

@@ -89,3 +89,22 @@ pub async fn delete(
         .await?;
     Ok((result.rows_affected() > 0).then_some(id))
 }
+
+/// How many of the user's documents wait to be indexed, counted up to `cap` (the count only
+/// decides whether the user is over their interactive share).
+pub async fn unindexed(db: &DatabaseConnection, user: UserId, cap: u64) -> Result<u64> {
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT count(*) AS n FROM (
+                 SELECT 1 FROM documents
+                 WHERE user_id = $1 AND indexed_hash IS DISTINCT FROM content_hash
+                 LIMIT $2) waiting",
+            [user.0.into(), (cap as i64).into()],
+        ))
+        .await?;
+    Ok(row
+        .map(|r| r.try_get::<i64>("", "n"))
+        .transpose()?
+        .unwrap_or(0) as u64)
+}

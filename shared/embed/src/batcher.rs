@@ -1,10 +1,21 @@
 //! Coalesces embedding requests from many tasks into model batches: the first request waits
-//! at most `linger` for company, and while the model runs the next batch fills up.
+//! at most `linger` for company, and while the model runs the next batch fills up. Urgent
+//! texts (search queries, interactive documents) always go into the next batch before bulk
+//! ones, so a backlog of bulk indexing delays them by at most the batch already running.
 
 use crate::{EmbedError, Embedder};
 use futures::future::try_join_all;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+/// Who waits for an embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// A search query or an interactive document: served first.
+    Urgent,
+    /// Bulk indexing: whatever room urgent work leaves.
+    Bulk,
+}
 
 struct Job {
     text: String,
@@ -13,25 +24,44 @@ struct Job {
 
 #[derive(Clone)]
 pub struct Batcher {
-    tx: mpsc::Sender<Job>,
+    urgent: mpsc::Sender<Job>,
+    bulk: mpsc::Sender<Job>,
     dimensions: usize,
 }
 
 impl Batcher {
     pub fn spawn(embedder: Embedder, max_batch: usize, linger: Duration) -> Self {
-        let (tx, rx) = mpsc::channel(max_batch * 64);
+        let (urgent, urgent_rx) = mpsc::channel(max_batch * 64);
+        let (bulk, bulk_rx) = mpsc::channel(max_batch * 64);
         let dimensions = embedder.dimensions();
-        tokio::spawn(run(embedder, rx, max_batch.max(1), linger));
-        Self { tx, dimensions }
+        tokio::spawn(run(embedder, urgent_rx, bulk_rx, max_batch.max(1), linger));
+        Self {
+            urgent,
+            bulk,
+            dimensions,
+        }
     }
 
     pub fn dimensions(&self) -> usize {
         self.dimensions
     }
 
+    /// One text, urgently (a search query).
     pub async fn embed_one(&self, text: String) -> Result<Vec<f32>, EmbedError> {
+        self.embed_with(text, Priority::Urgent).await
+    }
+
+    pub async fn embed_with(
+        &self,
+        text: String,
+        priority: Priority,
+    ) -> Result<Vec<f32>, EmbedError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
+        let queue = match priority {
+            Priority::Urgent => &self.urgent,
+            Priority::Bulk => &self.bulk,
+        };
+        queue
             .send(Job { text, reply })
             .await
             .map_err(|_| EmbedError::Closed)?;
@@ -41,25 +71,53 @@ impl Batcher {
     }
 
     /// Embeds every text; the results keep the input order.
-    pub async fn embed_many(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
-        try_join_all(texts.into_iter().map(|t| self.embed_one(t))).await
+    pub async fn embed_many(
+        &self,
+        texts: Vec<String>,
+        priority: Priority,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        try_join_all(texts.into_iter().map(|t| self.embed_with(t, priority))).await
     }
 }
 
-async fn run(embedder: Embedder, mut rx: mpsc::Receiver<Job>, max_batch: usize, linger: Duration) {
-    while let Some(first) = rx.recv().await {
+/// The next job, urgent first; `None` once both queues are closed and empty.
+async fn next(urgent: &mut mpsc::Receiver<Job>, bulk: &mut mpsc::Receiver<Job>) -> Option<Job> {
+    if let Ok(job) = urgent.try_recv() {
+        return Some(job);
+    }
+    tokio::select! {
+        biased;
+        Some(job) = urgent.recv() => Some(job),
+        Some(job) = bulk.recv() => Some(job),
+        else => None,
+    }
+}
+
+async fn run(
+    embedder: Embedder,
+    mut urgent: mpsc::Receiver<Job>,
+    mut bulk: mpsc::Receiver<Job>,
+    max_batch: usize,
+    linger: Duration,
+) {
+    while let Some(first) = next(&mut urgent, &mut bulk).await {
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + linger;
         while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => tokio::select! {
-                    job = rx.recv() => match job {
-                        Some(job) => batch.push(job),
-                        None => break,
-                    },
-                    _ = tokio::time::sleep_until(deadline) => break,
+            if let Ok(job) = urgent.try_recv() {
+                batch.push(job);
+                continue;
+            }
+            if let Ok(job) = bulk.try_recv() {
+                batch.push(job);
+                continue;
+            }
+            tokio::select! {
+                job = next(&mut urgent, &mut bulk) => match job {
+                    Some(job) => batch.push(job),
+                    None => break,
                 },
+                _ = tokio::time::sleep_until(deadline) => break,
             }
         }
         let (texts, replies): (Vec<String>, Vec<_>) =

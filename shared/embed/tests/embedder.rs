@@ -1,7 +1,7 @@
 //! The in-process model must match the reference model, and the OpenAI-compatible client must
 //! speak the documented `/embeddings` shapes.
 
-use assistant_embed::{Batcher, Chunker, Embedder, LocalModel, OpenAiEmbedder, cosine};
+use assistant_embed::{Batcher, Chunker, Embedder, LocalModel, OpenAiEmbedder, Priority, cosine};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -95,7 +95,7 @@ async fn batcher_keeps_order_across_concurrent_callers() {
     let reference = reference();
     let texts: Vec<String> = reference.iter().map(|(t, _)| t.clone()).collect();
     let (a, b) = tokio::join!(
-        batcher.embed_many(texts.clone()),
+        batcher.embed_many(texts.clone(), Priority::Bulk),
         batcher.embed_one(texts[3].clone())
     );
     let a = a.unwrap();
@@ -103,6 +103,38 @@ async fn batcher_keeps_order_across_concurrent_callers() {
         assert!(cosine(&a[i], expected) >= 0.99, "result {i} out of order");
     }
     assert!(cosine(&b.unwrap(), &reference[3].1) >= 0.99);
+}
+
+/// A backlog of bulk texts does not hold up an urgent one: it goes into the next batch and
+/// is answered while most of the backlog still waits.
+#[tokio::test]
+async fn urgent_texts_overtake_a_bulk_backlog() {
+    let model = Arc::new(LocalModel::load(&model_dir()).unwrap());
+    let batcher = Batcher::spawn(Embedder::Local(model), 8, Duration::from_millis(2));
+    let long = "quarterly portfolio review with rebalancing notes ".repeat(20);
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let backlog: Vec<_> = (0..96)
+        .map(|i| {
+            let (batcher, done, text) = (batcher.clone(), done.clone(), format!("{long} {i}"));
+            tokio::spawn(async move {
+                batcher.embed_with(text, Priority::Bulk).await.unwrap();
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    batcher
+        .embed_one("client asks about a Roth conversion".into())
+        .await
+        .unwrap();
+    let bulk_done_first = done.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        bulk_done_first <= 32,
+        "the urgent text waited for {bulk_done_first} bulk texts"
+    );
+    for task in backlog {
+        task.await.unwrap();
+    }
 }
 
 #[test]

@@ -4,6 +4,7 @@ mod admission;
 mod connections;
 mod crm_fakes;
 mod edge;
+mod fairness;
 mod fakes;
 mod google;
 mod intake;

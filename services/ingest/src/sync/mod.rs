@@ -14,7 +14,7 @@ use crate::ingest_document;
 use common::bus::Bus;
 use common::consumer::HandleError;
 use common::events::{
-    DocumentInput, DomainEvent, Envelope, Event, Resource, SyncRequested, SyncScope,
+    DocumentInput, DomainEvent, Envelope, Event, Lane, Resource, SyncRequested, SyncScope,
 };
 use common::ids::Source;
 use common::intake;
@@ -67,6 +67,9 @@ pub struct Run<'a> {
     counted: u64,
     /// The run stopped at the limit; a continuation follows it.
     continuation: bool,
+    /// First syncs and their continuations index in the bulk lane, so one user's 30 days of
+    /// mail never delay another user's new email.
+    pub lane: Lane,
 }
 
 /// How a change is announced: the event name when the item is new, and when it changed
@@ -113,6 +116,7 @@ impl<'a> Run<'a> {
             self.user,
             &doc,
             self.cause.clone(),
+            self.lane,
         )
         .await?;
         let name = match outcome {
@@ -280,6 +284,14 @@ impl Sync {
         cause: String,
     ) -> Result<(), HandleError> {
         let resource = command.resource;
+        let first_sync = db::sync_state::cursor(&self.db, user, resource.as_str())
+            .await?
+            .is_null();
+        let lane = if first_sync || matches!(command.reason.as_str(), "connect" | "continuation") {
+            Lane::Bulk
+        } else {
+            Lane::Interactive
+        };
         let mut run = Run {
             sync: self,
             user,
@@ -289,6 +301,7 @@ impl Sync {
             progress: Progress::default(),
             counted: 0,
             continuation: false,
+            lane,
         };
         let result = match command.scope {
             SyncScope::Changes => {
