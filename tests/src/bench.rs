@@ -27,7 +27,7 @@ pub struct Stats {
     pub p99: Duration,
 }
 
-fn stats(mut latencies: Vec<Duration>, elapsed: Duration) -> Stats {
+pub fn stats(mut latencies: Vec<Duration>, elapsed: Duration) -> Stats {
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
     Stats {
@@ -118,6 +118,18 @@ impl Env {
         )
         .await?;
         Ok((user, endpoint.id, SECRET.to_owned()))
+    }
+
+    /// Deletes a user and everything of theirs (documents, chunks).
+    pub async fn forget_user(&self, email: &str) -> anyhow::Result<()> {
+        self.db
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "DELETE FROM users WHERE email = $1",
+                [email.into()],
+            ))
+            .await?;
+        Ok(())
     }
 
     pub async fn purge_streams(&self) -> anyhow::Result<()> {

@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub mod bench;
+pub mod fairness;
+pub mod proxy;
 
 pub const SERVICES: [&str; 5] = [
     "gateway",

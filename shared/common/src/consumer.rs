@@ -9,6 +9,12 @@
 //! A dead letter that cannot be recorded is nak'ed instead, so nothing is dropped silently.
 //! On cancellation it stops pulling, lets running handlers finish, and naks anything that
 //! arrives afterwards.
+//!
+//! After a retryable failure the runtime asks the sink whether its backend (Postgres) is
+//! ready before it pulls again, and pauses while it is not. A pull consumer is only given
+//! messages when it asks, so an outage costs the messages in flight one delivery each instead
+//! of running every message through all its deliveries into the dead-letter queue (which,
+//! being in the same database, could not even record them).
 
 use crate::bus::Bus;
 use crate::events::Envelope;
@@ -105,6 +111,12 @@ pub struct DeadLetter {
 
 pub trait DeadLetterSink: Send + Sync + 'static {
     fn record(&self, letter: DeadLetter) -> impl Future<Output = Result<(), BoxError>> + Send;
+
+    /// Whether the backend the handlers and the sink need answers; pulling waits for it
+    /// after a retryable failure.
+    fn ready(&self) -> impl Future<Output = bool> + Send {
+        async { true }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +160,35 @@ struct Shared<H, D> {
     max_deliver: i64,
     options: ConsumerOptions,
     bus: Bus,
+    /// A handler failed in a way that may mean the backend is down: check before pulling.
+    degraded: std::sync::atomic::AtomicBool,
+}
+
+/// Waits until the sink's backend answers again (checked every second), or cancellation.
+async fn wait_ready<H: Handler, D: DeadLetterSink>(
+    shared: &Shared<H, D>,
+    cancel: &CancellationToken,
+) {
+    let mut paused = false;
+    while !cancel.is_cancelled() {
+        if shared.sink.ready().await {
+            if paused {
+                tracing::info!(consumer = %shared.durable, "backend answers again; resuming");
+            }
+            shared
+                .degraded
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            return;
+        }
+        if !paused {
+            tracing::warn!(consumer = %shared.durable, "backend unavailable; pausing until it answers");
+            paused = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = cancel.cancelled() => {}
+        }
+    }
 }
 
 /// Runs `handler` on the durable consumer `durable` until `cancel` fires.
@@ -169,12 +210,17 @@ pub async fn run<H: Handler, D: DeadLetterSink>(
         max_deliver: def.max_deliver,
         options: options.clone(),
         bus,
+        degraded: std::sync::atomic::AtomicBool::new(false),
     });
     let permits = Arc::new(Semaphore::new(options.concurrency));
     let mut tasks = JoinSet::new();
     tracing::info!(consumer = durable, "consuming");
 
     'pull: while !cancel.is_cancelled() {
+        if shared.degraded.load(std::sync::atomic::Ordering::SeqCst) {
+            wait_ready(&shared, &cancel).await;
+            continue;
+        }
         let first = tokio::select! {
             p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
             _ = cancel.cancelled() => break,
@@ -298,6 +344,9 @@ async fn process<H: Handler, D: DeadLetterSink>(
                 "retry"
             }
             Err(HandleError::Retry(e)) if delivered < shared.max_deliver => {
+                shared
+                    .degraded
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
                 let delay = shared.options.retry_delay(delivered);
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "handler failed; will retry");
                 let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
@@ -321,6 +370,9 @@ async fn process<H: Handler, D: DeadLetterSink>(
                         "dead"
                     }
                     Err(sink_err) => {
+                        shared
+                            .degraded
+                            .store(true, std::sync::atomic::Ordering::SeqCst);
                         tracing::error!(error = %e, sink_error = %sink_err, "could not record dead letter; will retry");
                         let delay = shared.options.retry_delay(delivered);
                         let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;

@@ -17,6 +17,10 @@ impl DeadLetterSink for PgDeadLetters {
     async fn record(&self, letter: DeadLetter) -> std::result::Result<(), BoxError> {
         record(&self.0, &letter).await.map_err(Into::into)
     }
+
+    async fn ready(&self) -> bool {
+        crate::ping(&self.0).await
+    }
 }
 
 pub async fn record(db: &DatabaseConnection, letter: &DeadLetter) -> Result<()> {

@@ -9,6 +9,7 @@ mod fakes;
 mod google;
 mod intake;
 mod ops;
+mod outages;
 mod pipeline;
 mod providers;
 mod resilience;

@@ -1,0 +1,124 @@
+//! The fairness benchmark: how long another tenant's new document takes to become searchable
+//! while one tenant's large import waits in the bulk lane, next to the same measurement on
+//! an idle system.
+
+use crate::bench::{Env, Stats, stats};
+use common::UserId;
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use std::time::{Duration, Instant};
+
+pub struct Fairness {
+    pub idle: Stats,
+    pub loaded: Stats,
+    /// Documents of the import accepted, and indexed while the samples ran.
+    pub backlog: usize,
+    pub backlog_indexed: i64,
+}
+
+async fn token(env: &Env, email: &str) -> anyhow::Result<(UserId, String)> {
+    let user = db::users::ensure(&env.db, email).await?;
+    let token = common::auth::Tokens::from_config(&env.config).issue(
+        user,
+        email,
+        chrono::Duration::hours(2),
+    )?;
+    Ok((user, token))
+}
+
+async fn indexed(env: &Env, user: UserId, external_id: Option<&str>) -> anyhow::Result<i64> {
+    let row = env
+        .db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT count(*) AS n FROM documents WHERE user_id = $1 AND indexed_hash = content_hash
+               AND ($2::text IS NULL OR external_id = $2)",
+            [user.0.into(), external_id.map(str::to_owned).into()],
+        ))
+        .await?
+        .expect("count");
+    Ok(row.try_get::<i64>("", "n")?)
+}
+
+/// Posts one email for `user` and waits until it is searchable; returns how long that took.
+async fn one_document(
+    env: &Env,
+    http: &reqwest::Client,
+    user: UserId,
+    token: &str,
+    id: &str,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let response = http
+        .post(format!("{}/api/ingest/documents", env.url))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"documents": [{
+            "source": "gmail", "kind": "email", "external_id": id,
+            "title": format!("Client question {id}"),
+            "body": format!("{id}: can we move the rollover meeting to Thursday? {}", crate::bench::text_of_words(40)),
+        }]}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == 202,
+        "intake answered {}",
+        response.status()
+    );
+    while indexed(env, user, Some(id)).await? == 0 {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "{id} never indexed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(started.elapsed())
+}
+
+async fn samples(env: &Env, prefix: &str, n: usize) -> anyhow::Result<Stats> {
+    let (user, token) = token(env, "bench-advisor@example.com").await?;
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let mut latencies = Vec::with_capacity(n);
+    for i in 0..n {
+        latencies.push(one_document(env, &http, user, &token, &format!("{prefix}-{i}")).await?);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(stats(latencies, started.elapsed()))
+}
+
+/// `n` samples on the idle pipeline, then `backlog` documents imported by another tenant
+/// (`"bulk": true`, 100 per request) and `n` samples again while they wait.
+pub async fn run(env: &Env, backlog: usize, n: usize) -> anyhow::Result<Fairness> {
+    let idle = samples(env, "idle", n).await?;
+    let (importer, token) = token(env, "bench-importer@example.com").await?;
+    let http = reqwest::Client::new();
+    let body = crate::bench::text_of_words(60);
+    for start in (0..backlog).step_by(100) {
+        let documents: Vec<serde_json::Value> = (start..(start + 100).min(backlog))
+            .map(|i| {
+                serde_json::json!({
+                    "source": "import", "kind": "note", "external_id": format!("imp-{i}"),
+                    "title": format!("Imported note {i}"), "body": format!("{i} {body}"),
+                })
+            })
+            .collect();
+        let response = http
+            .post(format!("{}/api/ingest/documents", env.url))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"documents": documents, "bulk": true}))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status() == 202,
+            "import answered {}",
+            response.status()
+        );
+    }
+    let loaded = samples(env, "loaded", n).await?;
+    let backlog_indexed = indexed(env, importer, None).await?;
+    Ok(Fairness {
+        idle,
+        loaded,
+        backlog,
+        backlog_indexed,
+    })
+}
