@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`. See README.md.
-.PHONY: run test lint bench setup build fmt openapi migrate
+.PHONY: run test lint bench chaos setup build fmt openapi migrate
 
 ## Start the whole system (installs and starts what is missing) with a demo tenant.
 run:
@@ -17,6 +17,10 @@ lint:
 ## Benchmarks (release build): prints a table and writes BENCHMARKS.md.
 bench:
 	bash scripts/bench.sh
+
+## Outage battery (minutes; not part of `make test`): NATS killed during intake, Postgres away 30 s.
+chaos:
+	bash scripts/chaos.sh
 
 ## Install and start Postgres (+pgvector) and NATS if missing, fetch the embedding model.
 setup:

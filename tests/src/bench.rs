@@ -48,6 +48,16 @@ pub struct Env {
 impl Env {
     /// A fresh benchmark database and stream prefix.
     pub async fn prepare() -> anyhow::Result<Self> {
+        Self::prepare_with(BENCH_DB, "bench", |_| {}).await
+    }
+
+    /// A fresh database `db_name` and stream prefix `prefix`; `tune` adjusts the settings
+    /// the services will run with (where Postgres and NATS are, say).
+    pub async fn prepare_with(
+        db_name: &str,
+        prefix: &str,
+        tune: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
         let base = Config::load()?;
         let server = base
             .database_url
@@ -56,17 +66,18 @@ impl Env {
             .unwrap_or_default();
         let admin = db::connect(&format!("{server}/postgres"), 1).await?;
         admin
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
             .await?;
         admin
-            .execute_unprepared(&format!("CREATE DATABASE {BENCH_DB}"))
+            .execute_unprepared(&format!("CREATE DATABASE {db_name}"))
             .await?;
-        let config = Config {
-            database_url: format!("{server}/{BENCH_DB}"),
-            nats_prefix: "bench".into(),
+        let mut config = Config {
+            database_url: format!("{server}/{db_name}"),
+            nats_prefix: prefix.into(),
             bind_addr: GATEWAY_ADDR.into(),
             ..base
         };
+        tune(&mut config);
         let db = db::connect(&config.database_url, 4).await?;
         use migration::MigratorTrait;
         migration::Migrator::up(&db, None).await?;

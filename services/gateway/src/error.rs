@@ -33,6 +33,8 @@ pub enum ApiError {
     Busy,
     #[error("event bus unavailable: {0}")]
     Unavailable(#[source] BusError),
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(#[source] db::DbError),
     #[error("internal error: {0}")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -51,7 +53,11 @@ pub struct ErrorBody {
 
 impl From<db::DbError> for ApiError {
     fn from(e: db::DbError) -> Self {
-        ApiError::Internal(Box::new(e))
+        if e.is_unavailable() {
+            ApiError::DatabaseUnavailable(e)
+        } else {
+            ApiError::Internal(Box::new(e))
+        }
     }
 }
 
@@ -72,13 +78,19 @@ impl IntoResponse for ApiError {
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "provider_unavailable", None),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
             ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy", None),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
+            ApiError::Unavailable(_) | ApiError::DatabaseUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None)
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         };
         let detail = match &self {
             ApiError::Unavailable(e) => {
                 tracing::warn!(error = %e, "publish failed; answering 503");
                 "the event bus is unavailable; nothing was accepted, retry later".to_owned()
+            }
+            ApiError::DatabaseUnavailable(e) => {
+                tracing::warn!(error = %e, "database unreachable; answering 503");
+                "the database is unavailable; nothing was accepted, retry later".to_owned()
             }
             ApiError::Internal(e) => {
                 tracing::error!(error = %e, "internal error");
@@ -97,7 +109,7 @@ impl IntoResponse for ApiError {
             .into_response();
         let retry_after = match &self {
             ApiError::RateLimited(wait) => Some(retry_secs(wait)),
-            ApiError::Unavailable(_) => Some(5),
+            ApiError::Unavailable(_) | ApiError::DatabaseUnavailable(_) => Some(5),
             ApiError::Busy => Some(1),
             _ => None,
         };

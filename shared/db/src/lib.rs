@@ -42,6 +42,17 @@ impl DbError {
     }
 }
 
+impl DbError {
+    /// Whether Postgres could not be reached at all (no connection to be had), as opposed to a
+    /// query that failed: the caller should say "unavailable, retry", not "internal error".
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            DbError::Db(DbErr::ConnectionAcquire(_)) | DbError::Db(DbErr::Conn(_))
+        )
+    }
+}
+
 pub type Result<T> = std::result::Result<T, DbError>;
 
 /// For consumers: transient failures are retried, constraint violations dead-lettered.
