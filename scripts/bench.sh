@@ -6,11 +6,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh
 . scripts/dotenv.sh
-# Without a .env (a fresh clone), sign the benchmark's tokens with a throwaway secret.
-: "${SECRET_KEY:=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
-export SECRET_KEY
-: "${TOKEN_ENCRYPTION_KEYS:=bench:$(head -c 32 /dev/urandom | base64 | tr -d '\n')}"
-export TOKEN_ENCRYPTION_KEYS
+. scripts/throwaway-keys.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --bins
 "$root/target/release/bench"

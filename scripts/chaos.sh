@@ -7,10 +7,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/setup.sh
 . scripts/dotenv.sh
-: "${SECRET_KEY:=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
-export SECRET_KEY
-: "${TOKEN_ENCRYPTION_KEYS:=chaos:$(head -c 32 /dev/urandom | base64 | tr -d '\n')}"
-export TOKEN_ENCRYPTION_KEYS
+. scripts/throwaway-keys.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 command -v nats-server >/dev/null || { apt-get update -qq && apt-get install -y -qq nats-server >/dev/null; }
 cargo build --release --bins

@@ -282,48 +282,39 @@ async fn request_bodies_up_to_max_request_bytes_are_read() {
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
 
-#[tokio::test]
-async fn metrics_need_the_token_unless_read_from_the_machine_itself() {
-    let app = TestApp::spawn_with(
+async fn get_metrics(app: &TestApp, token: Option<&str>) -> reqwest::Response {
+    let mut r = app.http.get(format!("{}/metrics", app.url));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    r.send().await.unwrap()
+}
+
+async fn behind_a_proxy(metrics_token: &str) -> TestApp {
+    TestApp::spawn_with(
         common::Config {
             trusted_proxies: 1, // behind a proxy, loopback is not "the machine itself"
+            metrics_token: metrics_token.into(),
             ..test_config().await
         },
         &[],
     )
-    .await;
-    let get = |token: Option<&str>| {
-        let mut r = app.http.get(format!("{}/metrics", app.url));
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        r.send()
-    };
+    .await
+}
+
+#[tokio::test]
+async fn metrics_need_the_token_unless_read_from_the_machine_itself() {
+    let app = behind_a_proxy("").await;
     assert_eq!(
-        get(None).await.unwrap().status(),
+        get_metrics(&app, None).await.status(),
         401,
         "no token configured: closed"
     );
     drop(app);
 
-    let app = TestApp::spawn_with(
-        common::Config {
-            trusted_proxies: 1,
-            metrics_token: "scrape-token-1234567890".into(),
-            ..test_config().await
-        },
-        &[],
-    )
-    .await;
-    let get = |token: Option<&str>| {
-        let mut r = app.http.get(format!("{}/metrics", app.url));
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        r.send()
-    };
-    assert_eq!(get(None).await.unwrap().status(), 401);
-    assert_eq!(get(Some("wrong")).await.unwrap().status(), 401);
+    let app = behind_a_proxy("scrape-token-1234567890").await;
+    assert_eq!(get_metrics(&app, None).await.status(), 401);
+    assert_eq!(get_metrics(&app, Some("wrong")).await.status(), 401);
     // Requests with made-up methods do not make new metric series.
     for m in ["BREW", "PROPFIND", "X123"] {
         let method = reqwest::Method::from_bytes(m.as_bytes()).unwrap();
@@ -333,7 +324,7 @@ async fn metrics_need_the_token_unless_read_from_the_machine_itself() {
             .await
             .unwrap();
     }
-    let r = get(Some("scrape-token-1234567890")).await.unwrap();
+    let r = get_metrics(&app, Some("scrape-token-1234567890")).await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     assert!(text.contains("method=\"OTHER\""), "{text}");

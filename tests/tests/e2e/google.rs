@@ -69,16 +69,21 @@ async fn consent(app: &TestApp, authorize_url: &str) -> String {
     to.replacen(&app.config.public_url, &app.url, 1)
 }
 
-/// Signs in through the whole browser flow; returns the session cookie pair.
-pub async fn sign_in(app: &TestApp) -> String {
-    let (authorize, flow_cookie) = start(app).await;
+/// The whole browser flow (start, consent, callback); returns the callback's response.
+async fn sign_in_returning(app: &TestApp, return_to: &str) -> reqwest::Response {
+    let (authorize, flow_cookie) = start_returning(app, return_to).await;
     let callback = consent(app, &authorize).await;
-    let r = browser()
+    browser()
         .get(callback)
         .header(COOKIE, flow_cookie)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Signs in through the whole browser flow; returns the session cookie pair.
+pub async fn sign_in(app: &TestApp) -> String {
+    let r = sign_in_returning(app, "/inbox").await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "{:?}", r.text().await);
     set_cookie(&r, "session").expect("session cookie").0
 }
@@ -117,14 +122,7 @@ async fn sign_in_never_redirects_off_site() {
         ("javascript:alert(1)", "/"),
     ];
     for (return_to, expected) in cases {
-        let (authorize, flow_cookie) = start_returning(&app, return_to).await;
-        let callback = consent(&app, &authorize).await;
-        let r = browser()
-            .get(callback)
-            .header(COOKIE, flow_cookie)
-            .send()
-            .await
-            .unwrap();
+        let r = sign_in_returning(&app, return_to).await;
         assert_eq!(r.status(), StatusCode::SEE_OTHER);
         assert_eq!(location(&r), expected, "return_to {return_to:?}");
     }
@@ -904,14 +902,7 @@ async fn google_users_are_matched_by_account_not_address() {
 
     // ...but once bound, another account with the same address is refused.
     fake.state.lock().unwrap().sub = "3000000000000000001".into();
-    let (authorize, flow_cookie) = start(&app).await;
-    let callback = consent(&app, &authorize).await;
-    let r = browser()
-        .get(callback)
-        .header(COOKIE, flow_cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = sign_in_returning(&app, "/").await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert!(
         set_cookie(&r, "session").is_none(),
