@@ -136,8 +136,14 @@ mod tests {
     async fn provider_errors_do_not_carry_the_url() {
         let url = "http://127.0.0.1:9/oauth/v1/refresh-tokens/hs-refresh-secret-1234?code=abc";
         let e = reqwest::Client::new().delete(url).send().await.unwrap_err();
-        assert!(e.to_string().contains("hs-refresh-secret"), "reqwest itself shows it");
+        assert!(
+            e.to_string().contains("hs-refresh-secret"),
+            "reqwest itself shows it"
+        );
         let ours = ProviderError::from(e).to_string();
-        assert!(!ours.contains("hs-refresh-secret") && !ours.contains("code=abc"), "{ours}");
+        assert!(
+            !ours.contains("hs-refresh-secret") && !ours.contains("code=abc"),
+            "{ours}"
+        );
     }
 }
