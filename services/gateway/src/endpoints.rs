@@ -23,9 +23,16 @@ pub struct Endpoint {
     pub secret: Arc<str>,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct EndpointCache {
     entries: Arc<RwLock<HashMap<Uuid, (Instant, Endpoint)>>>,
+    capacity: usize,
+}
+
+impl Default for EndpointCache {
+    fn default() -> Self {
+        Self::with_capacity(CAPACITY)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,16 +66,28 @@ impl EndpointCache {
             source,
             secret: db::webhooks::secret(ring, &row)?.into(),
         };
+        self.remember(id, endpoint.clone());
+        Ok(Some(endpoint))
+    }
+
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            entries: Arc::default(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Keeps an endpoint that exists; when full, expired entries go first, then all of them.
+    fn remember(&self, id: Uuid, endpoint: Endpoint) {
         if let Ok(mut entries) = self.entries.write() {
-            if entries.len() >= CAPACITY {
+            if entries.len() >= self.capacity && !entries.contains_key(&id) {
                 entries.retain(|_, (at, _)| at.elapsed() < TTL);
-                if entries.len() >= CAPACITY {
+                if entries.len() >= self.capacity {
                     entries.clear();
                 }
             }
-            entries.insert(id, (Instant::now(), endpoint.clone()));
+            entries.insert(id, (Instant::now(), endpoint));
         }
-        Ok(Some(endpoint))
     }
 
     pub fn len(&self) -> usize {
@@ -77,5 +96,28 @@ impl EndpointCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_never_holds_more_than_its_capacity() {
+        let cache = EndpointCache::with_capacity(3);
+        let endpoint = Endpoint {
+            user: UserId(Uuid::new_v4()),
+            source: Source::parse("feedback").unwrap(),
+            secret: "whsec_x".into(),
+        };
+        for _ in 0..50 {
+            cache.remember(Uuid::new_v4(), endpoint.clone());
+            assert!(cache.len() <= 3, "{}", cache.len());
+        }
+        let kept = Uuid::new_v4();
+        cache.remember(kept, endpoint.clone());
+        cache.remember(kept, endpoint);
+        assert!(cache.len() <= 3 && cache.entries.read().unwrap().contains_key(&kept));
     }
 }
