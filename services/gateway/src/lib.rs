@@ -3,19 +3,12 @@
 //! but does no slow work itself.
 
 pub mod auth;
-pub mod connect;
 pub mod edge;
 pub mod endpoints;
 pub mod error;
 pub mod google_jwt;
-pub mod ingest;
-pub mod ops;
-pub mod provider_hooks;
-pub mod search;
+pub mod routes;
 pub mod signatures;
-pub mod tokens;
-pub mod transcripts;
-pub mod webhooks;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -27,6 +20,7 @@ use common::bus::Bus;
 use common::intake::Limits;
 use db::DatabaseConnection;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use routes::{connect, ingest, ops, provider_hooks, search, tokens, transcripts, webhooks};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

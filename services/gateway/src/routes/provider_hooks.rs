@@ -3,8 +3,8 @@
 //! answered. A request that fails verification gets 401 and publishes nothing.
 
 use crate::AppState;
-use crate::connect::sync_command;
 use crate::error::{ApiError, ErrorBody};
+use crate::routes::connect::sync_command;
 use crate::signatures::{self, SignatureError};
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, Method, StatusCode};

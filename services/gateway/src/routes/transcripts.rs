@@ -5,7 +5,7 @@
 use crate::AppState;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody, parse_json};
-use crate::ingest::IngestResponse;
+use crate::routes::ingest::IngestResponse;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -164,7 +164,7 @@ pub async fn ingest_transcript(
         };
         ApiError::Invalid(e)
     })?;
-    let lanes = crate::ingest::lanes_for(&state, user, 1, false).await?;
+    let lanes = crate::routes::ingest::lanes_for(&state, user, 1, false).await?;
     let accepted = intake::submit(&state.bus, user, vec![doc], &lanes)
         .await
         .map_err(ApiError::Unavailable)?;

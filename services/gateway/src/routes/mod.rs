@@ -1,0 +1,12 @@
+//! The gateway's routes, one module per resource, each with its own `router()`; the top
+//! router in `lib.rs` only merges them. The edge concerns (auth, errors, limits, headers,
+//! signatures) live beside this folder, not in it.
+
+pub mod connect;
+pub mod ingest;
+pub mod ops;
+pub mod provider_hooks;
+pub mod search;
+pub mod tokens;
+pub mod transcripts;
+pub mod webhooks;
