@@ -20,7 +20,9 @@ use common::bus::Bus;
 use common::intake::Limits;
 use db::DatabaseConnection;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use routes::{connect, ingest, ops, provider_hooks, search, tokens, transcripts, webhooks};
+use routes::{
+    connections, ingest, ops, provider_hooks, search, sign_in, sync, tokens, transcripts, webhooks,
+};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -73,13 +75,13 @@ impl AppState {
         provider_hooks::slack,
         provider_hooks::gmail,
         provider_hooks::calendar,
-        connect::start,
-        connect::callback,
-        connect::me,
-        connect::logout,
-        connect::list_connections,
-        connect::disconnect,
-        connect::sync_now,
+        sign_in::start,
+        sign_in::callback,
+        sign_in::me,
+        sign_in::logout,
+        connections::list_connections,
+        connections::disconnect,
+        sync::sync_now,
         tokens::revoke_current,
         tokens::revoke_all,
         search::search_get,
@@ -146,7 +148,9 @@ pub fn router(state: AppState) -> Router {
         .merge(transcripts::router())
         .merge(webhooks::router())
         .merge(provider_hooks::router())
-        .merge(connect::router())
+        .merge(sign_in::router())
+        .merge(connections::router())
+        .merge(sync::router())
         .merge(tokens::router())
         .merge(search::router())
         .merge(ops::router())

@@ -2,11 +2,13 @@
 //! router in `lib.rs` only merges them. The edge concerns (auth, errors, limits, headers,
 //! signatures) live beside this folder, not in it.
 
-pub mod connect;
+pub mod connections;
 pub mod ingest;
 pub mod ops;
 pub mod provider_hooks;
 pub mod search;
+pub mod sign_in;
+pub mod sync;
 pub mod tokens;
 pub mod transcripts;
 pub mod webhooks;

@@ -4,7 +4,7 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::routes::connect::sync_command;
+use crate::routes::sign_in::sync_command;
 use crate::signatures::{self, SignatureError};
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, Method, StatusCode};

@@ -1,5 +1,5 @@
 //! Sign-in with Google and connecting HubSpot and Slack (OAuth 2.0 authorization code with
-//! PKCE), the session that follows, the user's connections, and on-demand sync.
+//! PKCE), and the session that follows.
 //!
 //! `state` is random, stored once and deleted when used, and bound to the browser that
 //! started the flow by a cookie, so a callback URL replayed or planted in another browser
@@ -11,17 +11,16 @@ use crate::error::{ApiError, ErrorBody};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bytes::Bytes;
 use chrono::Utc;
 use common::UserId;
 use common::events::{Envelope, Event, Resource, SyncRequested, SyncScope};
 use db::connections::{self, Account};
 use db::sessions::{self, Flow};
-use db::sync_state::{self, ResourceStatus};
+use db::sync_state::{self};
 use providers::{Provider, ProviderError};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -45,22 +44,19 @@ pub fn router() -> Router<AppState> {
         .route("/api/auth/{provider}/callback", get(callback))
         .route("/api/auth/me", get(me))
         .route("/api/auth/logout", post(logout))
-        .route("/api/connections", get(list_connections))
-        .route("/api/connections/{provider}", delete(disconnect))
-        .route("/api/sync/{resource}", post(sync_now))
 }
 
-fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn provider(name: &str) -> Result<Provider, ApiError> {
+pub(crate) fn provider(name: &str) -> Result<Provider, ApiError> {
     Provider::parse(name).ok_or_else(|| ApiError::NotFound(format!("no provider named {name}")))
 }
 
-fn providers(state: &AppState) -> Result<&providers::Providers, ApiError> {
+pub(crate) fn providers(state: &AppState) -> Result<&providers::Providers, ApiError> {
     state.providers.as_ref().ok_or_else(|| {
         ApiError::NotConfigured("connections need TOKEN_ENCRYPTION_KEYS to be set".into())
     })
@@ -445,262 +441,4 @@ pub async fn logout(
         set_cookie(&state.config.public_url, name, "", "/", 0),
     );
     Ok(response)
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Connection {
-    /// `google`, `hubspot` or `slack`.
-    pub provider: String,
-    pub account_id: String,
-    /// Email, portal domain or workspace name.
-    pub account_name: String,
-    /// `connected`, `syncing`, `revoked` (connect again) or `error`.
-    pub status: String,
-    pub scopes: String,
-    pub last_sync_at: Option<chrono::DateTime<Utc>>,
-    pub last_error: Option<String>,
-    pub resources: Vec<ResourceState>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ResourceState {
-    /// `gmail`, `calendar`, `hubspot` or `slack`.
-    pub resource: String,
-    pub syncing: bool,
-    pub last_sync_at: Option<chrono::DateTime<Utc>>,
-    pub last_error: Option<String>,
-    pub items_synced: i64,
-}
-
-impl From<ResourceStatus> for ResourceState {
-    fn from(r: ResourceStatus) -> Self {
-        Self {
-            resource: r.resource,
-            syncing: r.syncing,
-            last_sync_at: r.last_sync_at,
-            last_error: r.last_error,
-            items_synced: r.items_synced,
-        }
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Connections {
-    pub connections: Vec<Connection>,
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/connections",
-    tag = "connections",
-    security(("bearer" = []), ("session" = [])),
-    responses((status = 200, description = "Each connected provider's status", body = Connections))
-)]
-pub async fn list_connections(
-    State(state): State<AppState>,
-    AuthUser(user): AuthUser,
-) -> Result<Json<Connections>, ApiError> {
-    let resources = sync_state::statuses(&state.db, user).await?;
-    let connections = connections::list(&state.db, user)
-        .await?
-        .into_iter()
-        .map(|c| {
-            let mine: Vec<ResourceState> = resources
-                .iter()
-                .filter(|r| {
-                    Resource::parse(&r.resource).is_some_and(|x| x.provider() == c.provider)
-                })
-                .cloned()
-                .map(ResourceState::from)
-                .collect();
-            let syncing = mine.iter().any(|r| r.syncing);
-            let status = if c.status == "connected" && syncing {
-                "syncing".to_owned()
-            } else {
-                c.status
-            };
-            let last_sync_at = mine.iter().filter_map(|r| r.last_sync_at).max();
-            let last_error = c
-                .last_error
-                .or_else(|| mine.iter().find_map(|r| r.last_error.clone()));
-            Connection {
-                provider: c.provider,
-                account_id: c.account_id,
-                account_name: c.account_name,
-                status,
-                scopes: c.scopes,
-                last_sync_at,
-                last_error,
-                resources: mine,
-            }
-        })
-        .collect();
-    Ok(Json(Connections { connections }))
-}
-
-#[utoipa::path(
-    delete,
-    path = "/api/connections/{provider}",
-    tag = "connections",
-    security(("bearer" = []), ("session" = [])),
-    params(("provider" = String, Path, description = "`google`, `hubspot` or `slack`")),
-    responses(
-        (status = 204, description = "Push channels stopped and the grant revoked at the provider (best effort: an unreachable provider is logged, not an error); tokens, sync state and channels deleted; indexed data stays"),
-        (status = 404, description = "Not connected", body = ErrorBody),
-    )
-)]
-pub async fn disconnect(
-    State(state): State<AppState>,
-    AuthUser(user): AuthUser,
-    Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    let which = provider(&name)?;
-    if let Some(providers) = &state.providers {
-        match providers::revoke::withdraw(providers, &state.config, user, which).await {
-            Ok(done) if done.failures.is_empty() => {
-                tracing::info!(user.id = %user, provider = %name, channels = done.channels_stopped, revoked = done.grant_revoked, "grant withdrawn at the provider");
-            }
-            Ok(done) => {
-                tracing::warn!(user.id = %user, provider = %name, failures = ?done.failures, "disconnecting locally; the provider could not undo everything");
-            }
-            Err(ProviderError::Db(e)) => return Err(e.into()),
-            Err(e) => {
-                tracing::warn!(user.id = %user, provider = %name, error = %e, "disconnecting locally; the provider could not be reached");
-            }
-        }
-    }
-    if !connections::delete(&state.db, user, &name).await? {
-        return Err(ApiError::NotFound(format!("not connected to {name}")));
-    }
-    let resources: Vec<&str> = Resource::of_provider(&name)
-        .into_iter()
-        .map(Resource::as_str)
-        .collect();
-    sync_state::forget(&state.db, user, &resources).await?;
-    tracing::info!(user.id = %user, provider = %name, "disconnected");
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// Narrows an on-demand sync; empty means everything changed since the last run.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SyncRequest {
-    /// Slack: one channel id.
-    pub channel: Option<String>,
-    /// HubSpot: `contacts`, `companies`, `deals` or `notes` (with `object_id`).
-    pub object_type: Option<String>,
-    pub object_id: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SyncQueued {
-    pub resource: String,
-    pub request_id: String,
-}
-
-#[utoipa::path(
-    post,
-    path = "/api/sync/{resource}",
-    tag = "connections",
-    security(("bearer" = []), ("session" = [])),
-    params(("resource" = String, Path, description = "`gmail`, `calendar`, `hubspot` or `slack`")),
-    request_body(content = Option<SyncRequest>, description = "Optional: one Slack channel or one HubSpot object"),
-    responses(
-        (status = 202, description = "Sync queued in JetStream", body = SyncQueued),
-        (status = 404, description = "Unknown resource or not connected", body = ErrorBody),
-        (status = 422, description = "Scope does not fit the resource", body = ErrorBody),
-        (status = 503, description = "JetStream unavailable", body = ErrorBody),
-    )
-)]
-pub async fn sync_now(
-    State(state): State<AppState>,
-    AuthUser(user): AuthUser,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<(StatusCode, Json<SyncQueued>), ApiError> {
-    let resource = Resource::parse(&name)
-        .ok_or_else(|| ApiError::NotFound(format!("no resource named {name}")))?;
-    let request: SyncRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        SyncRequest::default()
-    } else {
-        crate::error::parse_json(&body)?
-    };
-    let invalid = |field: &str, reason: &str| {
-        ApiError::Invalid(common::intake::FieldError::new(
-            field.to_owned(),
-            reason.to_owned(),
-        ))
-    };
-    let scope = match (resource, request) {
-        (
-            Resource::Slack,
-            SyncRequest {
-                channel: Some(channel),
-                object_type: None,
-                object_id: None,
-            },
-        ) => SyncScope::SlackChannel { channel },
-        (
-            Resource::Hubspot,
-            SyncRequest {
-                channel: None,
-                object_type: Some(object_type),
-                object_id: Some(id),
-            },
-        ) => {
-            if !["contacts", "companies", "deals", "notes"].contains(&object_type.as_str()) {
-                return Err(invalid(
-                    "object_type",
-                    "must be contacts, companies, deals or notes",
-                ));
-            }
-            // It becomes part of a HubSpot API path: digits only, as HubSpot's ids are.
-            if id.is_empty() || id.len() > 20 || !id.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(invalid("object_id", "must be a HubSpot object id (digits)"));
-            }
-            SyncScope::HubspotObject {
-                object_type,
-                id,
-                deleted: false,
-            }
-        }
-        (
-            _,
-            SyncRequest {
-                channel: None,
-                object_type: None,
-                object_id: None,
-            },
-        ) => SyncScope::Changes,
-        (_, _) => {
-            return Err(invalid(
-                "body",
-                "channel is for slack; object_type with object_id for hubspot",
-            ));
-        }
-    };
-    let connected = connections::list(&state.db, user)
-        .await?
-        .into_iter()
-        .any(|c| c.provider == resource.provider() && c.status != "revoked");
-    if !connected {
-        return Err(ApiError::NotFound(format!(
-            "{} is not connected",
-            resource.provider()
-        )));
-    }
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let command = sync_command(user, resource, "manual", request_id.clone(), scope);
-    state
-        .bus
-        .publish(&command)
-        .await
-        .map_err(ApiError::Unavailable)?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(SyncQueued {
-            resource: name,
-            request_id,
-        }),
-    ))
 }

@@ -1,0 +1,157 @@
+//! The user's provider connections: their status and sync progress, and disconnecting.
+
+use super::sign_in::provider;
+use crate::AppState;
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ErrorBody};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use chrono::Utc;
+use common::events::Resource;
+use db::connections::{self};
+use db::sync_state::{self, ResourceStatus};
+use providers::ProviderError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/connections", get(list_connections))
+        .route("/api/connections/{provider}", delete(disconnect))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Connection {
+    /// `google`, `hubspot` or `slack`.
+    pub provider: String,
+    pub account_id: String,
+    /// Email, portal domain or workspace name.
+    pub account_name: String,
+    /// `connected`, `syncing`, `revoked` (connect again) or `error`.
+    pub status: String,
+    pub scopes: String,
+    pub last_sync_at: Option<chrono::DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub resources: Vec<ResourceState>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ResourceState {
+    /// `gmail`, `calendar`, `hubspot` or `slack`.
+    pub resource: String,
+    pub syncing: bool,
+    pub last_sync_at: Option<chrono::DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub items_synced: i64,
+}
+
+impl From<ResourceStatus> for ResourceState {
+    fn from(r: ResourceStatus) -> Self {
+        Self {
+            resource: r.resource,
+            syncing: r.syncing,
+            last_sync_at: r.last_sync_at,
+            last_error: r.last_error,
+            items_synced: r.items_synced,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Connections {
+    pub connections: Vec<Connection>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/connections",
+    tag = "connections",
+    security(("bearer" = []), ("session" = [])),
+    responses((status = 200, description = "Each connected provider's status", body = Connections))
+)]
+pub async fn list_connections(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> Result<Json<Connections>, ApiError> {
+    let resources = sync_state::statuses(&state.db, user).await?;
+    let connections = connections::list(&state.db, user)
+        .await?
+        .into_iter()
+        .map(|c| {
+            let mine: Vec<ResourceState> = resources
+                .iter()
+                .filter(|r| {
+                    Resource::parse(&r.resource).is_some_and(|x| x.provider() == c.provider)
+                })
+                .cloned()
+                .map(ResourceState::from)
+                .collect();
+            let syncing = mine.iter().any(|r| r.syncing);
+            let status = if c.status == "connected" && syncing {
+                "syncing".to_owned()
+            } else {
+                c.status
+            };
+            let last_sync_at = mine.iter().filter_map(|r| r.last_sync_at).max();
+            let last_error = c
+                .last_error
+                .or_else(|| mine.iter().find_map(|r| r.last_error.clone()));
+            Connection {
+                provider: c.provider,
+                account_id: c.account_id,
+                account_name: c.account_name,
+                status,
+                scopes: c.scopes,
+                last_sync_at,
+                last_error,
+                resources: mine,
+            }
+        })
+        .collect();
+    Ok(Json(Connections { connections }))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/connections/{provider}",
+    tag = "connections",
+    security(("bearer" = []), ("session" = [])),
+    params(("provider" = String, Path, description = "`google`, `hubspot` or `slack`")),
+    responses(
+        (status = 204, description = "Push channels stopped and the grant revoked at the provider (best effort: an unreachable provider is logged, not an error); tokens, sync state and channels deleted; indexed data stays"),
+        (status = 404, description = "Not connected", body = ErrorBody),
+    )
+)]
+pub async fn disconnect(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let which = provider(&name)?;
+    if let Some(providers) = &state.providers {
+        match providers::revoke::withdraw(providers, &state.config, user, which).await {
+            Ok(done) if done.failures.is_empty() => {
+                tracing::info!(user.id = %user, provider = %name, channels = done.channels_stopped, revoked = done.grant_revoked, "grant withdrawn at the provider");
+            }
+            Ok(done) => {
+                tracing::warn!(user.id = %user, provider = %name, failures = ?done.failures, "disconnecting locally; the provider could not undo everything");
+            }
+            Err(ProviderError::Db(e)) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(user.id = %user, provider = %name, error = %e, "disconnecting locally; the provider could not be reached");
+            }
+        }
+    }
+    if !connections::delete(&state.db, user, &name).await? {
+        return Err(ApiError::NotFound(format!("not connected to {name}")));
+    }
+    let resources: Vec<&str> = Resource::of_provider(&name)
+        .into_iter()
+        .map(Resource::as_str)
+        .collect();
+    sync_state::forget(&state.db, user, &resources).await?;
+    tracing::info!(user.id = %user, provider = %name, "disconnected");
+    Ok(StatusCode::NO_CONTENT)
+}
