@@ -10,7 +10,7 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use chrono::Utc;
 use common::events::Resource;
-use db::connections::{self};
+use db::connections;
 use db::sync_state::{self, ResourceStatus};
 use providers::ProviderError;
 use serde::Serialize;

@@ -10,7 +10,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use common::events::{Resource, SyncScope};
-use db::connections::{self};
+use db::connections;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
