@@ -20,7 +20,7 @@ use common::UserId;
 use common::events::{Envelope, Event, Resource, SyncRequested, SyncScope};
 use db::connections::{self, Account};
 use db::sessions::{self, Flow};
-use db::sync_state::{self};
+use db::sync_state;
 use providers::{Provider, ProviderError};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
