@@ -78,6 +78,9 @@ fn the_environment_beats_dotenv_in_the_scripts() {
             script.display()
         ))
         .current_dir(&dir)
+        // Nothing from the caller's environment (a developer's exported .env) may leak in.
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PUBLIC_URL", "http://from-env.example")
         .output()
         .unwrap();
