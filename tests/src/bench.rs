@@ -131,6 +131,21 @@ impl Env {
         Ok((user, endpoint.id, SECRET.to_owned()))
     }
 
+    /// The user with this address (created if new) and an API token for them.
+    pub async fn user_token(&self, email: &str) -> anyhow::Result<(UserId, String)> {
+        let user = db::users::ensure(&self.db, email).await?;
+        Ok((user, self.token_for(user)?))
+    }
+
+    /// An API token for `user`, valid for two hours.
+    pub fn token_for(&self, user: UserId) -> anyhow::Result<String> {
+        Ok(common::auth::Tokens::from_config(&self.config).issue(
+            user,
+            "bench",
+            chrono::Duration::hours(2),
+        )?)
+    }
+
     /// Deletes a user and everything of theirs (documents, chunks).
     pub async fn forget_user(&self, email: &str) -> anyhow::Result<()> {
         self.db
@@ -513,12 +528,7 @@ pub fn pipeline_docs(n: usize) -> Vec<DocumentInput> {
 
 /// Documents per second from the first POST until every one is indexed.
 pub async fn pipeline(env: &Env, docs: &[DocumentInput]) -> anyhow::Result<f64> {
-    let user = db::users::ensure(&env.db, "bench-pipeline@example.com").await?;
-    let token = common::auth::Tokens::from_config(&env.config).issue(
-        user,
-        "bench",
-        chrono::Duration::hours(1),
-    )?;
+    let (user, token) = env.user_token("bench-pipeline@example.com").await?;
     let http = reqwest::Client::new();
     let started = Instant::now();
     for batch in docs.chunks(50) {
@@ -574,11 +584,7 @@ pub async fn search(
     model: &LocalModel,
     n: usize,
 ) -> anyhow::Result<(Stats, Stats)> {
-    let token = common::auth::Tokens::from_config(&env.config).issue(
-        user,
-        "bench",
-        chrono::Duration::hours(1),
-    )?;
+    let token = env.token_for(user)?;
     let words: Vec<&str> = VOCABULARY.split_whitespace().collect();
     // One advisor word and two corpus words per query, drawn like the corpus itself.
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;

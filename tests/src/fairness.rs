@@ -15,16 +15,6 @@ pub struct Fairness {
     pub backlog_indexed: i64,
 }
 
-async fn token(env: &Env, email: &str) -> anyhow::Result<(UserId, String)> {
-    let user = db::users::ensure(&env.db, email).await?;
-    let token = common::auth::Tokens::from_config(&env.config).issue(
-        user,
-        email,
-        chrono::Duration::hours(2),
-    )?;
-    Ok((user, token))
-}
-
 async fn indexed(env: &Env, user: UserId, external_id: Option<&str>) -> anyhow::Result<i64> {
     let row = env
         .db
@@ -74,7 +64,7 @@ async fn one_document(
 }
 
 async fn samples(env: &Env, prefix: &str, n: usize) -> anyhow::Result<Stats> {
-    let (user, token) = token(env, "bench-advisor@example.com").await?;
+    let (user, token) = env.user_token("bench-advisor@example.com").await?;
     let http = reqwest::Client::new();
     let started = Instant::now();
     let mut latencies = Vec::with_capacity(n);
@@ -89,7 +79,7 @@ async fn samples(env: &Env, prefix: &str, n: usize) -> anyhow::Result<Stats> {
 /// (`"bulk": true`, 100 per request) and `n` samples again while they wait.
 pub async fn run(env: &Env, backlog: usize, n: usize) -> anyhow::Result<Fairness> {
     let idle = samples(env, "idle", n).await?;
-    let (importer, token) = token(env, "bench-importer@example.com").await?;
+    let (importer, token) = env.user_token("bench-importer@example.com").await?;
     let http = reqwest::Client::new();
     let body = crate::bench::text_of_words(60);
     for start in (0..backlog).step_by(100) {

@@ -199,12 +199,7 @@ async fn main() -> anyhow::Result<()> {
         services.start(&env, name)?;
     }
     env.wait_ready().await?;
-    let user = db::users::ensure(&env.db, "chaos@example.com").await?;
-    let token = common::auth::Tokens::from_config(&env.config).issue(
-        user,
-        "chaos",
-        chrono::Duration::hours(2),
-    )?;
+    let (_, token) = env.user_token("chaos@example.com").await?;
     let mut reports = Vec::new();
 
     // 1. NATS dies 10 s into 30 s of intake and is back 5 s later.
