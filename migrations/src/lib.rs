@@ -7,6 +7,7 @@ mod m20261124_000001_backbone;
 mod m20261124_000002_connections;
 mod m20261124_000003_sync;
 mod m20261129_000004_security;
+mod m20261129_000005_assistant;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_connections::Migration),
             Box::new(m20261124_000003_sync::Migration),
             Box::new(m20261129_000004_security::Migration),
+            Box::new(m20261129_000005_assistant::Migration),
         ]
     }
 }

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 pub mod bench;
 pub mod fairness;
+pub mod fake_model;
 pub mod proxy;
 
 pub const SERVICES: [&str; 5] = [

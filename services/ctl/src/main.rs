@@ -66,6 +66,30 @@ enum Command {
         #[arg(long)]
         since: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// Search one user's documents as they would (the same ranking as the API and the
+    /// assistant's tools).
+    Search {
+        /// The user's email or id.
+        #[arg(long)]
+        user: String,
+        /// What to look for.
+        query: String,
+        #[arg(long, default_value_t = 10)]
+        top_k: u32,
+        /// Only these sources, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        source: Vec<String>,
+        /// Only these kinds, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        kind: Vec<String>,
+    },
+    /// Queue a sync of one connected resource for a user now (gmail, calendar, hubspot, slack).
+    Sync {
+        /// The user's email or id.
+        #[arg(long)]
+        user: String,
+        resource: String,
+    },
     /// Dead letters: messages a consumer gave up on.
     Dlq {
         #[command(subcommand)]
@@ -268,6 +292,56 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "republished {} messages (up to stream sequence {})",
                 report.republished, report.last_sequence
+            );
+        }
+        Command::Search {
+            user,
+            query,
+            top_k,
+            source,
+            kind,
+        } => {
+            let db = db(&config).await?;
+            let user = user_by(&db, &user).await?;
+            let searcher = actions::search::Searcher::new(db, bus(&config).await?, &config);
+            let found = searcher
+                .search(
+                    user,
+                    actions::search::SearchRequest {
+                        q: query,
+                        top_k: Some(top_k),
+                        sources: source,
+                        kinds: kind,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            println!("{} results ({})", found.hits.len(), found.mode);
+            for hit in found.hits {
+                println!(
+                    "{:.4}  {:<8} {:<10} {}  {}",
+                    hit.score, hit.source, hit.kind, hit.document_id, hit.title
+                );
+                println!("        {}", hit.snippet.replace('\n', " "));
+            }
+        }
+        Command::Sync { user, resource } => {
+            let db = db(&config).await?;
+            let user = user_by(&db, &user).await?;
+            let resource = common::events::Resource::parse(&resource)
+                .ok_or_else(|| anyhow::anyhow!("resource: gmail, calendar, hubspot or slack"))?;
+            let request_id = actions::sync::request(
+                &db,
+                &bus(&config).await?,
+                user,
+                resource,
+                common::events::SyncScope::Changes,
+                "manual",
+            )
+            .await?;
+            println!(
+                "sync of {} queued (request {request_id})",
+                resource.as_str()
             );
         }
         Command::Dlq { command } => {

@@ -23,6 +23,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     NotConfigured(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("webhook rejected: {0}")]
     WebhookRejected(&'static str),
     #[error("{0}")]
@@ -61,6 +63,19 @@ impl From<db::DbError> for ApiError {
     }
 }
 
+impl From<actions::ActionError> for ApiError {
+    fn from(e: actions::ActionError) -> Self {
+        use actions::ActionError as A;
+        match e {
+            A::Invalid(field) => ApiError::Invalid(field),
+            A::NotFound(what) => ApiError::NotFound(what),
+            A::Busy => ApiError::Busy,
+            A::Unavailable(e) => ApiError::Unavailable(e),
+            A::Db(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, field) = match &self {
@@ -74,6 +89,7 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::NotConfigured(_) => (StatusCode::NOT_IMPLEMENTED, "not_configured", None),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
             ApiError::WebhookRejected(_) => (StatusCode::UNAUTHORIZED, "invalid_signature", None),
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "provider_unavailable", None),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),

@@ -21,7 +21,8 @@ use common::intake::Limits;
 use db::DatabaseConnection;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use routes::{
-    connections, ingest, ops, provider_hooks, search, sign_in, sync, tokens, transcripts, webhooks,
+    chat, connections, conversations, ingest, ops, provider_hooks, search, sign_in, sync, tokens,
+    transcripts, webhooks,
 };
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -46,10 +47,8 @@ pub struct AppState {
     /// Checks Gmail push (Pub/Sub) tokens.
     pub push: google_jwt::PushVerifier,
     pub limiters: Arc<edge::limits::Limiters>,
-    /// Bounds searches in flight (`SEARCH_MAX_CONCURRENT`).
-    pub search_slots: Arc<tokio::sync::Semaphore>,
-    /// Bounds query embeddings awaited (`QUERY_EMBED_MAX_IN_FLIGHT`).
-    pub embed_slots: Arc<tokio::sync::Semaphore>,
+    /// Hybrid search, bounded by `SEARCH_MAX_CONCURRENT` and `QUERY_EMBED_MAX_IN_FLIGHT`.
+    pub searcher: actions::search::Searcher,
 }
 
 impl AppState {
@@ -65,7 +64,7 @@ impl AppState {
 #[openapi(
     info(
         title = "Assistant backend API",
-        description = "Ingest documents and webhooks into the event backbone and search them (hybrid vector + full text)."
+        description = "Ingest documents and webhooks into the event backbone, search them (hybrid vector + full text), and ask the assistant about them (streamed answers with citations)."
     ),
     paths(
         ingest::ingest_documents,
@@ -86,6 +85,14 @@ impl AppState {
         tokens::revoke_all,
         search::search_get,
         search::search_post,
+        chat::chat_stream,
+        chat::chat_message,
+        chat::turn_events,
+        chat::cancel_turn,
+        conversations::list_conversations,
+        conversations::get_conversation,
+        conversations::delete_conversation,
+        conversations::usage,
         ops::health,
         ops::ready,
         ops::metrics,
@@ -97,6 +104,7 @@ impl AppState {
         (name = "ingest", description = "Documents into the index"),
         (name = "webhooks", description = "Signed deliveries from other systems"),
         (name = "search", description = "Hybrid search over your own data"),
+        (name = "chat", description = "The assistant: streamed answers with citations, conversations, usage"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]
@@ -153,6 +161,8 @@ pub fn router(state: AppState) -> Router {
         .merge(sync::router())
         .merge(tokens::router())
         .merge(search::router())
+        .merge(chat::router())
+        .merge(conversations::router())
         .merge(ops::router())
         .route(
             "/openapi.json",
@@ -212,10 +222,7 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
         .map_err(anyhow::Error::msg)?;
     Ok(AppState {
         limiters: edge::limits::Limiters::new(&config),
-        search_slots: Arc::new(tokio::sync::Semaphore::new(config.search_max_concurrent)),
-        embed_slots: Arc::new(tokio::sync::Semaphore::new(
-            config.query_embed_max_in_flight,
-        )),
+        searcher: actions::search::Searcher::new(db.clone(), bus.clone(), &config),
         db,
         bus,
         providers,

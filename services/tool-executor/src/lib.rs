@@ -1,16 +1,53 @@
-//! tool-executor: executes tool invocations from chat and rules, once each, with an audit
-//! record. The tools arrive with their own issue; until then it binds its durable consumer on
-//! the TOOLS stream and acknowledges every invocation it receives.
+//! tool-executor: the assistant's agent and its tools. Two durable consumers:
+//! - `agent` (CHAT stream) answers each turn: the model streamed through any OpenAI-compatible
+//!   endpoint (or, with CHAT_PROVIDER=none, a retrieval-only answer), tools run with the
+//!   user's own data, every event published on the TURNS stream for the gateway to relay;
+//! - `tool-executor` (TOOLS stream) takes invocations from approvals and rules.
+
+pub mod agent;
+pub mod citations;
+pub mod model;
+pub mod tools;
 
 use common::Config;
-use common::consumer::AckAll;
+use common::config::ChatProvider;
+use common::consumer::{AckAll, ConsumerOptions};
 use db::Backends;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub const CONSUMER: &str = "tool-executor";
+pub const AGENT: &str = "agent";
 
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
-    let backends = Backends::connect(&config, config.db_max_connections.min(4)).await?;
-    backends.consume(CONSUMER, AckAll, &config, cancel).await?;
+    let backends = Backends::connect(&config, config.db_max_connections.min(8)).await?;
+    let model = match config.chat_provider {
+        ChatProvider::Openai => Some(model::ModelClient::new(&config)),
+        ChatProvider::None => {
+            tracing::info!("CHAT_PROVIDER=none: chat answers with sources only");
+            None
+        }
+    };
+    let agent = agent::Agent {
+        db: backends.db.clone(),
+        bus: backends.bus.clone(),
+        searcher: actions::search::Searcher::new(
+            backends.db.clone(),
+            backends.bus.clone(),
+            &config,
+        ),
+        model,
+        config: Arc::new(config.clone()),
+    };
+    let mut options = ConsumerOptions::from_config(&config);
+    // A turn can outlast the ack wait (several model calls); say it is still being answered.
+    let ack_wait = Duration::from_secs(backends.topology.consumer(AGENT)?.ack_wait_secs);
+    options.keep_alive = Some((ack_wait / 3).max(Duration::from_millis(500)));
+    let turns = backends.consume_with(AGENT, agent, options, cancel.clone());
+    let tools = backends.consume(CONSUMER, AckAll, &config, cancel);
+    let (a, b) = tokio::join!(turns, tools);
+    a?;
+    b?;
     Ok(())
 }

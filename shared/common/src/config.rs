@@ -25,6 +25,16 @@ pub enum EmbeddingProvider {
     Openai,
 }
 
+/// Which chat model answers the assistant's turns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatProvider {
+    /// Any OpenAI-compatible `/chat/completions` endpoint with streaming and tool calls.
+    Openai,
+    /// No model: chat answers with the best sources for the question, and says so.
+    None,
+}
+
 /// Secrets that were published (old defaults, examples): a deployment using one is open to
 /// anyone who read them.
 const PUBLISHED_SECRETS: [&str; 3] = [
@@ -37,8 +47,9 @@ const PUBLISHED_SECRETS: [&str; 3] = [
 const DEVELOPMENT_SECRET: &str = "development-only-secret-never-use-in-production";
 
 /// Settings whose values `redacted` never shows.
-const SECRET_FIELDS: [&str; 8] = [
+const SECRET_FIELDS: [&str; 9] = [
     "metrics_token",
+    "chat_api_key",
     "secret_key",
     "token_encryption_keys",
     "openai_api_key",
@@ -122,6 +133,24 @@ pub struct Config {
     pub openai_api_key: String,
     /// Most texts gathered into one model call (the local model groups them by length).
     pub embed_batch_size: usize,
+    /// `none` (default: retrieval-only answers, no key needed) or `openai` (any
+    /// OpenAI-compatible chat endpoint: OpenAI, Azure, Ollama, vLLM, llama.cpp server).
+    pub chat_provider: ChatProvider,
+    /// Model name sent to the chat endpoint.
+    pub chat_model: String,
+    /// Base URL of the chat endpoint; empty means OPENAI_BASE_URL.
+    pub chat_base_url: String,
+    /// API key of the chat endpoint; empty means OPENAI_API_KEY.
+    pub chat_api_key: String,
+    /// Most model rounds (a round may call tools) in one turn.
+    pub chat_max_tool_rounds: u32,
+    /// Tokens of conversation history (earlier turns, tool calls and results) sent to the
+    /// model; the oldest are left out first.
+    pub chat_history_tokens: usize,
+    /// Longest one model call may take, streaming included.
+    pub chat_model_timeout_secs: u64,
+    /// Retries of one model call after 429, 5xx or a dropped connection.
+    pub chat_max_retries: u32,
     /// Target chunk size in model tokens.
     pub chunk_tokens: usize,
     /// Tokens shared by consecutive chunks.
@@ -240,6 +269,14 @@ impl Default for Config {
             openai_base_url: "https://api.openai.com/v1".into(),
             openai_api_key: String::new(),
             embed_batch_size: 32,
+            chat_provider: ChatProvider::None,
+            chat_model: "gpt-4o-mini".into(),
+            chat_base_url: String::new(),
+            chat_api_key: String::new(),
+            chat_max_tool_rounds: 6,
+            chat_history_tokens: 8_000,
+            chat_model_timeout_secs: 60,
+            chat_max_retries: 4,
             chunk_tokens: 200,
             chunk_overlap: 40,
             consumer_concurrency: 16,
@@ -340,6 +377,14 @@ impl Config {
             "openai_base_url",
             "openai_api_key",
             "embed_batch_size",
+            "chat_provider",
+            "chat_model",
+            "chat_base_url",
+            "chat_api_key",
+            "chat_max_tool_rounds",
+            "chat_history_tokens",
+            "chat_model_timeout_secs",
+            "chat_max_retries",
             "chunk_tokens",
             "chunk_overlap",
             "consumer_concurrency",
@@ -381,6 +426,21 @@ impl Config {
             "provider_timeout_secs",
         ]
         .into_iter()
+    }
+
+    /// The chat endpoint's base URL and key (the OpenAI ones unless set apart).
+    pub fn chat_endpoint(&self) -> (&str, &str) {
+        let base = if self.chat_base_url.trim().is_empty() {
+            &self.openai_base_url
+        } else {
+            &self.chat_base_url
+        };
+        let key = if self.chat_api_key.is_empty() {
+            &self.openai_api_key
+        } else {
+            &self.chat_api_key
+        };
+        (base.trim_end_matches('/'), key)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -126,6 +126,10 @@ pub struct ConsumerOptions {
     pub retry_max: Duration,
     /// How long one pull request waits for messages; also bounds shutdown latency.
     pub fetch_expiry: Duration,
+    /// Tell JetStream "still working" this often while a handler runs, so a long job (an
+    /// agent's turn) is not redelivered to another replica meanwhile; `None` lets the ack
+    /// wait bound every handler.
+    pub keep_alive: Option<Duration>,
 }
 
 impl ConsumerOptions {
@@ -135,6 +139,7 @@ impl ConsumerOptions {
             retry_base: Duration::from_millis(config.retry_base_ms),
             retry_max: Duration::from_millis(config.retry_max_ms),
             fetch_expiry: Duration::from_secs(2),
+            keep_alive: None,
         }
     }
 
@@ -319,8 +324,26 @@ async fn process<H: Handler, D: DeadLetterSink>(
             };
             let work = shared.handler.handle(delivery).instrument(span.clone());
             // What the handler publishes carries the same request id.
-            match request_id {
-                Some(id) => telemetry::REQUEST_ID.scope(id, work).await,
+            let work = async {
+                match request_id {
+                    Some(id) => telemetry::REQUEST_ID.scope(id, work).await,
+                    None => work.await,
+                }
+            };
+            match shared.options.keep_alive {
+                Some(every) => {
+                    tokio::pin!(work);
+                    let mut ticks =
+                        tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                    loop {
+                        tokio::select! {
+                            result = &mut work => break result,
+                            _ = ticks.tick() => {
+                                let _ = msg.ack_with(AckKind::Progress).await;
+                            }
+                        }
+                    }
+                }
                 None => work.await,
             }
         }
@@ -412,6 +435,7 @@ mod tests {
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_millis(500),
             fetch_expiry: Duration::from_secs(1),
+            keep_alive: None,
         };
         let delays: Vec<u128> = (1..=5).map(|d| o.retry_delay(d).as_millis()).collect();
         assert_eq!(delays, vec![100, 200, 400, 500, 500]);

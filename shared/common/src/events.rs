@@ -78,6 +78,7 @@ impl Envelope {
             Event::DocUpserted(d) => format!("events.{user}.{}.doc.upserted", d.source),
             Event::Domain(d) => format!("events.{user}.{}.{}", d.source, d.name),
             Event::SyncRequested(s) => format!("sync.{user}.{}", s.resource.as_str()),
+            Event::TurnRequested(_) => format!("chat.{user}.turns"),
         }
     }
 
@@ -124,6 +125,7 @@ impl Envelope {
                     &s.request_id,
                 ])
             ),
+            Event::TurnRequested(t) => format!("turn:{}", t.turn_id),
         }
     }
 
@@ -166,6 +168,16 @@ pub enum Event {
     /// A command to sync one resource of one user; handled by ingest, never in the gateway.
     #[serde(rename = "sync.requested")]
     SyncRequested(SyncRequested),
+    /// A user message stored as a turn, for the agent to answer.
+    #[serde(rename = "turn.requested")]
+    TurnRequested(TurnRequested),
+}
+
+/// A turn to answer: its message and conversation are in Postgres.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnRequested {
+    pub turn_id: Uuid,
+    pub conversation_id: Uuid,
 }
 
 /// A change at a provider, published after it is stored. `name` is `<entity>.<action>`:

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod bus;
+pub mod chat;
 pub mod config;
 pub mod consumer;
 pub mod events;

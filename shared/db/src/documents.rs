@@ -108,3 +108,65 @@ pub async fn unindexed(db: &DatabaseConnection, user: UserId, cap: u64) -> Resul
         .transpose()?
         .unwrap_or(0) as u64)
 }
+
+/// `user`'s documents among `ids` (others' are never returned), in no particular order.
+pub async fn many(
+    db: &DatabaseConnection,
+    user: UserId,
+    ids: &[uuid::Uuid],
+) -> Result<Vec<document::Model>> {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(document::Entity::find()
+        .filter(document::Column::UserId.eq(user.0))
+        .filter(document::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await?)
+}
+
+/// `user`'s documents of `kind` whose external id is `key`, or whose body holds `key` as a
+/// whole line value (`Email: sara@example.com`): a contact by HubSpot id or by address.
+pub async fn find_by_key(
+    db: &DatabaseConnection,
+    user: UserId,
+    kind: &str,
+    key: &str,
+    limit: u64,
+) -> Result<Vec<document::Model>> {
+    use sea_orm::{ColumnTrait, Condition, QueryFilter, QuerySelect};
+    Ok(document::Entity::find()
+        .filter(document::Column::UserId.eq(user.0))
+        .filter(document::Column::Kind.eq(kind))
+        .filter(
+            Condition::any()
+                .add(document::Column::ExternalId.eq(key))
+                .add(document::Column::Body.contains(format!(": {key}"))),
+        )
+        .limit(limit)
+        .all(db)
+        .await?)
+}
+
+/// `user`'s HubSpot notes associated with the contact whose HubSpot id is `contact_id`,
+/// newest first.
+pub async fn notes_of_contact(
+    db: &DatabaseConnection,
+    user: UserId,
+    contact_id: &str,
+    limit: u64,
+) -> Result<Vec<document::Model>> {
+    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr};
+    Ok(document::Entity::find()
+        .filter(document::Column::UserId.eq(user.0))
+        .filter(document::Column::Kind.eq("note"))
+        .filter(Expr::cust_with_values(
+            "metadata->'associations'->'contacts' ? $1",
+            [contact_id.to_owned()],
+        ))
+        .order_by_desc(document::Column::OccurredAt)
+        .limit(limit)
+        .all(db)
+        .await?)
+}

@@ -2,6 +2,7 @@
 //! work leans on Postgres itself (upserts, vector and full-text search). Every service shares
 //! these functions, so HTTP handlers, consumers and `ctl` do the same thing the same way.
 
+pub mod chat;
 pub mod chunks;
 pub mod connections;
 pub mod dead_letters;
@@ -122,13 +123,25 @@ impl Backends {
         config: &common::Config,
         cancel: tokio_util::sync::CancellationToken,
     ) -> std::result::Result<(), common::consumer::RuntimeError> {
+        let options = common::consumer::ConsumerOptions::from_config(config);
+        self.consume_with(durable, handler, options, cancel).await
+    }
+
+    /// [`Backends::consume`] with options of the caller's choosing.
+    pub async fn consume_with<H: common::consumer::Handler>(
+        &self,
+        durable: &str,
+        handler: H,
+        options: common::consumer::ConsumerOptions,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> std::result::Result<(), common::consumer::RuntimeError> {
         common::consumer::run(
             self.bus.clone(),
             &self.topology,
             durable,
             handler,
             dead_letters::PgDeadLetters(self.db.clone()),
-            common::consumer::ConsumerOptions::from_config(config),
+            options,
             cancel,
         )
         .await

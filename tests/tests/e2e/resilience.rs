@@ -228,6 +228,7 @@ async fn retryable_failures_back_off_then_dead_letter_after_max_deliveries() {
         retry_base: Duration::from_millis(100),
         retry_max: Duration::from_millis(400),
         fetch_expiry: Duration::from_millis(500),
+        keep_alive: None,
     };
     let runner = tokio::spawn({
         let (bus, cancel) = (app.bus.clone(), cancel.clone());

@@ -12,7 +12,6 @@ use chrono::Utc;
 use common::events::Resource;
 use db::connections;
 use db::sync_state::{self, ResourceStatus};
-use providers::ProviderError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -130,28 +129,13 @@ pub async fn disconnect(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let which = provider(&name)?;
-    if let Some(providers) = &state.providers {
-        match providers::revoke::withdraw(providers, &state.config, user, which).await {
-            Ok(done) if done.failures.is_empty() => {
-                tracing::info!(user.id = %user, provider = %name, channels = done.channels_stopped, revoked = done.grant_revoked, "grant withdrawn at the provider");
-            }
-            Ok(done) => {
-                tracing::warn!(user.id = %user, provider = %name, failures = ?done.failures, "disconnecting locally; the provider could not undo everything");
-            }
-            Err(ProviderError::Db(e)) => return Err(e.into()),
-            Err(e) => {
-                tracing::warn!(user.id = %user, provider = %name, error = %e, "disconnecting locally; the provider could not be reached");
-            }
-        }
-    }
-    if !connections::delete(&state.db, user, &name).await? {
-        return Err(ApiError::NotFound(format!("not connected to {name}")));
-    }
-    let resources: Vec<&str> = Resource::of_provider(&name)
-        .into_iter()
-        .map(Resource::as_str)
-        .collect();
-    sync_state::forget(&state.db, user, &resources).await?;
-    tracing::info!(user.id = %user, provider = %name, "disconnected");
+    actions::connections::disconnect(
+        &state.db,
+        state.providers.as_ref(),
+        &state.config,
+        user,
+        which,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

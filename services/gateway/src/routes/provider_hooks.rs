@@ -4,7 +4,6 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::routes::sign_in::sync_command;
 use crate::signatures::{self, SignatureError};
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -162,7 +161,7 @@ pub async fn hubspot(
         };
         let portal = id_string(&event.portal_id);
         for user in connections::users_by_account(&state.db, "hubspot", &portal).await? {
-            commands.push(sync_command(
+            commands.push(actions::sync::command(
                 user,
                 Resource::Hubspot,
                 "webhook",
@@ -248,7 +247,7 @@ pub async fn slack(
             }
             let mut commands = Vec::new();
             for user in connections::users_by_account(&state.db, "slack", &team).await? {
-                commands.push(sync_command(
+                commands.push(actions::sync::command(
                     user,
                     Resource::Slack,
                     "webhook",
@@ -344,7 +343,7 @@ pub async fn gmail(
     tracing::debug!(history.id = %note.history_id, "Gmail notification");
     let mut commands = Vec::new();
     for user in connections::users_by_mailbox(&state.db, &note.email_address).await? {
-        commands.push(sync_command(
+        commands.push(actions::sync::command(
             user,
             Resource::Gmail,
             "webhook",
@@ -400,7 +399,7 @@ pub async fn calendar(
         }));
     }
     let number = header(&headers, "x-goog-message-number").unwrap_or("0");
-    let command = sync_command(
+    let command = actions::sync::command(
         channel.user_id,
         Resource::Calendar,
         "webhook",

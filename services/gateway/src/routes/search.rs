@@ -1,6 +1,5 @@
 //! `GET|POST /api/embeddings/search`: hybrid (vector + full-text) search over the caller's own
-//! documents. The query is embedded by the embedding service over NATS request/reply; if it
-//! does not answer in time the search runs on full text alone and says so in `mode`.
+//! documents, through [`actions::search`] (the same search the assistant's tools run).
 
 use crate::AppState;
 use crate::auth::AuthUser;
@@ -10,17 +9,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use common::events::{EMBED_QUERY_SUBJECT, EmbedQuery, EmbedQueryReply};
-use common::ids::Source;
-use common::intake::{self, FieldError};
-use db::search::{SearchHit, SearchQuery};
+use db::search::SearchHit;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
-
-pub const MAX_QUERY_CHARS: usize = 1_000;
-const EMBED_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/embeddings/search", get(search_get).post(search_post))
@@ -92,19 +84,6 @@ impl From<SearchHit> for Hit {
     }
 }
 
-fn names(field: &str, values: Vec<String>) -> Result<Vec<String>, ApiError> {
-    values
-        .into_iter()
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .map(|v| {
-            Source::parse(&v)
-                .map(String::from)
-                .map_err(|r| ApiError::Invalid(FieldError::new(field, r)))
-        })
-        .collect()
-}
-
 fn split(list: Option<String>) -> Vec<String> {
     list.map(|l| l.split(',').map(str::to_owned).collect())
         .unwrap_or_default()
@@ -168,94 +147,23 @@ async fn search(
     user: common::UserId,
     request: SearchRequest,
 ) -> Result<SearchResponse, ApiError> {
-    let mut q = request.q;
-    intake::clean_text(&mut q);
-    let q = q.trim().to_owned();
-    let invalid = |field: &str, reason: &str| ApiError::Invalid(FieldError::new(field, reason));
-    for (field, at) in [("from", request.from), ("to", request.to)] {
-        if let Some(at) = at {
-            intake::check_date(field, at).map_err(ApiError::Invalid)?;
-        }
-    }
-    if q.is_empty() {
-        return Err(invalid("q", "must not be empty"));
-    }
-    if q.chars().count() > MAX_QUERY_CHARS {
-        return Err(invalid("q", "longer than 1000 characters"));
-    }
-    let top_k = request.top_k.unwrap_or(10);
-    if !(1..=100).contains(&top_k) {
-        return Err(invalid("top_k", "must be between 1 and 100"));
-    }
-    if let (Some(from), Some(to)) = (request.from, request.to)
-        && from >= to
-    {
-        return Err(invalid("from", "must be before `to`"));
-    }
-    // Limits first, then work: a search holds a slot while it runs.
-    let _slot = state
-        .search_slots
-        .try_acquire()
-        .map_err(|_| ApiError::Busy)?;
-    let embedding = embed_query(state, &q).await;
-    let mode = if embedding.is_some() {
-        "hybrid"
-    } else {
-        "fulltext"
-    };
-    let query = SearchQuery {
-        user: Some(user),
-        text: q.clone(),
-        embedding,
-        sources: names("sources", request.sources)?,
-        kinds: names("kinds", request.kinds)?,
-        from: request.from,
-        to: request.to,
-        top_k,
-    };
-    let hits = db::search::hybrid(&state.db, &query).await?;
+    let searched = state
+        .searcher
+        .search(
+            user,
+            actions::search::SearchRequest {
+                q: request.q,
+                top_k: request.top_k,
+                sources: request.sources,
+                kinds: request.kinds,
+                from: request.from,
+                to: request.to,
+            },
+        )
+        .await?;
     Ok(SearchResponse {
-        query: q,
-        mode,
-        hits: hits.into_iter().map(Hit::from).collect(),
+        query: searched.query,
+        mode: searched.mode,
+        hits: searched.hits.into_iter().map(Hit::from).collect(),
     })
-}
-
-async fn embed_query(state: &AppState, text: &str) -> Option<Vec<f32>> {
-    // With the embedder already this far behind, full text now beats a vector later.
-    let Ok(_slot) = state.embed_slots.try_acquire() else {
-        tracing::debug!("query embeddings saturated; searching full text only");
-        return None;
-    };
-    let subject = state.bus.ns.subject(EMBED_QUERY_SUBJECT);
-    let payload = serde_json::to_vec(&EmbedQuery {
-        text: text.to_owned(),
-    })
-    .ok()?;
-    let reply = tokio::time::timeout(
-        EMBED_TIMEOUT,
-        state.bus.client.request(subject, payload.into()),
-    )
-    .await;
-    let reply: Option<EmbedQueryReply> = match reply {
-        Ok(Ok(msg)) => serde_json::from_slice(&msg.payload).ok(),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "query embedding failed; searching full text only");
-            None
-        }
-        Err(_) => {
-            tracing::warn!("query embedding timed out; searching full text only");
-            None
-        }
-    };
-    match reply {
-        Some(EmbedQueryReply {
-            vector: Some(v), ..
-        }) if v.len() == state.config.embedding_dimensions => Some(v),
-        Some(EmbedQueryReply { error, .. }) => {
-            tracing::warn!(error = ?error, "embedding service could not embed the query");
-            None
-        }
-        None => None,
-    }
 }

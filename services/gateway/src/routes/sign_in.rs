@@ -17,7 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
 use common::UserId;
-use common::events::{Envelope, Event, Resource, SyncRequested, SyncScope};
+use common::events::{Resource, SyncScope};
 use db::connections::{self, Account};
 use db::sessions::{self, Flow};
 use db::sync_state;
@@ -320,7 +320,7 @@ async fn start_syncing(
     let mut commands = Vec::new();
     for resource in Resource::of_provider(provider) {
         sync_state::ensure(&state.db, user, resource.as_str()).await?;
-        commands.push(sync_command(
+        commands.push(actions::sync::command(
             user,
             resource,
             "connect",
@@ -328,7 +328,7 @@ async fn start_syncing(
             SyncScope::Changes,
         ));
         if matches!(resource, Resource::Gmail | Resource::Calendar) {
-            commands.push(sync_command(
+            commands.push(actions::sync::command(
                 user,
                 resource,
                 "connect",
@@ -341,24 +341,6 @@ async fn start_syncing(
         tracing::warn!(error = %e, "first sync not queued; the scheduler will start it");
     }
     Ok(())
-}
-
-pub fn sync_command(
-    user: UserId,
-    resource: Resource,
-    reason: &str,
-    request_id: String,
-    scope: SyncScope,
-) -> Envelope {
-    Envelope::new(
-        user,
-        Event::SyncRequested(SyncRequested {
-            resource,
-            reason: reason.into(),
-            request_id,
-            scope,
-        }),
-    )
 }
 
 fn redirect(location: &str) -> Response {

@@ -1,6 +1,5 @@
 //! On-demand sync: `POST /api/sync/{resource}` queues a sync command for ingest.
 
-use super::sign_in::sync_command;
 use crate::AppState;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody};
@@ -9,8 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
-use common::events::{Resource, SyncScope};
-use db::connections;
+use common::events::Resource;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -62,77 +60,16 @@ pub async fn sync_now(
     } else {
         crate::error::parse_json(&body)?
     };
-    let invalid = |field: &str, reason: &str| {
-        ApiError::Invalid(common::intake::FieldError::new(
-            field.to_owned(),
-            reason.to_owned(),
-        ))
-    };
-    let scope = match (resource, request) {
-        (
-            Resource::Slack,
-            SyncRequest {
-                channel: Some(channel),
-                object_type: None,
-                object_id: None,
-            },
-        ) => SyncScope::SlackChannel { channel },
-        (
-            Resource::Hubspot,
-            SyncRequest {
-                channel: None,
-                object_type: Some(object_type),
-                object_id: Some(id),
-            },
-        ) => {
-            if !["contacts", "companies", "deals", "notes"].contains(&object_type.as_str()) {
-                return Err(invalid(
-                    "object_type",
-                    "must be contacts, companies, deals or notes",
-                ));
-            }
-            // It becomes part of a HubSpot API path: digits only, as HubSpot's ids are.
-            if id.is_empty() || id.len() > 20 || !id.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(invalid("object_id", "must be a HubSpot object id (digits)"));
-            }
-            SyncScope::HubspotObject {
-                object_type,
-                id,
-                deleted: false,
-            }
-        }
-        (
-            _,
-            SyncRequest {
-                channel: None,
-                object_type: None,
-                object_id: None,
-            },
-        ) => SyncScope::Changes,
-        (_, _) => {
-            return Err(invalid(
-                "body",
-                "channel is for slack; object_type with object_id for hubspot",
-            ));
-        }
-    };
-    let connected = connections::list(&state.db, user)
-        .await?
-        .into_iter()
-        .any(|c| c.provider == resource.provider() && c.status != "revoked");
-    if !connected {
-        return Err(ApiError::NotFound(format!(
-            "{} is not connected",
-            resource.provider()
-        )));
-    }
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let command = sync_command(user, resource, "manual", request_id.clone(), scope);
-    state
-        .bus
-        .publish(&command)
-        .await
-        .map_err(ApiError::Unavailable)?;
+    let scope = actions::sync::scope(
+        resource,
+        actions::sync::Narrowing {
+            channel: request.channel,
+            object_type: request.object_type,
+            object_id: request.object_id,
+        },
+    )?;
+    let request_id =
+        actions::sync::request(&state.db, &state.bus, user, resource, scope, "manual").await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(SyncQueued {
