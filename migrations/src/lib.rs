@@ -8,6 +8,7 @@ mod m20261124_000002_connections;
 mod m20261124_000003_sync;
 mod m20261129_000004_security;
 mod m20261129_000005_assistant;
+mod m20261129_000006_approvals;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000003_sync::Migration),
             Box::new(m20261129_000004_security::Migration),
             Box::new(m20261129_000005_assistant::Migration),
+            Box::new(m20261129_000006_approvals::Migration),
         ]
     }
 }

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod citations;
 pub mod model;
 pub mod tools;
+pub mod writes;
 
 use common::Config;
 use common::config::ChatProvider;

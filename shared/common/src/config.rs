@@ -151,6 +151,12 @@ pub struct Config {
     pub chat_model_timeout_secs: u64,
     /// Retries of one model call after 429, 5xx or a dropped connection.
     pub chat_max_retries: u32,
+    /// Tools whose every call waits for the user's approval (comma-separated). Whatever this
+    /// says, calendar invitations to people outside the user's domain and writes proposed
+    /// after reading outside content that the user's own words do not support also wait.
+    pub approval_required_tools: String,
+    /// How long an approval waits before it expires (and never runs).
+    pub approval_ttl_minutes: i64,
     /// Target chunk size in model tokens.
     pub chunk_tokens: usize,
     /// Tokens shared by consecutive chunks.
@@ -277,6 +283,8 @@ impl Default for Config {
             chat_history_tokens: 8_000,
             chat_model_timeout_secs: 60,
             chat_max_retries: 4,
+            approval_required_tools: "send_email".into(),
+            approval_ttl_minutes: 1_440,
             chunk_tokens: 200,
             chunk_overlap: 40,
             consumer_concurrency: 16,
@@ -385,6 +393,8 @@ impl Config {
             "chat_history_tokens",
             "chat_model_timeout_secs",
             "chat_max_retries",
+            "approval_required_tools",
+            "approval_ttl_minutes",
             "chunk_tokens",
             "chunk_overlap",
             "consumer_concurrency",

@@ -8,6 +8,7 @@ pub mod connections;
 pub mod dead_letters;
 pub mod documents;
 pub mod entities;
+pub mod invocations;
 pub mod search;
 pub mod sessions;
 pub mod sync_state;

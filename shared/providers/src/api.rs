@@ -53,6 +53,14 @@ impl Api {
         self.call(Method::POST, url, &[], Some(body)).await
     }
 
+    pub async fn patch<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, ProviderError> {
+        self.call(Method::PATCH, url, &[], Some(body)).await
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,

@@ -1,0 +1,268 @@
+//! The tool-invocation ledger: every invocation is recorded under its idempotency key before
+//! any provider is called, claimed for each attempt (the attempt count tells a retry that an
+//! earlier attempt may have reached the provider), and settled once. Approvals live here too:
+//! an invocation waiting for the user, until when and why.
+
+use crate::Result;
+use chrono::{DateTime, Utc};
+use common::UserId;
+use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, Value};
+use serde::Serialize;
+use uuid::Uuid;
+
+fn stmt(sql: &str, values: Vec<Value>) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+#[derive(Debug, Clone, FromQueryResult, Serialize)]
+pub struct Invocation {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub idempotency_key: String,
+    pub tool: String,
+    pub arguments: serde_json::Value,
+    pub conversation_id: Option<Uuid>,
+    pub turn_id: Option<Uuid>,
+    pub tool_call_id: Option<String>,
+    pub model_call_id: Option<Uuid>,
+    /// The message step its result is recorded at.
+    pub step: Option<i32>,
+    /// awaiting_approval, held, approved, running, succeeded, failed, rejected, expired.
+    pub status: String,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub approval_reason: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Invocation {
+    pub fn is_settled(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            "succeeded" | "failed" | "rejected" | "expired"
+        )
+    }
+}
+
+const COLUMNS: &str = "id, user_id, idempotency_key, tool, arguments, conversation_id, turn_id, \
+    tool_call_id, model_call_id, step, status, result, error, approval_reason, expires_at, \
+    decided_at, attempts, created_at, started_at, finished_at";
+
+/// An invocation to record.
+#[derive(Debug, Clone)]
+pub struct Proposed {
+    pub user: UserId,
+    pub key: String,
+    pub tool: String,
+    pub arguments: serde_json::Value,
+    pub conversation: Option<Uuid>,
+    pub turn: Option<Uuid>,
+    pub tool_call_id: Option<String>,
+    pub model_call: Option<Uuid>,
+    pub step: Option<i32>,
+    /// `approved` (may run), `awaiting_approval` or `held`.
+    pub status: String,
+    pub approval_reason: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Records `p`, or finds what its key recorded before.
+pub async fn propose(db: &impl ConnectionTrait, p: &Proposed) -> Result<Invocation> {
+    let row = db
+        .query_one_raw(stmt(
+            &format!(
+                "INSERT INTO tool_invocations (id, user_id, idempotency_key, tool, arguments, conversation_id,
+                     turn_id, tool_call_id, model_call_id, step, status, approval_reason, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                 ON CONFLICT (user_id, idempotency_key) DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key
+                 RETURNING {COLUMNS}"
+            ),
+            vec![
+                Uuid::new_v4().into(),
+                p.user.0.into(),
+                p.key.clone().into(),
+                p.tool.clone().into(),
+                p.arguments.clone().into(),
+                p.conversation.into(),
+                p.turn.into(),
+                p.tool_call_id.clone().into(),
+                p.model_call.into(),
+                p.step.into(),
+                p.status.clone().into(),
+                p.approval_reason.clone().into(),
+                p.expires_at.map(|t| t.fixed_offset()).into(),
+            ],
+        ))
+        .await?
+        .ok_or(crate::DbError::NotFound)?;
+    Ok(Invocation::from_query_result(&row, "")?)
+}
+
+/// Takes an invocation for one attempt: `None` when it may not run (settled, or still waiting
+/// for the user). The returned `attempts` is more than 1 when an earlier attempt may have
+/// reached the provider.
+pub async fn claim(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Invocation>> {
+    let row = db
+        .query_one_raw(stmt(
+            &format!(
+                "UPDATE tool_invocations SET status = 'running', attempts = attempts + 1,
+                        started_at = coalesce(started_at, now())
+                 WHERE id = $1 AND status IN ('approved', 'held', 'running')
+                 RETURNING {COLUMNS}"
+            ),
+            vec![id.into()],
+        ))
+        .await?;
+    Ok(row
+        .map(|r| Invocation::from_query_result(&r, ""))
+        .transpose()?)
+}
+
+/// Records how an invocation ended; only the first ending counts.
+pub async fn settle(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    status: &str,
+    result: &serde_json::Value,
+    error: Option<&str>,
+) -> Result<Invocation> {
+    db.execute_raw(stmt(
+        "UPDATE tool_invocations SET status = $2, result = $3, error = $4, finished_at = now()
+         WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'rejected', 'expired')",
+        vec![
+            id.into(),
+            status.into(),
+            result.clone().into(),
+            error.map(str::to_owned).into(),
+        ],
+    ))
+    .await?;
+    get(db, id).await?.ok_or(crate::DbError::NotFound)
+}
+
+pub async fn get(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Invocation>> {
+    let row = db
+        .query_one_raw(stmt(
+            &format!("SELECT {COLUMNS} FROM tool_invocations WHERE id = $1"),
+            vec![id.into()],
+        ))
+        .await?;
+    Ok(row
+        .map(|r| Invocation::from_query_result(&r, ""))
+        .transpose()?)
+}
+
+/// Approvals past their time become `expired`: they never run.
+pub async fn expire_due(db: &impl ConnectionTrait) -> Result<u64> {
+    let done = db
+        .execute_raw(stmt(
+            "UPDATE tool_invocations SET status = 'expired', finished_at = now(),
+                    result = '{\"error\": \"the approval expired\"}'
+             WHERE status = 'awaiting_approval' AND expires_at < now()",
+            vec![],
+        ))
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// How a decision went.
+#[derive(Debug)]
+pub enum Decided {
+    Done(Invocation),
+    /// Not the user's, or no such invocation.
+    NotFound,
+    /// Already approved, rejected or expired.
+    NotWaiting(Invocation),
+}
+
+/// The user approves or rejects one of their own invocations that waits for them.
+pub async fn decide(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    id: Uuid,
+    approve: bool,
+) -> Result<Decided> {
+    expire_due(db).await?;
+    let (status, finished) = if approve {
+        ("approved", "NULL")
+    } else {
+        ("rejected", "now()")
+    };
+    let row = db
+        .query_one_raw(stmt(
+            &format!(
+                "UPDATE tool_invocations SET status = '{status}', decided_at = now(), finished_at = {finished}
+                 WHERE id = $1 AND user_id = $2 AND status = 'awaiting_approval'
+                 RETURNING {COLUMNS}"
+            ),
+            vec![id.into(), user.0.into()],
+        ))
+        .await?;
+    if let Some(row) = row {
+        return Ok(Decided::Done(Invocation::from_query_result(&row, "")?));
+    }
+    match get(db, id).await? {
+        Some(i) if i.user_id == user.0 => Ok(Decided::NotWaiting(i)),
+        _ => Ok(Decided::NotFound),
+    }
+}
+
+/// The invocations one model step proposed, in call order.
+pub async fn of_step(db: &impl ConnectionTrait, turn: Uuid, key_prefix: &str) -> Result<Vec<Invocation>> {
+    let rows = db
+        .query_all_raw(stmt(
+            &format!(
+                "SELECT {COLUMNS} FROM tool_invocations
+                 WHERE turn_id = $1 AND starts_with(idempotency_key, $2) ORDER BY step"
+            ),
+            vec![turn.into(), key_prefix.into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| Ok(Invocation::from_query_result(r, "")?))
+        .collect()
+}
+
+/// Filters for the audit.
+#[derive(Debug, Default, Clone)]
+pub struct AuditFilter {
+    pub conversation: Option<Uuid>,
+    pub tool: Option<String>,
+    pub status: Option<String>,
+    pub limit: u64,
+}
+
+/// The user's invocations, newest first.
+pub async fn audit(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    filter: &AuditFilter,
+) -> Result<Vec<Invocation>> {
+    let rows = db
+        .query_all_raw(stmt(
+            &format!(
+                "SELECT {COLUMNS} FROM tool_invocations
+                 WHERE user_id = $1
+                   AND ($2::uuid IS NULL OR conversation_id = $2)
+                   AND ($3::text IS NULL OR tool = $3)
+                   AND ($4::text IS NULL OR status = $4)
+                 ORDER BY created_at DESC LIMIT $5"
+            ),
+            vec![
+                user.0.into(),
+                filter.conversation.into(),
+                filter.tool.clone().into(),
+                filter.status.clone().into(),
+                (filter.limit as i64).into(),
+            ],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| Ok(Invocation::from_query_result(r, "")?))
+        .collect()
+}
