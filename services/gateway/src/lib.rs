@@ -21,8 +21,8 @@ use common::intake::Limits;
 use db::DatabaseConnection;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use routes::{
-    chat, connections, conversations, ingest, ops, provider_hooks, search, sign_in, sync, tokens,
-    transcripts, webhooks,
+    approvals, chat, connections, conversations, ingest, ops, provider_hooks, rules, search,
+    sign_in, sync, tokens, transcripts, webhooks,
 };
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -93,6 +93,15 @@ impl AppState {
         conversations::get_conversation,
         conversations::delete_conversation,
         conversations::usage,
+        approvals::list_approvals,
+        approvals::approve,
+        approvals::reject,
+        approvals::audit,
+        rules::list_rules,
+        rules::create_rule,
+        rules::get_rule,
+        rules::update_rule,
+        rules::delete_rule,
         ops::health,
         ops::ready,
         ops::metrics,
@@ -104,7 +113,8 @@ impl AppState {
         (name = "ingest", description = "Documents into the index"),
         (name = "webhooks", description = "Signed deliveries from other systems"),
         (name = "search", description = "Hybrid search over your own data"),
-        (name = "chat", description = "The assistant: streamed answers with citations, conversations, usage"),
+        (name = "chat", description = "The assistant: streamed answers with citations, conversations, approvals, audit, usage"),
+        (name = "rules", description = "Standing instructions and things to remember"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]
@@ -163,6 +173,8 @@ pub fn router(state: AppState) -> Router {
         .merge(search::router())
         .merge(chat::router())
         .merge(conversations::router())
+        .merge(approvals::router())
+        .merge(rules::router())
         .merge(ops::router())
         .route(
             "/openapi.json",

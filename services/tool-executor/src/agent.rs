@@ -37,6 +37,7 @@ pub struct Agent {
     /// `None` when CHAT_PROVIDER=none: retrieval-only answers.
     pub model: Option<ModelClient>,
     pub config: Arc<Config>,
+    pub writer: crate::writes::Writer,
 }
 
 impl Handler for Agent {
@@ -251,6 +252,15 @@ impl Agent {
     }
 
     async fn finished(&self, out: &mut Output<'_>, turn: &Turn) -> Result<(), HandleError> {
+        self.finish_with(out, turn, "done").await
+    }
+
+    async fn finish_with(
+        &self,
+        out: &mut Output<'_>,
+        turn: &Turn,
+        status: &str,
+    ) -> Result<(), HandleError> {
         out.flush().await?;
         let usage = self.usage(turn.id).await?;
         let citations = out.cited.clone();
@@ -270,7 +280,7 @@ impl Agent {
             text,
             citations,
             usage,
-            status: "done".into(),
+            status: status.into(),
         }))
         .await
     }
@@ -414,13 +424,32 @@ impl Agent {
             {
                 let step = last.step;
                 let calls = calls_of(last);
-                for (i, call) in calls.iter().enumerate() {
-                    let result_step = step + 1 + i as i32;
-                    if own.iter().any(|m| m.step == result_step) {
-                        continue;
-                    }
-                    self.run_tool(&ctx, out, &mut sources, turn, call, result_step, None)
+                let missing: Vec<ToolCall> = calls
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !own.iter().any(|m| m.step == step + 1 + *i as i32))
+                    .map(|(_, c)| c.clone())
+                    .collect();
+                if !missing.is_empty() {
+                    // Resumed: the same calls again (recorded invocations are found, not redone).
+                    let waiting = self
+                        .run_calls(
+                            &ctx,
+                            out,
+                            &mut sources,
+                            turn,
+                            &calls,
+                            step,
+                            None,
+                            &earlier,
+                            &own,
+                        )
                         .await?;
+                    if waiting {
+                        return self
+                            .wait_for_approval(out, &sources, turn, step + 1 + calls.len() as i32)
+                            .await;
+                    }
                 }
                 own = db::chat::history(&self.db, turn.conversation_id, turn.id)
                     .await?
@@ -506,22 +535,214 @@ impl Agent {
                 &json!([]),
             )
             .await?;
-            for (i, call) in completion.tool_calls.iter().enumerate() {
-                self.run_tool(
+            let waiting = self
+                .run_calls(
                     &ctx,
                     out,
                     &mut sources,
                     turn,
-                    call,
-                    step + 1 + i as i32,
+                    &completion.tool_calls,
+                    step,
                     Some(call_id),
+                    &earlier,
+                    &own,
                 )
                 .await?;
+            if waiting {
+                return self
+                    .wait_for_approval(
+                        out,
+                        &sources,
+                        turn,
+                        step + 1 + completion.tool_calls.len() as i32,
+                    )
+                    .await;
             }
             own = db::chat::history(&self.db, turn.conversation_id, turn.id)
                 .await?
                 .1;
         }
+    }
+
+    /// Runs the calls one model step proposed (results at `step + 1...`), or, when any write
+    /// among them needs the user's approval, runs none of them: every call of the step is
+    /// recorded (waiting, or held for its siblings) and `true` says the turn waits.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_calls(
+        &self,
+        ctx: &tools::Context<'_>,
+        out: &mut Output<'_>,
+        sources: &mut Sources,
+        turn: &Turn,
+        calls: &[ToolCall],
+        step: i32,
+        model_call: Option<Uuid>,
+        earlier: &[Message],
+        own: &[Message],
+    ) -> Result<bool, HandleError> {
+        let user_text: String = earlier
+            .iter()
+            .chain(own.iter())
+            .filter(|m| m.role == "user")
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let saw_outside = earlier.iter().chain(own.iter()).any(|m| m.role == "tool");
+        let email = db::users::find(&self.db, ctx.user)
+            .await?
+            .map(|u| u.email)
+            .unwrap_or_default();
+        let policy = crate::writes::Policy::new(&self.config, &email);
+        let args = |call: &ToolCall| -> Value {
+            serde_json::from_str(&call.arguments).unwrap_or(Value::Null)
+        };
+        let reasons: Vec<Option<String>> = calls
+            .iter()
+            .map(|c| {
+                crate::writes::is_write(&c.name)
+                    .then(|| policy.approval_reason(&c.name, &args(c), &user_text, saw_outside))
+                    .flatten()
+            })
+            .collect();
+        let proposed = |i: usize, call: &ToolCall, status: &str, reason: Option<String>| {
+            db::invocations::Proposed {
+                user: ctx.user,
+                key: format!("turn:{}:{}", turn.id, call.id),
+                tool: call.name.clone(),
+                arguments: args(call),
+                conversation: Some(turn.conversation_id),
+                turn: Some(turn.id),
+                tool_call_id: Some(call.id.clone()),
+                model_call,
+                step: Some(step + 1 + i as i32),
+                status: status.to_owned(),
+                expires_at: reason.is_some().then(|| {
+                    Utc::now() + chrono::Duration::minutes(self.config.approval_ttl_minutes)
+                }),
+                approval_reason: reason,
+            }
+        };
+        if reasons.iter().any(Option::is_some) {
+            for (i, (call, reason)) in calls.iter().zip(reasons).enumerate() {
+                let status = if reason.is_some() {
+                    "awaiting_approval"
+                } else {
+                    "held"
+                };
+                let invocation =
+                    db::invocations::propose(&self.db, &proposed(i, call, status, reason)).await?;
+                out.emit(TurnEventBody::ToolCall {
+                    id: call.id.clone(),
+                    name: call.name.clone(),
+                    arguments: invocation.arguments.clone(),
+                })
+                .await?;
+                if invocation.status == "awaiting_approval" {
+                    out.emit(TurnEventBody::ApprovalRequired {
+                        approval_id: invocation.id,
+                        tool: invocation.tool.clone(),
+                        arguments: invocation.arguments.clone(),
+                        reason: invocation.approval_reason.clone().unwrap_or_default(),
+                        expires_at: invocation.expires_at.unwrap_or_else(Utc::now),
+                    })
+                    .await?;
+                }
+            }
+            return Ok(true);
+        }
+        for (i, call) in calls.iter().enumerate() {
+            let result_step = step + 1 + i as i32;
+            if crate::writes::is_write(&call.name) {
+                let invocation =
+                    db::invocations::propose(&self.db, &proposed(i, call, "approved", None))
+                        .await?;
+                out.emit(TurnEventBody::ToolCall {
+                    id: call.id.clone(),
+                    name: call.name.clone(),
+                    arguments: invocation.arguments.clone(),
+                })
+                .await?;
+                let settled = match self.writer.run(&invocation).await {
+                    crate::writes::Ran::Settled(i) | crate::writes::Ran::Waiting(i) => i,
+                    crate::writes::Ran::Retry(e) => return Err(retry(e)),
+                };
+                let outcome = write_outcome(&settled);
+                self.record_result(out, turn, call, result_step, outcome)
+                    .await?;
+            } else {
+                self.run_tool(ctx, out, sources, turn, call, result_step, model_call)
+                    .await?;
+            }
+        }
+        Ok(false)
+    }
+
+    async fn record_result(
+        &self,
+        out: &mut Output<'_>,
+        turn: &Turn,
+        call: &ToolCall,
+        step: i32,
+        outcome: tools::Outcome,
+    ) -> Result<(), HandleError> {
+        db::chat::record_message(
+            &self.db,
+            turn.conversation_id,
+            turn.id,
+            step,
+            "tool",
+            &outcome.content.to_string(),
+            None,
+            Some(&call.id),
+            &serde_json::to_value(&outcome.shown).unwrap_or_default(),
+        )
+        .await?;
+        out.emit(TurnEventBody::ToolResult {
+            id: call.id.clone(),
+            name: call.name.clone(),
+            ok: outcome.ok,
+            summary: outcome.summary,
+        })
+        .await
+    }
+
+    /// Ends the turn saying what waits for the user.
+    async fn wait_for_approval(
+        &self,
+        out: &mut Output<'_>,
+        sources: &Sources,
+        turn: &Turn,
+        step: i32,
+    ) -> Result<(), HandleError> {
+        let waiting =
+            db::invocations::of_step(&self.db, turn.id, &format!("turn:{}:", turn.id)).await?;
+        let mut text = String::from("\n\nThis needs your approval before I do it:");
+        for inv in waiting.iter().filter(|i| i.status == "awaiting_approval") {
+            text.push_str(&format!(
+                "\n- {} {} ({})",
+                inv.tool,
+                describe_call(&inv.tool, &inv.arguments),
+                inv.approval_reason.clone().unwrap_or_default()
+            ));
+        }
+        text.push_str("\nApprove or reject it in your approvals; nothing happens until you do.");
+        if out.text.is_empty() {
+            text = text.trim_start().to_owned();
+        }
+        db::chat::record_message(
+            &self.db,
+            turn.conversation_id,
+            turn.id,
+            step,
+            "assistant",
+            &text,
+            None,
+            None,
+            &json!([]),
+        )
+        .await?;
+        out.text(&text, sources).await?;
+        self.finish_with(out, turn, "waiting_approval").await
     }
 
     /// One model call, recorded with its usage; text goes to the client as it streams.
@@ -774,4 +995,56 @@ fn trimmed(earlier: &[Message], budget: usize) -> Vec<ChatCompletionRequestMessa
         kept.push(messages);
     }
     kept.into_iter().rev().flatten().collect()
+}
+
+/// A settled invocation as the model and the user see its result.
+pub fn write_outcome(inv: &db::invocations::Invocation) -> tools::Outcome {
+    let ok = inv.status == "succeeded";
+    let summary = match inv.status.as_str() {
+        "succeeded" => format!("{} done", inv.tool),
+        "rejected" => format!("{} rejected by the user", inv.tool),
+        "expired" => format!("{} expired without approval", inv.tool),
+        _ => format!(
+            "{} failed: {}",
+            inv.tool,
+            inv.error.clone().unwrap_or_default()
+        ),
+    };
+    tools::Outcome {
+        ok,
+        summary,
+        content: json!({"status": inv.status, "result": inv.result}),
+        shown: Vec::new(),
+    }
+}
+
+/// A short description of a call for the user.
+fn describe_call(tool: &str, args: &Value) -> String {
+    let s = |k: &str| args[k].as_str().unwrap_or_default().to_owned();
+    let list = |k: &str| {
+        args[k]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|| s(k))
+    };
+    match tool {
+        "send_email" => format!("to {}: \"{}\"", list("to"), s("subject")),
+        "create_calendar_event" => format!(
+            "\"{}\" {} to {} with {}",
+            s("summary"),
+            s("start"),
+            s("end"),
+            list("attendees")
+        ),
+        "create_note" => format!("on contact {}: \"{}\"", s("contact_id"), s("body")),
+        "create_contact" => s("email"),
+        "update_contact" => s("contact_id"),
+        "create_memory_rule" => format!("\"{}\"", s("text")),
+        _ => String::new(),
+    }
 }

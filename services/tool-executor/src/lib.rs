@@ -7,12 +7,13 @@
 pub mod agent;
 pub mod citations;
 pub mod model;
+pub mod settled;
 pub mod tools;
 pub mod writes;
 
 use common::Config;
 use common::config::ChatProvider;
-use common::consumer::{AckAll, ConsumerOptions};
+use common::consumer::ConsumerOptions;
 use db::Backends;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,23 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             None
         }
     };
+    let providers = if config.token_encryption_keys.trim().is_empty() {
+        tracing::warn!("TOKEN_ENCRYPTION_KEYS is not set: tools that write to providers are off");
+        None
+    } else {
+        Some(providers::Providers::new(
+            &config,
+            backends.db.clone(),
+            config.key_ring()?,
+        )?)
+    };
+    let config_arc = Arc::new(config.clone());
+    let writer = writes::Writer {
+        db: backends.db.clone(),
+        bus: backends.bus.clone(),
+        providers,
+        config: config_arc.clone(),
+    };
     let agent = agent::Agent {
         db: backends.db.clone(),
         bus: backends.bus.clone(),
@@ -39,14 +57,23 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             &config,
         ),
         model,
-        config: Arc::new(config.clone()),
+        config: config_arc,
+        writer: writer.clone(),
     };
     let mut options = ConsumerOptions::from_config(&config);
     // A turn can outlast the ack wait (several model calls); say it is still being answered.
     let ack_wait = Duration::from_secs(backends.topology.consumer(AGENT)?.ack_wait_secs);
     options.keep_alive = Some((ack_wait / 3).max(Duration::from_millis(500)));
     let turns = backends.consume_with(AGENT, agent, options, cancel.clone());
-    let tools = backends.consume(CONSUMER, AckAll, &config, cancel);
+    let settled = settled::Settled {
+        writer,
+        searcher: actions::search::Searcher::new(
+            backends.db.clone(),
+            backends.bus.clone(),
+            &config,
+        ),
+    };
+    let tools = backends.consume(CONSUMER, settled, &config, cancel);
     let (a, b) = tokio::join!(turns, tools);
     a?;
     b?;

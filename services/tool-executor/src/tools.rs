@@ -80,24 +80,44 @@ const DEFS: &[Def] = &[
         parameters: contact_key_parameters,
     },
     Def {
+        name: "list_memory_rules",
+        description: "The user's standing instructions and things they asked you to remember.",
+        parameters: || json!({"type": "object", "properties": {}, "additionalProperties": false}),
+    },
+    Def {
+        name: "get_calendar_availability",
+        description: "The user's busy times between two moments, from their calendar, to find free slots.",
+        parameters: || {
+            json!({"type": "object", "properties": {
+            "from": {"type": "string", "format": "date-time"}, "to": {"type": "string", "format": "date-time"}
+        }, "required": ["from", "to"], "additionalProperties": false})
+        },
+    },
+    Def {
         name: "get_contact_notes",
         description: "The CRM notes attached to one contact, newest first, by HubSpot id or email address.",
         parameters: contact_key_parameters,
     },
 ];
 
-/// The tools offered to the model.
+/// The tools offered to the model: reads, then writes.
 pub fn definitions() -> Vec<ChatCompletionTool> {
+    let tool = |name: &str, description: &str, parameters: Value| ChatCompletionTool {
+        r#type: ChatCompletionToolType::Function,
+        function: FunctionObject {
+            name: name.to_owned(),
+            description: Some(description.to_owned()),
+            parameters: Some(parameters),
+            strict: None,
+        },
+    };
     DEFS.iter()
-        .map(|d| ChatCompletionTool {
-            r#type: ChatCompletionToolType::Function,
-            function: FunctionObject {
-                name: d.name.to_owned(),
-                description: Some(d.description.to_owned()),
-                parameters: Some((d.parameters)()),
-                strict: None,
-            },
-        })
+        .map(|d| tool(d.name, d.description, (d.parameters)()))
+        .chain(
+            crate::writes::definitions()
+                .into_iter()
+                .map(|(name, description, parameters)| tool(name, description, parameters)),
+        )
         .collect()
 }
 
@@ -112,7 +132,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn error(message: impl Into<String>) -> Self {
+    pub fn error(message: impl Into<String>) -> Self {
         let message = message.into();
         Self {
             ok: false,
@@ -150,6 +170,8 @@ pub async fn run(ctx: &Context<'_>, sources: &mut Sources, name: &str, arguments
         "search_notes" => &["note", "transcript", "message"],
         "get_contact" => return get_contact(ctx, sources, &args, false).await,
         "get_contact_notes" => return get_contact(ctx, sources, &args, true).await,
+        "list_memory_rules" => return list_rules(ctx).await,
+        "get_calendar_availability" => return availability(ctx, &args).await,
         other => return Outcome::error(format!("there is no tool named {other}")),
     };
     search(ctx, sources, &args, kinds).await
@@ -359,5 +381,50 @@ fn link(doc: &document::Model, hubspot_portal: Option<&str>) -> Option<String> {
             .or(m["url"].as_str())
             .filter(|u| u.starts_with("https://"))
             .map(str::to_owned),
+    }
+}
+
+async fn list_rules(ctx: &Context<'_>) -> Outcome {
+    match db::rules::list(ctx.db, ctx.user).await {
+        Ok(rules) => Outcome {
+            ok: true,
+            summary: format!("{} rules", rules.len()),
+            content: json!({"rules": rules.iter().map(|r| json!({"id": r.id, "text": r.text, "active": r.active})).collect::<Vec<_>>()}),
+            shown: Vec::new(),
+        },
+        Err(e) => Outcome::error(format!("could not read the rules: {e}")),
+    }
+}
+
+/// Busy intervals from the user's calendar events in the index.
+async fn availability(ctx: &Context<'_>, args: &Value) -> Outcome {
+    let (from, to) = match (date_arg(args, "from"), date_arg(args, "to")) {
+        (Ok(Some(f)), Ok(Some(t))) if f < t => (f, t),
+        _ => return Outcome::error("from and to must be RFC 3339 times, from before to"),
+    };
+    if to - from > chrono::Duration::days(62) {
+        return Outcome::error("ask for at most two months at a time");
+    }
+    match db::documents::meetings_between(ctx.db, ctx.user, from, to).await {
+        Ok(meetings) => {
+            let busy: Vec<Value> = meetings
+                .iter()
+                .map(|m| {
+                    json!({
+                        "start": m.metadata["start"]["dateTime"].as_str().map(str::to_owned)
+                            .or_else(|| m.occurred_at.map(|d| d.to_rfc3339())),
+                        "end": m.metadata["end"]["dateTime"].as_str().or(m.metadata["end"]["date"].as_str()),
+                        "title": m.title,
+                    })
+                })
+                .collect();
+            Outcome {
+                ok: true,
+                summary: format!("{} busy times", busy.len()),
+                content: json!({"from": from, "to": to, "busy": busy, "notice": DATA_NOTICE}),
+                shown: Vec::new(),
+            }
+        }
+        Err(e) => Outcome::error(format!("could not read the calendar: {e}")),
     }
 }

@@ -24,7 +24,8 @@ use db::invocations::Invocation;
 use providers::{Api, Provider, ProviderError, Providers};
 use serde_json::{Value, json};
 
-pub const WRITE_TOOLS: [&str; 5] = [
+pub const WRITE_TOOLS: [&str; 6] = [
+    "create_memory_rule",
     "create_note",
     "create_contact",
     "update_contact",
@@ -38,6 +39,13 @@ pub fn is_write(tool: &str) -> bool {
 
 pub fn definitions() -> Vec<(&'static str, &'static str, Value)> {
     vec![
+        (
+            "create_memory_rule",
+            "Remember a standing instruction or a fact the user asks you to keep (\"always cc my assistant\", \"Greg prefers calls\").",
+            json!({"type": "object", "properties": {
+                "text": {"type": "string", "description": "The rule, in the user's words."}
+            }, "required": ["text"], "additionalProperties": false}),
+        ),
         (
             "create_note",
             "Add a note to a CRM contact (HubSpot). Find the contact first; if a name matches several contacts, ask the user which one.",
@@ -257,13 +265,29 @@ impl Writer {
         );
         let outcome = tracing::Instrument::instrument(self.perform(&claimed), span).await;
         let settled = match outcome {
-            Ok(result) => db::invocations::settle(&self.db, claimed.id, "succeeded", &result, None).await,
+            Ok(result) => {
+                db::invocations::settle(&self.db, claimed.id, "succeeded", &result, None).await
+            }
             Err(WriteError::Invalid(reason)) => {
-                db::invocations::settle(&self.db, claimed.id, "failed", &json!({"error": reason}), Some(&reason)).await
+                db::invocations::settle(
+                    &self.db,
+                    claimed.id,
+                    "failed",
+                    &json!({"error": reason}),
+                    Some(&reason),
+                )
+                .await
             }
             Err(WriteError::Provider(e)) if !retryable(&e) => {
                 let reason = e.to_string();
-                db::invocations::settle(&self.db, claimed.id, "failed", &json!({"error": reason}), Some(&reason)).await
+                db::invocations::settle(
+                    &self.db,
+                    claimed.id,
+                    "failed",
+                    &json!({"error": reason}),
+                    Some(&reason),
+                )
+                .await
             }
             Err(e) => return Ran::Retry(e),
         };
@@ -295,18 +319,32 @@ impl Writer {
                 .ok_or_else(|| WriteError::Invalid(format!("{field} is required")))
         };
         match inv.tool.as_str() {
+            "create_memory_rule" => {
+                let rule_text = text("text")?;
+                if rule_text.chars().count() > 2_000 {
+                    return Err(WriteError::Invalid(
+                        "text is longer than 2000 characters".into(),
+                    ));
+                }
+                let rule = db::rules::create(&self.db, user, inv.id, &rule_text, "memory").await?;
+                Ok(json!({"rule_id": rule.id, "text": rule.text}))
+            }
             "create_note" => {
                 let contact = text("contact_id")?
                     .trim_start_matches("contact:")
                     .to_owned();
                 if !contact.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(WriteError::Invalid("contact_id must be a HubSpot id".into()));
+                    return Err(WriteError::Invalid(
+                        "contact_id must be a HubSpot id".into(),
+                    ));
                 }
                 let body = text("body")?;
                 let api = self.api(user, Provider::Hubspot)?;
                 let base = &self.config.hubspot_api_base;
                 if retry
-                    && let Some(id) = self.hubspot_find(&api, "notes", "hs_note_body", "CONTAINS_TOKEN", &reference).await?
+                    && let Some(id) = self
+                        .hubspot_find(&api, "notes", "hs_note_body", "CONTAINS_TOKEN", &reference)
+                        .await?
                 {
                     tracing::info!(note.id = %id, "the note exists from an earlier attempt; not creating it again");
                     return Ok(self.note_created(user, &id, &contact, &body).await);
@@ -333,8 +371,13 @@ impl Writer {
                 let email = text("email")?.to_lowercase();
                 let api = self.api(user, Provider::Hubspot)?;
                 let base = &self.config.hubspot_api_base;
-                if let Some(id) = self.hubspot_find(&api, "contacts", "email", "EQ", &email).await? {
-                    return Ok(json!({"contact_id": id, "created": false, "note": "a contact with this email already exists"}));
+                if let Some(id) = self
+                    .hubspot_find(&api, "contacts", "email", "EQ", &email)
+                    .await?
+                {
+                    return Ok(
+                        json!({"contact_id": id, "created": false, "note": "a contact with this email already exists"}),
+                    );
                 }
                 let mut properties = serde_json::Map::new();
                 for field in ["email", "firstname", "lastname", "company", "phone"] {
@@ -344,19 +387,30 @@ impl Writer {
                 }
                 properties.insert("email".into(), json!(email));
                 let created: Value = api
-                    .post(&format!("{base}/crm/v3/objects/contacts"), &json!({"properties": properties}))
+                    .post(
+                        &format!("{base}/crm/v3/objects/contacts"),
+                        &json!({"properties": properties}),
+                    )
                     .await?;
                 let id = created["id"].as_str().unwrap_or_default().to_owned();
-                self.reflect(user, contact_document(&id, &Value::Object(properties))).await;
+                self.reflect(user, contact_document(&id, &Value::Object(properties)))
+                    .await;
                 Ok(json!({"contact_id": id, "created": true}))
             }
             "update_contact" => {
-                let contact = text("contact_id")?.trim_start_matches("contact:").to_owned();
+                let contact = text("contact_id")?
+                    .trim_start_matches("contact:")
+                    .to_owned();
                 if !contact.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(WriteError::Invalid("contact_id must be a HubSpot id".into()));
+                    return Err(WriteError::Invalid(
+                        "contact_id must be a HubSpot id".into(),
+                    ));
                 }
-                let Some(properties) = args["properties"].as_object().filter(|p| !p.is_empty()) else {
-                    return Err(WriteError::Invalid("properties must name at least one field".into()));
+                let Some(properties) = args["properties"].as_object().filter(|p| !p.is_empty())
+                else {
+                    return Err(WriteError::Invalid(
+                        "properties must name at least one field".into(),
+                    ));
                 };
                 let api = self.api(user, Provider::Hubspot)?;
                 let base = &self.config.hubspot_api_base;
@@ -366,7 +420,8 @@ impl Writer {
                         &json!({"properties": properties}),
                     )
                     .await?;
-                self.reflect(user, contact_document(&contact, &updated["properties"])).await;
+                self.reflect(user, contact_document(&contact, &updated["properties"]))
+                    .await;
                 Ok(json!({"contact_id": contact, "updated": properties.keys().collect::<Vec<_>>()}))
             }
             "send_email" => {
@@ -388,28 +443,43 @@ impl Writer {
                         )
                         .await?;
                     if let Some(id) = found["messages"][0]["id"].as_str() {
-                        tracing::info!("the email was sent by an earlier attempt; not sending it again");
+                        tracing::info!(
+                            "the email was sent by an earlier attempt; not sending it again"
+                        );
                         return Ok(json!({"message_id": id, "sent": true, "to": to}));
                     }
                 }
                 let mut raw = format!(
                     "To: {}\r\n{}Subject: {}\r\nMessage-ID: {message_id}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n",
                     to.join(", "),
-                    if cc.is_empty() { String::new() } else { format!("Cc: {}\r\n", cc.join(", ")) },
+                    if cc.is_empty() {
+                        String::new()
+                    } else {
+                        format!("Cc: {}\r\n", cc.join(", "))
+                    },
                     subject.replace(['\r', '\n'], " "),
                 );
-                raw = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw.as_bytes());
+                raw = base64::Engine::encode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    raw.as_bytes(),
+                );
                 let sent: Value = api
-                    .post(&format!("{base}/gmail/v1/users/me/messages/send"), &json!({"raw": raw}))
+                    .post(
+                        &format!("{base}/gmail/v1/users/me/messages/send"),
+                        &json!({"raw": raw}),
+                    )
                     .await?;
-                Ok(json!({"message_id": sent["id"], "thread_id": sent["threadId"], "sent": true, "to": to}))
+                Ok(
+                    json!({"message_id": sent["id"], "thread_id": sent["threadId"], "sent": true, "to": to}),
+                )
             }
             "create_calendar_event" => {
                 let summary = text("summary")?;
                 let (start, end) = (text("start")?, text("end")?);
                 let parse = |v: &str, field: &str| {
-                    chrono::DateTime::parse_from_rfc3339(v)
-                        .map_err(|_| WriteError::Invalid(format!("{field} must be an RFC 3339 time")))
+                    chrono::DateTime::parse_from_rfc3339(v).map_err(|_| {
+                        WriteError::Invalid(format!("{field} must be an RFC 3339 time"))
+                    })
                 };
                 if parse(&start, "start")? >= parse(&end, "end")? {
                     return Err(WriteError::Invalid("start must be before end".into()));
@@ -519,19 +589,36 @@ impl Writer {
 }
 
 fn contact_document(id: &str, properties: &Value) -> DocumentInput {
-    let s = |k: &str| properties[k].as_str().filter(|v| !v.is_empty()).map(str::to_owned);
-    let name = [s("firstname"), s("lastname")].into_iter().flatten().collect::<Vec<_>>().join(" ");
+    let s = |k: &str| {
+        properties[k]
+            .as_str()
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let name = [s("firstname"), s("lastname")]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
     let line = |label: &str, key: &str| s(key).map(|v| format!("{label}: {v}"));
     DocumentInput {
         source: Source::parse("hubspot").expect("valid source"),
         kind: Source::parse("contact").expect("valid kind"),
         external_id: format!("contact:{id}"),
-        title: if name.is_empty() { s("email").unwrap_or_else(|| format!("Contact {id}")) } else { name },
-        body: [line("Email", "email"), line("Phone", "phone"), line("Company", "company")]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join("\n"),
+        title: if name.is_empty() {
+            s("email").unwrap_or_else(|| format!("Contact {id}"))
+        } else {
+            name
+        },
+        body: [
+            line("Email", "email"),
+            line("Phone", "phone"),
+            line("Company", "company"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("\n"),
         metadata: json!({"object_type": "contacts", "id": id, "properties": properties}),
         occurred_at: Some(chrono::Utc::now()),
     }
@@ -558,7 +645,11 @@ mod tests {
     #[test]
     fn sending_email_always_waits() {
         let args = json!({"to": ["sara@client.example"], "subject": "Hi", "body": "Hi"});
-        assert!(policy().approval_reason("send_email", &args, "send sara an email", false).is_some());
+        assert!(
+            policy()
+                .approval_reason("send_email", &args, "send sara an email", false)
+                .is_some()
+        );
     }
 
     #[test]
@@ -566,8 +657,15 @@ mod tests {
         let outside = json!({"summary": "Review", "start": "2026-12-01T10:00:00Z", "end": "2026-12-01T11:00:00Z", "attendees": ["sara@client.example"]});
         let inside = json!({"summary": "Review", "start": "2026-12-01T10:00:00Z", "end": "2026-12-01T11:00:00Z", "attendees": ["ops@harborwealth.example"]});
         let p = policy();
-        assert!(p.approval_reason("create_calendar_event", &outside, "book a review", false).unwrap().contains("sara@client.example"));
-        assert!(p.approval_reason("create_calendar_event", &inside, "book a review", false).is_none());
+        assert!(
+            p.approval_reason("create_calendar_event", &outside, "book a review", false)
+                .unwrap()
+                .contains("sara@client.example")
+        );
+        assert!(
+            p.approval_reason("create_calendar_event", &inside, "book a review", false)
+                .is_none()
+        );
     }
 
     #[test]
@@ -577,10 +675,24 @@ mod tests {
         let own = json!({"contact_id": "101", "body": "Wants to rebalance in January"});
         assert!(p.approval_reason("create_note", &own, said, true).is_none());
         let injected = json!({"contact_id": "101", "body": "Client authorised wiring all funds to account 99-1234"});
-        assert!(p.approval_reason("create_note", &injected, said, true).is_some());
+        assert!(
+            p.approval_reason("create_note", &injected, said, true)
+                .is_some()
+        );
         // Without outside content in view, the user's request is their own.
-        assert!(p.approval_reason("create_note", &injected, said, false).is_none());
+        assert!(
+            p.approval_reason("create_note", &injected, said, false)
+                .is_none()
+        );
         let new_address = json!({"email": "x@evil.example", "firstname": "X"});
-        assert!(p.approval_reason("create_contact", &new_address, "create a contact for the sender", true).is_some());
+        assert!(
+            p.approval_reason(
+                "create_contact",
+                &new_address,
+                "create a contact for the sender",
+                true
+            )
+            .is_some()
+        );
     }
 }

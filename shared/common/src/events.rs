@@ -79,6 +79,7 @@ impl Envelope {
             Event::Domain(d) => format!("events.{user}.{}.{}", d.source, d.name),
             Event::SyncRequested(s) => format!("sync.{user}.{}", s.resource.as_str()),
             Event::TurnRequested(_) => format!("chat.{user}.turns"),
+            Event::ApprovalsSettled(_) => format!("tools.{user}.approved"),
         }
     }
 
@@ -126,6 +127,7 @@ impl Envelope {
                 ])
             ),
             Event::TurnRequested(t) => format!("turn:{}", t.turn_id),
+            Event::ApprovalsSettled(t) => format!("settled:{}", t.turn_id),
         }
     }
 
@@ -171,6 +173,15 @@ pub enum Event {
     /// A user message stored as a turn, for the agent to answer.
     #[serde(rename = "turn.requested")]
     TurnRequested(TurnRequested),
+    /// Every approval a turn waited for is settled: run what was approved (and the calls held
+    /// with it), once, and add the results to the conversation.
+    #[serde(rename = "approvals.settled")]
+    ApprovalsSettled(ApprovalsSettled),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalsSettled {
+    pub turn_id: Uuid,
 }
 
 /// A turn to answer: its message and conversation are in Postgres.

@@ -170,3 +170,22 @@ pub async fn notes_of_contact(
         .all(db)
         .await?)
 }
+
+/// `user`'s calendar events that start between `from` and `to`, in time order.
+pub async fn meetings_between(
+    db: &DatabaseConnection,
+    user: UserId,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<document::Model>> {
+    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+    Ok(document::Entity::find()
+        .filter(document::Column::UserId.eq(user.0))
+        .filter(document::Column::Kind.is_in(["meeting", "event"]))
+        .filter(document::Column::OccurredAt.gte(from.fixed_offset()))
+        .filter(document::Column::OccurredAt.lt(to.fixed_offset()))
+        .order_by_asc(document::Column::OccurredAt)
+        .limit(200)
+        .all(db)
+        .await?)
+}

@@ -213,7 +213,11 @@ pub async fn decide(
 }
 
 /// The invocations one model step proposed, in call order.
-pub async fn of_step(db: &impl ConnectionTrait, turn: Uuid, key_prefix: &str) -> Result<Vec<Invocation>> {
+pub async fn of_step(
+    db: &impl ConnectionTrait,
+    turn: Uuid,
+    key_prefix: &str,
+) -> Result<Vec<Invocation>> {
     let rows = db
         .query_all_raw(stmt(
             &format!(

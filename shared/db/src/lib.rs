@@ -9,6 +9,7 @@ pub mod dead_letters;
 pub mod documents;
 pub mod entities;
 pub mod invocations;
+pub mod rules;
 pub mod search;
 pub mod sessions;
 pub mod sync_state;

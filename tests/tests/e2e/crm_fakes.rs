@@ -49,6 +49,13 @@ pub struct HubSpot {
     pub served_503: usize,
     /// Refresh tokens deleted through `DELETE /oauth/v1/refresh-tokens/{token}`.
     pub revoked: Vec<String>,
+    /// Objects created through the API: (object type, id, the request body).
+    pub created: Vec<(String, String, Value)>,
+    /// `PATCH` updates: (object type, id, properties).
+    pub updated: Vec<(String, String, Value)>,
+    /// How long a create takes to answer (it is stored before): a process that dies
+    /// meanwhile has made the object without learning its id.
+    pub create_delay: std::time::Duration,
 }
 
 impl HubSpot {
@@ -218,6 +225,36 @@ fn crm(h: &mut HubSpot, r: &Request) -> ResponseTemplate {
             h.searches.push((object_type.clone(), body.clone()));
             let filter = &body["filterGroups"][0]["filters"][0];
             let limit = body["limit"].as_u64().unwrap_or(10) as usize;
+            // A lookup by value: EQ (case-insensitive, as HubSpot compares emails) or
+            // CONTAINS_TOKEN on a text property.
+            if matches!(
+                filter["operator"].as_str(),
+                Some("EQ") | Some("CONTAINS_TOKEN")
+            ) && filter["propertyName"] != modified_property(object_type)
+            {
+                let (property, value) = (
+                    filter["propertyName"].as_str().unwrap_or_default(),
+                    filter["value"].as_str().unwrap_or_default().to_lowercase(),
+                );
+                let results: Vec<Value> = h
+                    .objects
+                    .get(object_type.as_str())
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, (_, p))| {
+                        let v = p[property].as_str().unwrap_or_default().to_lowercase();
+                        if filter["operator"] == "EQ" {
+                            v == value
+                        } else {
+                            v.split(|c: char| !c.is_alphanumeric()).any(|t| t == value)
+                        }
+                    })
+                    .take(limit)
+                    .map(|(id, (ms, p))| hubspot_object(object_type, id, *ms, p))
+                    .collect();
+                return ResponseTemplate::new(200)
+                    .set_body_json(json!({"total": results.len(), "results": results}));
+            }
             if limit > 200 || filter["propertyName"] != modified_property(object_type) {
                 return hubspot_error(400, "VALIDATION_ERROR", "invalid search request");
             }
@@ -246,6 +283,73 @@ fn crm(h: &mut HubSpot, r: &Request) -> ResponseTemplate {
                     json!({"next": {"after": end.to_string(), "link": format!("?after={end}")}});
             }
             ResponseTemplate::new(200).set_body_json(out)
+        }
+        ("POST", [object_type]) => {
+            let body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            let Some(properties) = body["properties"].as_object() else {
+                return hubspot_error(400, "VALIDATION_ERROR", "properties are required");
+            };
+            if object_type == "contacts" {
+                let email = properties
+                    .get("email")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let taken = h
+                    .objects
+                    .get("contacts")
+                    .into_iter()
+                    .flatten()
+                    .find(|(_, (_, p))| {
+                        p["email"]
+                            .as_str()
+                            .is_some_and(|e| e.eq_ignore_ascii_case(email))
+                    });
+                if let Some((id, _)) = taken {
+                    return hubspot_error(
+                        409,
+                        "CONFLICT",
+                        &format!("Contact already exists. Existing ID: {id}"),
+                    );
+                }
+            }
+            let id = (9001 + h.created.len()).to_string();
+            let now = chrono::Utc::now().timestamp_millis();
+            h.put(object_type, &id, now, Value::Object(properties.clone()));
+            for to in body["associations"].as_array().into_iter().flatten() {
+                if let Some(other) = to["to"]["id"].as_str() {
+                    h.associate(&format!("{object_type}:{id}"), &format!("contacts:{other}"));
+                }
+            }
+            h.created
+                .push((object_type.clone(), id.clone(), body.clone()));
+            ResponseTemplate::new(201)
+                .set_body_json(hubspot_object(
+                    object_type,
+                    &id,
+                    now,
+                    &Value::Object(properties.clone()),
+                ))
+                .set_delay(h.create_delay)
+        }
+        ("PATCH", [object_type, id]) => {
+            let body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            let now = chrono::Utc::now().timestamp_millis();
+            let Some((_, p)) = h
+                .objects
+                .get(object_type.as_str())
+                .and_then(|m| m.get(id))
+                .cloned()
+            else {
+                return hubspot_error(404, "OBJECT_NOT_FOUND", "Object not found");
+            };
+            let mut p = p;
+            if let (Some(p), Some(changes)) = (p.as_object_mut(), body["properties"].as_object()) {
+                p.extend(changes.clone());
+            }
+            h.put(object_type, id, now, p.clone());
+            h.updated
+                .push((object_type.clone(), id.clone(), body["properties"].clone()));
+            ResponseTemplate::new(200).set_body_json(hubspot_object(object_type, id, now, &p))
         }
         ("GET", [object_type, id]) => {
             h.reads += 1;

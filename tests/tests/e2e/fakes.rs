@@ -53,6 +53,8 @@ pub struct Google {
     /// Tokens revoked through the revocation endpoint; Gmail `users.stop` calls.
     pub revoked: Vec<String>,
     pub gmail_stops: usize,
+    /// Messages sent through `messages.send`: (id, the decoded RFC 822 text).
+    pub sent: Vec<(String, String)>,
 }
 
 impl Google {
@@ -374,6 +376,27 @@ fn gmail(g: &mut Google, r: &Request) -> ResponseTemplate {
             "emailAddress": g.email, "messagesTotal": g.messages.len(), "threadsTotal": g.messages.len(),
             "historyId": g.history_id.to_string(),
         })),
+        ("POST", "messages/send") => {
+            let body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            let Some(raw) = body["raw"].as_str().and_then(|r| {
+                base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, r.trim_end_matches('=')).ok()
+            }) else {
+                return google_error(400, "invalidArgument", "'raw' RFC822 payload message string or uploading message via /upload/* URL required");
+            };
+            let id = format!("sent-{}", g.sent.len() + 1);
+            g.sent.push((id.clone(), String::from_utf8_lossy(&raw).into_owned()));
+            ResponseTemplate::new(200).set_body_json(json!({"id": id, "threadId": format!("thread-{id}"), "labelIds": ["SENT"]}))
+        }
+        ("GET", "messages") if param(r, "q").is_some_and(|q| q.starts_with("rfc822msgid:")) => {
+            let wanted = param(r, "q").unwrap().trim_start_matches("rfc822msgid:").to_owned();
+            let found: Vec<Value> = g
+                .sent
+                .iter()
+                .filter(|(_, raw)| raw.lines().any(|l| l.eq_ignore_ascii_case(&format!("Message-ID: {wanted}"))))
+                .map(|(id, _)| json!({"id": id, "threadId": format!("thread-{id}")}))
+                .collect();
+            ResponseTemplate::new(200).set_body_json(json!({"messages": found, "resultSizeEstimate": found.len()}))
+        }
         ("GET", "messages") => {
             // Newest first, as Gmail lists.
             let items = g.order.iter().rev().map(|id| json!({"id": id, "threadId": format!("thread-{id}")})).collect();

@@ -1,6 +1,7 @@
 //! End-to-end tests: real Postgres + pgvector, real NATS JetStream, every service in-process.
 
 mod admission;
+mod assistant_writes;
 mod chat;
 mod connections;
 mod crm_fakes;

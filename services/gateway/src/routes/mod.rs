@@ -2,12 +2,14 @@
 //! router in `lib.rs` only merges them. The edge concerns (auth, errors, limits, headers,
 //! signatures) live beside this folder, not in it.
 
+pub mod approvals;
 pub mod chat;
 pub mod connections;
 pub mod conversations;
 pub mod ingest;
 pub mod ops;
 pub mod provider_hooks;
+pub mod rules;
 pub mod search;
 pub mod sign_in;
 pub mod sync;
