@@ -267,6 +267,16 @@ impl Services {
     }
 
     pub fn start(&mut self, env: &Env, name: &str) -> anyhow::Result<()> {
+        self.start_with(env, name, &[])
+    }
+
+    /// Starts a service with extra settings in its environment.
+    pub fn start_with(
+        &mut self,
+        env: &Env,
+        name: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
         let c = &env.config;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -284,6 +294,7 @@ impl Services {
             .env("RATE_LIMIT_USER_PER_MINUTE", "100000000")
             .env("RATE_LIMIT_IP_PER_MINUTE", "100000000")
             .env("RATE_LIMIT_WEBHOOK_PER_MINUTE", "100000000")
+            .envs(extra.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()?;
@@ -671,4 +682,146 @@ pub fn machine() -> String {
         .map(|kb| kb / 1024.0 / 1024.0)
         .unwrap_or(0.0);
     format!("{cpu}, {cores} cores, {mem:.0} GiB RAM")
+}
+
+/// Time from sending a chat request to the first piece of answer text, through the gateway
+/// (`POST /api/chat/stream`, JetStream, the agent, the model, JetStream, the gateway), one
+/// turn at a time.
+pub async fn chat_ttft_gateway(env: &Env, token: &str, n: usize) -> anyhow::Result<Stats> {
+    use futures::StreamExt;
+    let http = reqwest::Client::new();
+    let mut latencies = Vec::with_capacity(n);
+    let started = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        let response = http
+            .post(format!("{}/api/chat/stream", env.url))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"message": format!("Say something, {i}")}))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status() == 200,
+            "chat answered {}",
+            response.status()
+        );
+        let mut body = response.bytes_stream();
+        let mut seen = String::new();
+        let mut first = None;
+        while let Some(chunk) = body.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk?));
+            if first.is_none() && seen.contains("event: delta") {
+                first = Some(t.elapsed());
+            }
+            if seen.contains("event: done") || seen.contains("event: error") {
+                break;
+            }
+        }
+        anyhow::ensure!(!seen.contains("event: error"), "the turn failed: {seen}");
+        latencies.push(first.ok_or_else(|| anyhow::anyhow!("no text in {seen}"))?);
+    }
+    Ok(stats(latencies, started.elapsed()))
+}
+
+/// The same measure against the model endpoint itself: first content chunk of a streamed
+/// chat completion.
+pub async fn chat_ttft_direct(model_url: &str, n: usize) -> anyhow::Result<Stats> {
+    use futures::StreamExt;
+    let http = reqwest::Client::new();
+    let mut latencies = Vec::with_capacity(n);
+    let started = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        let response = http
+            .post(format!("{model_url}/chat/completions"))
+            .json(&serde_json::json!({
+                "model": "fake-model", "stream": true, "stream_options": {"include_usage": true},
+                "messages": [{"role": "user", "content": format!("Say something, {i}")}]
+            }))
+            .send()
+            .await?;
+        let mut body = response.bytes_stream();
+        let mut seen = String::new();
+        let mut first = None;
+        while let Some(chunk) = body.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk?));
+            // The first chunk names the role with empty content; the second carries text.
+            if first.is_none() && seen.matches("\"content\":\"").count() >= 2 {
+                first = Some(t.elapsed());
+            }
+            if seen.contains("[DONE]") {
+                break;
+            }
+        }
+        latencies.push(first.ok_or_else(|| anyhow::anyhow!("no text in {seen}"))?);
+    }
+    Ok(stats(latencies, started.elapsed()))
+}
+
+/// Whole turns through the gateway, `concurrency` conversations at a time.
+pub async fn chat_turns(
+    env: &Env,
+    tokens: Arc<Vec<String>>,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<Stats> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let url = format!("{}/api/chat/message", env.url);
+    load(n, concurrency, move |i| {
+        let (http, url, tokens) = (http.clone(), url.clone(), tokens.clone());
+        async move {
+            let response = http
+                .post(&url)
+                .bearer_auth(&tokens[i % tokens.len()])
+                .json(&serde_json::json!({"message": format!("Tell me something, {i}")}))
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status() == 200,
+                "chat answered {}",
+                response.status()
+            );
+            let reply: serde_json::Value = response.json().await?;
+            anyhow::ensure!(reply["status"] == "done", "turn ended {}", reply["status"]);
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Whole streamed completions against the model endpoint alone, at the same concurrency.
+pub async fn chat_direct(model_url: &str, n: usize, concurrency: usize) -> anyhow::Result<Stats> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let url = format!("{model_url}/chat/completions");
+    load(n, concurrency, move |i| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let text = http
+                .post(&url)
+                .json(&serde_json::json!({
+                    "model": "fake-model", "stream": true,
+                    "messages": [{"role": "user", "content": format!("Tell me something, {i}")}]
+                }))
+                .send()
+                .await?
+                .text()
+                .await?;
+            anyhow::ensure!(text.contains("[DONE]"), "incomplete completion");
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// A running service's resident memory, in MB.
+pub fn rss_mb_of(services: &Services, name: &str) -> f64 {
+    services
+        .children
+        .get(name)
+        .map(|c| rss_mb(c.id()))
+        .unwrap_or(0.0)
 }

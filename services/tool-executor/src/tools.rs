@@ -232,7 +232,65 @@ async fn search(ctx: &Context<'_>, sources: &mut Sources, args: &Value, kinds: &
                 .map(|d| (d, h.snippet.as_str()))
         })
         .collect();
-    shown(ctx, sources, &ordered, query)
+    let mut outcome = shown(ctx, sources, &ordered, query);
+    if kinds == ["contact"]
+        && let Some(ambiguous) = ambiguity(query, &ordered)
+    {
+        outcome.summary = format!("{} (several contacts match)", outcome.summary);
+        outcome.content["ambiguous"] = ambiguous;
+    }
+    outcome
+}
+
+fn name_words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 2)
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// When the name asked for fits several contacts: who they are, each with a detail that
+/// tells them apart, and that the user must say which one is meant.
+fn ambiguity(query: &str, docs: &[(&document::Model, &str)]) -> Option<Value> {
+    let titles: Vec<Vec<String>> = docs.iter().map(|(d, _)| name_words(&d.title)).collect();
+    let asked: Vec<String> = name_words(query)
+        .into_iter()
+        .filter(|w| titles.iter().any(|t| t.contains(w)))
+        .collect();
+    if asked.is_empty() {
+        return None;
+    }
+    let matching: Vec<&document::Model> = docs
+        .iter()
+        .zip(&titles)
+        .filter(|(_, t)| asked.iter().all(|w| t.contains(w)))
+        .map(|((d, _), _)| *d)
+        .collect();
+    if matching.len() < 2 {
+        return None;
+    }
+    let detail = |d: &document::Model| {
+        let line = |label: &str| {
+            d.body
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{label}: ")))
+                .map(str::to_owned)
+        };
+        [line("Company"), line("Email"), line("Job title")]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Some(json!({
+        "name": asked.join(" "),
+        "candidates": matching.iter().map(|d| json!({
+            "contact_id": d.external_id.trim_start_matches("contact:"),
+            "name": d.title,
+            "detail": detail(d),
+        })).collect::<Vec<_>>(),
+        "what_to_do": "Several contacts match this name. Ask the user which one they mean, naming each with its detail, and act on none until they say.",
+    }))
 }
 
 fn shown(

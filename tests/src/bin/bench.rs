@@ -18,6 +18,11 @@ const SEARCH_CHUNKS: i64 = 100_000;
 const SEARCH_QUERIES: usize = 200;
 const FAIRNESS_BACKLOG: usize = 50_000;
 const FAIRNESS_SAMPLES: usize = 20;
+const CHAT_TTFT_TURNS: usize = 100;
+const CHAT_TURNS: usize = 500;
+const CHAT_CONCURRENCY: usize = 50;
+/// What the fake model answers: ~60 tokens in 24 pieces.
+const CHAT_ANSWER: &str = "Sara Smith asked to rebalance her IRA toward bonds in January; she also mentioned that her son Jake's little league team made the playoffs, so the review moves to next week.";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -191,7 +196,82 @@ async fn main() -> anyhow::Result<()> {
         ),
     ));
 
-    // 5. Footprint.
+    // 5. Chat: time to first token through the event flow vs the model alone; whole turns
+    //    with 50 conversations at once, and the executor's memory meanwhile.
+    let fake = assistant_tests::fake_model::FakeModel::responding(|_| {
+        assistant_tests::fake_model::Reply::text(CHAT_ANSWER, 8)
+    })
+    .await;
+    services.stop("gateway");
+    services.stop("tool-executor");
+    let chat_env = [
+        ("CHAT_PROVIDER", "openai"),
+        ("CHAT_BASE_URL", fake.url.as_str()),
+        ("CHAT_MODEL", "fake-model"),
+    ];
+    services.start_with(&env, "gateway", &chat_env)?;
+    services.start_with(&env, "tool-executor", &chat_env)?;
+    env.wait_ready().await?;
+    let chat_idle = bench::rss_mb_of(&services, "tool-executor");
+    let (_, chat_token) = env.user_token("bench-chat@example.com").await?;
+    // Warm both paths (connections, pools, the agent's consumer) before timing.
+    bench::chat_ttft_gateway(&env, &chat_token, 5).await?;
+    bench::chat_ttft_direct(&fake.url, 5).await?;
+    let via = bench::chat_ttft_gateway(&env, &chat_token, CHAT_TTFT_TURNS).await?;
+    let direct = bench::chat_ttft_direct(&fake.url, CHAT_TTFT_TURNS).await?;
+    rows.push(row(
+        "Chat: time to first token",
+        format!(
+            "p50 {} p99 {} (gateway → JetStream → agent → model → JetStream → gateway)",
+            ms(via.p50),
+            ms(via.p99)
+        ),
+        format!(
+            "the model alone: p50 {} p99 {}",
+            ms(direct.p50),
+            ms(direct.p99)
+        ),
+        format!(
+            "+{} at p50 (goal ≤ +5 ms)",
+            ms(via.p50.saturating_sub(direct.p50))
+        ),
+    ));
+    let mut chat_tokens = Vec::new();
+    for i in 0..CHAT_CONCURRENCY {
+        chat_tokens.push(
+            env.user_token(&format!("bench-chat-{i}@example.com"))
+                .await?
+                .1,
+        );
+    }
+    let sampler = services.sample_rss("tool-executor");
+    let turns =
+        bench::chat_turns(&env, Arc::new(chat_tokens), CHAT_TURNS, CHAT_CONCURRENCY).await?;
+    let executor_peak = sampler.stop().await;
+    let model_alone = bench::chat_direct(&fake.url, CHAT_TURNS, CHAT_CONCURRENCY).await?;
+    rows.push(row(
+        "Chat: turns/s, 50 conversations at once",
+        format!(
+            "{:.0} turns/s, p50 {} p99 {} per turn",
+            turns.rate,
+            ms(turns.p50),
+            ms(turns.p99)
+        ),
+        format!(
+            "the model alone: {:.0} completions/s, p50 {}",
+            model_alone.rate,
+            ms(model_alone.p50)
+        ),
+        format!("{:.2}×", turns.rate / model_alone.rate),
+    ));
+    rows.push(row(
+        "Memory: tool-executor under chat load",
+        format!("peak {executor_peak:.1} MB (idle with a model set: {chat_idle:.1} MB)"),
+        "goal ≤ 50 MB idle".into(),
+        format!("{:.2}× the idle goal at peak", executor_peak / 50.0),
+    ));
+
+    // 6. Footprint.
     for (name, rss) in &idle {
         let loaded = match name.as_str() {
             "gateway" => Some(gateway_peak),
@@ -273,6 +353,13 @@ const NOTES: &str = "
   terms plus an advisor vocabulary), 200 three-word queries through `GET /api/embeddings/search` \
   (query embedded by the embedding service over NATS, HNSW + full text, fusion, snippets). Peer: a \
   bare `ORDER BY embedding <=> $1 LIMIT 10` on the same index with the same vectors.
+- **Chat**: a local OpenAI-compatible fake model streams a ~60-token answer in 24 pieces with \
+  no delay. Time to first token: 100 turns one after another, from sending `POST /api/chat/stream` \
+  to the first `delta` event (the turn stored, published to JetStream, taken by the agent in \
+  tool-executor, the model called, the text published to the TURNS stream and relayed); peer: \
+  the first content chunk of the same fake called directly. Turns/s: 500 turns over \
+  `POST /api/chat/message` (whole answer), 50 conversations of 50 users at a time; peer: whole \
+  streamed completions from the fake alone at the same concurrency.
 - **Memory**: VmRSS of each service process, idle after start and the peak sampled every 50 ms \
   during the intake (gateway) or pipeline (ingest, embedding) phase.
 ";

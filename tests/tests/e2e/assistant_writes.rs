@@ -431,3 +431,192 @@ async fn instructions_inside_emails_never_make_a_write_happen_without_approval()
     let second = &fake.received()[1].body;
     assert!(second["messages"].to_string().contains("not instructions"));
 }
+
+/// The tool result with the contacts a name could mean, from anywhere in the request.
+fn candidates(request: &Value) -> Vec<Value> {
+    assistant_tests::fake_model::tool_results(request)
+        .into_iter()
+        .find_map(|r| r["ambiguous"]["candidates"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn when_two_contacts_are_named_greg_the_assistant_asks_which_then_acts_on_the_answer() {
+    let hubspot = FakeHubSpot::start().await;
+    let fake = FakeModel::responding(|request| {
+        let last = last_message(request);
+        let result = last_result(request);
+        if last["role"] == "user" && last["content"].as_str().unwrap_or("").contains("Acme") {
+            let greg = candidates(request)
+                .into_iter()
+                .find(|c| c["detail"].as_str().unwrap_or("").contains("Acme"))
+                .expect("the candidates are in the history");
+            return Reply::tool(
+                "create_note",
+                json!({"contact_id": greg["contact_id"], "body": "Prefers calls in the morning"}),
+            );
+        }
+        if last["role"] == "user" {
+            return Reply::tool("search_contacts", json!({"query": "Greg"}));
+        }
+        if result["ambiguous"].is_object() {
+            let names: Vec<String> = candidates(request)
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} ({})",
+                        c["name"].as_str().unwrap(),
+                        c["detail"].as_str().unwrap()
+                    )
+                })
+                .collect();
+            return Reply::text(
+                &format!("Which Greg do you mean: {}?", names.join(" or ")),
+                12,
+            );
+        }
+        Reply::text("Added to Greg Hill's record.", 12)
+    })
+    .await;
+    let app = app_with(&fake, Some(&hubspot), None).await;
+    let (user, token) = app.user(EMAIL).await;
+    connect_hubspot(&app, &hubspot, user).await;
+    let contacts = json!({"documents": [
+        doc("hubspot", "contact", "contact:201", "Greg Hill", "Email: greg@acme.example\nCompany: Acme Corp"),
+        doc("hubspot", "contact", "contact:202", "Greg Lee", "Email: greg@leefamily.example\nCompany: Lee Family Office"),
+    ]});
+    assert_eq!(app.post_documents(&token, &contacts).await.status(), 202);
+    wait_indexed(
+        &app,
+        &[
+            doc_id(user, "hubspot", "contact:201"),
+            doc_id(user, "hubspot", "contact:202"),
+        ],
+    )
+    .await;
+
+    let first: Value = crate::chat::message(
+        &app,
+        &token,
+        json!({"message": "Add a note to Greg that he prefers calls in the morning"}),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let asked = first["text"].as_str().unwrap();
+    assert!(
+        asked.contains("Greg Hill (Acme Corp") && asked.contains("Greg Lee (Lee Family Office"),
+        "{asked}"
+    );
+    assert!(
+        hubspot.state.lock().unwrap().created.is_empty(),
+        "nothing done before the user says which"
+    );
+
+    let conversation = first["conversation_id"].as_str().unwrap();
+    let second: Value = crate::chat::message(
+        &app,
+        &token,
+        json!({"conversation_id": conversation, "message": "The one at Acme"}),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(second["text"], "Added to Greg Hill's record.");
+    let created = hubspot.state.lock().unwrap().created.clone();
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].2["associations"][0]["to"]["id"], "201");
+}
+
+#[tokio::test]
+async fn a_calendar_event_is_created_once_when_the_executor_dies_mid_insert() {
+    let google = FakeGoogle::start(EMAIL).await;
+    google.state.lock().unwrap().write_delay = Duration::from_secs(3);
+    let fake = FakeModel::responding(|request| {
+        if last_message(request)["role"] == "user" {
+            return Reply::tool(
+                "create_calendar_event",
+                json!({"summary": "Portfolio review prep", "start": "2026-12-02T15:00:00Z", "end": "2026-12-02T15:30:00Z",
+                       "attendees": ["ops@harborwealth.example"]}),
+            );
+        }
+        Reply::text("Booked.", 7)
+    })
+    .await;
+    let mut app = app_with(&fake, None, Some(&google)).await;
+    let (user, token) = app.user(EMAIL).await;
+    connect_google(&app, &google, user).await;
+    let response = stream(&app, &token, json!({"message": "Book portfolio review prep with ops on Dec 2 at 15:00 for half an hour"}), None).await;
+    let reader = tokio::spawn(read_events(response, |_| false));
+    eventually(
+        "Calendar received the event",
+        Duration::from_secs(30),
+        || async { google.state.lock().unwrap().inserts > 0 },
+    )
+    .await;
+    app.kill("tool-executor").await;
+    app.start("tool-executor").await;
+    let events = reader.await.unwrap();
+    assert_eq!(events_named(&events, "done")[0].data["text"], "Booked.");
+    assert!(
+        events_named(&events, "approval_required").is_empty(),
+        "an internal meeting needs no approval"
+    );
+    let g = google.state.lock().unwrap();
+    let made: Vec<&Value> = g
+        .events
+        .values()
+        .map(|(_, e)| e)
+        .filter(|e| e["summary"] == "Portfolio review prep")
+        .collect();
+    assert_eq!(made.len(), 1, "one event");
+    assert_eq!(
+        g.inserts, 2,
+        "the second insert was refused as a duplicate (409)"
+    );
+}
+
+#[tokio::test]
+async fn an_approved_email_is_sent_once_when_the_executor_dies_mid_send() {
+    let google = FakeGoogle::start(EMAIL).await;
+    let fake = FakeModel::responding(emailing_model).await;
+    let mut app = app_with(&fake, None, Some(&google)).await;
+    let (user, token) = app.user(EMAIL).await;
+    connect_google(&app, &google, user).await;
+    let (_, id) = waiting_approval(&app, &token, "Email Sara about rebalancing in January").await;
+    google.state.lock().unwrap().write_delay = Duration::from_secs(3);
+    assert_eq!(decide(&app, &token, &id, "approve").await.status(), 200);
+    eventually(
+        "Gmail received the email",
+        Duration::from_secs(30),
+        || async { !google.state.lock().unwrap().sent.is_empty() },
+    )
+    .await;
+    app.kill("tool-executor").await;
+    app.start("tool-executor").await;
+    eventually(
+        "the invocation is settled",
+        Duration::from_secs(30),
+        || async {
+            app.scalar_i64(&format!(
+                "SELECT count(*) FROM tool_invocations WHERE id = '{id}' AND status = 'succeeded'"
+            ))
+            .await
+                == 1
+        },
+    )
+    .await;
+    assert_eq!(google.state.lock().unwrap().sent.len(), 1, "sent once");
+    assert_eq!(
+        app.scalar_i64(&format!(
+            "SELECT attempts::bigint FROM tool_invocations WHERE id = '{id}'"
+        ))
+        .await,
+        2,
+        "the second attempt found the message by its Message-ID"
+    );
+}

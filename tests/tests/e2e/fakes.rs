@@ -55,6 +55,11 @@ pub struct Google {
     pub gmail_stops: usize,
     /// Messages sent through `messages.send`: (id, the decoded RFC 822 text).
     pub sent: Vec<(String, String)>,
+    /// `events.insert` calls, duplicates (409) included.
+    pub inserts: usize,
+    /// How long `messages.send` and `events.insert` take to answer (the effect is stored
+    /// first): a process that dies meanwhile made it without learning so.
+    pub write_delay: std::time::Duration,
 }
 
 impl Google {
@@ -385,7 +390,9 @@ fn gmail(g: &mut Google, r: &Request) -> ResponseTemplate {
             };
             let id = format!("sent-{}", g.sent.len() + 1);
             g.sent.push((id.clone(), String::from_utf8_lossy(&raw).into_owned()));
-            ResponseTemplate::new(200).set_body_json(json!({"id": id, "threadId": format!("thread-{id}"), "labelIds": ["SENT"]}))
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": id, "threadId": format!("thread-{id}"), "labelIds": ["SENT"]}))
+                .set_delay(g.write_delay)
         }
         ("GET", "messages") if param(r, "q").is_some_and(|q| q.starts_with("rfc822msgid:")) => {
             let wanted = param(r, "q").unwrap().trim_start_matches("rfc822msgid:").to_owned();
@@ -529,6 +536,38 @@ fn calendar(g: &mut Google, r: &Request) -> ResponseTemplate {
                 body["nextSyncToken"] = json!(format!("sync-{upto}"));
             }
             ResponseTemplate::new(200).set_body_json(body)
+        }
+        ("POST", "/calendars/primary/events") => {
+            g.inserts += 1;
+            let mut event: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            let id = match event["id"].as_str() {
+                // Client-chosen ids: base32hex characters, 5 to 1024 of them.
+                Some(id)
+                    if id.len() >= 5
+                        && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'v')) =>
+                {
+                    id.to_owned()
+                }
+                Some(_) => return google_error(400, "invalid", "Invalid resource id value."),
+                None => format!("ev{}", g.calendar_seq + 1),
+            };
+            if g.events.contains_key(&id) {
+                return google_error(409, "duplicate", "The requested identifier already exists.");
+            }
+            event["id"] = json!(id);
+            event["htmlLink"] = json!(format!("https://www.google.com/calendar/event?eid={id}"));
+            g.put_event(event.clone());
+            let stored = g.events[&id].1.clone();
+            ResponseTemplate::new(200)
+                .set_body_json(stored)
+                .set_delay(g.write_delay)
+        }
+        ("GET", p) if p.starts_with("/calendars/primary/events/") => {
+            let id = p.trim_start_matches("/calendars/primary/events/");
+            match g.events.get(id) {
+                Some((_, e)) => ResponseTemplate::new(200).set_body_json(e),
+                None => google_error(404, "notFound", "Not Found"),
+            }
         }
         ("POST", "/calendars/primary/events/watch") => {
             let body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
