@@ -26,7 +26,7 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     #[error("webhook rejected: {0}")]
-    WebhookRejected(&'static str),
+    WebhookRejected(String),
     #[error("{0}")]
     BadGateway(String),
     #[error("too many requests; retry in {} s", retry_secs(.0))]

@@ -42,14 +42,6 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-fn reject(e: SignatureError) -> ApiError {
-    ApiError::WebhookRejected(match e {
-        SignatureError::BadTimestamp => "timestamp is not a number",
-        SignatureError::Stale => "timestamp is more than 5 minutes from now",
-        SignatureError::Mismatch => "signature does not match",
-    })
-}
-
 async fn publish(state: &AppState, commands: Vec<Envelope>) -> Result<Json<Queued>, ApiError> {
     let published = state
         .bus
@@ -112,9 +104,8 @@ pub async fn hubspot(
     }
     let url = called_url(&state, &uri);
     if let Some(signature) = header(&headers, "x-hubspot-signature-v3") {
-        let timestamp = header(&headers, "x-hubspot-request-timestamp").ok_or(
-            ApiError::WebhookRejected("missing X-HubSpot-Request-Timestamp header"),
-        )?;
+        let timestamp = header(&headers, "x-hubspot-request-timestamp")
+            .ok_or(SignatureError::MissingHeader("X-HubSpot-Request-Timestamp"))?;
         let now_ms = chrono::Utc::now().timestamp_millis();
         signatures::hubspot_v3(
             secret,
@@ -124,25 +115,23 @@ pub async fn hubspot(
             timestamp,
             signature,
             now_ms,
-        )
-        .map_err(reject)?;
+        )?;
     } else {
         // Without v3 there is no signed timestamp: taking v1/v2 by default would let anyone
         // who captured a delivery strip its v3 headers and replay it after the dedup window.
         if !state.config.hubspot_accept_legacy_signatures {
-            return Err(ApiError::WebhookRejected(
+            return Err(SignatureError::Refused(
                 "missing X-HubSpot-Signature-v3 header (v1/v2 signatures are not accepted)",
-            ));
+            )
+            .into());
         }
-        let signature = header(&headers, "x-hubspot-signature").ok_or(
-            ApiError::WebhookRejected("missing X-HubSpot-Signature header"),
-        )?;
+        let signature = header(&headers, "x-hubspot-signature")
+            .ok_or(SignatureError::MissingHeader("X-HubSpot-Signature"))?;
         match header(&headers, "x-hubspot-signature-version") {
             Some("v2") => signatures::hubspot_v2(secret, method.as_str(), &url, &body, signature),
             Some("v1") | None => signatures::hubspot_v1(secret, &body, signature),
             Some(_) => Err(SignatureError::Mismatch),
-        }
-        .map_err(reject)?;
+        }?;
     }
 
     let events: Vec<HubspotEvent> = serde_json::from_slice(&body)
@@ -211,20 +200,17 @@ pub async fn slack(
             "SLACK_SIGNING_SECRET is not set".into(),
         ));
     }
-    let timestamp = header(&headers, "x-slack-request-timestamp").ok_or(
-        ApiError::WebhookRejected("missing X-Slack-Request-Timestamp header"),
-    )?;
-    let signature = header(&headers, "x-slack-signature").ok_or(ApiError::WebhookRejected(
-        "missing X-Slack-Signature header",
-    ))?;
+    let timestamp = header(&headers, "x-slack-request-timestamp")
+        .ok_or(SignatureError::MissingHeader("X-Slack-Request-Timestamp"))?;
+    let signature = header(&headers, "x-slack-signature")
+        .ok_or(SignatureError::MissingHeader("X-Slack-Signature"))?;
     signatures::slack(
         secret,
         timestamp,
         &body,
         signature,
         chrono::Utc::now().timestamp(),
-    )
-    .map_err(reject)?;
+    )?;
 
     let request: SlackEnvelope = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("body is not a Slack event: {e}")))?;
@@ -322,7 +308,7 @@ pub async fn gmail(
             }
             e => {
                 tracing::info!(reason = %e, "Gmail push refused");
-                ApiError::WebhookRejected("push token rejected")
+                SignatureError::Refused("push token rejected").into()
             }
         })?;
     let push: PushRequest = serde_json::from_slice(&body)
@@ -368,27 +354,25 @@ pub async fn calendar(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Queued>, ApiError> {
-    let channel_id = header(&headers, "x-goog-channel-id").ok_or(ApiError::WebhookRejected(
-        "missing X-Goog-Channel-ID header",
-    ))?;
-    let token = header(&headers, "x-goog-channel-token").ok_or(ApiError::WebhookRejected(
-        "missing X-Goog-Channel-Token header",
-    ))?;
+    let channel_id = header(&headers, "x-goog-channel-id")
+        .ok_or(SignatureError::MissingHeader("X-Goog-Channel-ID"))?;
+    let token = header(&headers, "x-goog-channel-token")
+        .ok_or(SignatureError::MissingHeader("X-Goog-Channel-Token"))?;
     let channel = db::sync_state::channel(&state.db, channel_id)
         .await?
         .filter(|c| c.resource == "calendar")
-        .ok_or(ApiError::WebhookRejected("unknown channel"))?;
+        .ok_or(SignatureError::Refused("unknown channel"))?;
     // Google stops a channel at its expiration; anything claiming to come from one after
     // that is not Google.
     if channel.expires_at <= chrono::Utc::now() {
-        return Err(ApiError::WebhookRejected("channel expired"));
+        return Err(SignatureError::Refused("channel expired").into());
     }
     let matches: bool = channel
         .token_hash
         .as_deref()
         .is_some_and(|h| db::sessions::hash(token).ct_eq(h).into());
     if !matches {
-        return Err(ApiError::WebhookRejected("channel token does not match"));
+        return Err(SignatureError::Refused("channel token does not match").into());
     }
     let state_header = header(&headers, "x-goog-resource-state").unwrap_or("exists");
     if state_header == "sync" {

@@ -5,95 +5,21 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
+use crate::signatures::{self, SignatureError};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use common::events::{Envelope, Event, WebhookReceived};
 use common::intake;
 use common::normalize::webhook_to_document;
-use hmac::{Hmac, Mac};
 use serde::Serialize;
-use sha2::Sha256;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/webhooks/generic/{endpoint}", post(generic_webhook))
-}
-
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureError {
-    #[error("missing {0} header")]
-    MissingHeader(&'static str),
-    #[error("webhook-timestamp is not a number")]
-    BadTimestamp,
-    #[error("webhook-timestamp is more than 5 minutes from now")]
-    Stale,
-    #[error("secret is not valid base64")]
-    BadSecret,
-    #[error("no signature matches")]
-    NoMatch,
-}
-
-impl SignatureError {
-    fn reason(&self) -> &'static str {
-        match self {
-            SignatureError::MissingHeader(h) => match *h {
-                "webhook-id" => "missing webhook-id header",
-                "webhook-timestamp" => "missing webhook-timestamp header",
-                _ => "missing webhook-signature header",
-            },
-            SignatureError::BadTimestamp => "webhook-timestamp is not a number",
-            SignatureError::Stale => "webhook-timestamp is more than 5 minutes from now",
-            SignatureError::BadSecret | SignatureError::NoMatch => "no signature matches",
-        }
-    }
-}
-
-/// Checks the timestamp window: `timestamp` must be within five minutes of `now`.
-pub fn check_timestamp(timestamp: &str, now: i64) -> Result<(), SignatureError> {
-    use crate::signatures::{self, SignatureError as Window};
-    signatures::check_window(timestamp, now, 1).map_err(|e| match e {
-        Window::BadTimestamp => SignatureError::BadTimestamp,
-        _ => SignatureError::Stale,
-    })
-}
-
-/// Verifies a Standard Webhooks signature: base64 HMAC-SHA256 over `{id}.{timestamp}.{body}`
-/// with the base64 key after `whsec_`; the header may hold several space-separated `v1,<sig>`.
-pub fn verify_signature(
-    secret: &str,
-    id: &str,
-    timestamp: &str,
-    body: &[u8],
-    signatures: &str,
-) -> Result<(), SignatureError> {
-    let key = STANDARD
-        .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
-        .map_err(|_| SignatureError::BadSecret)?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|_| SignatureError::BadSecret)?;
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    for candidate in signatures.split_whitespace() {
-        let Some(("v1", sig)) = candidate.split_once(',') else {
-            continue;
-        };
-        let Ok(sig) = STANDARD.decode(sig) else {
-            continue;
-        };
-        // verify_slice compares in constant time.
-        if mac.clone().verify_slice(&sig).is_ok() {
-            return Ok(());
-        }
-    }
-    Err(SignatureError::NoMatch)
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, SignatureError> {
@@ -132,22 +58,20 @@ pub async fn generic_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<WebhookAccepted>), ApiError> {
-    let reject = |e: SignatureError| ApiError::WebhookRejected(e.reason());
-    let id = header(&headers, "webhook-id").map_err(reject)?;
-    let timestamp = header(&headers, "webhook-timestamp").map_err(reject)?;
-    let signatures = header(&headers, "webhook-signature").map_err(reject)?;
-    check_timestamp(timestamp, chrono::Utc::now().timestamp()).map_err(reject)?;
+    let id = header(&headers, "webhook-id")?;
+    let timestamp = header(&headers, "webhook-timestamp")?;
+    let signatures = header(&headers, "webhook-signature")?;
+    signatures::check_timestamp(timestamp, chrono::Utc::now().timestamp())?;
     // Unknown and malformed endpoints look the same to the sender.
-    let unknown = ApiError::WebhookRejected("no signature matches");
-    let endpoint = Uuid::parse_str(&endpoint).map_err(|_| unknown)?;
+    let endpoint = Uuid::parse_str(&endpoint).map_err(|_| SignatureError::NoMatch)?;
     let ring = state.providers.as_ref().map(|p| p.ring.as_ref());
     let endpoint = state
         .endpoints
         .get(&state.db, ring, endpoint)
         .await
         .map_err(|e| ApiError::Internal(Box::new(e)))?
-        .ok_or(ApiError::WebhookRejected("no signature matches"))?;
-    verify_signature(&endpoint.secret, id, timestamp, &body, signatures).map_err(reject)?;
+        .ok_or(SignatureError::NoMatch)?;
+    signatures::standard_webhooks(&endpoint.secret, id, timestamp, &body, signatures)?;
     let (user, source) = (endpoint.user, endpoint.source);
 
     let payload: serde_json::Value = serde_json::from_slice(&body)
@@ -179,66 +103,4 @@ pub async fn generic_webhook(
             duplicate: published.duplicate,
         }),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // The test vector published with the Standard Webhooks specification.
-    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    const ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
-    const TS: &str = "1614265330";
-    const BODY: &[u8] = br#"{"test": 2432232314}"#;
-    const SIG: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
-
-    #[test]
-    fn published_test_vector_verifies() {
-        assert_eq!(verify_signature(SECRET, ID, TS, BODY, SIG), Ok(()));
-        check_timestamp(TS, 1614265330 + 10).unwrap();
-    }
-
-    #[test]
-    fn one_of_several_signatures_is_enough() {
-        let header = format!("v1,bm90IGl0 v2,abc {SIG}");
-        assert_eq!(verify_signature(SECRET, ID, TS, BODY, &header), Ok(()));
-    }
-
-    #[test]
-    fn tampering_anywhere_fails() {
-        let tampered_body = br#"{"test": 2432232315}"#;
-        assert_eq!(
-            verify_signature(SECRET, ID, TS, tampered_body, SIG),
-            Err(SignatureError::NoMatch)
-        );
-        assert_eq!(
-            verify_signature(SECRET, "msg_other", TS, BODY, SIG),
-            Err(SignatureError::NoMatch)
-        );
-        assert_eq!(
-            verify_signature(SECRET, ID, "1614265331", BODY, SIG),
-            Err(SignatureError::NoMatch)
-        );
-        let other_secret = "whsec_bm90IHRoZSBzZWNyZXQgYXQgYWxsISE=";
-        assert_eq!(
-            verify_signature(other_secret, ID, TS, BODY, SIG),
-            Err(SignatureError::NoMatch)
-        );
-        assert_eq!(
-            verify_signature(SECRET, ID, TS, BODY, "v1,"),
-            Err(SignatureError::NoMatch)
-        );
-    }
-
-    #[test]
-    fn timestamps_outside_five_minutes_are_stale_both_ways() {
-        let ts: i64 = TS.parse().unwrap();
-        assert_eq!(check_timestamp(TS, ts + 301), Err(SignatureError::Stale));
-        assert_eq!(check_timestamp(TS, ts - 301), Err(SignatureError::Stale));
-        assert_eq!(check_timestamp(TS, ts + 300), Ok(()));
-        assert_eq!(
-            check_timestamp("soon", ts),
-            Err(SignatureError::BadTimestamp)
-        );
-    }
 }
