@@ -44,7 +44,20 @@ impl Handler for Agent {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandleError> {
         let user = delivery.envelope.user_id;
         match delivery.envelope.event {
-            Event::TurnRequested(t) => self.answer(user, t.turn_id).await,
+            Event::TurnRequested(t) => {
+                let result = self.answer(user, t.turn_id, delivery.delivered).await;
+                match result {
+                    // Deleted with its conversation while it was being answered: nothing
+                    // left to answer for.
+                    Err(_)
+                        if matches!(db::chat::turn(&self.db, user, t.turn_id).await, Ok(None)) =>
+                    {
+                        tracing::info!(turn.id = %t.turn_id, "turn deleted while it was answered");
+                        Ok(())
+                    }
+                    other => other,
+                }
+            }
             _ => Err(HandleError::poison("the agent only answers turn.requested")),
         }
     }
@@ -142,7 +155,28 @@ Rules:
 - Be brief and concrete.";
 
 impl Agent {
-    async fn answer(&self, user: UserId, turn_id: Uuid) -> Result<(), HandleError> {
+    async fn answer(&self, user: UserId, turn_id: Uuid, delivered: i64) -> Result<(), HandleError> {
+        // The common case, first delivery of a queued turn: one statement takes it.
+        if delivered <= 1
+            && let Some(turn) = db::chat::begin_turn(&self.db, user, turn_id).await?
+            && !turn.cancel_requested
+        {
+            let mut out = Output {
+                bus: &self.bus,
+                user,
+                turn: turn_id,
+                seq: 0,
+                text: String::new(),
+                resolver: Resolver::default(),
+                cited: Vec::new(),
+            };
+            let span =
+                tracing::info_span!("turn", turn.id = %turn_id, user.id = %user, resumed = false);
+            return match &self.model {
+                None => self.retrieval_only(&mut out, &turn).instrument(span).await,
+                Some(model) => self.converse(model, &mut out, &turn).instrument(span).await,
+            };
+        }
         let Some(turn) = db::chat::turn(&self.db, user, turn_id).await? else {
             tracing::info!(turn.id = %turn_id, "turn no longer exists (discarded or deleted); nothing to answer");
             return Ok(());
@@ -177,7 +211,7 @@ impl Agent {
         if turn.cancel_requested {
             return self.cancelled(&mut out, &turn).await;
         }
-        let Some(turn) = db::chat::begin_turn(&self.db, turn_id).await? else {
+        let Some(turn) = db::chat::begin_turn(&self.db, user, turn_id).await? else {
             return Ok(());
         };
         let span = tracing::info_span!("turn", turn.id = %turn_id, user.id = %user, resumed = !earlier.is_empty());
@@ -294,15 +328,6 @@ impl Agent {
         })
     }
 
-    async fn hubspot_portal(&self, user: UserId) -> Option<String> {
-        db::connections::list(&self.db, user)
-            .await
-            .ok()?
-            .into_iter()
-            .find(|c| c.provider == "hubspot")
-            .map(|c| c.account_id)
-    }
-
     /// No model: the best sources for the question, said plainly.
     async fn retrieval_only(&self, out: &mut Output<'_>, turn: &Turn) -> Result<(), HandleError> {
         let (_, own) = db::chat::history(&self.db, turn.conversation_id, turn.id).await?;
@@ -311,7 +336,7 @@ impl Agent {
             db: &self.db,
             searcher: &self.searcher,
             user: UserId(turn.user_id),
-            hubspot_portal: self.hubspot_portal(UserId(turn.user_id)).await,
+            hubspot_portal: tokio::sync::OnceCell::new(),
         };
         let found = ctx
             .searcher
@@ -347,7 +372,7 @@ impl Agent {
             let Some(doc) = docs.iter().find(|d| d.id == hit.document_id) else {
                 continue;
             };
-            let n = sources.register(tools::citation_of(doc, ctx.hubspot_portal.as_deref()));
+            let n = sources.register(tools::citation_of(doc, ctx.portal().await));
             let date = doc
                 .occurred_at
                 .map(|d| format!(", {}", d.format("%Y-%m-%d")))
@@ -407,7 +432,7 @@ impl Agent {
             db: &self.db,
             searcher: &self.searcher,
             user,
-            hubspot_portal: self.hubspot_portal(user).await,
+            hubspot_portal: tokio::sync::OnceCell::new(),
         };
         let mut cancel = self
             .bus
@@ -455,10 +480,11 @@ impl Agent {
                     .await?
                     .1;
             }
-            if db::chat::cancel_requested(&self.db, turn.id).await? {
+            let rounds = own.iter().filter(|m| m.role == "assistant").count();
+            // The turn row was read as the turn began; later rounds look again.
+            if rounds > 0 && db::chat::cancel_requested(&self.db, turn.id).await? {
                 return self.cancelled(out, turn).await;
             }
-            let rounds = own.iter().filter(|m| m.role == "assistant").count();
             let offer_tools = rounds + 1 < max_rounds;
             let mut messages = vec![ChatCompletionRequestMessage::System(
                 ChatCompletionRequestSystemMessage::from(format!(

@@ -52,7 +52,7 @@ impl Settled {
             db,
             searcher: &self.searcher,
             user,
-            hubspot_portal: None,
+            hubspot_portal: tokio::sync::OnceCell::new(),
         };
         for inv in invocations {
             let Some(step) = inv.step else { continue };

@@ -148,8 +148,24 @@ pub struct Context<'a> {
     pub db: &'a DatabaseConnection,
     pub searcher: &'a actions::search::Searcher,
     pub user: UserId,
-    /// The HubSpot portal, for record links.
-    pub hubspot_portal: Option<String>,
+    /// The HubSpot portal, for record links: read when a result first needs it.
+    pub hubspot_portal: tokio::sync::OnceCell<Option<String>>,
+}
+
+impl Context<'_> {
+    pub async fn portal(&self) -> Option<&str> {
+        self.hubspot_portal
+            .get_or_init(|| async {
+                db::connections::list(self.db, self.user)
+                    .await
+                    .ok()?
+                    .into_iter()
+                    .find(|c| c.provider == "hubspot")
+                    .map(|c| c.account_id)
+            })
+            .await
+            .as_deref()
+    }
 }
 
 /// Runs tool `name` with the model's `arguments` (JSON text).
@@ -232,7 +248,8 @@ async fn search(ctx: &Context<'_>, sources: &mut Sources, args: &Value, kinds: &
                 .map(|d| (d, h.snippet.as_str()))
         })
         .collect();
-    let mut outcome = shown(ctx, sources, &ordered, query);
+    let portal = ctx.portal().await.map(str::to_owned);
+    let mut outcome = shown(portal.as_deref(), sources, &ordered, query);
     if kinds == ["contact"]
         && let Some(ambiguous) = ambiguity(query, &ordered)
     {
@@ -294,7 +311,7 @@ fn ambiguity(query: &str, docs: &[(&document::Model, &str)]) -> Option<Value> {
 }
 
 fn shown(
-    ctx: &Context<'_>,
+    portal: Option<&str>,
     sources: &mut Sources,
     docs: &[(&document::Model, &str)],
     what: &str,
@@ -302,7 +319,7 @@ fn shown(
     let mut results = Vec::new();
     let mut cited = Vec::new();
     for (doc, snippet) in docs {
-        let citation = citation_of(doc, ctx.hubspot_portal.as_deref());
+        let citation = citation_of(doc, portal);
         let n = sources.register(citation.clone());
         cited.push(Citation { n, ..citation });
         results.push(describe(doc, n, snippet));
@@ -338,6 +355,8 @@ async fn get_contact(
         Ok(c) => c,
         Err(e) => return Outcome::error(format!("lookup failed: {e}")),
     };
+    let portal = ctx.portal().await.map(str::to_owned);
+    let portal = portal.as_deref();
     match contacts.len() {
         0 => Outcome {
             ok: true,
@@ -360,14 +379,19 @@ async fn get_contact(
                 Ok(found) => {
                     let docs: Vec<(&document::Model, &str)> =
                         found.iter().map(|d| (d, "")).collect();
-                    shown(ctx, sources, &docs, &format!("notes on {}", contact.title))
+                    shown(
+                        portal,
+                        sources,
+                        &docs,
+                        &format!("notes on {}", contact.title),
+                    )
                 }
                 Err(e) => Outcome::error(format!("lookup failed: {e}")),
             }
         }
         _ => {
             let docs: Vec<(&document::Model, &str)> = contacts.iter().map(|d| (d, "")).collect();
-            shown(ctx, sources, &docs, &key)
+            shown(portal, sources, &docs, &key)
         }
     }
 }

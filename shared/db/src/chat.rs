@@ -208,15 +208,15 @@ pub async fn turn(db: &impl ConnectionTrait, user: UserId, id: Uuid) -> Result<O
 
 /// Marks a queued (or redelivered running) turn as running; `None` if it has finished or was
 /// cancelled meanwhile.
-pub async fn begin_turn(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Turn>> {
+pub async fn begin_turn(db: &impl ConnectionTrait, user: UserId, id: Uuid) -> Result<Option<Turn>> {
     let row = db
         .query_one_raw(stmt(
             &format!(
                 "UPDATE turns SET status = 'running', started_at = coalesce(started_at, now())
-                 WHERE id = $1 AND status IN ('queued', 'running')
+                 WHERE id = $1 AND user_id = $2 AND status IN ('queued', 'running')
                  RETURNING {TURN_COLUMNS}"
             ),
-            vec![id.into()],
+            vec![id.into(), user.0.into()],
         ))
         .await?;
     Ok(row.map(|r| Turn::from_query_result(&r, "")).transpose()?)

@@ -86,6 +86,18 @@ async fn start(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Turn, ApiError> {
+    let (turn, new) = store(state, user, headers, body).await?;
+    queue(state, user, &turn, new).await?;
+    Ok(turn)
+}
+
+/// The turn in Postgres, and whether this request created it.
+async fn store(
+    state: &AppState,
+    user: UserId,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Turn, bool), ApiError> {
     let request: ChatRequest = parse_json(body)?;
     let key = idempotency_key(headers)?;
     let mut message = request.message;
@@ -115,15 +127,18 @@ async fn start(
         db::DbError::NotFound => ApiError::NotFound("no such conversation".into()),
         e => e.into(),
     })?;
-    let (turn, new) = match started {
-        Started::New(turn) => (turn, true),
-        Started::Existing(turn) => (turn, false),
-        Started::KeyReused => {
-            return Err(ApiError::Conflict(
-                "this Idempotency-Key was used for a different message".into(),
-            ));
-        }
-    };
+    match started {
+        Started::New(turn) => Ok((turn, true)),
+        Started::Existing(turn) => Ok((turn, false)),
+        Started::KeyReused => Err(ApiError::Conflict(
+            "this Idempotency-Key was used for a different message".into(),
+        )),
+    }
+}
+
+/// Publishes the turn for the agent (again, for an existing one: JetStream keeps one); a new
+/// turn that cannot be published is discarded.
+async fn queue(state: &AppState, user: UserId, turn: &Turn, new: bool) -> Result<(), ApiError> {
     if !turn.is_finished() {
         // Published again for an existing turn: JetStream keeps one (same message id).
         let envelope = Envelope::new(
@@ -134,7 +149,7 @@ async fn start(
             }),
         );
         if let Err(e) = state.bus.publish(&envelope).await {
-            if new && let Err(undo) = db::chat::discard_turn(&state.db, &turn).await {
+            if new && let Err(undo) = db::chat::discard_turn(&state.db, turn).await {
                 tracing::warn!(error = %undo, turn.id = %turn.id, "turn not queued and not discarded");
             }
             return Err(ApiError::Unavailable(e));
@@ -143,7 +158,7 @@ async fn start(
     if new {
         metrics::counter!("chat_turns_started_total").increment(1);
     }
-    Ok(turn)
+    Ok(())
 }
 
 /// The turn's events after `after`, ending with its last. A finished turn whose events have
@@ -267,9 +282,14 @@ pub async fn chat_stream(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let after = resume_after(&headers, None)?;
-    let turn = start(&state, user, &headers, &body).await?;
-    let events = events(&state, user, &turn, after).await?;
-    Ok(sse_response(&turn, events))
+    let (turn, new) = store(&state, user, &headers, &body).await?;
+    // Following the turn's events does not wait for the turn to be queued: both at once.
+    let (queued, events) = tokio::join!(
+        queue(&state, user, &turn, new),
+        events(&state, user, &turn, after)
+    );
+    queued?;
+    Ok(sse_response(&turn, events?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
