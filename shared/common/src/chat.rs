@@ -216,3 +216,98 @@ pub async fn stored(
     }
     Ok(out)
 }
+
+/// A turn's events as they are published, for a turn this caller is about to queue: a plain
+/// NATS subscription (no consumer to create, so nothing between the agent's first word and the
+/// client), opened before the turn is published so it cannot miss the start. Plain
+/// subscriptions do not promise delivery, so a gap in the sequence, or a quiet spell, switches
+/// to the TURNS stream, which has every event, and carries on after the last one given.
+pub struct Live {
+    subscriber: async_nats::Subscriber,
+}
+
+impl Live {
+    /// Subscribes to `turn`'s events; call before the turn is published.
+    pub async fn subscribe(
+        bus: &crate::Bus,
+        user: UserId,
+        turn: Uuid,
+    ) -> Result<Self, crate::consumer::BoxError> {
+        let subscriber = bus
+            .client
+            .subscribe(bus.ns.subject(&turn_subject(user, turn)))
+            .await?;
+        Ok(Self { subscriber })
+    }
+
+    /// The events in order from the first, ending after the terminal one.
+    pub fn events(
+        self,
+        bus: crate::Bus,
+        user: UserId,
+        turn: Uuid,
+    ) -> impl futures::Stream<Item = TurnEvent> + Send + 'static {
+        use futures::StreamExt;
+        type Fallback = std::pin::Pin<Box<dyn futures::Stream<Item = TurnEvent> + Send>>;
+        struct State {
+            live: Option<async_nats::Subscriber>,
+            stored: Option<Fallback>,
+            next: u64,
+            ended: bool,
+            bus: crate::Bus,
+            user: UserId,
+            turn: Uuid,
+        }
+        let state = State {
+            live: Some(self.subscriber),
+            stored: None,
+            next: 1,
+            ended: false,
+            bus,
+            user,
+            turn,
+        };
+        futures::stream::unfold(state, |mut s| async move {
+            loop {
+                if s.ended {
+                    return None;
+                }
+                if let Some(stored) = s.stored.as_mut() {
+                    let event = stored.next().await?;
+                    if event.seq < s.next {
+                        continue;
+                    }
+                    s.next = event.seq + 1;
+                    s.ended = event.is_terminal();
+                    return Some((event, s));
+                }
+                let live = s.live.as_mut()?;
+                let received =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), live.next()).await;
+                let event = match received {
+                    Ok(Some(m)) => serde_json::from_slice::<TurnEvent>(&m.payload).ok(),
+                    _ => None,
+                };
+                match event {
+                    Some(e) if e.seq < s.next => continue,
+                    Some(e) if e.seq == s.next => {
+                        s.next = e.seq + 1;
+                        s.ended = e.is_terminal();
+                        return Some((e, s));
+                    }
+                    // A gap, a quiet spell or a closed subscription: the stream has it all.
+                    _ => {
+                        s.live = None;
+                        match follow(&s.bus, s.user, s.turn).await {
+                            Ok(f) => s.stored = Some(Box::pin(f)),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "turn events unavailable");
+                                return None;
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    }
+}

@@ -637,3 +637,49 @@ async fn one_users_chat_never_sees_or_touches_anothers() {
     .await;
     assert_eq!(into_alices.status(), 404);
 }
+
+#[tokio::test]
+async fn live_turn_events_that_miss_some_fall_back_to_the_stream_in_order() {
+    use common::chat::{Finished, Live, TurnEvent, TurnEventBody, publish};
+    let app = TestApp::spawn_only(&[]).await;
+    let (user, _) = app.user("live@chat.example").await;
+    let turn = uuid::Uuid::new_v4();
+    let event = |seq: u64, body: TurnEventBody| TurnEvent {
+        seq,
+        turn_id: turn,
+        body,
+    };
+    // Two events the subscription never sees (published before it existed).
+    for seq in 1..=2 {
+        publish(
+            &app.bus,
+            user,
+            &event(
+                seq,
+                TurnEventBody::Delta {
+                    text: format!("part {seq} "),
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    let live = Live::subscribe(&app.bus, user, turn).await.unwrap();
+    let done = TurnEventBody::Done(Finished {
+        text: "part 1 part 2 ".into(),
+        citations: vec![],
+        usage: Default::default(),
+        status: "done".into(),
+    });
+    publish(&app.bus, user, &event(3, done)).await.unwrap();
+    let seen: Vec<u64> = live
+        .events(app.bus.clone(), user, turn)
+        .map(|e| e.seq)
+        .collect()
+        .await;
+    assert_eq!(
+        seen,
+        [1, 2, 3],
+        "the gap is filled from the TURNS stream, in order"
+    );
+}

@@ -45,6 +45,11 @@ pub async fn serve(
             },
             _ = cancel.cancelled() => break,
         };
+        // Streamed answers are many small writes: without this, each one after the first
+        // waits for the client's delayed ACK (40 ms on Linux) under Nagle's algorithm.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));

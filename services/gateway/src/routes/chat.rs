@@ -78,19 +78,6 @@ fn resume_after(headers: &HeaderMap, after: Option<u64>) -> Result<u64, ApiError
     }
 }
 
-/// Stores the turn (or finds the one the idempotency key started) and makes sure JetStream
-/// has it for the agent. Nothing is answered 2xx before both hold it.
-async fn start(
-    state: &AppState,
-    user: UserId,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Turn, ApiError> {
-    let (turn, new) = store(state, user, headers, body).await?;
-    queue(state, user, &turn, new).await?;
-    Ok(turn)
-}
-
 /// The turn in Postgres, and whether this request created it.
 async fn store(
     state: &AppState,
@@ -160,6 +147,31 @@ async fn queue(state: &AppState, user: UserId, turn: &Turn, new: bool) -> Result
     }
     Ok(())
 }
+
+/// Starts (or finds) the turn and its events after `after`.
+async fn open(
+    state: &AppState,
+    user: UserId,
+    headers: &HeaderMap,
+    body: &[u8],
+    after: u64,
+) -> Result<(Turn, EventStream), ApiError> {
+    let (turn, new) = store(state, user, headers, body).await?;
+    if new && after == 0 {
+        // A turn this request starts: listen before it is queued, then queue it.
+        let live = common::chat::Live::subscribe(&state.bus, user, turn.id)
+            .await
+            .map_err(|e| ApiError::BadGateway(format!("event stream unavailable: {e}")))?;
+        queue(state, user, &turn, new).await?;
+        let events = live.events(state.bus.clone(), user, turn.id);
+        return Ok((turn, Box::pin(events)));
+    }
+    queue(state, user, &turn, new).await?;
+    let events = events(state, user, &turn, after).await?;
+    Ok((turn, events))
+}
+
+type EventStream = std::pin::Pin<Box<dyn Stream<Item = TurnEvent> + Send>>;
 
 /// The turn's events after `after`, ending with its last. A finished turn whose events have
 /// left the stream is told from Postgres.
@@ -282,14 +294,8 @@ pub async fn chat_stream(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let after = resume_after(&headers, None)?;
-    let (turn, new) = store(&state, user, &headers, &body).await?;
-    // Following the turn's events does not wait for the turn to be queued: both at once.
-    let (queued, events) = tokio::join!(
-        queue(&state, user, &turn, new),
-        events(&state, user, &turn, after)
-    );
-    queued?;
-    Ok(sse_response(&turn, events?))
+    let (turn, events) = open(&state, user, &headers, &body, after).await?;
+    Ok(sse_response(&turn, events))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -383,8 +389,7 @@ pub async fn chat_message(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let turn = start(&state, user, &headers, &body).await?;
-    let mut events = events(&state, user, &turn, 0).await?;
+    let (turn, mut events) = open(&state, user, &headers, &body, 0).await?;
     let mut reply = TurnReply {
         turn_id: turn.id,
         conversation_id: turn.conversation_id,
