@@ -14,7 +14,7 @@ use async_openai::types::{
     ChatCompletionTool, ChatCompletionToolType, FunctionCall,
 };
 use eventsource_stream::Eventsource;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
@@ -331,10 +331,28 @@ impl ModelClient {
         let mut partial: Vec<ToolCall> = Vec::new();
         let mut finished = false;
         let mut events = response.bytes_stream().eventsource();
-        while let Some(event) = events.next().await {
+        // Text is handed on in what has arrived together: a piece waits for nothing, but
+        // pieces already read by the time the last one is handed on travel as one.
+        let mut batch = String::new();
+        loop {
+            let event = match events.next().now_or_never() {
+                Some(event) => event,
+                None => {
+                    if !batch.is_empty() {
+                        sink.text(&batch).await?;
+                        fresh.push_str(&std::mem::take(&mut batch));
+                    }
+                    events.next().await
+                }
+            };
+            let Some(event) = event else { break };
             let event = match event {
                 Ok(e) => e,
                 Err(e) => {
+                    if !batch.is_empty() {
+                        sink.text(&batch).await?;
+                        fresh.push_str(&batch);
+                    }
                     return Ok(Attempt::Retry(
                         self.backoff(out.attempts),
                         format!("stream cut: {e}"),
@@ -372,8 +390,7 @@ impl ModelClient {
                     }
                     if !text.is_empty() {
                         out.first_token.get_or_insert(started.elapsed());
-                        fresh.push_str(&text);
-                        sink.text(&text).await?;
+                        batch.push_str(&text);
                     }
                 }
                 for call in choice.delta.tool_calls {
@@ -402,6 +419,10 @@ impl ModelClient {
                     finished = true;
                 }
             }
+        }
+        if !batch.is_empty() {
+            sink.text(&batch).await?;
+            fresh.push_str(&batch);
         }
         if !finished {
             return Ok(Attempt::Retry(
