@@ -61,6 +61,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         writer: writer.clone(),
     };
     let mut options = ConsumerOptions::from_config(&config);
+    options.concurrency = config.chat_max_concurrent_turns.max(1);
     // A turn can outlast the ack wait (several model calls); say it is still being answered.
     let ack_wait = Duration::from_secs(backends.topology.consumer(AGENT)?.ack_wait_secs);
     options.keep_alive = Some((ack_wait / 3).max(Duration::from_millis(500)));

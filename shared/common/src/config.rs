@@ -151,6 +151,9 @@ pub struct Config {
     pub chat_model_timeout_secs: u64,
     /// Retries of one model call after 429, 5xx or a dropped connection.
     pub chat_max_retries: u32,
+    /// Turns one agent (tool-executor) answers at once. A turn mostly waits for the model,
+    /// so this is far above CONSUMER_CONCURRENCY.
+    pub chat_max_concurrent_turns: usize,
     /// Tools whose every call waits for the user's approval (comma-separated). Whatever this
     /// says, calendar invitations to people outside the user's domain and writes proposed
     /// after reading outside content that the user's own words do not support also wait.
@@ -283,6 +286,7 @@ impl Default for Config {
             chat_history_tokens: 8_000,
             chat_model_timeout_secs: 60,
             chat_max_retries: 4,
+            chat_max_concurrent_turns: 128,
             approval_required_tools: "send_email".into(),
             approval_ttl_minutes: 1_440,
             chunk_tokens: 200,
@@ -393,6 +397,7 @@ impl Config {
             "chat_history_tokens",
             "chat_model_timeout_secs",
             "chat_max_retries",
+            "chat_max_concurrent_turns",
             "approval_required_tools",
             "approval_ttl_minutes",
             "chunk_tokens",
