@@ -222,41 +222,17 @@ impl Agent {
     }
 
     async fn announce_end(&self, out: &mut Output<'_>, turn: &Turn) -> Result<(), HandleError> {
-        let body = match turn.status.as_str() {
-            "done" => TurnEventBody::Done(Finished {
-                text: turn.final_text.clone().unwrap_or_default(),
-                citations: serde_json::from_value(turn.citations.clone()).unwrap_or_default(),
-                usage: serde_json::from_value(turn.usage.clone()).unwrap_or_default(),
-                status: "done".into(),
-            }),
-            _ => TurnEventBody::Error {
-                code: turn
-                    .error_code
-                    .clone()
-                    .unwrap_or_else(|| turn.status.clone()),
-                message: turn.error_message.clone().unwrap_or_default(),
-            },
-        };
-        out.emit(body).await
+        out.emit(turn.ending()).await
     }
 
     async fn cancelled(&self, out: &mut Output<'_>, turn: &Turn) -> Result<(), HandleError> {
-        let usage = self.usage(turn.id).await?;
-        let message = "the turn was cancelled";
-        db::chat::finish_turn(
-            &self.db,
-            turn.id,
+        self.end_unanswered(
+            out,
+            turn,
             "cancelled",
-            &out.text,
-            &serde_json::to_value(&out.cited).unwrap_or_default(),
-            &serde_json::to_value(&usage).unwrap_or_default(),
-            Some(("cancelled", message)),
+            "cancelled",
+            "the turn was cancelled",
         )
-        .await?;
-        out.emit(TurnEventBody::Error {
-            code: "cancelled".into(),
-            message: message.into(),
-        })
         .await
     }
 
@@ -267,11 +243,24 @@ impl Agent {
         code: &str,
         message: &str,
     ) -> Result<(), HandleError> {
+        self.end_unanswered(out, turn, "failed", code, message)
+            .await
+    }
+
+    /// Ends the turn without an answer: stored as `status`, told as an `error` event.
+    async fn end_unanswered(
+        &self,
+        out: &mut Output<'_>,
+        turn: &Turn,
+        status: &str,
+        code: &str,
+        message: &str,
+    ) -> Result<(), HandleError> {
         let usage = self.usage(turn.id).await?;
         db::chat::finish_turn(
             &self.db,
             turn.id,
-            "failed",
+            status,
             &out.text,
             &serde_json::to_value(&out.cited).unwrap_or_default(),
             &serde_json::to_value(&usage).unwrap_or_default(),
@@ -901,25 +890,7 @@ impl Agent {
             started_at,
         )
         .await?;
-        db::chat::record_message(
-            &self.db,
-            turn.conversation_id,
-            turn.id,
-            step,
-            "tool",
-            &outcome.content.to_string(),
-            None,
-            Some(&call.id),
-            &serde_json::to_value(&outcome.shown).unwrap_or_default(),
-        )
-        .await?;
-        out.emit(TurnEventBody::ToolResult {
-            id: call.id.clone(),
-            name: call.name.clone(),
-            ok: outcome.ok,
-            summary: outcome.summary,
-        })
-        .await
+        self.record_result(out, turn, call, step, outcome).await
     }
 }
 

@@ -46,6 +46,26 @@ impl Turn {
     pub fn is_finished(&self) -> bool {
         matches!(self.status.as_str(), "done" | "failed" | "cancelled")
     }
+
+    /// A finished turn's last event, from what is stored.
+    pub fn ending(&self) -> common::chat::TurnEventBody {
+        use common::chat::{Finished, TurnEventBody};
+        match self.status.as_str() {
+            "done" => TurnEventBody::Done(Finished {
+                text: self.final_text.clone().unwrap_or_default(),
+                citations: serde_json::from_value(self.citations.clone()).unwrap_or_default(),
+                usage: serde_json::from_value(self.usage.clone()).unwrap_or_default(),
+                status: "done".into(),
+            }),
+            _ => TurnEventBody::Error {
+                code: self
+                    .error_code
+                    .clone()
+                    .unwrap_or_else(|| self.status.clone()),
+                message: self.error_message.clone().unwrap_or_default(),
+            },
+        }
+    }
 }
 
 /// One stored message, as the model sees the conversation.

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use common::UserId;
-use common::chat::{Finished, TurnEvent, TurnEventBody};
+use common::chat::{TurnEvent, TurnEventBody};
 use common::events::{Envelope, Event, TurnRequested};
 use common::intake::{self, FieldError};
 use db::chat::{Started, Turn};
@@ -191,7 +191,7 @@ async fn events(
             events.push(TurnEvent {
                 seq,
                 turn_id: turn.id,
-                body: ending(turn),
+                body: turn.ending(),
             });
         }
         let events: Vec<TurnEvent> = events.into_iter().filter(|e| e.seq > after).collect();
@@ -203,25 +203,6 @@ async fn events(
     Ok(Box::pin(
         follow.filter(move |e| futures::future::ready(e.seq > after)),
     ))
-}
-
-/// A finished turn's last event, from what Postgres holds.
-fn ending(turn: &Turn) -> TurnEventBody {
-    match turn.status.as_str() {
-        "done" => TurnEventBody::Done(Finished {
-            text: turn.final_text.clone().unwrap_or_default(),
-            citations: serde_json::from_value(turn.citations.clone()).unwrap_or_default(),
-            usage: serde_json::from_value(turn.usage.clone()).unwrap_or_default(),
-            status: "done".into(),
-        }),
-        _ => TurnEventBody::Error {
-            code: turn
-                .error_code
-                .clone()
-                .unwrap_or_else(|| turn.status.clone()),
-            message: turn.error_message.clone().unwrap_or_default(),
-        },
-    }
 }
 
 fn sse_event(event: TurnEvent) -> SseEvent {
