@@ -9,6 +9,7 @@ mod m20261124_000003_sync;
 mod m20261129_000004_security;
 mod m20261129_000005_assistant;
 mod m20261129_000006_approvals;
+mod m20261129_000007_rules_engine;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000004_security::Migration),
             Box::new(m20261129_000005_assistant::Migration),
             Box::new(m20261129_000006_approvals::Migration),
+            Box::new(m20261129_000007_rules_engine::Migration),
         ]
     }
 }

@@ -15,6 +15,9 @@ pub enum ApiError {
     Invalid(FieldError),
     #[error("{0}")]
     BadRequest(String),
+    /// A rule that does not parse: 422 naming the line, the column and what was expected.
+    #[error("the rule does not parse: {0}")]
+    RuleSyntax(rules::ParseError),
     #[error("missing or invalid bearer token")]
     Unauthorized,
     #[error("forbidden: {0}")]
@@ -35,6 +38,8 @@ pub enum ApiError {
     Busy,
     #[error("event bus unavailable: {0}")]
     Unavailable(#[source] BusError),
+    #[error("event stream unavailable: {0}")]
+    StreamUnavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("database unavailable: {0}")]
     DatabaseUnavailable(#[source] db::DbError),
     #[error("internal error: {0}")]
@@ -51,6 +56,18 @@ pub struct ErrorBody {
     /// The offending field, when one is to blame (`documents[2].external_id`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Where in the field's text the problem is (a rule that does not parse).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<Position>,
+}
+
+/// A place in a text, counted from 1, and what was expected there.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Position {
+    pub line: usize,
+    pub column: usize,
+    pub expected: String,
+    pub found: String,
 }
 
 impl From<db::DbError> for ApiError {
@@ -71,6 +88,8 @@ impl From<actions::ActionError> for ApiError {
             A::NotFound(what) => ApiError::NotFound(what),
             A::Busy => ApiError::Busy,
             A::Unavailable(e) => ApiError::Unavailable(e),
+            A::Stream(e) => ApiError::StreamUnavailable(e),
+            A::RuleSyntax(e) => ApiError::RuleSyntax(e),
             A::Db(e) => e.into(),
         }
     }
@@ -94,7 +113,14 @@ impl IntoResponse for ApiError {
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "provider_unavailable", None),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
             ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy", None),
-            ApiError::Unavailable(_) | ApiError::DatabaseUnavailable(_) => {
+            ApiError::RuleSyntax(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "rule_syntax",
+                Some("text".to_owned()),
+            ),
+            ApiError::Unavailable(_)
+            | ApiError::DatabaseUnavailable(_)
+            | ApiError::StreamUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None)
             }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
@@ -120,12 +146,23 @@ impl IntoResponse for ApiError {
                 code,
                 detail,
                 field,
+                position: match &self {
+                    ApiError::RuleSyntax(e) => Some(Position {
+                        line: e.line,
+                        column: e.column,
+                        expected: e.expected.clone(),
+                        found: e.found.clone(),
+                    }),
+                    _ => None,
+                },
             }),
         )
             .into_response();
         let retry_after = match &self {
             ApiError::RateLimited(wait) => Some(retry_secs(wait)),
-            ApiError::Unavailable(_) | ApiError::DatabaseUnavailable(_) => Some(5),
+            ApiError::Unavailable(_)
+            | ApiError::DatabaseUnavailable(_)
+            | ApiError::StreamUnavailable(_) => Some(5),
             ApiError::Busy => Some(1),
             _ => None,
         };

@@ -22,7 +22,7 @@ use db::DatabaseConnection;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use routes::{
     approvals, chat, connections, conversations, ingest, ops, provider_hooks, rules, search,
-    sign_in, sync, tokens, transcripts, webhooks,
+    sign_in, sync, tasks, tokens, transcripts, webhooks,
 };
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -102,6 +102,12 @@ impl AppState {
         rules::get_rule,
         rules::update_rule,
         rules::delete_rule,
+        rules::firings,
+        rules::backtest,
+        tasks::list_tasks,
+        tasks::get_task,
+        tasks::cancel_task,
+        tasks::notifications,
         ops::health,
         ops::ready,
         ops::metrics,
@@ -114,7 +120,7 @@ impl AppState {
         (name = "webhooks", description = "Signed deliveries from other systems"),
         (name = "search", description = "Hybrid search over your own data"),
         (name = "chat", description = "The assistant: streamed answers with citations, conversations, approvals, audit, usage"),
-        (name = "rules", description = "Standing instructions and things to remember"),
+        (name = "rules", description = "Rules and standing instructions that act on events, their firings and backtests; tasks that wait; notifications"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]
@@ -175,6 +181,7 @@ pub fn router(state: AppState) -> Router {
         .merge(conversations::router())
         .merge(approvals::router())
         .merge(rules::router())
+        .merge(tasks::router())
         .merge(ops::router())
         .route(
             "/openapi.json",

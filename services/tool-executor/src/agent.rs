@@ -222,7 +222,26 @@ impl Agent {
     }
 
     async fn announce_end(&self, out: &mut Output<'_>, turn: &Turn) -> Result<(), HandleError> {
-        out.emit(turn.ending()).await
+        out.emit(turn.ending()).await?;
+        self.task_turn_ended(turn).await
+    }
+
+    /// A turn a task asked for has ended: the task carries on from its step.
+    async fn task_turn_ended(&self, turn: &Turn) -> Result<(), HandleError> {
+        let Some(task) = turn.task_id else {
+            return Ok(());
+        };
+        let advance = common::events::Envelope::new(
+            UserId(turn.user_id),
+            common::events::Event::TaskAdvance(common::events::TaskAdvance {
+                task_id: task,
+                step: 0,
+                reason: format!("turn:{}", turn.id),
+                wait_step: None,
+            }),
+        );
+        self.bus.publish(&advance).await.map_err(retry)?;
+        Ok(())
     }
 
     async fn cancelled(&self, out: &mut Output<'_>, turn: &Turn) -> Result<(), HandleError> {
@@ -271,7 +290,8 @@ impl Agent {
             code: code.into(),
             message: message.into(),
         })
-        .await
+        .await?;
+        self.task_turn_ended(turn).await
     }
 
     async fn finished(&self, out: &mut Output<'_>, turn: &Turn) -> Result<(), HandleError> {
@@ -305,7 +325,8 @@ impl Agent {
             usage,
             status: status.into(),
         }))
-        .await
+        .await?;
+        self.task_turn_ended(turn).await
     }
 
     async fn usage(&self, turn: Uuid) -> Result<Usage, HandleError> {
@@ -607,7 +628,13 @@ impl Agent {
             .await?
             .map(|u| u.email)
             .unwrap_or_default();
-        let policy = crate::writes::Policy::new(&self.config, &email);
+        let policy = crate::policy::Policy::new(&self.config, &email);
+        // A turn a task asked for (a rule's tier 2) follows the task's policy: the event it
+        // read is outside content, and the rule, not the user, proposes each write.
+        let task = match turn.task_id {
+            Some(t) => db::tasks::get(&self.db, t).await?,
+            None => None,
+        };
         let args = |call: &ToolCall| -> Value {
             serde_json::from_str(&call.arguments).unwrap_or(Value::Null)
         };
@@ -615,7 +642,16 @@ impl Agent {
             .iter()
             .map(|c| {
                 crate::writes::is_write(&c.name)
-                    .then(|| policy.approval_reason(&c.name, &args(c), &user_text, saw_outside))
+                    .then(|| match &task {
+                        Some(t) => policy.for_task(
+                            &c.name,
+                            &args(c),
+                            &t.origin,
+                            t.act_without_approval,
+                            true,
+                        ),
+                        None => policy.approval_reason(&c.name, &args(c), &user_text, saw_outside),
+                    })
                     .flatten()
             })
             .collect();
@@ -635,6 +671,8 @@ impl Agent {
                     Utc::now() + chrono::Duration::minutes(self.config.approval_ttl_minutes)
                 }),
                 approval_reason: reason,
+                task: task.as_ref().map(|t| t.id),
+                rule: task.as_ref().and_then(|t| t.rule_id),
             }
         };
         if reasons.iter().any(Option::is_some) {

@@ -2,12 +2,16 @@
 //! - `agent` (CHAT stream) answers each turn: the model streamed through any OpenAI-compatible
 //!   endpoint (or, with CHAT_PROVIDER=none, a retrieval-only answer), tools run with the
 //!   user's own data, every event published on the TURNS stream for the gateway to relay;
-//! - `tool-executor` (TOOLS stream) takes invocations from approvals and rules.
+//! - `tool-executor` (TOOLS stream) runs what approvals released and advances tasks (rule
+//!   firings and tasks started in chat), each step once.
 
 pub mod agent;
 pub mod citations;
+pub mod compile;
 pub mod model;
+pub mod policy;
 pub mod settled;
+pub mod tasks;
 pub mod tools;
 pub mod writes;
 
@@ -20,6 +24,28 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub const CONSUMER: &str = "tool-executor";
+
+/// The TOOLS stream's consumer: approvals settled for a chat turn, and tasks to advance.
+pub struct Tools {
+    pub settled: settled::Settled,
+    pub tasks: tasks::Tasks,
+}
+
+impl common::consumer::Handler for Tools {
+    async fn handle(
+        &self,
+        delivery: common::consumer::Delivery,
+    ) -> Result<(), common::consumer::HandleError> {
+        match &delivery.envelope.event {
+            common::events::Event::TaskAdvance(advance) => {
+                self.tasks
+                    .advance(delivery.envelope.user_id, advance.clone())
+                    .await
+            }
+            _ => self.settled.handle(delivery).await,
+        }
+    }
+}
 pub const AGENT: &str = "agent";
 
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
@@ -41,6 +67,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             config.key_ring()?,
         )?)
     };
+    let model_for_compile = model.clone();
+    let cancel_compile = cancel.clone();
     let config_arc = Arc::new(config.clone());
     let writer = writes::Writer {
         db: backends.db.clone(),
@@ -66,17 +94,30 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     let ack_wait = Duration::from_secs(backends.topology.consumer(AGENT)?.ack_wait_secs);
     options.keep_alive = Some((ack_wait / 3).max(Duration::from_millis(500)));
     let turns = backends.consume_with(AGENT, agent, options, cancel.clone());
-    let settled = settled::Settled {
-        writer,
-        searcher: actions::search::Searcher::new(
-            backends.db.clone(),
-            backends.bus.clone(),
-            &config,
-        ),
+    let tools = Tools {
+        settled: settled::Settled {
+            writer: writer.clone(),
+            searcher: actions::search::Searcher::new(
+                backends.db.clone(),
+                backends.bus.clone(),
+                &config,
+            ),
+        },
+        tasks: tasks::Tasks {
+            writer,
+            config: Arc::new(config.clone()),
+        },
     };
-    let tools = backends.consume(CONSUMER, settled, &config, cancel);
-    let (a, b) = tokio::join!(turns, tools);
+    let tools = backends.consume(CONSUMER, tools, &config, cancel);
+    let compiler = async {
+        match model_for_compile {
+            Some(model) => compile::serve(backends.bus.clone(), model, cancel_compile).await,
+            None => Ok(()),
+        }
+    };
+    let (a, b, c) = tokio::join!(turns, tools, compiler);
     a?;
     b?;
+    c?;
     Ok(())
 }

@@ -16,6 +16,7 @@
 //! What a write creates is submitted to the index at once, so it is searchable before the
 //! next sync reads it back.
 
+use crate::policy::addresses;
 use common::events::DocumentInput;
 use common::ids::Source;
 use common::{Bus, Config, UserId};
@@ -24,11 +25,13 @@ use db::invocations::Invocation;
 use providers::{Api, Provider, ProviderError, Providers};
 use serde_json::{Value, json};
 
-pub const WRITE_TOOLS: [&str; 6] = [
+pub const WRITE_TOOLS: [&str; 8] = [
     "create_memory_rule",
+    "start_task",
     "create_note",
     "create_contact",
     "update_contact",
+    "create_task",
     "send_email",
     "create_calendar_event",
 ];
@@ -45,6 +48,14 @@ pub fn definitions() -> Vec<(&'static str, &'static str, Value)> {
             json!({"type": "object", "properties": {
                 "text": {"type": "string", "description": "The rule, in the user's words."}
             }, "required": ["text"], "additionalProperties": false}),
+        ),
+        (
+            "start_task",
+            "Start a task of several steps that can wait for what happens next: e.g. email someone, wait for their reply (with a deadline and what to do if none comes), then act on the reply. Each step that writes still follows the approval rules.",
+            json!({"type": "object", "properties": {
+                "title": {"type": "string", "description": "What the task is for, in a few words."},
+                "steps": {"type": "string", "description": "Steps separated by `;`. An action is `name param=value ...` with values in double quotes when they hold spaces: send_email to=... subject=\"...\" body=\"...\"; create_note contact=<id or email> body=\"...\"; create_contact email=...; create_task title=\"...\"; create_calendar_event summary=\"...\" start=<RFC 3339> end=<RFC 3339> attendees=a@x,b@y; notify text=\"...\"; ask_assistant text=\"what to do, in words\" (you decide then, with the reply in view). A wait: `wait for reply within 3d else notify text=\"...\"` (reply = a reply to the email the step before sent). Values may use {{reply.from_email}}, {{reply.subject}}, {{reply.snippet}}, {{steps.1.thread_id}}."}
+            }, "required": ["title", "steps"], "additionalProperties": false}),
         ),
         (
             "create_note",
@@ -72,6 +83,17 @@ pub fn definitions() -> Vec<(&'static str, &'static str, Value)> {
             }, "required": ["contact_id", "properties"], "additionalProperties": false}),
         ),
         (
+            "create_task",
+            "Create a task (a to-do) in the user's CRM (HubSpot), optionally about a contact.",
+            json!({"type": "object", "properties": {
+                "title": {"type": "string"},
+                "body": {"type": "string"},
+                "priority": {"type": "string", "enum": ["low", "medium", "high"]},
+                "due": {"type": "string", "format": "date-time"},
+                "contact_id": {"type": "string", "description": "A HubSpot contact id or email address."}
+            }, "required": ["title"], "additionalProperties": false}),
+        ),
+        (
             "send_email",
             "Send an email from the user's Gmail. Always waits for the user's approval.",
             json!({"type": "object", "properties": {
@@ -90,120 +112,6 @@ pub fn definitions() -> Vec<(&'static str, &'static str, Value)> {
             }, "required": ["summary", "start", "end"], "additionalProperties": false}),
         ),
     ]
-}
-
-/// Why this write must wait for the user, if it must.
-pub struct Policy {
-    pub always: Vec<String>,
-    /// The user's own email domain: invitations beyond it wait.
-    pub domain: String,
-}
-
-impl Policy {
-    pub fn new(config: &Config, user_email: &str) -> Self {
-        Self {
-            always: config
-                .approval_required_tools
-                .split(',')
-                .map(|t| t.trim().to_owned())
-                .filter(|t| !t.is_empty())
-                .collect(),
-            domain: domain_of(user_email).unwrap_or_default(),
-        }
-    }
-
-    /// `user_text` is everything the user wrote in the conversation; `saw_outside` whether
-    /// the model has been shown content others wrote.
-    pub fn approval_reason(
-        &self,
-        tool: &str,
-        args: &Value,
-        user_text: &str,
-        saw_outside: bool,
-    ) -> Option<String> {
-        if self.always.iter().any(|t| t == tool) {
-            return Some(format!("{tool} always waits for your approval"));
-        }
-        if tool == "create_calendar_event" {
-            let outside: Vec<String> = addresses(&args["attendees"])
-                .into_iter()
-                .filter(|a| domain_of(a).as_deref() != Some(self.domain.as_str()))
-                .collect();
-            if !outside.is_empty() {
-                return Some(format!(
-                    "it invites people outside {}: {}",
-                    self.domain,
-                    outside.join(", ")
-                ));
-            }
-        }
-        if saw_outside && !supported_by(args, user_text) {
-            return Some("it was proposed after reading content you did not write (emails, notes, messages), and its details are not in your own words".into());
-        }
-        None
-    }
-}
-
-fn domain_of(address: &str) -> Option<String> {
-    address
-        .rsplit_once('@')
-        .map(|(_, d)| d.trim().trim_end_matches('>').to_lowercase())
-}
-
-fn addresses(value: &Value) -> Vec<String> {
-    match value {
-        Value::Array(items) => items
-            .iter()
-            .filter_map(|v| v.as_str().or(v["email"].as_str()))
-            .map(|s| s.trim().to_lowercase())
-            .collect(),
-        Value::String(s) => s.split(',').map(|s| s.trim().to_lowercase()).collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric() && c != '@' && c != '.')
-        .map(|w| w.trim_matches('.').to_lowercase())
-        .filter(|w| w.chars().count() >= 3)
-        .collect()
-}
-
-/// Whether the user's own words carry this write: every address in it appears in what they
-/// wrote, and most words of its free text do. Ids (contact ids) may come from lookups.
-fn supported_by(args: &Value, user_text: &str) -> bool {
-    let said: std::collections::HashSet<String> = words(user_text).into_iter().collect();
-    let mut texts = Vec::new();
-    collect_strings(args, "", &mut texts);
-    for (field, text) in texts {
-        if field.ends_with("id") {
-            continue;
-        }
-        let w = words(&text);
-        if w.is_empty() {
-            continue;
-        }
-        let emails = w.iter().filter(|w| w.contains('@'));
-        for e in emails {
-            if !said.contains(e) {
-                return false;
-            }
-        }
-        let known = w.iter().filter(|w| said.contains(*w)).count();
-        if (known as f64) < 0.6 * w.len() as f64 {
-            return false;
-        }
-    }
-    true
-}
-
-fn collect_strings(value: &Value, field: &str, out: &mut Vec<(String, String)>) {
-    match value {
-        Value::String(s) => out.push((field.to_owned(), s.clone())),
-        Value::Array(items) => items.iter().for_each(|v| collect_strings(v, field, out)),
-        Value::Object(map) => map.iter().for_each(|(k, v)| collect_strings(v, k, out)),
-        _ => {}
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -326,20 +234,59 @@ impl Writer {
                         "text is longer than 2000 characters".into(),
                     ));
                 }
-                let rule = db::rules::create(&self.db, user, inv.id, &rule_text, "memory").await?;
+                let rule = db::rules::create(
+                    &self.db,
+                    user,
+                    &db::rules::NewRule::memory(inv.id, &rule_text),
+                )
+                .await?;
                 Ok(json!({"rule_id": rule.id, "text": rule.text}))
             }
+            "start_task" => {
+                let title = text("title")?;
+                let steps = rules::parse_steps(&text("steps")?)
+                    .map_err(|e| WriteError::Invalid(format!("steps: {e}")))?;
+                let created = db::tasks::create(
+                    &self.db,
+                    &db::tasks::NewTask {
+                        id: inv.id,
+                        user,
+                        title: title.chars().take(200).collect(),
+                        origin: "chat".into(),
+                        rule: None,
+                        event: None,
+                        turn: inv.turn_id,
+                        steps: serde_json::to_value(&steps).unwrap_or_default(),
+                        context: json!({"steps": []}),
+                        depth: 0,
+                        act_without_approval: false,
+                    },
+                )
+                .await?;
+                let start = common::events::Envelope::new(
+                    user,
+                    common::events::Event::TaskAdvance(common::events::TaskAdvance {
+                        task_id: inv.id,
+                        step: 0,
+                        reason: "start".into(),
+                        wait_step: None,
+                    }),
+                );
+                self.bus
+                    .publish(&start)
+                    .await
+                    .map_err(|e| WriteError::Provider(ProviderError::Transient(e.to_string())))?;
+                Ok(json!({
+                    "task_id": inv.id,
+                    "title": title,
+                    "steps": rules::syntax::Steps(&steps).to_string(),
+                    "started": created,
+                }))
+            }
             "create_note" => {
-                let contact = text("contact_id")?
-                    .trim_start_matches("contact:")
-                    .to_owned();
-                if !contact.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(WriteError::Invalid(
-                        "contact_id must be a HubSpot id".into(),
-                    ));
-                }
                 let body = text("body")?;
                 let api = self.api(user, Provider::Hubspot)?;
+                let contact = self.contact_id(&api, &text("contact_id")?).await?;
                 let base = &self.config.hubspot_api_base;
                 if retry
                     && let Some(id) = self
@@ -398,14 +345,6 @@ impl Writer {
                 Ok(json!({"contact_id": id, "created": true}))
             }
             "update_contact" => {
-                let contact = text("contact_id")?
-                    .trim_start_matches("contact:")
-                    .to_owned();
-                if !contact.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(WriteError::Invalid(
-                        "contact_id must be a HubSpot id".into(),
-                    ));
-                }
                 let Some(properties) = args["properties"].as_object().filter(|p| !p.is_empty())
                 else {
                     return Err(WriteError::Invalid(
@@ -413,6 +352,7 @@ impl Writer {
                     ));
                 };
                 let api = self.api(user, Provider::Hubspot)?;
+                let contact = self.contact_id(&api, &text("contact_id")?).await?;
                 let base = &self.config.hubspot_api_base;
                 let updated: Value = api
                     .patch(
@@ -423,6 +363,62 @@ impl Writer {
                 self.reflect(user, contact_document(&contact, &updated["properties"]))
                     .await;
                 Ok(json!({"contact_id": contact, "updated": properties.keys().collect::<Vec<_>>()}))
+            }
+            "create_task" => {
+                let title = text("title")?;
+                let priority = match args["priority"].as_str().map(str::to_lowercase).as_deref() {
+                    None | Some("") | Some("medium") | Some("normal") => "MEDIUM",
+                    Some("high") | Some("urgent") => "HIGH",
+                    Some("low") => "LOW",
+                    Some(other) => {
+                        return Err(WriteError::Invalid(format!(
+                            "priority must be low, medium or high, not {other}"
+                        )));
+                    }
+                };
+                let due = match args["due"].as_str().filter(|d| !d.trim().is_empty()) {
+                    Some(d) => chrono::DateTime::parse_from_rfc3339(d.trim())
+                        .map_err(|_| WriteError::Invalid("due must be an RFC 3339 time".into()))?
+                        .with_timezone(&chrono::Utc),
+                    None => chrono::Utc::now(),
+                };
+                let api = self.api(user, Provider::Hubspot)?;
+                let contact = match args["contact_id"].as_str().filter(|c| !c.trim().is_empty()) {
+                    Some(c) => Some(self.contact_id(&api, c).await?),
+                    None => None,
+                };
+                let base = &self.config.hubspot_api_base;
+                if retry
+                    && let Some(id) = self
+                        .hubspot_find(&api, "tasks", "hs_task_body", "CONTAINS_TOKEN", &reference)
+                        .await?
+                {
+                    tracing::info!(task.id = %id, "the task exists from an earlier attempt; not creating it again");
+                    return Ok(json!({"task_id": id, "title": title, "created": true}));
+                }
+                let body = args["body"].as_str().unwrap_or_default().trim();
+                let mut request = json!({
+                    "properties": {
+                        "hs_task_subject": title,
+                        "hs_task_body": format!("{body}\n\n(added by the assistant, ref {reference})").trim_start().to_owned(),
+                        "hs_task_priority": priority,
+                        "hs_task_status": "NOT_STARTED",
+                        "hs_task_type": "TODO",
+                        "hs_timestamp": due.to_rfc3339(),
+                    }
+                });
+                if let Some(contact) = &contact {
+                    request["associations"] = json!([{
+                        "to": {"id": contact},
+                        "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 204}]
+                    }]);
+                }
+                let created: Value = api
+                    .post(&format!("{base}/crm/v3/objects/tasks"), &request)
+                    .await?;
+                Ok(
+                    json!({"task_id": created["id"], "title": title, "priority": priority, "contact_id": contact, "created": true}),
+                )
             }
             "send_email" => {
                 let to = addresses(&args["to"]);
@@ -529,6 +525,22 @@ impl Writer {
         }
     }
 
+    /// A HubSpot contact id from an id (`9001`, `contact:9001`) or an email address.
+    async fn contact_id(&self, api: &Api, value: &str) -> Result<String, WriteError> {
+        let value = value.trim().trim_start_matches("contact:");
+        if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(value.to_owned());
+        }
+        let Some(email) = rules::view::address_of(value) else {
+            return Err(WriteError::Invalid(
+                "contact_id must be a HubSpot id or an email address".into(),
+            ));
+        };
+        self.hubspot_find(api, "contacts", "email", "EQ", &email)
+            .await?
+            .ok_or_else(|| WriteError::Invalid(format!("no HubSpot contact has the email {email}")))
+    }
+
     /// The id of the HubSpot object whose `property` matches `value`, if any.
     async fn hubspot_find(
         &self,
@@ -629,70 +641,4 @@ fn retryable(e: &ProviderError) -> bool {
         e,
         ProviderError::Transient(_) | ProviderError::RateLimited(_) | ProviderError::Db(_)
     ) || e.status().is_some_and(|s| s >= 500)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn policy() -> Policy {
-        Policy {
-            always: vec!["send_email".into()],
-            domain: "harborwealth.example".into(),
-        }
-    }
-
-    #[test]
-    fn sending_email_always_waits() {
-        let args = json!({"to": ["sara@client.example"], "subject": "Hi", "body": "Hi"});
-        assert!(
-            policy()
-                .approval_reason("send_email", &args, "send sara an email", false)
-                .is_some()
-        );
-    }
-
-    #[test]
-    fn invitations_outside_the_domain_wait_inside_do_not() {
-        let outside = json!({"summary": "Review", "start": "2026-12-01T10:00:00Z", "end": "2026-12-01T11:00:00Z", "attendees": ["sara@client.example"]});
-        let inside = json!({"summary": "Review", "start": "2026-12-01T10:00:00Z", "end": "2026-12-01T11:00:00Z", "attendees": ["ops@harborwealth.example"]});
-        let p = policy();
-        assert!(
-            p.approval_reason("create_calendar_event", &outside, "book a review", false)
-                .unwrap()
-                .contains("sara@client.example")
-        );
-        assert!(
-            p.approval_reason("create_calendar_event", &inside, "book a review", false)
-                .is_none()
-        );
-    }
-
-    #[test]
-    fn a_write_the_users_words_carry_runs_one_from_outside_content_waits() {
-        let p = policy();
-        let said = "Add a note to Sara Smith that she wants to rebalance in January";
-        let own = json!({"contact_id": "101", "body": "Wants to rebalance in January"});
-        assert!(p.approval_reason("create_note", &own, said, true).is_none());
-        let injected = json!({"contact_id": "101", "body": "Client authorised wiring all funds to account 99-1234"});
-        assert!(
-            p.approval_reason("create_note", &injected, said, true)
-                .is_some()
-        );
-        // Without outside content in view, the user's request is their own.
-        assert!(
-            p.approval_reason("create_note", &injected, said, false)
-                .is_none()
-        );
-        let new_address = json!({"email": "x@evil.example", "firstname": "X"});
-        assert!(
-            p.approval_reason(
-                "create_contact",
-                &new_address,
-                "create a contact for the sender",
-                true
-            )
-            .is_some()
-        );
-    }
 }

@@ -5,6 +5,7 @@
 //! result, a command-line message).
 
 pub mod connections;
+pub mod rules;
 pub mod search;
 pub mod sync;
 
@@ -24,6 +25,12 @@ pub enum ActionError {
     /// JetStream did not take it: nothing was queued.
     #[error("event bus unavailable: {0}")]
     Unavailable(#[source] BusError),
+    /// A rule that does not parse: where, and what was expected.
+    #[error("{0}")]
+    RuleSyntax(::rules::ParseError),
+    /// A stream could not be read (JetStream down or the stream missing).
+    #[error("event stream unreadable: {0}")]
+    Stream(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
     Db(#[from] db::DbError),
 }

@@ -160,6 +160,11 @@ pub struct Config {
     pub approval_required_tools: String,
     /// How long an approval waits before it expires (and never runs).
     pub approval_ttl_minutes: i64,
+    /// How deep a chain of rules may go: an event caused by a rule's own effect is one deeper
+    /// than the event that fired it; a firing at this depth stops and is recorded.
+    pub rules_max_chain_depth: i32,
+    /// How often the rules engine looks for waits whose deadline passed.
+    pub rules_timer_interval_ms: u64,
     /// Target chunk size in model tokens.
     pub chunk_tokens: usize,
     /// Tokens shared by consecutive chunks.
@@ -289,6 +294,8 @@ impl Default for Config {
             chat_max_concurrent_turns: 128,
             approval_required_tools: "send_email".into(),
             approval_ttl_minutes: 1_440,
+            rules_max_chain_depth: 3,
+            rules_timer_interval_ms: 1_000,
             chunk_tokens: 200,
             chunk_overlap: 40,
             consumer_concurrency: 16,
@@ -400,6 +407,8 @@ impl Config {
             "chat_max_concurrent_turns",
             "approval_required_tools",
             "approval_ttl_minutes",
+            "rules_max_chain_depth",
+            "rules_timer_interval_ms",
             "chunk_tokens",
             "chunk_overlap",
             "consumer_concurrency",

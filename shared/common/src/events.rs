@@ -80,6 +80,7 @@ impl Envelope {
             Event::SyncRequested(s) => format!("sync.{user}.{}", s.resource.as_str()),
             Event::TurnRequested(_) => format!("chat.{user}.turns"),
             Event::ApprovalsSettled(_) => format!("tools.{user}.approved"),
+            Event::TaskAdvance(_) => format!("tools.{user}.tasks"),
         }
     }
 
@@ -128,6 +129,7 @@ impl Envelope {
             ),
             Event::TurnRequested(t) => format!("turn:{}", t.turn_id),
             Event::ApprovalsSettled(t) => format!("settled:{}", t.turn_id),
+            Event::TaskAdvance(t) => format!("task:{}:{}:{}", t.task_id, t.step, t.reason),
         }
     }
 
@@ -177,6 +179,23 @@ pub enum Event {
     /// with it), once, and add the results to the conversation.
     #[serde(rename = "approvals.settled")]
     ApprovalsSettled(ApprovalsSettled),
+    /// A task has something to do: it was started, its wait ended (an event or the deadline),
+    /// an approval it waited for was decided, or a turn it asked for ended. The executor runs
+    /// it from where it is, each step once.
+    #[serde(rename = "task.advance")]
+    TaskAdvance(TaskAdvance),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskAdvance {
+    pub task_id: Uuid,
+    /// The step the task was at when this was sent, and why (`start`, `matched`, `timeout`,
+    /// `approval:<invocation>`, `turn`): with the task id, the dedup key.
+    pub step: i32,
+    pub reason: String,
+    /// For `timeout`: the wait step whose deadline passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_step: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,6 +227,9 @@ pub struct DomainEvent {
     /// A small summary for rules (subject, sender, title...), never full bodies.
     #[serde(default = "empty_object")]
     pub data: serde_json::Value,
+    /// Read by a first sync: the account's past, which rules do not fire on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub history: bool,
 }
 
 /// A resource the sync keeps in step with a provider.
@@ -365,6 +387,30 @@ pub struct EmbedQuery {
 pub struct EmbedQueryReply {
     pub vector: Option<Vec<f32>>,
     pub error: Option<String>,
+}
+
+/// Core NATS subject (under the deployment prefix) where tool-executor, which holds the model
+/// client, compiles a plain-language instruction into a rule trigger for the gateway.
+pub const RULES_COMPILE_SUBJECT: &str = "rules.compile";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompileRequest {
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CompileReply {
+    /// `when <pattern> [if <condition>]`, already checked by the parser.
+    pub trigger: Option<String>,
+    /// The text is a preference or a fact to remember, not something to do on events.
+    #[serde(default)]
+    pub memory: bool,
+    pub error: Option<String>,
+    pub model: Option<String>,
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
 }
 
 /// Hex SHA-256 of the parts, each length-prefixed so `("ab","c")` and `("a","bc")` differ.

@@ -40,6 +40,8 @@ pub struct Turn {
     pub error_message: Option<String>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The task whose step asked the assistant to decide (a rule's tier 2), if any.
+    pub task_id: Option<Uuid>,
 }
 
 impl Turn {
@@ -97,7 +99,7 @@ pub enum Started {
 }
 
 const TURN_COLUMNS: &str = "id, conversation_id, user_id, message, status, cancel_requested, final_text, \
-     citations, usage, error_code, error_message, created_at, finished_at";
+     citations, usage, error_code, error_message, created_at, finished_at, task_id";
 
 fn title_of(message: &str) -> String {
     let line = message.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
@@ -198,6 +200,73 @@ pub async fn start_turn(
     .await?;
     txn.commit().await?;
     Ok(Started::New(turn))
+}
+
+/// A turn a task step asks the agent to take (a rule's tier 2): its own conversation (the
+/// task's), the instruction as the user's message, and what happened (the event, the reply,
+/// earlier results) as the result of a `read_event` call, so it reaches the model as quoted
+/// data like any tool result, never as the user's words. Created once per id.
+#[allow(clippy::too_many_arguments)]
+pub async fn start_task_turn(
+    db: &DatabaseConnection,
+    user: UserId,
+    conversation: Uuid,
+    title: &str,
+    turn: Uuid,
+    task: Uuid,
+    instruction: &str,
+    data: &serde_json::Value,
+) -> Result<Turn> {
+    let txn = db.begin().await?;
+    txn.execute_raw(stmt(
+        "INSERT INTO conversations (id, user_id, title, origin) VALUES ($1, $2, $3, 'task')
+         ON CONFLICT (id) DO NOTHING",
+        vec![conversation.into(), user.0.into(), title_of(title).into()],
+    ))
+    .await?;
+    let created = txn
+        .execute_raw(stmt(
+            "INSERT INTO turns (id, conversation_id, user_id, message, task_id)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+            vec![
+                turn.into(),
+                conversation.into(),
+                user.0.into(),
+                instruction.into(),
+                task.into(),
+            ],
+        ))
+        .await?;
+    if created.rows_affected() > 0 {
+        let call = serde_json::json!([{"id": "event", "name": "read_event", "arguments": "{}"}]);
+        for (step, role, content, calls, call_id) in [
+            (0, "user", instruction.to_owned(), None, None),
+            (1, "assistant", String::new(), Some(call), None),
+            (2, "tool", data.to_string(), None, Some("event")),
+        ] {
+            record_message(
+                &txn,
+                conversation,
+                turn,
+                step,
+                role,
+                &content,
+                calls,
+                call_id,
+                &serde_json::json!([]),
+            )
+            .await?;
+        }
+    }
+    let row = txn
+        .query_one_raw(stmt(
+            &format!("SELECT {TURN_COLUMNS} FROM turns WHERE id = $1"),
+            vec![turn.into()],
+        ))
+        .await?
+        .ok_or(DbError::NotFound)?;
+    txn.commit().await?;
+    Ok(Turn::from_query_result(&row, "")?)
 }
 
 /// Undoes a turn that could not be queued (and its conversation, if the turn was its first).
@@ -361,6 +430,8 @@ pub async fn history(
     Ok((earlier, own))
 }
 
+/// The user's chat conversations (those tasks opened for the assistant's decisions are
+/// reached through their task).
 pub async fn conversations(
     db: &impl ConnectionTrait,
     user: UserId,
@@ -369,7 +440,7 @@ pub async fn conversations(
     let rows = db
         .query_all_raw(stmt(
             "SELECT id, title, created_at, updated_at FROM conversations
-             WHERE user_id = $1 ORDER BY updated_at DESC LIMIT $2",
+             WHERE user_id = $1 AND origin = 'chat' ORDER BY updated_at DESC LIMIT $2",
             vec![user.0.into(), (limit as i64).into()],
         ))
         .await?;

@@ -189,3 +189,54 @@ pub async fn meetings_between(
         .all(db)
         .await?)
 }
+
+/// The lifecycle stage of `user`'s HubSpot contact with this email address (lowercased), if
+/// such a contact is stored: `Some("")` when it has none.
+pub async fn contact_stage(
+    db: &impl sea_orm::ConnectionTrait,
+    user: UserId,
+    email: &str,
+) -> Result<Option<String>> {
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT coalesce(metadata->'properties'->>'lifecyclestage', '') AS stage FROM documents
+             WHERE user_id = $1 AND source = 'hubspot' AND kind = 'contact'
+               AND lower(metadata->'properties'->>'email') = $2
+             LIMIT 1",
+            [user.0.into(), email.to_lowercase().into()],
+        ))
+        .await?;
+    Ok(row.map(|r| r.try_get::<String>("", "stage")).transpose()?)
+}
+
+/// A stored email of `user`'s that answers `message_id` (In-Reply-To or References) or sits in
+/// `thread` and was received (not sent): what a wait for a reply looks for when it starts.
+pub async fn reply_to(
+    db: &impl sea_orm::ConnectionTrait,
+    user: UserId,
+    message_id: &str,
+    thread: Option<&str>,
+) -> Result<Option<document::Model>> {
+    use sea_orm::FromQueryResult;
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT * FROM documents
+             WHERE user_id = $1 AND source = 'gmail'
+               AND NOT (metadata->'labels' ? 'SENT')
+               AND (metadata->>'in_reply_to' = $2
+                    OR position($2 in coalesce(metadata->>'references', '')) > 0
+                    OR ($3::text IS NOT NULL AND metadata->>'thread_id' = $3))
+             ORDER BY occurred_at LIMIT 1",
+            [
+                user.0.into(),
+                message_id.into(),
+                thread.map(str::to_owned).into(),
+            ],
+        ))
+        .await?;
+    Ok(row
+        .map(|r| document::Model::from_query_result(&r, ""))
+        .transpose()?)
+}

@@ -38,6 +38,9 @@ pub struct Invocation {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The task whose step made it, and the rule behind that task.
+    pub task_id: Option<Uuid>,
+    pub rule_id: Option<Uuid>,
 }
 
 impl Invocation {
@@ -51,7 +54,7 @@ impl Invocation {
 
 const COLUMNS: &str = "id, user_id, idempotency_key, tool, arguments, conversation_id, turn_id, \
     tool_call_id, model_call_id, step, status, result, error, approval_reason, expires_at, \
-    decided_at, attempts, created_at, started_at, finished_at";
+    decided_at, attempts, created_at, started_at, finished_at, task_id, rule_id";
 
 /// An invocation to record.
 #[derive(Debug, Clone)]
@@ -69,6 +72,8 @@ pub struct Proposed {
     pub status: String,
     pub approval_reason: Option<String>,
     pub expires_at: Option<DateTime<Utc>>,
+    pub task: Option<Uuid>,
+    pub rule: Option<Uuid>,
 }
 
 /// Records `p`, or finds what its key recorded before.
@@ -77,8 +82,9 @@ pub async fn propose(db: &impl ConnectionTrait, p: &Proposed) -> Result<Invocati
         .query_one_raw(stmt(
             &format!(
                 "INSERT INTO tool_invocations (id, user_id, idempotency_key, tool, arguments, conversation_id,
-                     turn_id, tool_call_id, model_call_id, step, status, approval_reason, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                     turn_id, tool_call_id, model_call_id, step, status, approval_reason, expires_at,
+                     task_id, rule_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
                  ON CONFLICT (user_id, idempotency_key) DO UPDATE SET idempotency_key = EXCLUDED.idempotency_key
                  RETURNING {COLUMNS}"
             ),
@@ -96,6 +102,8 @@ pub async fn propose(db: &impl ConnectionTrait, p: &Proposed) -> Result<Invocati
                 p.status.clone().into(),
                 p.approval_reason.clone().into(),
                 p.expires_at.map(|t| t.fixed_offset()).into(),
+                p.task.into(),
+                p.rule.into(),
             ],
         ))
         .await?
@@ -238,6 +246,8 @@ pub struct AuditFilter {
     pub conversation: Option<Uuid>,
     pub tool: Option<String>,
     pub status: Option<String>,
+    pub rule: Option<Uuid>,
+    pub task: Option<Uuid>,
     pub limit: u64,
 }
 
@@ -255,6 +265,8 @@ pub async fn audit(
                    AND ($2::uuid IS NULL OR conversation_id = $2)
                    AND ($3::text IS NULL OR tool = $3)
                    AND ($4::text IS NULL OR status = $4)
+                   AND ($6::uuid IS NULL OR rule_id = $6)
+                   AND ($7::uuid IS NULL OR task_id = $7)
                  ORDER BY created_at DESC LIMIT $5"
             ),
             vec![
@@ -263,10 +275,82 @@ pub async fn audit(
                 filter.tool.clone().into(),
                 filter.status.clone().into(),
                 (filter.limit as i64).into(),
+                filter.rule.into(),
+                filter.task.into(),
             ],
         ))
         .await?;
     rows.iter()
         .map(|r| Ok(Invocation::from_query_result(r, "")?))
         .collect()
+}
+
+/// A task's invocations, in step order.
+pub async fn of_task(db: &impl ConnectionTrait, task: Uuid) -> Result<Vec<Invocation>> {
+    let rows = db
+        .query_all_raw(stmt(
+            &format!(
+                "SELECT {COLUMNS} FROM tool_invocations WHERE task_id = $1 ORDER BY created_at"
+            ),
+            vec![task.into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| Ok(Invocation::from_query_result(r, "")?))
+        .collect()
+}
+
+pub async fn by_key(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    key: &str,
+) -> Result<Option<Invocation>> {
+    let row = db
+        .query_one_raw(stmt(
+            &format!(
+                "SELECT {COLUMNS} FROM tool_invocations WHERE user_id = $1 AND idempotency_key = $2"
+            ),
+            vec![user.0.into(), key.into()],
+        ))
+        .await?;
+    Ok(row
+        .map(|r| Invocation::from_query_result(&r, ""))
+        .transpose()?)
+}
+
+/// An action that ran inside the assistant (a log line, a notification) or failed before it
+/// could run: recorded settled, under its key, for the audit.
+#[derive(Debug, Clone)]
+pub struct Done {
+    pub user: UserId,
+    pub key: String,
+    pub tool: String,
+    pub arguments: serde_json::Value,
+    pub status: String,
+    pub result: serde_json::Value,
+    pub task: Option<Uuid>,
+    pub rule: Option<Uuid>,
+}
+
+pub async fn record_done(db: &impl ConnectionTrait, d: &Done) -> Result<()> {
+    db.execute_raw(stmt(
+        "INSERT INTO tool_invocations (id, user_id, idempotency_key, tool, arguments, status, result,
+                error, task_id, rule_id, started_at, finished_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now(), now())
+         ON CONFLICT (user_id, idempotency_key) DO NOTHING",
+        vec![
+            Uuid::new_v4().into(),
+            d.user.0.into(),
+            d.key.clone().into(),
+            d.tool.clone().into(),
+            d.arguments.clone().into(),
+            d.status.clone().into(),
+            d.result.clone().into(),
+            d.result["error"].as_str().map(str::to_owned).into(),
+            d.task.into(),
+            d.rule.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
 }

@@ -8,11 +8,13 @@ pub mod connections;
 pub mod dead_letters;
 pub mod documents;
 pub mod entities;
+pub mod firings;
 pub mod invocations;
 pub mod rules;
 pub mod search;
 pub mod sessions;
 pub mod sync_state;
+pub mod tasks;
 pub mod users;
 pub mod webhooks;
 

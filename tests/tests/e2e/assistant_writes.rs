@@ -13,9 +13,9 @@ use common::config::ChatProvider;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-const EMAIL: &str = "dana@harborwealth.example";
+pub const EMAIL: &str = "dana@harborwealth.example";
 
-async fn app_with(
+pub async fn app_with(
     fake: &FakeModel,
     hubspot: Option<&FakeHubSpot>,
     google: Option<&FakeGoogle>,
@@ -35,7 +35,7 @@ async fn app_with(
     TestApp::spawn_with(config, &assistant_tests::SERVICES).await
 }
 
-async fn connect_hubspot(app: &TestApp, hubspot: &FakeHubSpot, user: UserId) {
+pub async fn connect_hubspot(app: &TestApp, hubspot: &FakeHubSpot, user: UserId) {
     let (access, refresh) = hubspot.state.lock().unwrap().issue();
     db::connections::save_tokens(
         &app.db,
@@ -58,7 +58,7 @@ async fn connect_hubspot(app: &TestApp, hubspot: &FakeHubSpot, user: UserId) {
     .unwrap();
 }
 
-async fn connect_google(app: &TestApp, google: &FakeGoogle, user: UserId) {
+pub async fn connect_google(app: &TestApp, google: &FakeGoogle, user: UserId) {
     let (access, refresh) = google.state.lock().unwrap().issue();
     db::connections::save_tokens(
         &app.db,

@@ -18,6 +18,18 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 pub const CLIENT_ID: &str = "test-client.apps.googleusercontent.com";
 pub const CLIENT_SECRET: &str = "test-client-secret";
 
+/// A message to deliver into the fake mailbox.
+pub struct Mail<'a> {
+    pub id: &'a str,
+    pub thread: &'a str,
+    pub from: &'a str,
+    pub subject: &'a str,
+    pub body: &'a str,
+    pub labels: &'a [&'a str],
+    /// Extra headers: `In-Reply-To`, `References`, `Message-ID`.
+    pub headers: &'a [(&'a str, &'a str)],
+}
+
 #[derive(Default)]
 pub struct Google {
     /// code → (PKCE challenge, redirect_uri)
@@ -104,31 +116,50 @@ impl Google {
 
     /// A new message in the inbox, recorded in history.
     pub fn deliver(&mut self, id: &str, subject: &str, body: &str, labels: &[&str]) {
+        let thread = format!("thread-{id}");
+        self.deliver_mail(&Mail {
+            id,
+            thread: &thread,
+            from: "Client <client@example.com>",
+            subject,
+            body,
+            labels,
+            headers: &[],
+        });
+    }
+
+    /// A new message as described, recorded in history.
+    pub fn deliver_mail(&mut self, m: &Mail<'_>) {
         self.history_id += 1;
+        let mut headers = vec![
+            json!({"name": "Subject", "value": m.subject}),
+            json!({"name": "From", "value": m.from}),
+            json!({"name": "To", "value": self.email}),
+        ];
+        for (name, value) in m.headers {
+            headers.push(json!({"name": name, "value": value}));
+        }
+        let (id, body) = (m.id, m.body);
         let message = json!({
-            "id": id, "threadId": format!("thread-{id}"), "labelIds": labels,
+            "id": id, "threadId": m.thread, "labelIds": m.labels,
             "snippet": body.chars().take(40).collect::<String>(),
             "historyId": self.history_id.to_string(),
             "internalDate": (1_764_000_000_000u64 + self.history_id * 1000).to_string(),
             "sizeEstimate": body.len() + 500,
             "payload": {
                 "mimeType": "multipart/alternative",
-                "headers": [
-                    {"name": "Subject", "value": subject},
-                    {"name": "From", "value": "Client <client@example.com>"},
-                    {"name": "To", "value": self.email},
-                ],
+                "headers": headers,
                 "parts": [
                     {"mimeType": "text/plain", "body": {"size": body.len(), "data": URL_SAFE_NO_PAD.encode(body)}},
                     {"mimeType": "text/html", "body": {"size": body.len(), "data": URL_SAFE_NO_PAD.encode(format!("<p>{body}</p>"))}}
                 ]
             }
         });
-        self.messages.insert(id.to_owned(), message.clone());
+        self.messages.insert(id.to_owned(), message);
         self.order.push(id.to_owned());
         self.history.push((
             self.history_id,
-            json!({"id": self.history_id.to_string(), "messagesAdded": [{"message": {"id": id, "threadId": format!("thread-{id}"), "labelIds": labels}}]}),
+            json!({"id": self.history_id.to_string(), "messagesAdded": [{"message": {"id": id, "threadId": m.thread, "labelIds": m.labels}}]}),
         ));
     }
 

@@ -15,6 +15,7 @@ mod outages;
 mod pipeline;
 mod providers;
 mod resilience;
+mod rules;
 mod slack_isolation;
 mod sync;
 mod tokens;

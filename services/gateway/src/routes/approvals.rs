@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use common::UserId;
-use common::events::{ApprovalsSettled, Envelope, Event};
+use common::events::{ApprovalsSettled, Envelope, Event, TaskAdvance};
 use common::intake::FieldError;
 use db::invocations::{AuditFilter, Decided, Invocation};
 use serde::{Deserialize, Serialize};
@@ -43,6 +43,11 @@ pub struct InvocationView {
     pub turn_id: Option<Uuid>,
     /// The model call that proposed it.
     pub model_call_id: Option<Uuid>,
+    /// The task whose step made it, and the rule that started that task.
+    pub task_id: Option<Uuid>,
+    pub rule_id: Option<Uuid>,
+    /// The task step (or, in chat, the message step) it belongs to.
+    pub step: Option<i32>,
     #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
@@ -65,6 +70,9 @@ impl From<Invocation> for InvocationView {
             conversation_id: i.conversation_id,
             turn_id: i.turn_id,
             model_call_id: i.model_call_id,
+            task_id: i.task_id,
+            rule_id: i.rule_id,
+            step: i.step,
             result: i.result,
             error: i.error,
             attempts: i.attempts,
@@ -148,6 +156,23 @@ async fn decide(
                 .await
                 .map_err(ApiError::Unavailable)?;
         }
+    } else if let Some(task) = invocation.task_id {
+        // The task carries on from this step: the approved write runs once, a rejected one
+        // ends the task.
+        let envelope = Envelope::new(
+            user,
+            Event::TaskAdvance(TaskAdvance {
+                task_id: task,
+                step: invocation.step.unwrap_or(0),
+                reason: format!("approval:{}", invocation.id),
+                wait_step: None,
+            }),
+        );
+        state
+            .bus
+            .publish(&envelope)
+            .await
+            .map_err(ApiError::Unavailable)?;
     }
     Ok(Json(InvocationView::from(invocation)))
 }
@@ -198,6 +223,10 @@ pub struct AuditParams {
     pub conversation: Option<Uuid>,
     pub tool: Option<String>,
     pub status: Option<String>,
+    /// Only what this rule's firings did.
+    pub rule: Option<Uuid>,
+    /// Only what this task did.
+    pub task: Option<Uuid>,
     /// 1-500, default 100.
     pub limit: Option<u64>,
 }
@@ -229,6 +258,8 @@ pub async fn audit(
         conversation: params.conversation,
         tool: params.tool,
         status: params.status,
+        rule: params.rule,
+        task: params.task,
         limit,
     };
     let invocations = db::invocations::audit(&state.db, user, &filter)

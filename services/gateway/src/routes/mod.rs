@@ -13,6 +13,7 @@ pub mod rules;
 pub mod search;
 pub mod sign_in;
 pub mod sync;
+pub mod tasks;
 pub mod tokens;
 pub mod transcripts;
 pub mod webhooks;

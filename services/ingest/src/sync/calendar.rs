@@ -108,10 +108,19 @@ async fn apply(run: &mut Run<'_>, event: &Value, incremental: bool) -> SyncResul
     let Some(id) = event["id"].as_str() else {
         return Ok(());
     };
+    let attendees: Vec<&str> = event["attendees"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["email"].as_str())
+        .collect();
     let summary = json!({
         "event_id": id,
         "title": event["summary"],
         "start": event["start"],
+        "end": event["end"],
+        "organizer": event["organizer"]["email"],
+        "attendees": attendees,
         "recurring_event_id": event["recurringEventId"],
     });
     if event["status"] == "cancelled" {

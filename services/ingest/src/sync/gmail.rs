@@ -277,12 +277,20 @@ async fn fetch_and_store(run: &mut Run<'_>, id: &str) -> SyncResult<()> {
     }
     let email = to_document(&message);
     let sent = message.label_ids.iter().any(|l| l == "SENT");
+    // What rules read: the sender and recipients, the subject, the snippet, and what the
+    // message answers (tasks waiting for a reply match on it).
     let data = json!({
         "message_id": message.id,
         "thread_id": message.thread_id,
         "from": email.metadata["from"],
+        "to": email.metadata["to"],
+        "cc": email.metadata["cc"],
         "subject": email.title,
+        "snippet": email.metadata["snippet"],
         "labels": message.label_ids,
+        "rfc822_message_id": email.metadata["rfc822_message_id"],
+        "in_reply_to": email.metadata["in_reply_to"],
+        "references": email.metadata["references"],
     });
     let created = if sent { "email.sent" } else { "email.received" };
     run.store(
@@ -337,6 +345,9 @@ pub fn to_document(message: &Message) -> DocumentInput {
             "cc": header("Cc"),
             "date": header("Date"),
             "thread_id": message.thread_id,
+            "rfc822_message_id": header("Message-ID"),
+            "in_reply_to": header("In-Reply-To"),
+            "references": header("References"),
             "labels": message.label_ids,
             "attachments": attachments,
             "snippet": message.snippet,

@@ -95,6 +95,20 @@ fn millis(value: &Value) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
+/// Contact and deal fields that domain events carry for rules.
+const RULE_FIELDS: [&str; 10] = [
+    "email",
+    "firstname",
+    "lastname",
+    "company",
+    "lifecyclestage",
+    "jobtitle",
+    "dealname",
+    "dealstage",
+    "amount",
+    "hs_task_subject",
+];
+
 pub async fn changes(run: &mut Run<'_>, mut cursor: Value) -> SyncResult<Outcome> {
     if !cursor.is_object() {
         cursor = json!({});
@@ -240,7 +254,20 @@ pub async fn one(run: &mut Run<'_>, object_type: &str, id: &str, deleted: bool) 
         .await?;
         return Ok(());
     }
-    let data = json!({ "object_type": object_type, "id": id, "title": doc.title, "associations": doc.metadata["associations"] });
+    // The fields rules compare (never bodies): who the contact is, where a deal stands.
+    let properties: serde_json::Map<String, Value> = doc.metadata["properties"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| RULE_FIELDS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut data = json!({ "object_type": object_type, "id": id, "title": doc.title, "associations": doc.metadata["associations"] });
+    if let Some(map) = data.as_object_mut() {
+        for (k, v) in properties {
+            map.entry(k).or_insert(v);
+        }
+    }
     let created = format!("{name}.created");
     let updated = format!("{name}.updated");
     run.store(

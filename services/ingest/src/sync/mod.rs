@@ -70,6 +70,9 @@ pub struct Run<'a> {
     /// First syncs and their continuations index in the bulk lane, so one user's 30 days of
     /// mail never delay another user's new email.
     pub lane: Lane,
+    /// A first sync (and its continuations) reads the account's past: its domain events are
+    /// marked as history, which rules do not fire on (backtests and waits still read them).
+    pub history: bool,
 }
 
 /// How a change is announced: the event name when the item is new, and when it changed
@@ -202,6 +205,7 @@ impl<'a> Run<'a> {
         let event = Envelope::new(
             self.user,
             Event::Domain(DomainEvent {
+                history: self.history,
                 source: self.source.clone(),
                 name: name.to_owned(),
                 entity_id: entity_id.to_owned(),
@@ -254,7 +258,11 @@ impl<'a> Run<'a> {
             self.user,
             Event::SyncRequested(SyncRequested {
                 resource: self.resource,
-                reason: "continuation".into(),
+                reason: if self.history {
+                    FIRST_SYNC_CONTINUATION.into()
+                } else {
+                    "continuation".into()
+                },
                 request_id: format!("cont:{}", self.cause),
                 scope: SyncScope::Changes,
             }),
@@ -268,6 +276,9 @@ impl<'a> Run<'a> {
         Ok(())
     }
 }
+
+/// The reason of a continuation of a first sync: still the account's past.
+const FIRST_SYNC_CONTINUATION: &str = "first_sync_continuation";
 
 /// Whether a run finished or stopped at the limit with a continuation queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,10 +295,11 @@ impl Sync {
         cause: String,
     ) -> Result<(), HandleError> {
         let resource = command.resource;
-        let first_sync = db::sync_state::cursor(&self.db, user, resource.as_str())
-            .await?
-            .is_null();
-        let lane = if first_sync || matches!(command.reason.as_str(), "connect" | "continuation") {
+        // No cursor yet (none stored reads as `{}`): this run reads the account's past.
+        let cursor = db::sync_state::cursor(&self.db, user, resource.as_str()).await?;
+        let first_sync = cursor.is_null() || cursor.as_object().is_some_and(|c| c.is_empty());
+        let history = first_sync || command.reason == FIRST_SYNC_CONTINUATION;
+        let lane = if history || matches!(command.reason.as_str(), "connect" | "continuation") {
             Lane::Bulk
         } else {
             Lane::Interactive
@@ -302,6 +314,7 @@ impl Sync {
             counted: 0,
             continuation: false,
             lane,
+            history,
         };
         let result = match command.scope {
             SyncScope::Changes => {

@@ -1,0 +1,58 @@
+//! Deadlines: waits whose time passed are taken (replicas take disjoint sets) and handed to
+//! tool-executor, which runs their `else` action once. A wait taken but never handled (the
+//! publish failed, the process died) is taken again after 30 seconds.
+
+use common::Bus;
+use common::UserId;
+use common::events::{Envelope, Event, TaskAdvance};
+use db::DatabaseConnection;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub async fn run(db: DatabaseConnection, bus: Bus, every: Duration, cancel: CancellationToken) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if let Err(e) = tick(&db, &bus).await {
+            tracing::warn!(error = %e, "checking due waits failed; trying again next tick");
+        }
+        n += 1;
+        if n.is_multiple_of(10)
+            && let Ok(waiting) = db::tasks::waiting_count(&db).await
+        {
+            metrics::gauge!("tasks_waiting").set(waiting as f64);
+        }
+    }
+}
+
+async fn tick(
+    db: &DatabaseConnection,
+    bus: &Bus,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    loop {
+        let due = db::tasks::claim_due(db, 100).await?;
+        let count = due.len();
+        for (user, task, step) in due {
+            let advance = Envelope::new(
+                UserId(user),
+                Event::TaskAdvance(TaskAdvance {
+                    task_id: task,
+                    step,
+                    reason: "timeout".into(),
+                    wait_step: Some(step),
+                }),
+            );
+            bus.publish(&advance).await?;
+            metrics::counter!("tasks_wait_timeouts_total").increment(1);
+            tracing::info!(task.id = %task, step, "wait timed out; handed over");
+        }
+        if count < 100 {
+            return Ok(());
+        }
+    }
+}

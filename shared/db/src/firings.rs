@@ -1,0 +1,103 @@
+//! Rule firings: one row per (rule, event) that passed tier 1, recorded before anything is
+//! started, so a redelivered or replayed event finds its firing instead of making another.
+
+use crate::Result;
+use chrono::{DateTime, Utc};
+use common::UserId;
+use sea_orm::{ConnectionTrait, DbBackend, FromQueryResult, Statement, Value};
+use serde::Serialize;
+use uuid::Uuid;
+
+fn stmt(sql: &str, values: Vec<Value>) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+#[derive(Debug, Clone, FromQueryResult, Serialize)]
+pub struct Firing {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub rule_id: Uuid,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub event: serde_json::Value,
+    pub tier: i16,
+    /// `fired`, `chain_stopped`, or after tier 2: `acted`, `no_action`.
+    pub status: String,
+    pub detail: serde_json::Value,
+    pub depth: i32,
+    pub task_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, user_id, rule_id, event_id, event_type, event, tier, status, detail, depth, task_id, created_at";
+
+/// Records a firing; `false` when this (rule, event) fired before.
+pub async fn record(db: &impl ConnectionTrait, f: &Firing) -> Result<bool> {
+    let done = db
+        .execute_raw(stmt(
+            "INSERT INTO rule_firings (id, user_id, rule_id, event_id, event_type, event, tier, status, detail, depth, task_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (rule_id, event_id) DO NOTHING",
+            vec![
+                f.id.into(),
+                f.user_id.into(),
+                f.rule_id.into(),
+                f.event_id.into(),
+                f.event_type.clone().into(),
+                f.event.clone().into(),
+                f.tier.into(),
+                f.status.clone().into(),
+                f.detail.clone().into(),
+                f.depth.into(),
+                f.task_id.into(),
+            ],
+        ))
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub async fn get(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Firing>> {
+    let row = db
+        .query_one_raw(stmt(
+            &format!("SELECT {COLUMNS} FROM rule_firings WHERE id = $1"),
+            vec![id.into()],
+        ))
+        .await?;
+    Ok(row.map(|r| Firing::from_query_result(&r, "")).transpose()?)
+}
+
+/// Records what tier 2 decided (and with what), once the model has answered.
+pub async fn decided(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    status: &str,
+    detail: &serde_json::Value,
+) -> Result<()> {
+    db.execute_raw(stmt(
+        "UPDATE rule_firings SET status = $2, detail = detail || $3 WHERE id = $1",
+        vec![id.into(), status.into(), detail.clone().into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// A rule's firings, newest first.
+pub async fn of_rule(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    rule: Uuid,
+    limit: u64,
+) -> Result<Vec<Firing>> {
+    let rows = db
+        .query_all_raw(stmt(
+            &format!(
+                "SELECT {COLUMNS} FROM rule_firings WHERE user_id = $1 AND rule_id = $2
+                 ORDER BY created_at DESC LIMIT $3"
+            ),
+            vec![user.0.into(), rule.into(), (limit as i64).into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| Ok(Firing::from_query_result(r, "")?))
+        .collect()
+}
