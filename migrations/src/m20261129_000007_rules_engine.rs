@@ -103,7 +103,8 @@ ALTER TABLE turns ADD COLUMN task_id uuid;
 ALTER TABLE conversations ADD COLUMN origin text NOT NULL DEFAULT 'chat';
 
 -- Lookups rules make: a contact by email; an email answering one a task sent.
-CREATE INDEX documents_contact_email ON documents (user_id, lower(metadata->'properties'->>'email'))
+CREATE INDEX documents_contact_email
+    ON documents (user_id, lower(coalesce(metadata->'properties'->>'email', metadata->>'email')))
     WHERE source = 'hubspot' AND kind = 'contact';
 CREATE INDEX documents_gmail_thread ON documents (user_id, (metadata->>'thread_id'))
     WHERE source = 'gmail';

@@ -19,6 +19,20 @@ const BENCH_DB: &str = "assistant_bench";
 const GATEWAY_ADDR: &str = "127.0.0.1:18000";
 const SECRET: &str = "whsec_YmVuY2htYXJrLXNlY3JldC1rZXktMzItYnl0ZXMh";
 
+/// How many documents `user` has stored.
+pub async fn count_documents(env: &Env, user: UserId) -> anyhow::Result<i64> {
+    let row = env
+        .db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT count(*) AS n FROM documents WHERE user_id = $1",
+            [user.0.into()],
+        ))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no count"))?;
+    Ok(row.try_get::<i64>("", "n")?)
+}
+
 /// Throughput and latency of one load run.
 #[derive(Debug, Clone, Copy)]
 pub struct Stats {

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub mod bench;
+pub mod bench_rules;
 pub mod fairness;
 pub mod fake_model;
 pub mod proxy;

@@ -128,3 +128,100 @@ pub async fn load_demo(bus: &Bus, user: UserId, limits: &Limits) -> anyhow::Resu
     }
     Ok(accepted)
 }
+
+/// Rules as an operator reads them: one line each, per user.
+pub fn rules_table(rules: &[db::rules::Rule]) -> String {
+    use std::fmt::Write;
+    let mut out = String::from(
+        "user                                  rule                                  kind         active alone text\n",
+    );
+    for r in rules {
+        let text: String = r.text.chars().take(70).collect();
+        let more = if r.text.chars().count() > 70 {
+            "…"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "{}  {}  {:<11}  {:<6} {:<5} {text}{more}",
+            r.user_id,
+            r.id,
+            r.kind,
+            if r.active { "yes" } else { "no" },
+            if r.act_without_approval { "yes" } else { "no" },
+        );
+    }
+    out
+}
+
+/// A backtest as an operator reads it: what would have fired, when, and why.
+pub fn backtest_report(result: &actions::rules::Backtest) -> String {
+    use std::fmt::Write;
+    let mut out = format!(
+        "{} events read, {} matched{}\n",
+        result.events_read,
+        result.matched,
+        if result.truncated {
+            " (stopped at the limit)"
+        } else {
+            ""
+        }
+    );
+    for w in &result.would_fire {
+        let lookups: Vec<String> = w
+            .lookups
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{}  {}  tier {}{}{}",
+            w.at,
+            w.event_type,
+            w.tier,
+            if w.history { "  (history)" } else { "" },
+            if lookups.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", lookups.join(", "))
+            }
+        );
+        for step in &w.steps {
+            let _ = writeln!(out, "    {step}");
+        }
+    }
+    out
+}
+
+/// Demo rules: a structured rule for every new CRM contact, and one for unknown senders whose
+/// writes wait for approval (the demo has no model, so no plain-language instructions).
+pub async fn load_demo_rules(db: &DatabaseConnection, user: UserId) -> anyhow::Result<usize> {
+    let texts = [
+        "when hubspot.contact.created then create_task type=welcome_call priority=high contact={{event.id}}",
+        "when gmail.email.received if from_domain != \"harborwealth.example\" and not contact_exists(from) \
+         then create_contact email={{event.from_email}} firstname={{event.from_name}}; \
+         create_note contact={{steps.1.contact_id}} body=\"First email: {{event.subject}}\"",
+    ];
+    for (i, text) in texts.iter().enumerate() {
+        let id = uuid::Uuid::new_v5(&user.0, format!("demo-rule-{i}").as_bytes());
+        let compiled =
+            actions::rules::compile(text).map_err(|e| anyhow::anyhow!("demo rule {i}: {e}"))?;
+        db::rules::create(
+            db,
+            user,
+            &db::rules::NewRule {
+                id,
+                text: (*text).to_owned(),
+                kind: "structured".into(),
+                compiled: Some(
+                    serde_json::json!({"rule": compiled.compiled, "canonical": compiled.rule.to_string()}),
+                ),
+                triggers: compiled.triggers,
+                act_without_approval: false,
+            },
+        )
+        .await?;
+    }
+    Ok(texts.len())
+}

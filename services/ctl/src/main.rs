@@ -105,10 +105,41 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Users' rules: list them, or backtest one over past events (dry run: nothing runs).
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// The demo tenant.
     Demo {
         #[command(subcommand)]
         command: DemoCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Every rule, or one user's.
+    List {
+        /// The user's email or id.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a rule over the user's past events (the EVENTS stream keeps 14 days) and list what
+    /// would have fired and why.
+    Backtest {
+        /// The user's email or id.
+        #[arg(long)]
+        user: String,
+        rule: Uuid,
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long, default_value_t = 10_000)]
+        limit: usize,
     },
 }
 
@@ -434,6 +465,50 @@ async fn main() -> anyhow::Result<()> {
                 report.failed.len()
             );
         }
+        Command::Rules {
+            command: RulesCommand::List { user, json },
+        } => {
+            let db = db(&config).await?;
+            let user = match user {
+                Some(u) => Some(user_by(&db, &u).await?),
+                None => None,
+            };
+            let rules = db::rules::all(&db, user).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rules)?);
+            } else {
+                print!("{}", ctl::rules_table(&rules));
+            }
+        }
+        Command::Rules {
+            command:
+                RulesCommand::Backtest {
+                    user,
+                    rule,
+                    from,
+                    to,
+                    limit,
+                },
+        } => {
+            let db = db(&config).await?;
+            let user = user_by(&db, &user).await?;
+            let stored = db::rules::get(&db, user, rule)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no rule {rule} for this user"))?;
+            let compiled = actions::rules::stored(&stored)
+                .ok_or_else(|| anyhow::anyhow!("rule {rule} is a memory: it never fires"))?;
+            let result = actions::rules::backtest(
+                &db,
+                &bus(&config).await?,
+                user,
+                &compiled,
+                from,
+                to,
+                limit,
+            )
+            .await?;
+            print!("{}", ctl::backtest_report(&result));
+        }
         Command::Demo {
             command: DemoCommand::Load { email },
         } => {
@@ -444,7 +519,11 @@ async fn main() -> anyhow::Result<()> {
                 max_body_bytes: config.max_document_bytes,
             };
             let accepted = ctl::load_demo(&bus(&config).await?, user, &limits).await?;
-            eprintln!("demo user {email}: {} documents submitted", accepted.len());
+            let rules = ctl::load_demo_rules(&db, user).await?;
+            eprintln!(
+                "demo user {email}: {} documents submitted, {rules} rules",
+                accepted.len()
+            );
             println!("{}", token(&config, user, &email, Some(365))?);
         }
     }

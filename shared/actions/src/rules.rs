@@ -80,7 +80,10 @@ pub async fn lookup(db: &DatabaseConnection, user: UserId, l: &Lookup) -> Result
     let stage = db::documents::contact_stage(db, user, &l.argument).await?;
     Ok(match l.name.as_str() {
         "contact_exists" => stage.is_some(),
-        "is_client" => stage.is_some_and(|s| s.eq_ignore_ascii_case("customer")),
+        // HubSpot's stage for clients is `customer`; advisors' own data often says `client`.
+        "is_client" => stage.is_some_and(|s| {
+            s.eq_ignore_ascii_case("customer") || s.eq_ignore_ascii_case("client")
+        }),
         _ => false,
     })
 }

@@ -191,7 +191,8 @@ pub async fn meetings_between(
 }
 
 /// The lifecycle stage of `user`'s HubSpot contact with this email address (lowercased), if
-/// such a contact is stored: `Some("")` when it has none.
+/// such a contact is stored: `Some("")` when it has none. Synced contacts keep HubSpot's
+/// `properties`; contacts submitted through the API may carry `email` and `lifecycle` flat.
 pub async fn contact_stage(
     db: &impl sea_orm::ConnectionTrait,
     user: UserId,
@@ -200,9 +201,10 @@ pub async fn contact_stage(
     let row = db
         .query_one_raw(sea_orm::Statement::from_sql_and_values(
             sea_orm::DbBackend::Postgres,
-            "SELECT coalesce(metadata->'properties'->>'lifecyclestage', '') AS stage FROM documents
+            "SELECT coalesce(metadata->'properties'->>'lifecyclestage', metadata->>'lifecycle', '') AS stage
+             FROM documents
              WHERE user_id = $1 AND source = 'hubspot' AND kind = 'contact'
-               AND lower(metadata->'properties'->>'email') = $2
+               AND lower(coalesce(metadata->'properties'->>'email', metadata->>'email')) = $2
              LIMIT 1",
             [user.0.into(), email.to_lowercase().into()],
         ))

@@ -101,3 +101,57 @@ pub async fn of_rule(
         .map(|r| Ok(Firing::from_query_result(r, "")?))
         .collect()
 }
+
+/// What `/metrics` shows of rules and tasks, counted in Postgres (every replica's work).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// (tier, status, count).
+    pub firings: Vec<(i16, String, i64)>,
+    /// (state, count).
+    pub tasks: Vec<(String, i64)>,
+    pub waits_timed_out: i64,
+    pub waits_open: i64,
+    pub rules_active: i64,
+}
+
+pub async fn stats(db: &impl ConnectionTrait) -> Result<Stats> {
+    let mut out = Stats::default();
+    for row in db
+        .query_all_raw(stmt(
+            "SELECT tier, status, count(*) AS n FROM rule_firings GROUP BY tier, status ORDER BY tier, status",
+            vec![],
+        ))
+        .await?
+    {
+        out.firings.push((
+            row.try_get("", "tier")?,
+            row.try_get("", "status")?,
+            row.try_get("", "n")?,
+        ));
+    }
+    for row in db
+        .query_all_raw(stmt(
+            "SELECT state, count(*) AS n FROM tasks GROUP BY state ORDER BY state",
+            vec![],
+        ))
+        .await?
+    {
+        out.tasks
+            .push((row.try_get("", "state")?, row.try_get("", "n")?));
+    }
+    if let Some(row) = db
+        .query_one_raw(stmt(
+            "SELECT count(*) FILTER (WHERE state = 'timed_out') AS timed_out,
+                    count(*) FILTER (WHERE state IN ('pending', 'waiting')) AS open,
+                    (SELECT count(*) FROM rules WHERE active AND kind <> 'memory') AS rules
+             FROM task_waits",
+            vec![],
+        ))
+        .await?
+    {
+        out.waits_timed_out = row.try_get("", "timed_out")?;
+        out.waits_open = row.try_get("", "open")?;
+        out.rules_active = row.try_get("", "rules")?;
+    }
+    Ok(out)
+}

@@ -630,6 +630,25 @@ async fn a_wait_times_out_when_no_event_comes() {
     assert_eq!(notes[0]["task_id"], task.as_str());
     let detail = get_json(&app, &token, &format!("/api/tasks/{task}")).await;
     assert_eq!(detail["waits"][0]["state"], "timed_out");
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("rule_firings_total{tier=\"1\",status=\"fired\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tasks{state=\"timed_out\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("task_wait_timeouts_total 1"), "{metrics}");
+    assert!(metrics.contains("rules_active 1"), "{metrics}");
     // A signed copy now is too late: nothing more happens.
     publish(
         &app,
@@ -732,6 +751,31 @@ async fn a_backtest_lists_what_would_have_fired_and_touches_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), 422);
+    // The operator's view: the same backtest and the rule listed with its user.
+    let stored = db::rules::get(&app.db, user, id).await.unwrap().unwrap();
+    let compiled = actions::rules::stored(&stored).unwrap();
+    let report = ctl::backtest_report(
+        &actions::rules::backtest(&app.db, &app.bus, user, &compiled, Some(before), None, 100)
+            .await
+            .unwrap(),
+    );
+    assert!(report.starts_with("3 events read, 1 matched\n"), "{report}");
+    assert!(
+        report.contains("gmail.email.received  tier 1\n"),
+        "{report}"
+    );
+    assert!(
+        report.contains("    create_contact email=ann@client.example\n"),
+        "{report}"
+    );
+    let table = ctl::rules_table(&db::rules::all(&app.db, Some(user)).await.unwrap());
+    assert_eq!(table.lines().count(), 2, "{table}");
+    assert!(
+        table.contains(&format!(
+            "{user}  {id}  structured   yes    yes   when gmail.email.received"
+        )),
+        "{table}"
+    );
     // Nothing was executed or recorded.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(hubspot.state.lock().unwrap().created.is_empty());

@@ -135,6 +135,30 @@ pub async fn metrics(
             let _ = writeln!(text, "dead_letters_open{{consumer=\"{consumer}\"}} {n}");
         }
     }
+    if let Ok(stats) = db::firings::stats(&state.db).await {
+        let _ = writeln!(
+            text,
+            "# HELP rule_firings_total Rule firings by the tier that decided (1: conditions, 2: the model) and how they went\n# TYPE rule_firings_total counter"
+        );
+        for (tier, status, n) in &stats.firings {
+            let _ = writeln!(
+                text,
+                "rule_firings_total{{tier=\"{tier}\",status=\"{status}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            text,
+            "# HELP tasks Tasks by state (waiting: for an event, a deadline or the model)\n# TYPE tasks gauge"
+        );
+        for (task_state, n) in &stats.tasks {
+            let _ = writeln!(text, "tasks{{state=\"{task_state}\"}} {n}");
+        }
+        let _ = writeln!(
+            text,
+            "# HELP task_waits_open Waits registered and not yet ended\n# TYPE task_waits_open gauge\ntask_waits_open {}\n# HELP task_wait_timeouts_total Waits that ended at their deadline\n# TYPE task_wait_timeouts_total counter\ntask_wait_timeouts_total {}\n# HELP rules_active Active rules that fire on events\n# TYPE rules_active gauge\nrules_active {}",
+            stats.waits_open, stats.waits_timed_out, stats.rules_active
+        );
+    }
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
