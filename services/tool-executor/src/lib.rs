@@ -11,6 +11,7 @@ pub mod compile;
 pub mod model;
 pub mod policy;
 pub mod settled;
+pub mod step_args;
 pub mod tasks;
 pub mod tools;
 pub mod writes;

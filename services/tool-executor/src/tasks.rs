@@ -10,6 +10,7 @@
 //! so a reply is never missed however early it comes.
 
 use crate::policy::Policy;
+use crate::step_args::{effect_of, tool_args};
 use crate::writes::{Ran, Writer};
 use common::consumer::HandleError;
 use common::events::{Envelope, Event, TaskAdvance, TurnRequested};
@@ -18,7 +19,7 @@ use db::invocations::{Invocation, Proposed};
 use db::tasks::Task;
 use rules::syntax::{Action, Step, Wait, WaitTarget};
 use sea_orm::TransactionTrait;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -565,145 +566,4 @@ fn reply_view(doc: &db::entities::document::Model) -> Value {
             "in_reply_to": m["in_reply_to"], "references": m["references"],
         }),
     )
-}
-
-/// What a write created or changed, as the entity its provider event will name.
-fn effect_of(tool: &str, result: &Value) -> Option<String> {
-    let id = |k: &str| {
-        result[k]
-            .as_str()
-            .map(str::to_owned)
-            .or_else(|| result[k].as_u64().map(|n| n.to_string()))
-    };
-    match tool {
-        "create_contact" | "update_contact" => {
-            id("contact_id").map(|i| format!("hubspot:contact:{i}"))
-        }
-        "create_note" => id("note_id").map(|i| format!("hubspot:note:{i}")),
-        "create_task" => id("task_id").map(|i| format!("hubspot:task:{i}")),
-        "send_email" => id("message_id").map(|i| format!("gmail:{i}")),
-        "create_calendar_event" => id("event_id").map(|i| format!("calendar:{i}")),
-        _ => None,
-    }
-}
-
-/// A rule action's parameters as the write tool's arguments.
-pub fn tool_args(tool: &str, params: &[(String, String)]) -> Value {
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    };
-    let list = |k: &str| -> Option<Vec<String>> {
-        get(k).map(|v| {
-            v.split(',')
-                .map(|a| a.trim().to_owned())
-                .filter(|a| !a.is_empty())
-                .collect()
-        })
-    };
-    let mut out = Map::new();
-    let mut put = |k: &str, v: Option<Value>| {
-        if let Some(v) = v {
-            out.insert(k.to_owned(), v);
-        }
-    };
-    match tool {
-        "create_note" => {
-            put("contact_id", get("contact").map(Value::from));
-            put("body", get("body").map(Value::from));
-        }
-        "update_contact" => {
-            put("contact_id", get("contact").map(Value::from));
-            let properties: Map<String, Value> = params
-                .iter()
-                .filter(|(k, _)| k != "contact")
-                .map(|(k, v)| (k.clone(), Value::from(v.trim())))
-                .collect();
-            put("properties", Some(Value::Object(properties)));
-        }
-        "create_task" => {
-            let title = get("title").or_else(|| {
-                get("type").map(|t| {
-                    let t = t.replace(['_', '-'], " ");
-                    let mut c = t.chars();
-                    c.next()
-                        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-                        .unwrap_or_default()
-                })
-            });
-            put(
-                "title",
-                Some(Value::from(title.unwrap_or_else(|| "Follow up".into()))),
-            );
-            put("body", get("body").map(Value::from));
-            put("priority", get("priority").map(Value::from));
-            put("due", get("due").map(Value::from));
-            put("contact_id", get("contact").map(Value::from));
-        }
-        "send_email" => {
-            put("to", list("to").map(Value::from));
-            put("cc", list("cc").map(Value::from));
-            put("subject", get("subject").map(Value::from));
-            put("body", get("body").map(Value::from));
-        }
-        "create_calendar_event" => {
-            for k in ["summary", "start", "end", "description"] {
-                put(k, get(k).map(Value::from));
-            }
-            put("attendees", list("attendees").map(Value::from));
-        }
-        _ => {
-            for (k, _) in params {
-                put(k, get(k).map(Value::from));
-            }
-        }
-    }
-    Value::Object(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rule_parameters_become_tool_arguments() {
-        let p = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        assert_eq!(
-            tool_args(
-                "create_task",
-                &p(&[("type", "welcome_email"), ("priority", "high")])
-            ),
-            json!({"title": "Welcome email", "priority": "high"})
-        );
-        assert_eq!(
-            tool_args(
-                "send_email",
-                &p(&[
-                    ("to", "a@x.example, b@y.example"),
-                    ("subject", "Hi"),
-                    ("body", "Hello")
-                ])
-            ),
-            json!({"to": ["a@x.example", "b@y.example"], "subject": "Hi", "body": "Hello"})
-        );
-        assert_eq!(
-            tool_args(
-                "update_contact",
-                &p(&[("contact", "9001"), ("lifecyclestage", "customer")])
-            ),
-            json!({"contact_id": "9001", "properties": {"lifecyclestage": "customer"}})
-        );
-        assert_eq!(
-            effect_of("create_contact", &json!({"contact_id": "9001"})).as_deref(),
-            Some("hubspot:contact:9001")
-        );
-    }
 }

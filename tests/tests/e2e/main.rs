@@ -18,6 +18,7 @@ mod resilience;
 mod rules;
 mod slack_isolation;
 mod sync;
+mod tasks;
 mod tokens;
 mod transcripts;
 mod webhooks;
