@@ -61,6 +61,7 @@ CREATE TABLE tasks (
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX tasks_by_user ON tasks (user_id, created_at DESC);
+CREATE INDEX tasks_waiting_approval ON tasks (updated_at) WHERE state = 'waiting_approval';
 
 -- What a wait step waits for. `state`: pending (registered with the email it waits on, before
 -- the task reaches it), waiting, matched, timed_out, cancelled. `expect`: for a reply, the

@@ -1,6 +1,7 @@
 //! Deadlines: waits whose time passed are taken (replicas take disjoint sets) and handed to
 //! tool-executor, which runs their `else` action once. A wait taken but never handled (the
-//! publish failed, the process died) is taken again after 30 seconds.
+//! publish failed, the process died) is taken again after 30 seconds. A task's approval that
+//! expired is marked so and the task handed over, to end.
 
 use common::Bus;
 use common::UserId;
@@ -52,7 +53,38 @@ async fn tick(
             tracing::info!(task.id = %task, step, "wait timed out; handed over");
         }
         if count < 100 {
-            return Ok(());
+            break;
         }
     }
+    // A task's write nobody approved in time never runs: the task learns so and ends.
+    for (user, task, invocation) in db::invocations::expire_task_approvals(db, 100).await? {
+        let advance = Envelope::new(
+            UserId(user),
+            Event::TaskAdvance(TaskAdvance {
+                task_id: task,
+                step: 0,
+                reason: format!("expired:{invocation}"),
+                wait_step: None,
+            }),
+        );
+        bus.publish(&advance).await?;
+        tracing::info!(task.id = %task, invocation.id = %invocation, "a task's approval expired; handed over");
+    }
+    // A hand-over lost after a decision (the process died before publishing it): once a minute
+    // per task at most, the dedup key says.
+    let minute = chrono::Utc::now().timestamp() / 60;
+    for (user, task) in db::tasks::stalled(db, 100).await? {
+        let advance = Envelope::new(
+            UserId(user),
+            Event::TaskAdvance(TaskAdvance {
+                task_id: task,
+                step: 0,
+                reason: format!("sweep:{minute}"),
+                wait_step: None,
+            }),
+        );
+        bus.publish(&advance).await?;
+        tracing::info!(task.id = %task, "a task's decided approval was never handed over; handed over now");
+    }
+    Ok(())
 }

@@ -1079,7 +1079,7 @@ fn describe_call(tool: &str, args: &Value) -> String {
         "create_note" => format!("on contact {}: \"{}\"", s("contact_id"), s("body")),
         "create_contact" => s("email"),
         "update_contact" => s("contact_id"),
-        "create_memory_rule" => format!("\"{}\"", s("text")),
+        "create_rule" => format!("\"{}\"", s("text")),
         _ => String::new(),
     }
 }

@@ -80,8 +80,8 @@ const DEFS: &[Def] = &[
         parameters: contact_key_parameters,
     },
     Def {
-        name: "list_memory_rules",
-        description: "The user's standing instructions and things they asked you to remember.",
+        name: "list_rules",
+        description: "The user's rules: standing instructions that act on events (with their triggers), structured rules, and things they asked you to remember.",
         parameters: || json!({"type": "object", "properties": {}, "additionalProperties": false}),
     },
     Def {
@@ -186,7 +186,7 @@ pub async fn run(ctx: &Context<'_>, sources: &mut Sources, name: &str, arguments
         "search_notes" => &["note", "transcript", "message"],
         "get_contact" => return get_contact(ctx, sources, &args, false).await,
         "get_contact_notes" => return get_contact(ctx, sources, &args, true).await,
-        "list_memory_rules" => return list_rules(ctx).await,
+        "list_rules" => return list_rules(ctx).await,
         "get_calendar_availability" => return availability(ctx, &args).await,
         other => return Outcome::error(format!("there is no tool named {other}")),
     };
@@ -471,7 +471,13 @@ async fn list_rules(ctx: &Context<'_>) -> Outcome {
         Ok(rules) => Outcome {
             ok: true,
             summary: format!("{} rules", rules.len()),
-            content: json!({"rules": rules.iter().map(|r| json!({"id": r.id, "text": r.text, "active": r.active})).collect::<Vec<_>>()}),
+            content: json!({"rules": rules.iter().map(|r| {
+                let compiled = r.compiled.clone().unwrap_or_default();
+                json!({
+                    "id": r.id, "text": r.text, "kind": r.kind, "active": r.active,
+                    "trigger": compiled["trigger"].as_str().or(compiled["canonical"].as_str()),
+                })
+            }).collect::<Vec<_>>()}),
             shown: Vec::new(),
         },
         Err(e) => Outcome::error(format!("could not read the rules: {e}")),

@@ -26,7 +26,7 @@ use providers::{Api, Provider, ProviderError, Providers};
 use serde_json::{Value, json};
 
 pub const WRITE_TOOLS: [&str; 8] = [
-    "create_memory_rule",
+    "create_rule",
     "start_task",
     "create_note",
     "create_contact",
@@ -43,10 +43,10 @@ pub fn is_write(tool: &str) -> bool {
 pub fn definitions() -> Vec<(&'static str, &'static str, Value)> {
     vec![
         (
-            "create_memory_rule",
-            "Remember a standing instruction or a fact the user asks you to keep (\"always cc my assistant\", \"Greg prefers calls\").",
+            "create_rule",
+            "Keep a standing instruction or a fact the user asks you to keep. An instruction about what to do when something happens (an email arrives, a meeting is booked, a contact is created) acts on those events from now on; a preference or a fact (\"always cc my assistant\", \"Greg prefers calls\") is remembered for chat. The result shows how it was understood (its trigger) for you to tell the user.",
             json!({"type": "object", "properties": {
-                "text": {"type": "string", "description": "The rule, in the user's words."}
+                "text": {"type": "string", "description": "The instruction in the user's words, or the structured rule they wrote (when <event> [if <condition>] then <action>)."}
             }, "required": ["text"], "additionalProperties": false}),
         ),
         (
@@ -227,20 +227,46 @@ impl Writer {
                 .ok_or_else(|| WriteError::Invalid(format!("{field} is required")))
         };
         match inv.tool.as_str() {
-            "create_memory_rule" => {
+            "create_rule" => {
                 let rule_text = text("text")?;
                 if rule_text.chars().count() > 2_000 {
                     return Err(WriteError::Invalid(
                         "text is longer than 2000 characters".into(),
                     ));
                 }
-                let rule = db::rules::create(
-                    &self.db,
-                    user,
-                    &db::rules::NewRule::memory(inv.id, &rule_text),
-                )
-                .await?;
-                Ok(json!({"rule_id": rule.id, "text": rule.text}))
+                // The rule's id is the invocation's: a retry finds it instead of compiling again.
+                let rule = match db::rules::get(&self.db, user, inv.id).await? {
+                    Some(rule) => rule,
+                    None => {
+                        let input = actions::rules::RuleInput {
+                            text: rule_text,
+                            act_without_approval: false,
+                            memory: false,
+                        };
+                        let new = actions::rules::prepare(&self.bus, &self.config, inv.id, &input)
+                            .await
+                            .map_err(|e| match e {
+                                actions::ActionError::RuleSyntax(p) => {
+                                    WriteError::Invalid(format!("the rule does not parse: {p}"))
+                                }
+                                actions::ActionError::Invalid(f) => {
+                                    WriteError::Invalid(f.to_string())
+                                }
+                                actions::ActionError::Db(e) => WriteError::Db(e),
+                                other => WriteError::Provider(ProviderError::Transient(
+                                    other.to_string(),
+                                )),
+                            })?;
+                        db::rules::create(&self.db, user, &new).await?
+                    }
+                };
+                let compiled = rule.compiled.clone().unwrap_or_default();
+                Ok(json!({
+                    "rule_id": rule.id,
+                    "kind": rule.kind,
+                    "text": rule.text,
+                    "trigger": compiled["trigger"].as_str().or(compiled["canonical"].as_str()),
+                }))
             }
             "start_task" => {
                 let title = text("title")?;

@@ -165,17 +165,47 @@ pub async fn get(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Invocatio
         .transpose()?)
 }
 
-/// Approvals past their time become `expired`: they never run.
+/// Chat approvals past their time become `expired`: they never run. (A task's approvals expire
+/// through [`expire_task_approvals`], which hands the task back.)
 pub async fn expire_due(db: &impl ConnectionTrait) -> Result<u64> {
     let done = db
         .execute_raw(stmt(
             "UPDATE tool_invocations SET status = 'expired', finished_at = now(),
                     result = '{\"error\": \"the approval expired\"}'
-             WHERE status = 'awaiting_approval' AND expires_at < now()",
+             WHERE status = 'awaiting_approval' AND expires_at < now() AND task_id IS NULL",
             vec![],
         ))
         .await?;
     Ok(done.rows_affected())
+}
+
+/// Tasks' approvals past their time become `expired`: `(user, task, invocation)` of each, for
+/// the task to learn that its step will never run.
+pub async fn expire_task_approvals(
+    db: &impl ConnectionTrait,
+    limit: u64,
+) -> Result<Vec<(Uuid, Uuid, Uuid)>> {
+    let rows = db
+        .query_all_raw(stmt(
+            "UPDATE tool_invocations SET status = 'expired', finished_at = now(),
+                    result = '{\"error\": \"the approval expired\"}'
+             WHERE id IN (
+                 SELECT id FROM tool_invocations
+                 WHERE status = 'awaiting_approval' AND expires_at < now() AND task_id IS NOT NULL
+                 LIMIT $1 FOR UPDATE SKIP LOCKED)
+             RETURNING user_id, task_id, id",
+            vec![(limit as i64).into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<Uuid>("", "user_id")?,
+                r.try_get::<Uuid>("", "task_id")?,
+                r.try_get::<Uuid>("", "id")?,
+            ))
+        })
+        .collect()
 }
 
 /// How a decision went.
@@ -206,6 +236,7 @@ pub async fn decide(
             &format!(
                 "UPDATE tool_invocations SET status = '{status}', decided_at = now(), finished_at = {finished}
                  WHERE id = $1 AND user_id = $2 AND status = 'awaiting_approval'
+                   AND (expires_at IS NULL OR expires_at >= now())
                  RETURNING {COLUMNS}"
             ),
             vec![id.into(), user.0.into()],

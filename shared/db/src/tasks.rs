@@ -392,6 +392,29 @@ pub async fn time_out(db: &impl ConnectionTrait, task: Uuid, step: i32) -> Resul
     Ok(done.rows_affected() > 0)
 }
 
+/// Tasks waiting for an approval that is no longer waiting (decided or expired) for a minute:
+/// their hand-over was lost. `(user, task)`.
+pub async fn stalled(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<(Uuid, Uuid)>> {
+    let rows = db
+        .query_all_raw(stmt(
+            "SELECT t.user_id, t.id FROM tasks t
+             WHERE t.state = 'waiting_approval' AND t.updated_at < now() - interval '1 minute'
+               AND NOT EXISTS (SELECT 1 FROM tool_invocations i
+                               WHERE i.task_id = t.id AND i.status = 'awaiting_approval')
+             LIMIT $1",
+            vec![(limit as i64).into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<Uuid>("", "user_id")?,
+                r.try_get::<Uuid>("", "id")?,
+            ))
+        })
+        .collect()
+}
+
 /// Open waits, for metrics.
 pub async fn waiting_count(db: &impl ConnectionTrait) -> Result<i64> {
     let row = db

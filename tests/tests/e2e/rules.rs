@@ -945,3 +945,45 @@ async fn a_rule_never_sends_email_on_its_own_and_sends_once_when_approved() {
     assert_eq!(google.state.lock().unwrap().sent.len(), 1);
     assert!(approvals(&app, &token).await.is_empty());
 }
+
+#[tokio::test]
+async fn an_advisor_says_it_in_chat_and_the_assistant_keeps_it_as_a_rule() {
+    const SAID: &str = "When someone emails me who is not in HubSpot, create a contact for them with a note about the email";
+    let fake = FakeModel::responding(|request| {
+        let system = request["messages"][0]["content"].as_str().unwrap_or_default();
+        if system.contains("compile") {
+            return Reply::text(
+                "Here it is: {\"trigger\": \"when gmail.email.received if not contact_exists(from)\"}",
+                200,
+            );
+        }
+        let last = last_message(request);
+        if last["role"] == "user" {
+            return Reply::tool("create_rule", json!({"text": SAID}));
+        }
+        Reply::text("From now on I will do that.", 50)
+    })
+    .await;
+    let app = rules_app(Some(&fake), None, None).await;
+    let (_, token) = app.user(EMAIL).await;
+    let r = crate::chat::message(&app, &token, json!({"message": SAID}), None).await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let rules = get_json(&app, &token, "/api/rules").await;
+    let rules = rules["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0]["kind"], "instruction");
+    assert_eq!(rules[0]["text"], SAID);
+    assert_eq!(
+        rules[0]["compiled"]["trigger"],
+        "when gmail.email.received if not contact_exists(from)"
+    );
+    // The model was told how the rule was understood, to tell the user.
+    let told = fake
+        .received()
+        .into_iter()
+        .map(|r| r.body)
+        .find(|b| last_message(b)["role"] == "tool")
+        .expect("the tool result reached the model");
+    let content = last_message(&told)["content"].as_str().unwrap().to_owned();
+    assert!(content.contains("contact_exists(from)"), "{content}");
+}

@@ -347,3 +347,78 @@ async fn a_rules_note_is_created_once_when_the_executor_dies_after_calling_hubsp
     };
     assert!(key.starts_with("rule:") && key.ends_with(":0"), "{key}");
 }
+
+#[tokio::test]
+async fn a_task_whose_approval_expires_ends_and_its_write_never_runs() {
+    let hubspot = FakeHubSpot::start().await;
+    let app = rules_app(None, Some(&hubspot), None).await;
+    let (user, token) = app.user(EMAIL).await;
+    connect_hubspot(&app, &hubspot, user).await;
+    rule(
+        &app,
+        &token,
+        "when gmail.email.received then create_contact email={{event.from_email}}; notify text=\"added {{event.from_email}}\"",
+        // Not allowed to act alone: the contact waits for the user.
+        false,
+    )
+    .await;
+    publish(
+        &app,
+        user,
+        "gmail",
+        "email.received",
+        "x-1",
+        json!({"from": "Vic <vic@client.example>", "subject": "Hi"}),
+    )
+    .await;
+    eventually("the write waits", Duration::from_secs(20), || async {
+        !approvals(&app, &token).await.is_empty()
+    })
+    .await;
+    let waiting = approvals(&app, &token).await;
+    assert!(
+        waiting[0]["approval_reason"]
+            .as_str()
+            .unwrap()
+            .contains("rule"),
+        "{waiting:?}"
+    );
+    let task = waiting[0]["task_id"].as_str().unwrap().to_owned();
+    // Nobody approves it in time.
+    app.db
+        .execute_unprepared("UPDATE tool_invocations SET expires_at = now() - interval '1 second'")
+        .await
+        .unwrap();
+    eventually("the task ended", Duration::from_secs(20), || async {
+        get_json(&app, &token, &format!("/api/tasks/{task}")).await["state"] == "failed"
+    })
+    .await;
+    let detail = get_json(&app, &token, &format!("/api/tasks/{task}")).await;
+    assert!(
+        detail["error"]
+            .as_str()
+            .unwrap()
+            .contains("not approved in time"),
+        "{detail}"
+    );
+    assert_eq!(detail["invocations"][0]["status"], "expired");
+    // Expired is final: approving now is refused, and nothing reached HubSpot.
+    let r = app
+        .http
+        .post(format!(
+            "{}/api/approvals/{}/approve",
+            app.url,
+            waiting[0]["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert!(hubspot.state.lock().unwrap().created.is_empty());
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM notifications").await,
+        0,
+        "the step after the expired one never ran"
+    );
+}
