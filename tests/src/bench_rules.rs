@@ -203,14 +203,14 @@ pub async fn demo_tier2_share(env: &Env) -> anyhow::Result<(usize, usize)> {
         ),
         (
             "When a client books a meeting, send them the agenda template",
-            "when calendar.event.created if organizer != \"jordan@harborwealth.example\" and attendees matches \"@example\\\\.com$\"",
+            "when calendar.event.created if is_client(organizer)",
         ),
     ];
     for (i, (text, trigger)) in instructions.iter().enumerate() {
         let parsed = rules::parse_rule(&format!("{trigger} then log"))
             .map_err(|e| anyhow::anyhow!("{trigger}: {e}"))?;
         let rule = rules::Rule {
-            pattern: parsed.pattern,
+            patterns: parsed.patterns,
             condition: parsed.condition,
             steps: vec![rules::Step::Act(rules::Action {
                 name: "ask_assistant".into(),
@@ -225,7 +225,7 @@ pub async fn demo_tier2_share(env: &Env) -> anyhow::Result<(usize, usize)> {
                 text: (*text).into(),
                 kind: "instruction".into(),
                 compiled: Some(json!({"rule": rule, "trigger": trigger})),
-                triggers: vec![rule.pattern.key()],
+                triggers: rule.keys(),
                 act_without_approval: false,
             },
         )

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 const PROMPT: &str = r#"You compile a user's standing instruction, for an assistant that acts on events in their email, calendar, CRM and team chat, into a trigger: the cheap test that picks the events the instruction could concern. The assistant reads each picked event later and decides precisely, so keep the test broad enough to miss nothing the instruction concerns, and narrow where the instruction is clear (a sender, a domain, keywords, a label).
 
 Write the trigger in this language:
-  when <event type pattern> [if <condition>]
+  when <event type pattern>[, <another> ...] [if <condition>]
 Event types: gmail.email.received, gmail.email.sent, gmail.email.deleted, calendar.event.created, calendar.event.updated, calendar.event.cancelled, hubspot.contact.created, hubspot.contact.updated, hubspot.contact.deleted, hubspot.company.created, hubspot.company.updated, hubspot.deal.created, hubspot.deal.updated, hubspot.note.created, slack.message.posted, slack.message.edited. In a pattern `*` stands for one part and a final `*` for the rest (gmail.*).
 Fields. Email: from, from_email, from_domain, from_name, to, to_emails, cc, subject, snippet, labels, thread_id. Calendar: title, start, organizer, attendees, to_emails. HubSpot: object_type, id, title, email, firstname, lastname, company, lifecyclestage, dealname, dealstage, amount. Slack: channel, channel_name, user_name.
 Conditions: ==, !=, contains, matches "<regex>", in ["a", "b"], and, or, not, parentheses. Texts are in double quotes; text comparisons ignore case. Lookups: contact_exists(<field>) (a CRM contact has that email), is_client(<field>) (that contact is a customer).
@@ -94,12 +94,9 @@ pub async fn compile(model: &ModelClient, text: &str) -> CompileReply {
     reply
 }
 
-/// `when <pattern> [if <condition>]` of a rule, canonical.
+/// `when <patterns> [if <condition>]` of a rule, canonical.
 pub fn trigger_text(rule: &rules::Rule) -> String {
-    match &rule.condition {
-        Some(c) => format!("when {} if {c}", rule.pattern),
-        None => format!("when {}", rule.pattern),
-    }
+    rule.trigger()
 }
 
 /// Answers compile requests until `cancel` fires.

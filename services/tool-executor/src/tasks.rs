@@ -439,6 +439,7 @@ impl Tasks {
                     .collect();
             let result = json!({
                 "turn_id": turn.id,
+                "model": self.config.chat_model,
                 "status": turn.status,
                 "answer": turn.final_text,
                 "usage": turn.usage,

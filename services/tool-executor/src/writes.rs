@@ -341,7 +341,16 @@ impl Writer {
                 Ok(self.note_created(user, &id, &contact, &body).await)
             }
             "create_contact" => {
-                let email = text("email")?.to_lowercase();
+                // `Sara Lee <sara@client.example>` (an email's From, as a rule passes it) is the
+                // address inside, and the name, when no name was given.
+                let given = text("email")?;
+                let email = rules::view::address_of(&given)
+                    .ok_or_else(|| WriteError::Invalid("email must be an email address".into()))?;
+                let named = given
+                    .split('<')
+                    .next()
+                    .map(|n| n.trim().trim_matches('"').to_owned())
+                    .filter(|n| !n.is_empty() && !n.contains('@'));
                 let api = self.api(user, Provider::Hubspot)?;
                 let base = &self.config.hubspot_api_base;
                 if let Some(id) = self
@@ -359,6 +368,16 @@ impl Writer {
                     }
                 }
                 properties.insert("email".into(), json!(email));
+                if let Some(name) = named
+                    && !properties.contains_key("firstname")
+                    && !properties.contains_key("lastname")
+                {
+                    let (first, last) = name.split_once(' ').unwrap_or((name.as_str(), ""));
+                    properties.insert("firstname".into(), json!(first));
+                    if !last.is_empty() {
+                        properties.insert("lastname".into(), json!(last));
+                    }
+                }
                 let created: Value = api
                     .post(
                         &format!("{base}/crm/v3/objects/contacts"),

@@ -35,7 +35,7 @@ pub fn compile(text: &str) -> std::result::Result<Compiled, rules::ParseError> {
     let rule = rules::parse_rule(text)?;
     Ok(Compiled {
         compiled: serde_json::to_value(&rule).expect("a rule serializes"),
-        triggers: vec![rule.pattern.key()],
+        triggers: rule.keys(),
         rule,
     })
 }
@@ -119,7 +119,7 @@ pub async fn matches(
     answers: &mut Answers,
 ) -> Result<bool> {
     let event_type = event["type"].as_str().unwrap_or_default();
-    if !rule.pattern.matches(event_type) {
+    if !rule.concerns(event_type) {
         return Ok(false);
     }
     holds(db, user, rule.condition.as_ref(), event, answers).await
@@ -379,7 +379,7 @@ pub async fn prepare(
     let parsed =
         rules::parse_rule(&format!("{trigger} then log")).map_err(ActionError::RuleSyntax)?;
     let rule = Rule {
-        pattern: parsed.pattern,
+        patterns: parsed.patterns,
         condition: parsed.condition,
         steps: vec![Step::Act(rules::Action {
             name: "ask_assistant".into(),
@@ -395,7 +395,7 @@ pub async fn prepare(
             "trigger": trigger,
             "compiled_by": {"model": reply.model, "input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens},
         })),
-        triggers: vec![rule.pattern.key()],
+        triggers: rule.keys(),
         act_without_approval: input.act_without_approval,
     })
 }

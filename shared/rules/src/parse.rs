@@ -20,14 +20,17 @@ const KEYWORDS: [&str; 16] = [
     "within", "else", "true", "false",
 ];
 
-/// Parses a whole rule: `when <pattern> [if <condition>] then <steps>`.
+/// Parses a whole rule: `when <pattern> [, <pattern> ...] [if <condition>] then <steps>`.
 pub fn parse_rule(text: &str) -> Result<Rule, ParseError> {
     let mut p = Parser { src: text, pos: 0 };
     p.expect_keyword(
         "when",
         "`when` to start the rule (when <event> [if <condition>] then <action>)",
     )?;
-    let pattern = p.pattern()?;
+    let mut patterns = vec![p.pattern()?];
+    while p.symbol(",") {
+        patterns.push(p.pattern()?);
+    }
     let condition = if p.keyword("if") {
         Some(p.expr()?)
     } else {
@@ -36,12 +39,12 @@ pub fn parse_rule(text: &str) -> Result<Rule, ParseError> {
     let expected_then = if condition.is_some() {
         "`then` (or `and` / `or` to extend the condition)"
     } else {
-        "`if` or `then`"
+        "`,` and another event, `if` or `then`"
     };
     p.expect_keyword("then", expected_then)?;
     let steps = p.steps()?;
     Ok(Rule {
-        pattern,
+        patterns,
         condition,
         steps,
     })
@@ -521,7 +524,7 @@ mod tests {
             "when hubspot.contact.created then create_task type=welcome_email priority=high",
         )
         .unwrap();
-        assert_eq!(r.pattern.to_string(), "hubspot.contact.created");
+        assert_eq!(r.trigger(), "when hubspot.contact.created");
         assert!(r.condition.is_none());
         let Step::Act(a) = &r.steps[0] else { panic!() };
         assert_eq!(a.name, "create_task");
@@ -545,6 +548,21 @@ mod tests {
         assert!(matches!(**right, Expr::Not(_)));
         let Step::Act(a) = &r.steps[0] else { panic!() };
         assert_eq!(a.param("email"), Some("{{event.from}}"));
+    }
+
+    #[test]
+    fn a_rule_may_concern_several_event_types() {
+        let r = parse_rule(
+            "when gmail.email.received, slack.message.posted if snippet contains \"rebalance\" then notify text=x",
+        )
+        .unwrap();
+        assert!(r.concerns("gmail.email.received") && r.concerns("slack.message.posted"));
+        assert!(!r.concerns("gmail.email.sent"));
+        assert_eq!(r.keys(), ["gmail.email.received", "slack.message.posted"]);
+        assert_eq!(
+            r.trigger(),
+            "when gmail.email.received, slack.message.posted if snippet contains \"rebalance\""
+        );
     }
 
     #[test]
@@ -687,12 +705,12 @@ mod tests {
 
     fn rule() -> impl Strategy<Value = Rule> {
         (
-            prop_oneof![pattern(), Just(Pattern::any())],
+            proptest::collection::vec(prop_oneof![pattern(), Just(Pattern::any())], 1..3),
             proptest::option::of(expr()),
             proptest::collection::vec(step(), 1..4),
         )
-            .prop_map(|(pattern, condition, steps)| Rule {
-                pattern,
+            .prop_map(|(patterns, condition, steps)| Rule {
+                patterns,
                 condition,
                 steps,
             })

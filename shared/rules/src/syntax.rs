@@ -4,12 +4,37 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// `when <pattern> [if <condition>] then <steps>`.
+/// `when <pattern> [, <pattern> ...] [if <condition>] then <steps>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rule {
-    pub pattern: Pattern,
+    /// The event types it concerns (at least one).
+    pub patterns: Vec<Pattern>,
     pub condition: Option<Expr>,
     pub steps: Vec<Step>,
+}
+
+impl Rule {
+    /// Whether an event of this type concerns the rule.
+    pub fn concerns(&self, event_type: &str) -> bool {
+        self.patterns.iter().any(|p| p.matches(event_type))
+    }
+
+    /// The keys the rule is indexed under, one per pattern.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.patterns.iter().map(Pattern::key).collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// `when <patterns> [if <condition>]`: what picks its events.
+    pub fn trigger(&self) -> String {
+        let patterns: Vec<String> = self.patterns.iter().map(ToString::to_string).collect();
+        match &self.condition {
+            Some(c) => format!("when {} if {c}", patterns.join(", ")),
+            None => format!("when {}", patterns.join(", ")),
+        }
+    }
 }
 
 /// Dotted segments; `None` is `*` (one segment, or the rest when it is the last).
@@ -165,11 +190,7 @@ impl fmt::Display for Pattern {
 
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "when {}", self.pattern)?;
-        if let Some(c) = &self.condition {
-            write!(f, " if {c}")?;
-        }
-        write!(f, " then {}", Steps(&self.steps))
+        write!(f, "{} then {}", self.trigger(), Steps(&self.steps))
     }
 }
 

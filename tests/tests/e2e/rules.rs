@@ -796,6 +796,14 @@ async fn an_instruction_is_compiled_to_a_trigger_and_only_matching_events_reach_
     let firing =
         get_json(&app, &token, &format!("/api/rules/{id}/firings")).await["firings"][0].clone();
     assert_eq!(firing["tier"], 2);
+    // The decision: which model, what it cost, what it proposed.
+    let decision = &firing["detail"]["decision"];
+    assert_eq!(decision["model"], "fake-model");
+    assert!(
+        decision["usage"]["input_tokens"].as_u64().unwrap() > 0,
+        "{decision}"
+    );
+    assert_eq!(decision["writes"][0]["tool"], "create_contact");
     assert_eq!(firing["event"]["from_email"], "new.client@client.example");
     assert_eq!(
         get_json(&app, &token, &format!("/api/rules/{id}/firings")).await["firings"]
