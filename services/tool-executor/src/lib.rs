@@ -107,6 +107,12 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         tasks: tasks::Tasks {
             writer,
             config: Arc::new(config.clone()),
+            // Each running task holds one of these for its lock, never one the steps need.
+            locks: db::connect(
+                &config.database_url,
+                config.consumer_concurrency.clamp(1, 64) as u32,
+            )
+            .await?,
         },
     };
     let tools = backends.consume(CONSUMER, tools, &config, cancel);

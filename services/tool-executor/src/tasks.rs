@@ -26,6 +26,9 @@ use uuid::Uuid;
 pub struct Tasks {
     pub writer: Writer,
     pub config: Arc<Config>,
+    /// A pool of its own for the tasks' run locks: a run holds its lock's connection
+    /// throughout, and must never starve the steps of theirs.
+    pub locks: db::DatabaseConnection,
 }
 
 /// How one step went.
@@ -50,9 +53,9 @@ fn poison(e: impl std::fmt::Display) -> HandleError {
 
 impl Tasks {
     pub async fn advance(&self, user: UserId, msg: TaskAdvance) -> Result<(), HandleError> {
-        let db = &self.writer.db;
-        // One run of a task at a time; another hand-over meanwhile tries again shortly.
-        let lock = db.begin().await.map_err(db::DbError::from)?;
+        // One run of a task at a time; another hand-over meanwhile tries again shortly. The
+        // lock is a transaction's: a process that dies releases it with its connection.
+        let lock = self.locks.begin().await.map_err(db::DbError::from)?;
         let got = db::tasks::try_lock(&lock, msg.task_id).await?;
         if !got {
             return Err(HandleError::retry(std::io::Error::other(
