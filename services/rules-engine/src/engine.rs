@@ -10,7 +10,6 @@ use db::firings::Firing;
 use db::tasks::NewTask;
 use rules::eval::Answers;
 use rules::syntax::WaitTarget;
-use sea_orm::TransactionTrait;
 use serde_json::{Value, json};
 use std::time::Instant;
 use uuid::Uuid;
@@ -65,10 +64,8 @@ impl Engine {
         if rules.is_empty() {
             return Ok("none");
         }
-        let entity = format!("{}:{}", event.source, event.entity_id);
-        let depth = db::tasks::effect_depth(&self.db, user, &entity)
-            .await?
-            .map_or(0, |d| d + 1);
+        // The chain depth, asked for only once a rule matched.
+        let mut depth: Option<i32> = None;
         let mut tier = "tier1";
         for rule in &rules {
             let Some(compiled) = matching::stored(rule) else {
@@ -85,6 +82,16 @@ impl Engine {
             if needs_model {
                 tier = "tier2";
             }
+            let depth = match depth {
+                Some(d) => d,
+                None => {
+                    let entity = format!("{}:{}", event.source, event.entity_id);
+                    let d = db::tasks::effect_depth(&self.db, user, &entity)
+                        .await?
+                        .map_or(0, |d| d + 1);
+                    *depth.insert(d)
+                }
+            };
             self.fire(
                 envelope,
                 rule,
@@ -99,7 +106,7 @@ impl Engine {
         Ok(tier)
     }
 
-    /// Records the firing and its task in one transaction, then hands the task over. A
+    /// Records the firing and its task in one statement, then hands the task over. A
     /// redelivered or replayed event finds both and hands over the same task again, which
     /// runs each step at most once.
     #[allow(clippy::too_many_arguments)]
@@ -139,10 +146,9 @@ impl Engine {
             tracing::warn!(rule.id = %rule.id, event.id = %envelope.id, depth, "rule chain reached its bound; not firing");
             return Ok(());
         }
-        let txn = self.db.begin().await.map_err(db::DbError::from)?;
-        let new = db::firings::record(&txn, &firing).await?;
-        db::tasks::create(
-            &txn,
+        let new = db::firings::record_with_task(
+            &self.db,
+            &firing,
             &NewTask {
                 id,
                 user,
@@ -158,7 +164,6 @@ impl Engine {
             },
         )
         .await?;
-        txn.commit().await.map_err(db::DbError::from)?;
         if new {
             metrics::counter!("rules_firings_total", "tier" => if needs_model { "2" } else { "1" })
                 .increment(1);

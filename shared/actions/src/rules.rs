@@ -358,10 +358,32 @@ pub async fn prepare(
     .expect("a request serializes");
     let subject = bus.ns.subject(common::events::RULES_COMPILE_SUBJECT);
     let timeout = std::time::Duration::from_secs(config.chat_model_timeout_secs.max(5) * 2);
-    let answer = tokio::time::timeout(timeout, bus.client.request(subject, request.into()))
+    // tool-executor answers; while it starts or restarts nobody does for a moment, so ask again
+    // for a few seconds before saying it is unavailable.
+    let mut attempt = 0;
+    let answer = loop {
+        let asked = tokio::time::timeout(
+            timeout,
+            bus.client.request(subject.clone(), request.clone().into()),
+        )
         .await
-        .map_err(|e| ActionError::Stream(Box::new(e)))?
         .map_err(|e| ActionError::Stream(Box::new(e)))?;
+        match asked {
+            Ok(answer) => break answer,
+            Err(e)
+                if e.kind() == async_nats::client::RequestErrorKind::NoResponders
+                    && attempt < 15 =>
+            {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                return Err(ActionError::Stream(
+                    format!("the model service (tool-executor) did not answer: {e}").into(),
+                ));
+            }
+        }
+    };
     let reply: common::events::CompileReply =
         serde_json::from_slice(&answer.payload).map_err(|e| ActionError::Stream(Box::new(e)))?;
     if reply.memory {

@@ -296,9 +296,13 @@ async fn main() -> anyhow::Result<()> {
             2.5 / one.p50.as_secs_f64()
         ),
     ));
+    // The engine alone: the executor, which would run the 5,000 tasks on the same two
+    // cores meanwhile, is stopped for the burst (their hand-overs wait on TOOLS).
+    services.stop("tool-executor");
     let sampler = services.sample_rss("rules-engine");
     let burst = assistant_tests::bench_rules::throughput(&env, &loaded, RULE_BURST).await?;
     let engine_peak = sampler.stop().await;
+    services.start_with(&env, "tool-executor", &chat_env)?;
     rows.push(row(
         "Rules: events/s through the engine",
         format!(
@@ -416,8 +420,9 @@ const NOTES: &str = "
   Each event is an `email.received` domain event of a random user that fires exactly one of that \
   user's rules (three of them listen to the type); timed from its publish to JetStream until the \
   engine's hand-over of the firing's task is seen on the TOOLS stream (the firing and its task \
-  recorded in Postgres first). 300 events one after another, then 5,000 published at once \
-  (events/s until the last hand-over). Peer: the seed product polled every 5 s (2.5 s on average). \
+  recorded in Postgres first). 300 events one after another (the executor running their tasks \
+  meanwhile), then 5,000 published at once with the executor stopped (events/s until the last \
+  hand-over: the engine's own rate). Peer: the seed product polled every 5 s (2.5 s on average). \
   Demo stream: the demo tenant's 24 sample items as the events their arrival makes, against its \
   structured rules and three plain-language instructions with the triggers a model compiles \
   them to; counted: events for which an instruction's trigger matched (what tier 2 would read).
