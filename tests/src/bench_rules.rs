@@ -255,7 +255,7 @@ pub async fn demo_tier2_share(env: &Env) -> anyhow::Result<(usize, usize)> {
         data["subject"] = json!(doc.title);
         data["title"] = json!(doc.title);
         let view = rules::view::build(source, name, &doc.external_id, "", &data);
-        let keys = actions::rules::keys(view["type"].as_str().unwrap_or_default());
+        let keys = rules::Pattern::keys_for(view["type"].as_str().unwrap_or_default());
         let mut reaches_model = false;
         for r in db::rules::candidates(&env.db, user, &keys).await? {
             let Some(compiled) = actions::rules::stored(&r) else {

@@ -437,6 +437,18 @@ impl TestApp {
         s.info().await.unwrap().state.messages
     }
 
+    /// `GET /metrics` as Prometheus text (the test client is local, so no token is needed).
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn scalar_i64(&self, sql: &str) -> i64 {
         let row = self
             .db

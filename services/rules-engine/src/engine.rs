@@ -3,7 +3,7 @@
 use actions::ActionError;
 use actions::rules as matching;
 use common::consumer::{Delivery, HandleError, Handler};
-use common::events::{DomainEvent, Envelope, Event, TaskAdvance};
+use common::events::{DomainEvent, Envelope, Event};
 use common::{Bus, UserId};
 use db::DatabaseConnection;
 use db::firings::Firing;
@@ -55,7 +55,7 @@ impl Engine {
         let user = envelope.user_id;
         let view = matching::view(envelope, event);
         let event_type = view["type"].as_str().unwrap_or_default().to_owned();
-        let keys = matching::keys(&event_type);
+        let keys = rules::Pattern::keys_for(&event_type);
         self.end_waits(user, &keys, &view).await?;
         if event.history {
             return Ok("history");
@@ -141,15 +141,15 @@ impl Engine {
             firing.status = "chain_stopped".into();
             firing.task_id = None;
             firing.detail["chain"] = json!({"depth": depth, "bound": self.max_depth});
-            db::firings::record(&self.db, &firing).await?;
+            db::firings::record(&self.db, &firing, None).await?;
             metrics::counter!("rules_chains_stopped_total").increment(1);
             tracing::warn!(rule.id = %rule.id, event.id = %envelope.id, depth, "rule chain reached its bound; not firing");
             return Ok(());
         }
-        let new = db::firings::record_with_task(
+        let new = db::firings::record(
             &self.db,
             &firing,
-            &NewTask {
+            Some(&NewTask {
                 id,
                 user,
                 title: title_of(&rule.text, &event_type),
@@ -161,7 +161,7 @@ impl Engine {
                 context: json!({"event": view, "steps": []}),
                 depth,
                 act_without_approval: rule.act_without_approval,
-            },
+            }),
         )
         .await?;
         if new {
@@ -169,7 +169,7 @@ impl Engine {
                 .increment(1);
             tracing::info!(rule.id = %rule.id, event.id = %envelope.id, task.id = %id, depth, "rule fired");
         }
-        self.hand_over(user, id, 0, "start", None).await
+        self.hand_over(user, id, 0, "start").await
     }
 
     async fn hand_over(
@@ -178,19 +178,9 @@ impl Engine {
         task: Uuid,
         step: i32,
         reason: &str,
-        wait_step: Option<i32>,
     ) -> Result<(), HandleError> {
-        let advance = Envelope::new(
-            user,
-            Event::TaskAdvance(TaskAdvance {
-                task_id: task,
-                step,
-                reason: reason.to_owned(),
-                wait_step,
-            }),
-        );
         self.bus
-            .publish(&advance)
+            .publish(&Envelope::task_advance(user, task, step, reason))
             .await
             .map_err(HandleError::retry)?;
         Ok(())
@@ -228,7 +218,7 @@ impl Engine {
             match db::tasks::resolve(&self.db, wait.task_id, wait.step, view).await? {
                 Some(before) if before == "waiting" => {
                     tracing::info!(task.id = %wait.task_id, step = wait.step, "wait answered; resuming the task");
-                    self.hand_over(user, wait.task_id, wait.step, "matched", None)
+                    self.hand_over(user, wait.task_id, wait.step, "matched")
                         .await?;
                 }
                 Some(_) => {

@@ -5,7 +5,7 @@
 
 use common::Bus;
 use common::UserId;
-use common::events::{Envelope, Event, TaskAdvance};
+use common::events::Envelope;
 use db::DatabaseConnection;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 pub async fn run(db: DatabaseConnection, bus: Bus, every: Duration, cancel: CancellationToken) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut n: u64 = 0;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -21,12 +20,6 @@ pub async fn run(db: DatabaseConnection, bus: Bus, every: Duration, cancel: Canc
         }
         if let Err(e) = tick(&db, &bus).await {
             tracing::warn!(error = %e, "checking due waits failed; trying again next tick");
-        }
-        n += 1;
-        if n.is_multiple_of(10)
-            && let Ok(waiting) = db::tasks::waiting_count(&db).await
-        {
-            metrics::gauge!("tasks_waiting").set(waiting as f64);
         }
     }
 }
@@ -39,16 +32,8 @@ async fn tick(
         let due = db::tasks::claim_due(db, 100).await?;
         let count = due.len();
         for (user, task, step) in due {
-            let advance = Envelope::new(
-                UserId(user),
-                Event::TaskAdvance(TaskAdvance {
-                    task_id: task,
-                    step,
-                    reason: "timeout".into(),
-                    wait_step: Some(step),
-                }),
-            );
-            bus.publish(&advance).await?;
+            bus.publish(&Envelope::task_advance(UserId(user), task, step, "timeout"))
+                .await?;
             metrics::counter!("tasks_wait_timeouts_total").increment(1);
             tracing::info!(task.id = %task, step, "wait timed out; handed over");
         }
@@ -58,15 +43,8 @@ async fn tick(
     }
     // A task's write nobody approved in time never runs: the task learns so and ends.
     for (user, task, invocation) in db::invocations::expire_task_approvals(db, 100).await? {
-        let advance = Envelope::new(
-            UserId(user),
-            Event::TaskAdvance(TaskAdvance {
-                task_id: task,
-                step: 0,
-                reason: format!("expired:{invocation}"),
-                wait_step: None,
-            }),
-        );
+        let advance =
+            Envelope::task_advance(UserId(user), task, 0, format!("expired:{invocation}"));
         bus.publish(&advance).await?;
         tracing::info!(task.id = %task, invocation.id = %invocation, "a task's approval expired; handed over");
     }
@@ -74,15 +52,7 @@ async fn tick(
     // per task at most, the dedup key says.
     let minute = chrono::Utc::now().timestamp() / 60;
     for (user, task) in db::tasks::stalled(db, 100).await? {
-        let advance = Envelope::new(
-            UserId(user),
-            Event::TaskAdvance(TaskAdvance {
-                task_id: task,
-                step: 0,
-                reason: format!("sweep:{minute}"),
-                wait_step: None,
-            }),
-        );
+        let advance = Envelope::task_advance(UserId(user), task, 0, format!("sweep:{minute}"));
         bus.publish(&advance).await?;
         tracing::info!(task.id = %task, "a task's decided approval was never handed over; handed over now");
     }

@@ -231,14 +231,11 @@ impl Agent {
         let Some(task) = turn.task_id else {
             return Ok(());
         };
-        let advance = common::events::Envelope::new(
+        let advance = common::events::Envelope::task_advance(
             UserId(turn.user_id),
-            common::events::Event::TaskAdvance(common::events::TaskAdvance {
-                task_id: task,
-                step: 0,
-                reason: format!("turn:{}", turn.id),
-                wait_step: None,
-            }),
+            task,
+            0,
+            format!("turn:{}", turn.id),
         );
         self.bus.publish(&advance).await.map_err(retry)?;
         Ok(())

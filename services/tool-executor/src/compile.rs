@@ -72,7 +72,7 @@ pub async fn compile(model: &ModelClient, text: &str) -> CompileReply {
             Some(v) => match v["trigger"].as_str() {
                 Some(trigger) => match rules::parse_rule(&format!("{} then log", trigger.trim())) {
                     Ok(rule) => {
-                        reply.trigger = Some(trigger_text(&rule));
+                        reply.trigger = Some(rule.trigger());
                         return reply;
                     }
                     Err(e) => format!(
@@ -92,11 +92,6 @@ pub async fn compile(model: &ModelClient, text: &str) -> CompileReply {
     }
     reply.error = Some("the model did not write a valid trigger; rephrase the instruction or write a structured rule (when <event> [if <condition>] then <action>)".into());
     reply
-}
-
-/// `when <patterns> [if <condition>]` of a rule, canonical.
-pub fn trigger_text(rule: &rules::Rule) -> String {
-    rule.trigger()
 }
 
 /// Answers compile requests until `cancel` fires.

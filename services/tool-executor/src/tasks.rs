@@ -75,11 +75,8 @@ impl Tasks {
         if task.is_final() {
             return Ok(());
         }
-        if msg.reason == "timeout"
-            && let Some(step) = msg.wait_step
-            && task.step == step
-        {
-            db::tasks::time_out(db, task.id, step).await?;
+        if msg.reason == "timeout" && task.step == msg.step {
+            db::tasks::time_out(db, task.id, msg.step).await?;
         }
         self.run(task).await
     }

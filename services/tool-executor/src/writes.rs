@@ -289,15 +289,7 @@ impl Writer {
                     },
                 )
                 .await?;
-                let start = common::events::Envelope::new(
-                    user,
-                    common::events::Event::TaskAdvance(common::events::TaskAdvance {
-                        task_id: inv.id,
-                        step: 0,
-                        reason: "start".into(),
-                        wait_step: None,
-                    }),
-                );
+                let start = common::events::Envelope::task_advance(user, inv.id, 0, "start");
                 self.bus
                     .publish(&start)
                     .await

@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 use common::events::{DomainEvent, Envelope, Event};
 use common::{Bus, UserId};
 use db::DatabaseConnection;
+use rules::Lookup;
 use rules::eval::Answers;
 use rules::syntax::{Rule, Step};
-use rules::{Lookup, Pattern};
 use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -305,11 +305,6 @@ mod tests {
         ));
         assert!(!is_structured("Always cc my assistant"));
     }
-}
-
-/// The index keys of an event type.
-pub fn keys(event_type: &str) -> Vec<String> {
-    Pattern::keys_for(event_type)
 }
 
 /// A rule as the user writes it.

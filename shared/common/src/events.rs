@@ -189,13 +189,25 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskAdvance {
     pub task_id: Uuid,
-    /// The step the task was at when this was sent, and why (`start`, `matched`, `timeout`,
-    /// `approval:<invocation>`, `turn`): with the task id, the dedup key.
+    /// The step concerned (for `timeout`, the wait whose deadline passed), and why (`start`,
+    /// `matched`, `timeout`, `approval:<invocation>`, `turn:<turn>`...): with the task id, the
+    /// dedup key.
     pub step: i32,
     pub reason: String,
-    /// For `timeout`: the wait step whose deadline passed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wait_step: Option<i32>,
+}
+
+impl Envelope {
+    /// Hands task `task` of `user` to the executor, to run from where it is.
+    pub fn task_advance(user: UserId, task: Uuid, step: i32, reason: impl Into<String>) -> Self {
+        Self::new(
+            user,
+            Event::TaskAdvance(TaskAdvance {
+                task_id: task,
+                step,
+                reason: reason.into(),
+            }),
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

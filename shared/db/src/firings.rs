@@ -31,71 +31,41 @@ pub struct Firing {
 
 const COLUMNS: &str = "id, user_id, rule_id, event_id, event_type, event, tier, status, detail, depth, task_id, created_at";
 
-/// Records a firing; `false` when this (rule, event) fired before.
-pub async fn record(db: &impl ConnectionTrait, f: &Firing) -> Result<bool> {
-    let done = db
-        .execute_raw(stmt(
-            "INSERT INTO rule_firings (id, user_id, rule_id, event_id, event_type, event, tier, status, detail, depth, task_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             ON CONFLICT (rule_id, event_id) DO NOTHING",
-            vec![
-                f.id.into(),
-                f.user_id.into(),
-                f.rule_id.into(),
-                f.event_id.into(),
-                f.event_type.clone().into(),
-                f.event.clone().into(),
-                f.tier.into(),
-                f.status.clone().into(),
-                f.detail.clone().into(),
-                f.depth.into(),
-                f.task_id.into(),
-            ],
-        ))
-        .await?;
-    Ok(done.rows_affected() > 0)
-}
+const INSERT_FIRING: &str = "INSERT INTO rule_firings (id, user_id, rule_id, event_id, event_type, event, tier, status, detail, depth, task_id)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+     ON CONFLICT (rule_id, event_id) DO NOTHING RETURNING id";
 
-/// Records a firing and the task that carries out its steps, both or neither, in one
-/// statement (one round trip); `false` when this (rule, event) fired before.
-pub async fn record_with_task(
+/// Records a firing and, when it starts one, the task that carries out its steps: both or
+/// neither, in one statement (one round trip). `false` when this (rule, event) fired before.
+pub async fn record(
     db: &impl ConnectionTrait,
     f: &Firing,
-    t: &crate::tasks::NewTask,
+    task: Option<&crate::tasks::NewTask>,
 ) -> Result<bool> {
-    let row = db
-        .query_one_raw(stmt(
-            "WITH fired AS (
-                 INSERT INTO rule_firings (id, user_id, rule_id, event_id, event_type, event, tier, status, detail, depth, task_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                 ON CONFLICT (rule_id, event_id) DO NOTHING RETURNING id
-             ), task AS (
-                 INSERT INTO tasks (id, user_id, title, origin, rule_id, event_id, turn_id, steps, context, depth, act_without_approval)
-                 VALUES ($12, $2, $13, $14, $3, $4, NULL, $15, $16, $10, $17)
-                 ON CONFLICT (id) DO NOTHING RETURNING id
-             )
-             SELECT (SELECT count(*) FROM fired) AS fired, (SELECT count(*) FROM task) AS tasks",
-            vec![
-                f.id.into(),
-                f.user_id.into(),
-                f.rule_id.into(),
-                f.event_id.into(),
-                f.event_type.clone().into(),
-                f.event.clone().into(),
-                f.tier.into(),
-                f.status.clone().into(),
-                f.detail.clone().into(),
-                f.depth.into(),
-                f.task_id.into(),
-                t.id.into(),
-                t.title.clone().into(),
-                t.origin.clone().into(),
-                t.steps.clone().into(),
-                t.context.clone().into(),
-                t.act_without_approval.into(),
-            ],
-        ))
-        .await?;
+    let mut values: Vec<Value> = vec![
+        f.id.into(),
+        f.user_id.into(),
+        f.rule_id.into(),
+        f.event_id.into(),
+        f.event_type.clone().into(),
+        f.event.clone().into(),
+        f.tier.into(),
+        f.status.clone().into(),
+        f.detail.clone().into(),
+        f.depth.into(),
+        f.task_id.into(),
+    ];
+    let sql = match task {
+        None => format!("WITH fired AS ({INSERT_FIRING}) SELECT count(*) AS fired FROM fired"),
+        Some(t) => {
+            values.extend(crate::tasks::insert_values(t));
+            format!(
+                "WITH fired AS ({INSERT_FIRING}), task AS ({}) SELECT (SELECT count(*) FROM fired) AS fired",
+                crate::tasks::insert_sql(12)
+            )
+        }
+    };
+    let row = db.query_one_raw(stmt(&sql, values)).await?;
     Ok(row
         .map(|r| r.try_get::<i64>("", "fired"))
         .transpose()?

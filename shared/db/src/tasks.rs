@@ -64,26 +64,36 @@ pub struct NewTask {
     pub act_without_approval: bool,
 }
 
-/// Creates the task; `false` when a task with this id exists (a redelivered firing).
+/// The statement that inserts a task, its parameters numbered from `$first`.
+pub(crate) fn insert_sql(first: usize) -> String {
+    let params: Vec<String> = (first..first + 11).map(|n| format!("${n}")).collect();
+    format!(
+        "INSERT INTO tasks (id, user_id, title, origin, rule_id, event_id, turn_id, steps, context, depth, act_without_approval)
+         VALUES ({}) ON CONFLICT (id) DO NOTHING RETURNING id",
+        params.join(", ")
+    )
+}
+
+pub(crate) fn insert_values(t: &NewTask) -> Vec<Value> {
+    vec![
+        t.id.into(),
+        t.user.0.into(),
+        t.title.clone().into(),
+        t.origin.clone().into(),
+        t.rule.into(),
+        t.event.into(),
+        t.turn.into(),
+        t.steps.clone().into(),
+        t.context.clone().into(),
+        t.depth.into(),
+        t.act_without_approval.into(),
+    ]
+}
+
+/// Creates the task; `false` when a task with this id exists.
 pub async fn create(db: &impl ConnectionTrait, t: &NewTask) -> Result<bool> {
     let done = db
-        .execute_raw(stmt(
-            "INSERT INTO tasks (id, user_id, title, origin, rule_id, event_id, turn_id, steps, context, depth, act_without_approval)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
-            vec![
-                t.id.into(),
-                t.user.0.into(),
-                t.title.clone().into(),
-                t.origin.clone().into(),
-                t.rule.into(),
-                t.event.into(),
-                t.turn.into(),
-                t.steps.clone().into(),
-                t.context.clone().into(),
-                t.depth.into(),
-                t.act_without_approval.into(),
-            ],
-        ))
+        .execute_raw(stmt(&insert_sql(1), insert_values(t)))
         .await?;
     Ok(done.rows_affected() > 0)
 }
@@ -413,20 +423,6 @@ pub async fn stalled(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<(Uuid,
             ))
         })
         .collect()
-}
-
-/// Open waits, for metrics.
-pub async fn waiting_count(db: &impl ConnectionTrait) -> Result<i64> {
-    let row = db
-        .query_one_raw(stmt(
-            "SELECT count(*) AS n FROM task_waits WHERE state = 'waiting'",
-            vec![],
-        ))
-        .await?;
-    Ok(row
-        .map(|r| r.try_get::<i64>("", "n"))
-        .transpose()?
-        .unwrap_or(0))
 }
 
 /// Records what a task created at a provider, with the chain depth of the rule behind it.

@@ -43,15 +43,7 @@ async fn health_ready_and_metrics() {
         202
     );
     wait_indexed(&app, &[doc_id(user, "gmail", "m")]).await;
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(
             r#"http_requests_total{method="POST",route="/api/ingest/documents",status="202"} 1"#

@@ -76,15 +76,7 @@ async fn a_wait_times_out_when_no_event_comes() {
     assert_eq!(notes[0]["task_id"], task.as_str());
     let detail = get_json(&app, &token, &format!("/api/tasks/{task}")).await;
     assert_eq!(detail["waits"][0]["state"], "timed_out");
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("rule_firings_total{tier=\"1\",status=\"fired\"} 1"),
         "{metrics}"

@@ -10,8 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use common::UserId;
-use common::events::{ApprovalsSettled, Envelope, Event, TaskAdvance};
-use common::intake::FieldError;
+use common::events::{ApprovalsSettled, Envelope, Event};
 use db::invocations::{AuditFilter, Decided, Invocation};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -159,14 +158,11 @@ async fn decide(
     } else if let Some(task) = invocation.task_id {
         // The task carries on from this step: the approved write runs once, a rejected one
         // ends the task.
-        let envelope = Envelope::new(
+        let envelope = Envelope::task_advance(
             user,
-            Event::TaskAdvance(TaskAdvance {
-                task_id: task,
-                step: invocation.step.unwrap_or(0),
-                reason: format!("approval:{}", invocation.id),
-                wait_step: None,
-            }),
+            task,
+            invocation.step.unwrap_or(0),
+            format!("approval:{}", invocation.id),
         );
         state
             .bus
@@ -247,13 +243,7 @@ pub async fn audit(
     AuthUser(user): AuthUser,
     Query(params): Query<AuditParams>,
 ) -> Result<Json<Invocations>, ApiError> {
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::Invalid(FieldError::new(
-            "limit",
-            "must be between 1 and 500",
-        )));
-    }
+    let limit = super::list_limit(params.limit)?;
     let filter = AuditFilter {
         conversation: params.conversation,
         tool: params.tool,

@@ -17,3 +17,18 @@ pub mod tasks;
 pub mod tokens;
 pub mod transcripts;
 pub mod webhooks;
+
+use crate::error::ApiError;
+use common::intake::FieldError;
+
+/// A list's `limit` parameter: 100 when absent, 1 to 500 when given.
+pub fn list_limit(limit: Option<u64>) -> Result<u64, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::Invalid(FieldError::new(
+            "limit",
+            "must be between 1 and 500",
+        )));
+    }
+    Ok(limit)
+}

@@ -264,13 +264,7 @@ pub async fn firings(
     Path(id): Path<Uuid>,
     Query(params): Query<FiringParams>,
 ) -> Result<Json<Firings>, ApiError> {
-    let limit = params.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::Invalid(FieldError::new(
-            "limit",
-            "must be between 1 and 500",
-        )));
-    }
+    let limit = super::list_limit(params.limit)?;
     let firings = db::firings::of_rule(&state.db, user, id, limit).await?;
     if firings.is_empty() {
         // An unknown rule is a 404; a deleted rule's firings stay readable.

@@ -10,7 +10,6 @@ use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use common::intake::FieldError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -109,17 +108,6 @@ pub struct TaskParams {
     pub limit: Option<u64>,
 }
 
-fn limit_of(limit: Option<u64>) -> Result<u64, ApiError> {
-    let limit = limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::Invalid(FieldError::new(
-            "limit",
-            "must be between 1 and 500",
-        )));
-    }
-    Ok(limit)
-}
-
 #[utoipa::path(get, path = "/api/tasks", tag = "rules", params(TaskParams),
     security(("bearer" = []), ("session" = [])),
     responses((status = 200, description = "Your tasks, newest first", body = Tasks), (status = 422, body = ErrorBody)))]
@@ -128,7 +116,7 @@ pub async fn list_tasks(
     AuthUser(user): AuthUser,
     Query(params): Query<TaskParams>,
 ) -> Result<Json<Tasks>, ApiError> {
-    let limit = limit_of(params.limit)?;
+    let limit = super::list_limit(params.limit)?;
     let tasks = db::tasks::list(&state.db, user, params.state.as_deref(), limit)
         .await?
         .into_iter()
@@ -226,7 +214,7 @@ pub async fn notifications(
     AuthUser(user): AuthUser,
     Query(params): Query<NotificationParams>,
 ) -> Result<Json<Notifications>, ApiError> {
-    let limit = limit_of(params.limit)?;
+    let limit = super::list_limit(params.limit)?;
     let notifications = db::tasks::notifications(&state.db, user, limit)
         .await?
         .into_iter()
