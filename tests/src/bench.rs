@@ -184,22 +184,35 @@ impl Env {
         Ok(())
     }
 
-    /// A user with `n` chunks (random unit vectors, text drawn from an advisor's vocabulary).
-    pub async fn synthetic_chunks(&self, n: i64) -> anyhow::Result<UserId> {
+    /// A user with `n` chunks (random unit vectors, text drawn from an advisor's vocabulary),
+    /// among `others` other users with `per_other` chunks each.
+    pub async fn synthetic_chunks(
+        &self,
+        n: i64,
+        others: i64,
+        per_other: i64,
+    ) -> anyhow::Result<UserId> {
         let user = db::users::ensure(&self.db, "bench-search@example.com").await?;
         let per_doc = 5;
         let sql = format!(
             r#"
-            SET maintenance_work_mem = '512MB';
+            SET maintenance_work_mem = '1GB';
             DROP INDEX IF EXISTS chunks_embedding_hnsw;
+            INSERT INTO users (id, email)
+              SELECT gen_random_uuid(), 'bench-other-' || g || '@example.com' FROM generate_series(1, {others}) g;
+            WITH owners AS (
+                SELECT '{user}'::uuid AS id, {docs} AS docs
+                UNION ALL
+                SELECT id, {other_docs} FROM users WHERE email LIKE 'bench-other-%'
+            )
             INSERT INTO documents (id, user_id, source, kind, external_id, title, body, content_hash, indexed_hash)
-              SELECT gen_random_uuid(), '{user}', (ARRAY['gmail','hubspot','gcal','slack'])[1 + g % 4], 'note',
+              SELECT gen_random_uuid(), o.id, (ARRAY['gmail','hubspot','gcal','slack'])[1 + g % 4], 'note',
                      'syn-' || g, 'Synthetic note ' || g, '', 'h', 'h'
-              FROM generate_series(1, {docs}) g;
+              FROM owners o, generate_series(1, o.docs) g;
             WITH words AS (SELECT string_to_array('{vocab}', ' ') AS w),
-                 docs AS (SELECT id, source, row_number() OVER () AS r FROM documents WHERE user_id = '{user}')
+                 docs AS (SELECT id, user_id, source, row_number() OVER () AS r FROM documents WHERE external_id LIKE 'syn-%')
             INSERT INTO chunks (document_id, user_id, source, kind, ordinal, title, content, embedding)
-              SELECT d.id, '{user}', d.source, 'note', o, 'Synthetic note ' || d.r,
+              SELECT d.id, d.user_id, d.source, 'note', o, 'Synthetic note ' || d.r,
                      array_to_string(ARRAY(SELECT CASE WHEN random() < 0.15
                                                 THEN w[1 + floor(random() * array_length(w, 1))::int]
                                                 ELSE 'w' || floor(exp(random() * ln({terms})))::int END
@@ -209,8 +222,10 @@ impl Env {
               FROM docs d, generate_series(0, {per_doc} - 1) o;
             CREATE INDEX chunks_embedding_hnsw ON chunks USING hnsw (embedding vector_cosine_ops);
             ANALYZE chunks;
+            ANALYZE documents;
             "#,
             docs = n / per_doc,
+            other_docs = (per_other / per_doc).max(1),
             terms = ZIPF_TERMS,
             vocab = VOCABULARY,
         );
@@ -602,16 +617,9 @@ pub fn embed_rate(model: &LocalModel, texts: &[String], batch: usize) -> f64 {
     texts.len() as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Hybrid search through the gateway vs a bare pgvector kNN query with the same vectors.
-pub async fn search(
-    env: &Env,
-    user: UserId,
-    model: &LocalModel,
-    n: usize,
-) -> anyhow::Result<(Stats, Stats)> {
-    let token = env.token_for(user)?;
+/// Three-word queries drawn like the synthetic corpus: one advisor word, two corpus words.
+fn synthetic_queries(n: usize) -> Vec<String> {
     let words: Vec<&str> = VOCABULARY.split_whitespace().collect();
-    // One advisor word and two corpus words per query, drawn like the corpus itself.
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut uniform = move || {
         seed = seed
@@ -619,7 +627,7 @@ pub async fn search(
             .wrapping_add(1442695040888963407);
         (seed >> 11) as f64 / (1u64 << 53) as f64
     };
-    let queries: Vec<String> = (0..n)
+    (0..n)
         .map(|i| {
             format!(
                 "{} {} {}",
@@ -628,7 +636,18 @@ pub async fn search(
                 zipf_word(uniform())
             )
         })
-        .collect();
+        .collect()
+}
+
+/// Hybrid search through the gateway vs a bare pgvector kNN query with the same vectors.
+pub async fn search(
+    env: &Env,
+    user: UserId,
+    model: &LocalModel,
+    n: usize,
+) -> anyhow::Result<(Stats, Stats)> {
+    let token = env.token_for(user)?;
+    let queries = synthetic_queries(n);
     let http = reqwest::Client::new();
     let mut latencies = Vec::with_capacity(n);
     let started = Instant::now();
@@ -670,6 +689,90 @@ pub async fn search(
         latencies.push(t.elapsed());
     }
     Ok((hybrid, stats(latencies, started.elapsed())))
+}
+
+/// Where a search's time goes (medians over `n` queries run in-process through the same
+/// searcher): embedding the query, then the vector, full-text and time candidates (read
+/// concurrently), fusion with boosts, snippets.
+pub async fn search_breakdown(env: &Env, user: UserId, n: usize) -> anyhow::Result<String> {
+    let searcher = actions::search::Searcher::new(env.db.clone(), env.bus.clone(), &env.config);
+    let mut parts: [Vec<Duration>; 6] = Default::default();
+    for q in synthetic_queries(n) {
+        let started = Instant::now();
+        let found = searcher
+            .search(
+                user,
+                actions::search::SearchRequest {
+                    q,
+                    top_k: Some(10),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let t = found.timings;
+        for (i, d) in [
+            started.elapsed(),
+            found.embed,
+            t.vector,
+            t.fulltext,
+            t.fusion,
+            t.snippets,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            parts[i].push(d);
+        }
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e3
+    };
+    Ok(format!(
+        "median {:.1} ms = embed query {:.1} + max(vector {:.1}, full text {:.1}) + fusion {:.1} + snippets {:.1}",
+        median(&mut parts[0]),
+        median(&mut parts[1]),
+        median(&mut parts[2]),
+        median(&mut parts[3]),
+        median(&mut parts[4]),
+        median(&mut parts[5]),
+    ))
+}
+
+/// The search evaluation (tests/data/search_eval) on a user of its own: each ranking's
+/// quality and latency on the held-out third and on every question.
+pub async fn search_quality(
+    env: &Env,
+    model: Arc<LocalModel>,
+) -> anyhow::Result<Vec<(String, &'static str, crate::search_eval::Metrics)>> {
+    use crate::search_eval;
+    let indexer = embedding::Indexer {
+        db: env.db.clone(),
+        batcher: embed::Batcher::spawn(embed::Embedder::Local(model), 32, Duration::from_millis(2)),
+        chunker: Arc::new(embedding::chunker(&env.config)),
+    };
+    let user = db::users::ensure(&env.db, "eval-advisor@example.com").await?;
+    let docs = search_eval::corpus()?;
+    let labels = search_eval::load(&env.db, &indexer, user, &docs).await?;
+    let questions = search_eval::questions()?;
+    let searcher = actions::search::Searcher::new(env.db.clone(), env.bus.clone(), &env.config);
+    let mut out = Vec::new();
+    for (split, held_out_only) in [("held-out", true), ("all", false)] {
+        let qs: Vec<&search_eval::Question> = questions
+            .iter()
+            .filter(|q| q.held_out || !held_out_only)
+            .collect();
+        for (name, ranking) in search_eval::RANKINGS {
+            search_eval::run(&searcher, user, &labels, &qs[..5], ranking).await?;
+            let outcomes = search_eval::run(&searcher, user, &labels, &qs, ranking).await?;
+            out.push((
+                format!("{split} ({} questions)", qs.len()),
+                name,
+                search_eval::score(&qs, &outcomes),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// CPU model, cores and memory of this machine.

@@ -20,6 +20,7 @@ pub mod bench_rules;
 pub mod fairness;
 pub mod fake_model;
 pub mod proxy;
+pub mod search_eval;
 
 pub const SERVICES: [&str; 5] = [
     "gateway",

@@ -87,10 +87,12 @@ impl Indexer {
         if pieces.is_empty() {
             pieces.push(String::new());
         }
-        // The title goes with every piece: it is what a chunk is about.
+        // The title and the people go with every piece: they are what a chunk is about, and
+        // "the email from Maria about her 401k" names both.
+        let (heading, people) = heading(&doc.title, &doc.kind, &doc.metadata);
         let texts = pieces
             .iter()
-            .map(|p| format!("{}\n{}", doc.title, p).trim().to_owned())
+            .map(|p| format!("{}\n{people}\n{p}", doc.title).trim().to_owned())
             .collect();
         let vectors = self
             .batcher
@@ -102,10 +104,63 @@ impl Indexer {
             .zip(vectors)
             .map(|(content, embedding)| NewChunk { content, embedding })
             .collect();
-        let outcome = chunks::replace(&self.db, id, content_hash, new).await?;
+        let outcome = chunks::replace(&self.db, id, content_hash, &heading, new).await?;
         tracing::debug!(document.id = %id, ?outcome, "indexed");
         Ok(outcome)
     }
+}
+
+/// What every chunk of a document is about, for full text (title, then who sent, received or
+/// took part, with addresses) and for the embedding (the same people by name only).
+pub fn heading(title: &str, kind: &str, metadata: &serde_json::Value) -> (String, String) {
+    let text = |key: &str| metadata[key].as_str().unwrap_or_default().trim().to_owned();
+    let lines: Vec<(&str, String)> = match kind {
+        "email" => vec![
+            ("From", text("from")),
+            ("To", text("to")),
+            ("Cc", text("cc")),
+        ],
+        "transcript" => vec![(
+            "Participants",
+            metadata["participants"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default(),
+        )],
+        _ => Vec::new(),
+    };
+    let lines: Vec<(&str, String)> = lines.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+    let full = lines
+        .iter()
+        .map(|(label, v)| format!("{label}: {v}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    // "Maria Alvarez <maria@x.com>, b@y.com" -> "Maria Alvarez, b@y.com"
+    let names = lines
+        .iter()
+        .map(|(label, v)| {
+            let people: Vec<&str> = v
+                .split(',')
+                .map(|p| match p.split_once('<') {
+                    Some((name, _)) if !name.trim().is_empty() => name.trim().trim_matches('"'),
+                    _ => p.trim(),
+                })
+                .collect();
+            format!("{label}: {}", people.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let heading = if full.is_empty() {
+        title.to_owned()
+    } else {
+        format!("{title}\n{full}")
+    };
+    (heading, names)
 }
 
 impl Handler for Indexer {

@@ -2,6 +2,7 @@
 //! over NATS request/reply. If the embedder does not answer in time (or is already saturated)
 //! the search runs on full text alone and says so in `mode`.
 
+use crate::query;
 use crate::{ActionError, Result};
 use chrono::{DateTime, Utc};
 use common::UserId;
@@ -10,7 +11,7 @@ use common::events::{EMBED_QUERY_SUBJECT, EmbedQuery, EmbedQueryReply};
 use common::ids::Source;
 use common::intake;
 use db::DatabaseConnection;
-use db::search::{SearchHit, SearchQuery};
+use db::search::{Boosts, SearchHit, SearchQuery, Timings};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -30,6 +31,70 @@ pub struct SearchRequest {
     pub kinds: Vec<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
+    pub ranking: Ranking,
+    /// The moment relative times ("last week") are read against; now when `None`.
+    pub now: Option<DateTime<Utc>>,
+}
+
+/// Which evidence ranks the documents. Only the default is offered to users; the others
+/// exist so the evaluation can show what each side contributes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Ranking {
+    #[default]
+    Hybrid,
+    Vector,
+    FullText,
+}
+
+/// What the search understood from the question besides its words, and applied.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Understood {
+    /// The time the question named (`from` inclusive, `to` exclusive): documents from it rank
+    /// first. Not read when the request sets its own `from`/`to` filter.
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// The words that named the time ("last week").
+    pub when: Option<String>,
+    /// People the question names: contacts found by name (with their email) or, when no
+    /// contact matched, the name as written. Documents involving them rank higher.
+    pub people: Vec<Person>,
+    /// Kinds of document the question asks for; they rank higher.
+    pub kinds: Vec<String>,
+    /// The question asks for the most recent; newer documents rank higher.
+    pub latest: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Person {
+    pub name: String,
+    pub email: Option<String>,
+}
+
+impl Understood {
+    /// One line per thing understood, for logs and the evaluation's report.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let (Some(when), Some(from), Some(to)) = (&self.when, self.from, self.to) {
+            out.push(format!(
+                "time {when:?}: {} to {}",
+                from.format("%Y-%m-%d"),
+                to.format("%Y-%m-%d")
+            ));
+        }
+        for p in &self.people {
+            out.push(match &p.email {
+                Some(e) => format!("person {} <{e}>", p.name),
+                None => format!("person {}", p.name),
+            });
+        }
+        for k in &self.kinds {
+            out.push(format!("kind {k}"));
+        }
+        if self.latest {
+            out.push("latest first".into());
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +104,11 @@ pub struct Searched {
     /// `hybrid`, or `fulltext` when the query could not be embedded right now.
     pub mode: &'static str,
     pub hits: Vec<SearchHit>,
+    pub understood: Understood,
+    /// How long embedding the query took (zero when it was not embedded).
+    pub embed: Duration,
+    /// Where the database part of the search spent its time.
+    pub timings: Timings,
 }
 
 /// Runs searches within the deployment's bounds: at most `SEARCH_MAX_CONCURRENT` at once, at
@@ -95,28 +165,92 @@ impl Searcher {
             .search_slots
             .try_acquire()
             .map_err(|_| ActionError::Busy)?;
-        let embedding = self.embed_query(&q).await;
+        let parsed = query::parse(&q, request.now.unwrap_or_else(Utc::now));
+        let embed = async {
+            let started = std::time::Instant::now();
+            let vector = if request.ranking == Ranking::FullText {
+                None
+            } else {
+                self.embed_query(&parsed.semantic).await
+            };
+            (vector, started.elapsed())
+        };
+        let ((embedding, embed_took), people) =
+            tokio::join!(embed, self.people(user, &parsed.names));
+        let people = people?;
         let mode = if embedding.is_some() {
             "hybrid"
         } else {
             "fulltext"
         };
+        // A time the request gives is a filter and beats one read from the question, which
+        // ranks its documents first (the words may name a time the answer talks about).
+        let (from, to) = (request.from, request.to);
+        let read = request.from.is_none() && request.to.is_none();
+        let understood = Understood {
+            from: parsed.from.filter(|_| read),
+            to: parsed.to.filter(|_| read),
+            when: parsed.when.clone().filter(|_| read),
+            people,
+            kinds: parsed.kinds.iter().map(|k| (*k).to_owned()).collect(),
+            latest: parsed.latest,
+        };
         let query = SearchQuery {
             user: Some(user),
-            text: q.clone(),
+            tsquery: if request.ranking == Ranking::Vector {
+                None
+            } else {
+                query::tsquery(&parsed.terms)
+            },
+            tsquery_all: query::tsquery_all(&parsed.terms),
             embedding,
             sources,
             kinds,
-            from: request.from,
-            to: request.to,
+            from,
+            to,
             top_k,
+            boosts: Boosts {
+                people: understood
+                    .people
+                    .iter()
+                    .flat_map(|p| std::iter::once(p.name.to_lowercase()).chain(p.email.clone()))
+                    .collect(),
+                kinds: understood.kinds.clone(),
+                latest: understood.latest,
+                window: understood.from.zip(understood.to),
+            },
         };
-        let hits = db::search::hybrid(&self.db, &query).await?;
+        let (hits, timings) = db::search::hybrid_timed(&self.db, &query).await?;
+        tracing::debug!(?timings, understood = ?understood.describe(), "searched");
         Ok(Searched {
             query: q,
             mode,
             hits,
+            understood,
+            embed: embed_took,
+            timings,
         })
+    }
+
+    /// The people the question names: each run of names resolved against the user's
+    /// contacts, or kept as written when none matches.
+    async fn people(&self, user: UserId, names: &[Vec<String>]) -> Result<Vec<Person>> {
+        let mut out = Vec::new();
+        for words in names {
+            let found = db::search::people(&self.db, user, words).await?;
+            if found.is_empty() {
+                out.push(Person {
+                    name: words.join(" "),
+                    email: None,
+                });
+            }
+            for (name, email) in found {
+                if !out.iter().any(|p: &Person| p.name == name) {
+                    out.push(Person { name, email });
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn embed_query(&self, text: &str) -> Option<Vec<f32>> {

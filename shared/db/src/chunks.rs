@@ -22,10 +22,13 @@ pub enum Replaced {
 }
 
 /// Replaces the chunks of `document` with `chunks`, if its content is still `content_hash`.
+/// `heading` is what every chunk is about (the title, with who sent it or took part): full
+/// text weighs it above the chunk's own words.
 pub async fn replace(
     db: &DatabaseConnection,
     document: DocumentId,
     content_hash: &str,
+    heading: &str,
     chunks: Vec<NewChunk>,
 ) -> Result<Replaced> {
     let tx = db.begin().await?;
@@ -58,10 +61,10 @@ pub async fn replace(
     for (slice_no, slice) in chunks.chunks(500).enumerate() {
         let mut sql = String::from(
             "INSERT INTO chunks (document_id, user_id, source, kind, occurred_at, ordinal, title, content, embedding)
-             SELECT d.id, d.user_id, d.source, d.kind, d.occurred_at, v.ordinal, d.title, v.content, v.embedding
+             SELECT d.id, d.user_id, d.source, d.kind, d.occurred_at, v.ordinal, $2, v.content, v.embedding
              FROM documents d, (VALUES ",
         );
-        let mut values: Vec<Value> = vec![document.0.into()];
+        let mut values: Vec<Value> = vec![document.0.into(), heading.to_owned().into()];
         for (i, chunk) in slice.iter().enumerate() {
             let n = values.len();
             if i > 0 {

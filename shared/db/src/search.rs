@@ -1,6 +1,12 @@
-//! Hybrid search over one user's chunks: pgvector cosine distance (HNSW, iterative scan so
-//! filters still fill the result) and Postgres full text, fused by reciprocal rank, best chunk
-//! per document.
+//! Hybrid search over one user's chunks, ranked per document.
+//!
+//! Two candidate lists are read concurrently: the nearest chunks by pgvector cosine distance
+//! (HNSW, iterative scan so filters still fill the list) and the chunks matching any of the
+//! question's words in Postgres full text. Each list is reduced to documents (a document's best
+//! chunk, with a bonus for further matching chunks), the two document rankings are fused by
+//! weighted reciprocal rank, and the fused list is adjusted by what the question said besides
+//! its words (a person, a kind of document, "the latest"). Snippets are made for the returned
+//! documents only.
 
 use crate::Result;
 use chrono::{DateTime, Utc};
@@ -8,15 +14,24 @@ use common::UserId;
 use pgvector::Vector;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value};
 use serde::Serialize;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// Reciprocal rank fusion constant (the usual 60 from Cormack et al.).
 const RRF_K: f64 = 60.0;
+/// Chunks read from each side.
+const CANDIDATES: i64 = 100;
 
 #[derive(Debug, Clone, Default)]
 pub struct SearchQuery {
     pub user: Option<UserId>,
-    pub text: String,
+    /// The question's words as a `to_tsquery` expression (any of them matches); `None`
+    /// searches by vector only.
+    pub tsquery: Option<String>,
+    /// All of the question's words (`a & b`): a chunk that has every one of them is an exact
+    /// match, which ranks as if the vector side had put it first too.
+    pub tsquery_all: Option<String>,
     /// The query's embedding; `None` searches full text only.
     pub embedding: Option<Vec<f32>>,
     pub sources: Vec<String>,
@@ -24,6 +39,20 @@ pub struct SearchQuery {
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     pub top_k: u32,
+    pub boosts: Boosts,
+}
+
+/// What the question asked for besides its words: documents involving these people, of these
+/// kinds, or the most recent first.
+#[derive(Debug, Clone, Default)]
+pub struct Boosts {
+    /// Lower-cased names and email addresses of the people the question names.
+    pub people: Vec<String>,
+    pub kinds: Vec<String>,
+    pub latest: bool,
+    /// The time the question named: documents from it rank first, and are candidates even
+    /// when their words and vectors are not.
+    pub window: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -37,45 +66,20 @@ pub struct SearchHit {
     pub occurred_at: Option<DateTime<Utc>>,
 }
 
-const SQL: &str = r#"
-WITH vec AS MATERIALIZED (
-    SELECT c.id, c.embedding <=> $2::vector AS distance
-    FROM chunks c
-    WHERE $2::vector IS NOT NULL AND c.user_id = $1
-      AND ($4::text IS NULL OR c.source = ANY(string_to_array($4, ',')))
-      AND ($5::text IS NULL OR c.kind = ANY(string_to_array($5, ',')))
-      AND ($6::timestamptz IS NULL OR c.occurred_at >= $6)
-      AND ($7::timestamptz IS NULL OR c.occurred_at < $7)
-    ORDER BY c.embedding <=> $2::vector
-    LIMIT $8
-), vec_ranked AS (
-    SELECT id, row_number() OVER (ORDER BY distance, id) AS r FROM vec
-), fts AS (
-    SELECT c.id, row_number() OVER (ORDER BY ts_rank_cd(c.tsv, q) DESC, c.id) AS r
-    FROM chunks c, websearch_to_tsquery('english', $3) q
-    WHERE c.user_id = $1 AND c.tsv @@ q
-      AND ($4::text IS NULL OR c.source = ANY(string_to_array($4, ',')))
-      AND ($5::text IS NULL OR c.kind = ANY(string_to_array($5, ',')))
-      AND ($6::timestamptz IS NULL OR c.occurred_at >= $6)
-      AND ($7::timestamptz IS NULL OR c.occurred_at < $7)
-    ORDER BY ts_rank_cd(c.tsv, q) DESC
-    LIMIT $8
-), fused AS (
-    SELECT coalesce(v.id, f.id) AS id,
-           coalesce(1.0 / ($10 + v.r), 0) + coalesce(1.0 / ($10 + f.r), 0) AS score
-    FROM vec_ranked v FULL OUTER JOIN fts f ON v.id = f.id
-), best AS (
-    SELECT DISTINCT ON (c.document_id) c.document_id, c.content, f.score
-    FROM fused f JOIN chunks c ON c.id = f.id
-    ORDER BY c.document_id, f.score DESC
-)
-SELECT b.document_id, d.title, d.source, d.kind, d.occurred_at, b.score::float8 AS score,
-       ts_headline('english', b.content, websearch_to_tsquery('english', $3),
-                   'MaxFragments=1, MaxWords=35, MinWords=15, StartSel=**, StopSel=**') AS snippet
-FROM best b JOIN documents d ON d.id = b.document_id
-ORDER BY b.score DESC, b.document_id
-LIMIT $9
-"#;
+/// Where a search spent its time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    pub vector: Duration,
+    pub fulltext: Duration,
+    pub fusion: Duration,
+    pub snippets: Duration,
+}
+
+const FILTERS: &str = "c.user_id = $1
+      AND ($3::text IS NULL OR c.source = ANY(string_to_array($3, ',')))
+      AND ($4::text IS NULL OR c.kind = ANY(string_to_array($4, ',')))
+      AND ($5::timestamptz IS NULL OR c.occurred_at >= $5)
+      AND ($6::timestamptz IS NULL OR c.occurred_at < $6)";
 
 fn csv(values: &[String]) -> Value {
     if values.is_empty() {
@@ -85,51 +89,468 @@ fn csv(values: &[String]) -> Value {
     }
 }
 
-pub async fn hybrid(db: &DatabaseConnection, query: &SearchQuery) -> Result<Vec<SearchHit>> {
-    let user = query.user.expect("search is always scoped to a user");
-    let top_k = query.top_k.clamp(1, 100) as i64;
-    // Enough candidates from each side that fusion has something to work with.
-    let candidates = (top_k * 5).max(50);
-    let embedding: Value = query.embedding.clone().map(Vector::from).into();
-    let tx = db.begin().await?;
-    // Keep scanning the HNSW graph until the user's filters yield enough rows (pgvector 0.8).
-    tx.execute_unprepared(&format!(
-        "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {}",
-        candidates.clamp(40, 1000)
-    ))
-    .await?;
-    let rows = tx
-        .query_all_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            SQL,
-            [
-                user.0.into(),
-                embedding,
-                query.text.clone().into(),
-                csv(&query.sources),
-                csv(&query.kinds),
-                query.from.map(|t| t.fixed_offset()).into(),
-                query.to.map(|t| t.fixed_offset()).into(),
-                candidates.into(),
-                top_k.into(),
-                RRF_K.into(),
-            ],
-        ))
-        .await?;
-    tx.commit().await?;
+/// One candidate chunk: its document and how well it matched (cosine similarity, or the
+/// full-text rank).
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate {
+    pub chunk: i64,
+    pub document: Uuid,
+    pub score: f64,
+    /// Full text: the chunk has every word of the question.
+    pub complete: bool,
+}
+
+fn filter_values(query: &SearchQuery, user: UserId, second: Value) -> Vec<Value> {
+    vec![
+        user.0.into(),
+        second,
+        csv(&query.sources),
+        csv(&query.kinds),
+        query.from.map(|t| t.fixed_offset()).into(),
+        query.to.map(|t| t.fixed_offset()).into(),
+        CANDIDATES.into(),
+    ]
+}
+
+fn candidates(rows: Vec<sea_orm::QueryResult>) -> Result<Vec<Candidate>> {
     rows.into_iter()
         .map(|r| {
-            let occurred: Option<chrono::DateTime<chrono::FixedOffset>> =
-                r.try_get("", "occurred_at")?;
-            Ok(SearchHit {
-                document_id: r.try_get("", "document_id")?,
-                title: r.try_get("", "title")?,
-                snippet: r.try_get("", "snippet")?,
+            Ok(Candidate {
+                chunk: r.try_get("", "id")?,
+                document: r.try_get("", "document_id")?,
                 score: r.try_get("", "score")?,
-                source: r.try_get("", "source")?,
-                kind: r.try_get("", "kind")?,
-                occurred_at: occurred.map(|t| t.with_timezone(&Utc)),
+                complete: r.try_get::<Option<bool>>("", "complete")?.unwrap_or(false),
             })
         })
         .collect()
+}
+
+async fn vector_candidates(
+    db: &DatabaseConnection,
+    query: &SearchQuery,
+    user: UserId,
+    embedding: &[f32],
+) -> Result<Vec<Candidate>> {
+    let tx = db.begin().await?;
+    // Keep scanning the HNSW graph until the user's filters yield enough rows (pgvector 0.8).
+    tx.execute_unprepared(&format!(
+        "SET LOCAL hnsw.iterative_scan = relaxed_order; SET LOCAL hnsw.ef_search = {CANDIDATES}"
+    ))
+    .await?;
+    let sql = format!(
+        "SELECT id, document_id, score, false AS complete FROM (
+             SELECT c.id, c.document_id, 1 - (c.embedding <=> $2::vector) AS score
+             FROM chunks c
+             WHERE {FILTERS}
+             ORDER BY c.embedding <=> $2::vector
+             LIMIT $7) v"
+    );
+    let values = filter_values(query, user, Vector::from(embedding.to_vec()).into());
+    let rows = tx
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?;
+    tx.commit().await?;
+    candidates(rows)
+}
+
+async fn text_candidates(
+    db: &DatabaseConnection,
+    query: &SearchQuery,
+    user: UserId,
+    tsquery: &str,
+) -> Result<Vec<Candidate>> {
+    // Normalization 1: rank / (1 + log(length)), so long chunks do not win by size alone.
+    let sql = format!(
+        "SELECT c.id, c.document_id, ts_rank_cd(c.tsv, q, 1)::float8 AS score,
+                c.tsv @@ to_tsquery('english', $8) AS complete
+         FROM chunks c, to_tsquery('english', $2) q
+         WHERE {FILTERS} AND c.tsv @@ q
+         ORDER BY score DESC, c.id
+         LIMIT $7"
+    );
+    let mut values = filter_values(query, user, tsquery.to_owned().into());
+    values.push(
+        query
+            .tsquery_all
+            .clone()
+            .unwrap_or_else(|| tsquery.to_owned())
+            .into(),
+    );
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?;
+    candidates(rows)
+}
+
+/// The user's documents from `[from, to)`, newest first, each by its first chunk.
+async fn window_candidates(
+    db: &DatabaseConnection,
+    query: &SearchQuery,
+    user: UserId,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<Candidate>> {
+    let sql = "SELECT c.id, d.id AS document_id, 0::float8 AS score, false AS complete
+         FROM documents d JOIN chunks c ON c.document_id = d.id AND c.ordinal = 0
+         WHERE d.user_id = $1 AND d.occurred_at >= $2 AND d.occurred_at < $3
+           AND ($4::text IS NULL OR d.source = ANY(string_to_array($4, ',')))
+           AND ($5::text IS NULL OR d.kind = ANY(string_to_array($5, ',')))
+         ORDER BY d.occurred_at DESC
+         LIMIT $6";
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            [
+                user.0.into(),
+                from.fixed_offset().into(),
+                to.fixed_offset().into(),
+                csv(&query.sources),
+                csv(&query.kinds),
+                CANDIDATES.into(),
+            ],
+        ))
+        .await?;
+    candidates(rows)
+}
+
+/// One document's evidence from one side: its best chunk and how many of its chunks matched.
+#[derive(Debug, Clone, Copy)]
+struct Evidence {
+    best: f64,
+    chunk: i64,
+    count: usize,
+    complete: bool,
+}
+
+/// Documents ranked by their best chunk, a document's further matching chunks counting a
+/// little (a tenth of their score each), so a thread that keeps coming back to the subject
+/// beats one passing mention of equal strength.
+fn by_document(candidates: &[Candidate]) -> Vec<(Uuid, Evidence, f64)> {
+    let mut docs: HashMap<Uuid, (Evidence, f64)> = HashMap::new();
+    for c in candidates {
+        let entry = docs.entry(c.document).or_insert((
+            Evidence {
+                best: f64::MIN,
+                chunk: c.chunk,
+                count: 0,
+                complete: false,
+            },
+            0.0,
+        ));
+        entry.0.count += 1;
+        entry.0.complete |= c.complete;
+        entry.1 += c.score;
+        if c.score > entry.0.best {
+            entry.0.best = c.score;
+            entry.0.chunk = c.chunk;
+        }
+    }
+    let mut ranked: Vec<(Uuid, Evidence, f64)> = docs
+        .into_iter()
+        .map(|(id, (e, sum))| (id, e, e.best + 0.1 * (sum - e.best)))
+        .collect();
+    ranked.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+    ranked
+}
+
+/// A fused document: its score and the chunk that represents it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fused {
+    pub document: Uuid,
+    pub chunk: i64,
+    pub score: f64,
+}
+
+/// Weighted reciprocal rank fusion of the document rankings of each side. A side that found
+/// nothing does not count, so fusion never does worse than the side that did.
+pub fn fuse(vector: &[Candidate], text: &[Candidate], text_weight: f64) -> Vec<Fused> {
+    let mut fused: HashMap<Uuid, Fused> = HashMap::new();
+    for (list, weight) in [(by_document(vector), 1.0), (by_document(text), text_weight)] {
+        for (rank, (doc, evidence, _)) in list.into_iter().enumerate() {
+            let entry = fused.entry(doc).or_insert(Fused {
+                document: doc,
+                chunk: evidence.chunk,
+                score: 0.0,
+            });
+            entry.score += weight / (RRF_K + rank as f64 + 1.0);
+            if evidence.complete {
+                entry.score += weight / (RRF_K + 1.0);
+            }
+        }
+    }
+    let mut out: Vec<Fused> = fused.into_values().collect();
+    out.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(a.document.cmp(&b.document))
+    });
+    out
+}
+
+pub async fn hybrid(db: &DatabaseConnection, query: &SearchQuery) -> Result<Vec<SearchHit>> {
+    Ok(hybrid_timed(db, query).await?.0)
+}
+
+/// Like [`hybrid`], and says where the time went.
+pub async fn hybrid_timed(
+    db: &DatabaseConnection,
+    query: &SearchQuery,
+) -> Result<(Vec<SearchHit>, Timings)> {
+    let user = query.user.expect("search is always scoped to a user");
+    let top_k = query.top_k.clamp(1, 100) as usize;
+    let mut timings = Timings::default();
+    let vector = async {
+        let started = Instant::now();
+        let found = match &query.embedding {
+            Some(e) => vector_candidates(db, query, user, e).await?,
+            None => Vec::new(),
+        };
+        Ok::<_, crate::DbError>((found, started.elapsed()))
+    };
+    let text = async {
+        let started = Instant::now();
+        let found = match &query.tsquery {
+            Some(q) => text_candidates(db, query, user, q).await?,
+            None => Vec::new(),
+        };
+        Ok::<_, crate::DbError>((found, started.elapsed()))
+    };
+    let window = async {
+        match query.boosts.window {
+            Some((from, to)) => window_candidates(db, query, user, from, to).await,
+            None => Ok(Vec::new()),
+        }
+    };
+    let ((vector, vt), (text, tt), window) = futures::try_join!(vector, text, window)?;
+    timings.vector = vt;
+    timings.fulltext = tt;
+
+    let started = Instant::now();
+    let mut fused = fuse(&vector, &text, 1.0);
+    fused.truncate(top_k.max(50));
+    for c in window {
+        if !fused.iter().any(|f| f.document == c.document) {
+            fused.push(Fused {
+                document: c.document,
+                chunk: c.chunk,
+                score: 0.0,
+            });
+        }
+    }
+    adjust(db, &mut fused, &query.boosts).await?;
+    fused.truncate(top_k);
+    timings.fusion = started.elapsed();
+
+    let started = Instant::now();
+    let hits = snippets(db, &fused, query.tsquery.as_deref()).await?;
+    timings.snippets = started.elapsed();
+    Ok((hits, timings))
+}
+
+/// Applies the question's boosts to the fused documents and re-sorts them.
+async fn adjust(db: &DatabaseConnection, fused: &mut [Fused], boosts: &Boosts) -> Result<()> {
+    if fused.is_empty()
+        || (boosts.people.is_empty()
+            && boosts.kinds.is_empty()
+            && !boosts.latest
+            && boosts.window.is_none())
+    {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = fused.iter().map(|f| f.document).collect();
+    let patterns: Vec<String> = boosts.people.iter().map(|p| format!("%{p}%")).collect();
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT id, kind, occurred_at,
+                    (lower(title) LIKE ANY($2) OR lower(metadata::text) LIKE ANY($2)
+                     OR lower(left(body, 2000)) LIKE ANY($2)) AS person
+             FROM documents WHERE id = ANY($1)",
+            [ids.into(), patterns.into()],
+        ))
+        .await?;
+    let mut facts: HashMap<Uuid, (String, Option<DateTime<Utc>>, bool)> = HashMap::new();
+    for r in rows {
+        let at: Option<DateTime<chrono::FixedOffset>> = r.try_get("", "occurred_at")?;
+        facts.insert(
+            r.try_get("", "id")?,
+            (
+                r.try_get("", "kind")?,
+                at.map(|t| t.with_timezone(&Utc)),
+                r.try_get::<Option<bool>>("", "person")?.unwrap_or(false),
+            ),
+        );
+    }
+    // Recency: the newest candidate gets the full bonus, the oldest none.
+    let times: Vec<i64> = facts
+        .values()
+        .filter_map(|f| f.1.map(|t| t.timestamp()))
+        .collect();
+    let (oldest, newest) = (
+        times.iter().copied().min().unwrap_or(0),
+        times.iter().copied().max().unwrap_or(0),
+    );
+    let unit = 1.0 / (RRF_K + 1.0);
+    for f in fused.iter_mut() {
+        let Some((kind, at, person)) = facts.get(&f.document) else {
+            continue;
+        };
+        if !boosts.people.is_empty() && *person {
+            f.score += unit;
+        }
+        if boosts.kinds.iter().any(|k| k == kind) {
+            f.score += unit * 0.5;
+        }
+        if let (Some((from, to)), Some(at)) = (boosts.window, at)
+            && *at >= from
+            && *at < to
+        {
+            f.score += unit * 3.0;
+        }
+        if boosts.latest
+            && newest > oldest
+            && let Some(at) = at
+        {
+            f.score += unit * (at.timestamp() - oldest) as f64 / (newest - oldest) as f64;
+        }
+    }
+    fused.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(a.document.cmp(&b.document))
+    });
+    Ok(())
+}
+
+/// Titles and snippets of the returned documents, in the fused order.
+async fn snippets(
+    db: &DatabaseConnection,
+    fused: &[Fused],
+    tsquery: Option<&str>,
+) -> Result<Vec<SearchHit>> {
+    if fused.is_empty() {
+        return Ok(Vec::new());
+    }
+    let chunks: Vec<i64> = fused.iter().map(|f| f.chunk).collect();
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT c.id, d.id AS document_id, d.title, d.source, d.kind, d.occurred_at,
+                    CASE WHEN $2::text IS NULL THEN left(c.content, 240)
+                         ELSE ts_headline('english', c.content, to_tsquery('english', $2),
+                              'MaxFragments=1, MaxWords=35, MinWords=15, StartSel=**, StopSel=**')
+                    END AS snippet
+             FROM chunks c JOIN documents d ON d.id = c.document_id
+             WHERE c.id = ANY($1)",
+            [chunks.into(), tsquery.map(str::to_owned).into()],
+        ))
+        .await?;
+    let mut by_chunk: HashMap<i64, SearchHit> = HashMap::new();
+    for r in rows {
+        let occurred: Option<DateTime<chrono::FixedOffset>> = r.try_get("", "occurred_at")?;
+        by_chunk.insert(
+            r.try_get("", "id")?,
+            SearchHit {
+                document_id: r.try_get("", "document_id")?,
+                title: r.try_get("", "title")?,
+                snippet: r.try_get("", "snippet")?,
+                score: 0.0,
+                source: r.try_get("", "source")?,
+                kind: r.try_get("", "kind")?,
+                occurred_at: occurred.map(|t| t.with_timezone(&Utc)),
+            },
+        );
+    }
+    Ok(fused
+        .iter()
+        .filter_map(|f| {
+            by_chunk.remove(&f.chunk).map(|mut h| {
+                h.score = f.score;
+                h
+            })
+        })
+        .collect())
+}
+
+/// The user's CRM contacts whose names contain all of `words` (lower-cased, whole words).
+/// Returns each one's full name and email address.
+pub async fn people(
+    db: &DatabaseConnection,
+    user: UserId,
+    words: &[String],
+) -> Result<Vec<(String, Option<String>)>> {
+    if words.is_empty() {
+        return Ok(Vec::new());
+    }
+    let patterns: Vec<String> = words.iter().map(|w| format!("\\m{w}\\M")).collect();
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT title AS name, metadata->'properties'->>'email' AS email
+             FROM documents
+             WHERE user_id = $1 AND kind = 'contact' AND lower(title) ~ ALL($2)
+             ORDER BY updated_at DESC
+             LIMIT 5",
+            [user.0.into(), patterns.into()],
+        ))
+        .await?;
+    rows.into_iter()
+        .map(|r| Ok((r.try_get("", "name")?, r.try_get("", "email")?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(chunk: i64, doc: u128, score: f64) -> Candidate {
+        Candidate {
+            chunk,
+            document: Uuid::from_u128(doc),
+            score,
+            complete: false,
+        }
+    }
+
+    #[test]
+    fn a_document_counts_once_per_side() {
+        // Document 1 fills the vector list with three chunks; document 2 is second by vector
+        // and first by text, so it must win.
+        let vector = [c(1, 1, 0.9), c(2, 1, 0.85), c(3, 1, 0.8), c(4, 2, 0.7)];
+        let text = [c(4, 2, 0.5)];
+        let fused = fuse(&vector, &text, 1.0);
+        assert_eq!(fused[0].document, Uuid::from_u128(2));
+        assert_eq!(fused[1].document, Uuid::from_u128(1));
+        assert_eq!(
+            fused[1].chunk, 1,
+            "a document is represented by its best chunk"
+        );
+    }
+
+    #[test]
+    fn a_document_with_every_word_beats_the_nearest_vector() {
+        let vector = [c(1, 1, 0.9), c(2, 2, 0.8)];
+        let text = [Candidate {
+            complete: true,
+            ..c(2, 2, 0.1)
+        }];
+        assert_eq!(fuse(&vector, &text, 1.0)[0].document, Uuid::from_u128(2));
+    }
+
+    #[test]
+    fn an_empty_side_changes_nothing() {
+        let vector = [c(1, 1, 0.9), c(2, 2, 0.8), c(3, 3, 0.7)];
+        let fused = fuse(&vector, &[], 1.0);
+        let order: Vec<u128> = fused.iter().map(|f| f.document.as_u128()).collect();
+        assert_eq!(order, vec![1, 2, 3]);
+    }
 }

@@ -14,7 +14,11 @@ use std::time::Duration;
 const INTAKE_REQUESTS: usize = 4_000;
 const INTAKE_CONCURRENCY: usize = 32;
 const PIPELINE_DOCS: usize = 240;
+/// One user's chunks in the search benchmark; `BENCH_SEARCH_CHUNKS=1000000` for the large run.
 const SEARCH_CHUNKS: i64 = 100_000;
+/// Other users in the table during the search benchmark, with this many chunks each.
+const SEARCH_OTHER_USERS: i64 = 999;
+const SEARCH_OTHER_CHUNKS: i64 = 100;
 const SEARCH_QUERIES: usize = 200;
 const FAIRNESS_BACKLOG: usize = 50_000;
 const FAIRNESS_SAMPLES: usize = 20;
@@ -180,13 +184,26 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
 
-    // 4. Hybrid search over 100k chunks, against a bare pgvector kNN on the same index.
+    // 4. Search quality on the labelled evaluation set, then hybrid search over 100k chunks
+    //    of one user among 1,000 users, against a bare pgvector kNN on the same index.
     services.start(&env, "embedding")?;
-    let search_user = env.synthetic_chunks(SEARCH_CHUNKS).await?;
     env.wait_ready().await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let quality = bench::search_quality(&env, model.clone()).await?;
+    let search_chunks: i64 = std::env::var("BENCH_SEARCH_CHUNKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SEARCH_CHUNKS);
+    let search_user = env
+        .synthetic_chunks(search_chunks, SEARCH_OTHER_USERS, SEARCH_OTHER_CHUNKS)
+        .await?;
     let (hybrid, knn) = bench::search(&env, search_user, &model, SEARCH_QUERIES).await?;
+    let breakdown = bench::search_breakdown(&env, search_user, SEARCH_QUERIES).await?;
     rows.push(row(
-        "Hybrid search, 100k chunks",
+        &format!(
+            "Hybrid search, {}k chunks of one user, 1,000 users",
+            search_chunks / 1000
+        ),
         format!(
             "p50 {} p99 {} (HTTP, query embedded by the service)",
             ms(hybrid.p50),
@@ -194,9 +211,16 @@ async fn main() -> anyhow::Result<()> {
         ),
         format!("bare pgvector kNN: p50 {} p99 {}", ms(knn.p50), ms(knn.p99)),
         format!(
-            "{:.1}× the kNN p50",
+            "p99 {:.2}× the 50 ms goal; {:.1}× the kNN p50",
+            hybrid.p99.as_secs_f64() / 0.05,
             hybrid.p50.as_secs_f64() / knn.p50.as_secs_f64()
         ),
+    ));
+    rows.push(row(
+        "Search: where the time goes",
+        breakdown,
+        "in-process, same searcher, same queries".into(),
+        "-".into(),
     ));
 
     // 5. Chat: time to first token through the event flow vs the model alone; whole turns
@@ -380,6 +404,11 @@ async fn main() -> anyhow::Result<()> {
          limit in the same run.\n"
     );
     doc.push_str(&table);
+    let quality = render_quality(&quality);
+    println!("\n{quality}");
+    doc.push_str("\n## Search quality\n\n");
+    doc.push_str(SEARCH_QUALITY);
+    doc.push_str(&quality);
     doc.push_str(NOTES);
     std::fs::write("BENCHMARKS.md", doc)?;
     env.cleanup().await;
@@ -405,7 +434,8 @@ const NOTES: &str = "
 - **Embedder**: the in-process model on one text repeated, handed over 1, 8 or 32 at a time; the \
   model groups texts by length under a 512-token budget per forward pass.
 - **Search**: 100,000 chunks of one user (random unit vectors; text drawn Zipf-like from 20,000 \
-  terms plus an advisor vocabulary), 200 three-word queries through `GET /api/embeddings/search` \
+  terms plus an advisor vocabulary) among 999 other users with 100 chunks each (one HNSW index over \
+  all of them); `BENCH_SEARCH_CHUNKS=1000000 make bench` runs the same with a million. 200 three-word queries through `GET /api/embeddings/search` \
   (query embedded by the embedding service over NATS, HNSW + full text, fusion, snippets). Peer: a \
   bare `ORDER BY embedding <=> $1 LIMIT 10` on the same index with the same vectors.
 - **Chat**: a local OpenAI-compatible fake model streams a ~60-token answer in 24 pieces with \
@@ -436,6 +466,34 @@ fn ms(d: Duration) -> String {
 
 fn row(what: &str, measured: String, peer: String, ratio: String) -> [String; 4] {
     [what.to_owned(), measured, peer, ratio]
+}
+
+const SEARCH_QUALITY: &str = "The labelled set in `tests/data/search_eval` (157 documents of one advisor: \
+emails in threads, meetings, HubSpot contacts, companies, deals and notes, Slack messages, call \
+transcripts; 135 questions, most of them paraphrases, some naming people, times or exact terms). \
+Every third question is held out and was never tuned on. Recall@k: the share of a question's \
+relevant documents in the top k (out of at most k); MRR and nDCG@10 with binary relevance. \
+Latency: through the searcher the API uses, query embedding over NATS included, on a 157-document \
+user. Goal on the held-out questions: the default beats both single rankers on every metric, \
+recall@5 ≥ 0.95, MRR ≥ 0.85.\n\n";
+
+fn render_quality(rows: &[(String, &str, assistant_tests::search_eval::Metrics)]) -> String {
+    let mut out = String::from(
+        "| questions | ranking | recall@5 | recall@10 | MRR | nDCG@10 | p50 | p99 |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for (split, name, m) in rows {
+        let _ = writeln!(
+            out,
+            "| {split} | {name} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} |",
+            m.recall5,
+            m.recall10,
+            m.mrr,
+            m.ndcg10,
+            ms(m.p50),
+            ms(m.p99)
+        );
+    }
+    out
 }
 
 fn render(rows: &[[String; 4]]) -> String {

@@ -16,6 +16,7 @@ mod pipeline;
 mod providers;
 mod resilience;
 mod rules;
+mod search_quality;
 mod slack_isolation;
 mod sync;
 mod tasks;

@@ -54,7 +54,60 @@ pub struct SearchResponse {
     pub query: String,
     /// `hybrid`, or `fulltext` when the query could not be embedded right now.
     pub mode: &'static str,
+    /// What the search read from the question besides its words, and how it used it.
+    pub understood: Understood,
     pub hits: Vec<Hit>,
+}
+
+/// What the question named besides its words. Documents from the named time, involving the
+/// named people, or of the named kinds rank higher; they are not filtered out.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Understood {
+    /// The time the question named ("last week", "in October"), if any; not read when the
+    /// request sets `from`/`to` (which filter).
+    pub time: Option<TimeRange>,
+    /// People the question names: matched to a CRM contact (with email) or as written.
+    pub people: Vec<Person>,
+    /// Document kinds the question asks for ("emails" → `email`).
+    pub kinds: Vec<String>,
+    /// The question asks for the most recent: newer documents rank higher.
+    pub latest: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimeRange {
+    /// The words that named it.
+    pub words: String,
+    pub from: DateTime<Utc>,
+    /// Exclusive.
+    pub to: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Person {
+    pub name: String,
+    pub email: Option<String>,
+}
+
+impl From<actions::search::Understood> for Understood {
+    fn from(u: actions::search::Understood) -> Self {
+        Self {
+            time: match (u.when, u.from, u.to) {
+                (Some(words), Some(from), Some(to)) => Some(TimeRange { words, from, to }),
+                _ => None,
+            },
+            people: u
+                .people
+                .into_iter()
+                .map(|p| Person {
+                    name: p.name,
+                    email: p.email,
+                })
+                .collect(),
+            kinds: u.kinds,
+            latest: u.latest,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -63,7 +116,8 @@ pub struct Hit {
     pub title: String,
     /// The best-matching passage, query terms marked `**like this**`.
     pub snippet: String,
-    /// Reciprocal-rank-fusion score: higher is better.
+    /// Fused score (weighted reciprocal rank of the vector and full-text rankings, plus the
+    /// question's boosts): higher is better; comparable within one response only.
     pub score: f64,
     pub source: String,
     pub kind: String,
@@ -158,12 +212,14 @@ async fn search(
                 kinds: request.kinds,
                 from: request.from,
                 to: request.to,
+                ..Default::default()
             },
         )
         .await?;
     Ok(SearchResponse {
         query: searched.query,
         mode: searched.mode,
+        understood: searched.understood.into(),
         hits: searched.hits.into_iter().map(Hit::from).collect(),
     })
 }

@@ -60,7 +60,7 @@ const MAX_PARTICIPANTS: usize = 500;
 impl TranscriptRequest {
     /// Limits first, then work: the request's size is checked before anything is built, and
     /// building is linear in the number of turns.
-    fn into_input(self, max_body_bytes: usize) -> Result<DocumentInput, FieldError> {
+    pub fn into_input(self, max_body_bytes: usize) -> Result<DocumentInput, FieldError> {
         let source = Source::parse(self.source.as_deref().unwrap_or("transcripts"))
             .map_err(|r| FieldError::new("source", r))?;
         if self.turns.is_empty() {

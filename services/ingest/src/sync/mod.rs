@@ -4,11 +4,11 @@
 //! persisted, and queues its own continuation when it stops at the limit. Every stored,
 //! changed or deleted item publishes a domain event for the rules engine.
 
-mod calendar;
-mod gmail;
-mod hubspot;
+pub mod calendar;
+pub mod gmail;
+pub mod hubspot;
 pub mod scheduler;
-mod slack;
+pub mod slack;
 
 use crate::ingest_document;
 use common::bus::Bus;

@@ -1,0 +1,128 @@
+//! Search over the labelled evaluation corpus (tests/data/search_eval): what must never
+//! regress in structure, whatever the tuning. The quality numbers are `make bench`'s.
+
+use assistant_tests::TestApp;
+use assistant_tests::search_eval;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn corpus(
+    app: &TestApp,
+    email: &str,
+) -> (common::UserId, String, HashMap<uuid::Uuid, String>) {
+    let (user, token) = app.user(email).await;
+    let indexer = embedding::Indexer {
+        db: app.db.clone(),
+        batcher: embed::Batcher::spawn(
+            embedding::embedder(&app.config).unwrap(),
+            32,
+            Duration::from_millis(2),
+        ),
+        chunker: Arc::new(embedding::chunker(&app.config)),
+    };
+    let docs = search_eval::corpus().unwrap();
+    let labels = search_eval::load(&app.db, &indexer, user, &docs)
+        .await
+        .unwrap();
+    (user, token, labels)
+}
+
+fn ranked(result: &serde_json::Value, labels: &HashMap<uuid::Uuid, String>) -> Vec<String> {
+    result["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let id: uuid::Uuid = h["document_id"].as_str().unwrap().parse().unwrap();
+            labels.get(&id).cloned().unwrap_or_default()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn exact_terms_names_and_times_over_the_evaluation_corpus() {
+    let app = TestApp::spawn_only(&["embedding"]).await;
+    let (user, token, labels) = corpus(&app, "dana@whitfieldwealth.com").await;
+
+    // An account number, a ticker and a form name are found first, whatever the vectors say.
+    for (q, want) in [
+        ("account 8821-0457", "e-schwab-transfer"),
+        ("4417-3391", "e-schwab-wire"),
+        ("SWVXX", "t-call-team-q3"),
+        ("FinCEN 114", "e-tanaka-reply"),
+    ] {
+        let result = app.search(&token, &[("q", q)]).await;
+        assert_eq!(result["mode"], "hybrid");
+        assert_eq!(
+            ranked(&result, &labels).first().map(String::as_str),
+            Some(want),
+            "{q}: {result}"
+        );
+    }
+
+    // A named person is resolved against the CRM contacts and said so; their documents lead.
+    let result = app
+        .search(&token, &[("q", "what did Maria send about her old plan")])
+        .await;
+    let people = &result["understood"]["people"];
+    assert_eq!(people[0]["name"], "Maria Alvarez", "{result}");
+    assert_eq!(people[0]["email"], "maria.alvarez@gmail.com");
+    let top = ranked(&result, &labels);
+    assert!(top[..5].iter().all(|l| l.contains("alvarez")), "{top:?}");
+
+    // A named time is read and reported, and its documents come first even when nothing
+    // else in the question matches them.
+    let result = app.search(&token, &[("q", "emails in August")]).await;
+    let time = &result["understood"]["time"];
+    assert_eq!(time["words"], "in August", "{result}");
+    assert!(
+        time["from"].as_str().unwrap().contains("-08-01T00:00:00"),
+        "{time}"
+    );
+    assert_eq!(result["understood"]["kinds"], serde_json::json!(["email"]));
+    let top = ranked(&result, &labels);
+    assert!(
+        ["e-goldberg-inherited", "e-goldberg-reply"].contains(&top[0].as_str()),
+        "the August emails lead: {top:?}"
+    );
+    // A time given as a filter is a filter, and the question is then not read for one.
+    let result = app
+        .search(
+            &token,
+            &[
+                ("q", "emails in August"),
+                ("from", "2026-11-01T00:00:00Z"),
+                ("to", "2026-12-01T00:00:00Z"),
+            ],
+        )
+        .await;
+    assert!(result["understood"]["time"].is_null(), "{result}");
+    assert!(
+        !ranked(&result, &labels)
+            .iter()
+            .any(|l| l.starts_with("e-goldberg"))
+    );
+
+    // The assistant's search tool runs the same search: same documents, same order.
+    let searcher = actions::search::Searcher::new(app.db.clone(), app.bus.clone(), &app.config);
+    let q = "client who wanted to sell everything during the spring crash";
+    let api = ranked(&app.search(&token, &[("q", q)]).await, &labels);
+    let direct = searcher
+        .search(
+            user,
+            actions::search::SearchRequest {
+                q: q.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let direct: Vec<String> = direct
+        .hits
+        .iter()
+        .map(|h| labels[&h.document_id].clone())
+        .collect();
+    assert_eq!(api, direct);
+    assert_eq!(api.len(), 10);
+}
