@@ -746,14 +746,16 @@ pub async fn search_quality(
     model: Arc<LocalModel>,
 ) -> anyhow::Result<Vec<(String, &'static str, crate::search_eval::Metrics)>> {
     use crate::search_eval;
-    let indexer = embedding::Indexer {
-        db: env.db.clone(),
-        batcher: embed::Batcher::spawn(embed::Embedder::Local(model), 32, Duration::from_millis(2)),
-        chunker: Arc::new(embedding::chunker(&env.config)),
-    };
     let user = db::users::ensure(&env.db, "eval-advisor@example.com").await?;
     let docs = search_eval::corpus()?;
-    let labels = search_eval::load(&env.db, &indexer, user, &docs).await?;
+    let labels = search_eval::load(
+        &env.db,
+        &env.config,
+        embed::Embedder::Local(model),
+        user,
+        &docs,
+    )
+    .await?;
     let questions = search_eval::questions()?;
     let searcher = actions::search::Searcher::new(env.db.clone(), env.bus.clone(), &env.config);
     let mut out = Vec::new();

@@ -228,14 +228,20 @@ pub fn questions() -> anyhow::Result<Vec<Question>> {
     Ok(out)
 }
 
-/// Stores the corpus as `user`'s documents and indexes it as the embedding service would.
-/// Returns each stored document's label.
+/// Stores the corpus as `user`'s documents and indexes it with the embedding service's own
+/// indexer (chunker and batcher as `config` sets them). Returns each stored document's label.
 pub async fn load(
     db: &db::DatabaseConnection,
-    indexer: &embedding::Indexer,
+    config: &common::Config,
+    embedder: embed::Embedder,
     user: UserId,
     docs: &[EvalDoc],
 ) -> anyhow::Result<HashMap<uuid::Uuid, String>> {
+    let indexer = embedding::Indexer {
+        db: db.clone(),
+        batcher: embed::Batcher::spawn(embedder, config.embed_batch_size, Duration::from_millis(2)),
+        chunker: std::sync::Arc::new(embedding::chunker(config)),
+    };
     let mut labels = HashMap::new();
     for doc in docs {
         let (id, hash, _) = db::documents::upsert(db, user, &doc.input).await?;
@@ -336,11 +342,11 @@ pub fn score(questions: &[&Question], outcomes: &[Outcome]) -> Metrics {
     m.recall10 /= n;
     m.mrr /= n;
     m.ndcg10 /= n;
-    let mut took: Vec<Duration> = outcomes.iter().map(|o| o.took).collect();
-    took.sort();
-    if !took.is_empty() {
-        m.p50 = took[took.len() / 2];
-        m.p99 = took[((took.len() as f64 * 0.99).ceil() as usize).min(took.len()) - 1];
+    if !outcomes.is_empty() {
+        let took: Vec<Duration> = outcomes.iter().map(|o| o.took).collect();
+        let total = took.iter().sum();
+        let stats = crate::bench::stats(took, total);
+        (m.p50, m.p99) = (stats.p50, stats.p99);
     }
     m
 }

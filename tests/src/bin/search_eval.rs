@@ -5,8 +5,6 @@
 
 use assistant_tests::bench::Env;
 use assistant_tests::search_eval::{self, RANKINGS};
-use embed::Batcher;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -18,18 +16,16 @@ async fn main() -> anyhow::Result<()> {
     let env = Env::prepare_with("assistant_search_eval", "seval", |_| {}).await?;
     let cancel = CancellationToken::new();
     let service = tokio::spawn(embedding::run(env.config.clone(), cancel.clone()));
-    let indexer = embedding::Indexer {
-        db: env.db.clone(),
-        batcher: Batcher::spawn(
-            embedding::embedder(&env.config)?,
-            32,
-            Duration::from_millis(2),
-        ),
-        chunker: Arc::new(embedding::chunker(&env.config)),
-    };
     let user = db::users::ensure(&env.db, "dana@whitfieldwealth.com").await?;
     let docs = search_eval::corpus()?;
-    let labels = search_eval::load(&env.db, &indexer, user, &docs).await?;
+    let labels = search_eval::load(
+        &env.db,
+        &env.config,
+        embedding::embedder(&env.config)?,
+        user,
+        &docs,
+    )
+    .await?;
     let questions = search_eval::questions()?;
     let searcher = actions::search::Searcher::new(env.db.clone(), env.bus.clone(), &env.config);
     // The embedding service answers queries once it has subscribed.

@@ -4,27 +4,22 @@
 use assistant_tests::TestApp;
 use assistant_tests::search_eval;
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 async fn corpus(
     app: &TestApp,
     email: &str,
 ) -> (common::UserId, String, HashMap<uuid::Uuid, String>) {
     let (user, token) = app.user(email).await;
-    let indexer = embedding::Indexer {
-        db: app.db.clone(),
-        batcher: embed::Batcher::spawn(
-            embedding::embedder(&app.config).unwrap(),
-            32,
-            Duration::from_millis(2),
-        ),
-        chunker: Arc::new(embedding::chunker(&app.config)),
-    };
     let docs = search_eval::corpus().unwrap();
-    let labels = search_eval::load(&app.db, &indexer, user, &docs)
-        .await
-        .unwrap();
+    let labels = search_eval::load(
+        &app.db,
+        &app.config,
+        embedding::embedder(&app.config).unwrap(),
+        user,
+        &docs,
+    )
+    .await
+    .unwrap();
     (user, token, labels)
 }
 
