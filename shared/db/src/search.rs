@@ -2,11 +2,13 @@
 //!
 //! Two candidate lists are read concurrently: the nearest chunks by pgvector cosine distance
 //! (HNSW, iterative scan so filters still fill the list) and the chunks matching any of the
-//! question's words in Postgres full text. Each list is reduced to documents (a document's best
-//! chunk, with a bonus for further matching chunks), the two document rankings are fused by
-//! weighted reciprocal rank, and the fused list is adjusted by what the question said besides
-//! its words (a person, a kind of document, "the latest"). Snippets are made for the returned
-//! documents only.
+//! question's words in Postgres full text, each word weighted by how rare it is among the
+//! user's chunks (BM25's inverse document frequency: "bitcoin" decides, "client" hardly does).
+//! Each list is reduced to documents (a document's best chunk, with a bonus for further
+//! matching chunks), each side's document scores are normalized to 0..1 and the two are added
+//! with equal weight, and the fused list is adjusted by what the question said besides its
+//! words (a person, a kind of document, a time, "the latest"). Snippets are made for the
+//! returned documents only.
 
 use crate::Result;
 use chrono::{DateTime, Utc};
@@ -18,10 +20,14 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-/// Reciprocal rank fusion constant (the usual 60 from Cormack et al.).
-const RRF_K: f64 = 60.0;
 /// Chunks read from each side.
 const CANDIDATES: i64 = 100;
+/// The vector side's share of a fused score; full text has the rest.
+const VECTOR_WEIGHT: f64 = 0.5;
+/// Document frequencies are counted up to this many chunks, and the collection size up to
+/// [`COLLECTION_CAP`]: past that a word is common, and counting on would only cost time.
+const DF_CAP: i64 = 1_000;
+const COLLECTION_CAP: i64 = 10_000;
 
 #[derive(Debug, Clone, Default)]
 pub struct SearchQuery {
@@ -30,7 +36,7 @@ pub struct SearchQuery {
     /// searches by vector only.
     pub tsquery: Option<String>,
     /// All of the question's words (`a & b`): a chunk that has every one of them is an exact
-    /// match, which ranks as if the vector side had put it first too.
+    /// match, which earns half a full score more.
     pub tsquery_all: Option<String>,
     /// The query's embedding; `None` searches full text only.
     pub embedding: Option<Vec<f32>>,
@@ -90,7 +96,7 @@ fn csv(values: &[String]) -> Value {
 }
 
 /// One candidate chunk: its document and how well it matched (cosine similarity, or the
-/// full-text rank).
+/// full-text score).
 #[derive(Debug, Clone, Copy)]
 pub struct Candidate {
     pub chunk: i64,
@@ -163,9 +169,25 @@ async fn text_candidates(
     user: UserId,
     tsquery: &str,
 ) -> Result<Vec<Candidate>> {
-    // Normalization 1: rank / (1 + log(length)), so long chunks do not win by size alone.
+    // A chunk scores the inverse document frequency of each word it has (BM25's
+    // ln(1 + (N + 0.5) / (df + 0.5)), over the user's chunks, counts capped), plus its cover
+    // density rank (normalization 1: rank / (1 + log(length)), so long chunks do not win by
+    // size alone), which orders chunks with the same words by how close and how often.
     let sql = format!(
-        "SELECT c.id, c.document_id, ts_rank_cd(c.tsv, q, 1)::float8 AS score,
+        "WITH n AS (
+             SELECT count(*)::float8 AS n
+             FROM (SELECT 1 FROM chunks c WHERE c.user_id = $1 LIMIT {COLLECTION_CAP}) x),
+         words AS (
+             SELECT to_tsquery('english', w) AS wq FROM unnest(string_to_array($2, ' | ')) w),
+         idf AS MATERIALIZED (
+             SELECT wq, ln(1 + (n.n + 0.5) / (0.5 + (
+                 SELECT count(*) FROM (
+                     SELECT 1 FROM chunks c WHERE c.user_id = $1 AND c.tsv @@ wq
+                     LIMIT {DF_CAP}) x)))::float8 AS idf
+             FROM words, n WHERE numnode(wq) > 0)
+         SELECT c.id, c.document_id,
+                (SELECT coalesce(sum(idf.idf), 0) FROM idf WHERE c.tsv @@ idf.wq)
+                    + ts_rank_cd(c.tsv, q, 1)::float8 AS score,
                 c.tsv @@ to_tsquery('english', $8) AS complete
          FROM chunks c, to_tsquery('english', $2) q
          WHERE {FILTERS} AND c.tsv @@ q
@@ -262,6 +284,13 @@ fn by_document(candidates: &[Candidate]) -> Vec<(Uuid, Evidence, f64)> {
     ranked
 }
 
+/// Where a side's normalized scores start.
+#[derive(Clone, Copy)]
+enum Floor {
+    Lowest,
+    Zero,
+}
+
 /// A fused document: its score and the chunk that represents it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fused {
@@ -270,20 +299,38 @@ pub struct Fused {
     pub score: f64,
 }
 
-/// Weighted reciprocal rank fusion of the document rankings of each side. A side that found
-/// nothing does not count, so fusion never does worse than the side that did.
-pub fn fuse(vector: &[Candidate], text: &[Candidate], text_weight: f64) -> Vec<Fused> {
+/// Fuses the document rankings of each side by their scores: each side's document scores are
+/// normalized to 0..1 (the vector side min-max over its candidates, as cosine similarities
+/// crowd into a narrow band; full text by its best, its floor being no match at all) and
+/// added with `vector_weight` and its complement. A document that has every word of the
+/// question earns half a full score more. Unlike reciprocal rank, how far ahead a document
+/// is counts, not only that it is ahead. A side that found nothing adds nothing, so fusion
+/// never reorders what the other side found.
+pub fn fuse(vector: &[Candidate], text: &[Candidate], vector_weight: f64) -> Vec<Fused> {
     let mut fused: HashMap<Uuid, Fused> = HashMap::new();
-    for (list, weight) in [(by_document(vector), 1.0), (by_document(text), text_weight)] {
-        for (rank, (doc, evidence, _)) in list.into_iter().enumerate() {
+    for (list, weight, floor) in [
+        (by_document(vector), vector_weight, Floor::Lowest),
+        (by_document(text), 1.0 - vector_weight, Floor::Zero),
+    ] {
+        let best = list.first().map_or(0.0, |d| d.2);
+        let floor = match floor {
+            Floor::Lowest => list.last().map_or(0.0, |d| d.2),
+            Floor::Zero => 0.0,
+        };
+        for (doc, evidence, score) in list {
             let entry = fused.entry(doc).or_insert(Fused {
                 document: doc,
                 chunk: evidence.chunk,
                 score: 0.0,
             });
-            entry.score += weight / (RRF_K + rank as f64 + 1.0);
+            entry.score += weight
+                * if best > floor {
+                    (score - floor) / (best - floor)
+                } else {
+                    1.0
+                };
             if evidence.complete {
-                entry.score += weight / (RRF_K + 1.0);
+                entry.score += weight;
             }
         }
     }
@@ -335,7 +382,7 @@ pub async fn hybrid_timed(
     timings.fulltext = tt;
 
     let started = Instant::now();
-    let mut fused = fuse(&vector, &text, 1.0);
+    let mut fused = fuse(&vector, &text, VECTOR_WEIGHT);
     fused.truncate(top_k.max(50));
     for c in window {
         if !fused.iter().any(|f| f.document == c.document) {
@@ -399,28 +446,29 @@ async fn adjust(db: &DatabaseConnection, fused: &mut [Fused], boosts: &Boosts) -
         times.iter().copied().min().unwrap_or(0),
         times.iter().copied().max().unwrap_or(0),
     );
-    let unit = 1.0 / (RRF_K + 1.0);
+    // In fused units, where 1 is what a document both sides put first scores: a named person
+    // or time outweighs the words, a kind or recency breaks near-ties.
     for f in fused.iter_mut() {
         let Some((kind, at, person)) = facts.get(&f.document) else {
             continue;
         };
         if !boosts.people.is_empty() && *person {
-            f.score += unit;
+            f.score += 1.0;
         }
         if boosts.kinds.iter().any(|k| k == kind) {
-            f.score += unit * 0.5;
+            f.score += 0.5;
         }
         if let (Some((from, to)), Some(at)) = (boosts.window, at)
             && *at >= from
             && *at < to
         {
-            f.score += unit * 3.0;
+            f.score += 3.0;
         }
         if boosts.latest
             && newest > oldest
             && let Some(at) = at
         {
-            f.score += unit * (at.timestamp() - oldest) as f64 / (newest - oldest) as f64;
+            f.score += (at.timestamp() - oldest) as f64 / (newest - oldest) as f64;
         }
     }
     fused.sort_by(|a, b| {
@@ -523,11 +571,17 @@ mod tests {
 
     #[test]
     fn a_document_counts_once_per_side() {
-        // Document 1 fills the vector list with three chunks; document 2 is second by vector
-        // and first by text, so it must win.
-        let vector = [c(1, 1, 0.9), c(2, 1, 0.85), c(3, 1, 0.8), c(4, 2, 0.7)];
+        // Document 1 fills the vector list with three chunks; document 2 is a close second by
+        // vector and first by text, so it must win.
+        let vector = [
+            c(1, 1, 0.8),
+            c(2, 1, 0.75),
+            c(3, 1, 0.7),
+            c(4, 2, 0.78),
+            c(5, 3, 0.3),
+        ];
         let text = [c(4, 2, 0.5)];
-        let fused = fuse(&vector, &text, 1.0);
+        let fused = fuse(&vector, &text, 0.5);
         assert_eq!(fused[0].document, Uuid::from_u128(2));
         assert_eq!(fused[1].document, Uuid::from_u128(1));
         assert_eq!(
@@ -543,13 +597,24 @@ mod tests {
             complete: true,
             ..c(2, 2, 0.1)
         }];
-        assert_eq!(fuse(&vector, &text, 1.0)[0].document, Uuid::from_u128(2));
+        assert_eq!(fuse(&vector, &text, 0.5)[0].document, Uuid::from_u128(2));
+    }
+
+    #[test]
+    fn how_far_ahead_counts() {
+        // Document 1 is far ahead by vector and a close second by text; reciprocal rank would
+        // call it a tie with document 2, the scores do not.
+        let vector = [c(1, 1, 0.9), c(2, 2, 0.4), c(3, 3, 0.3)];
+        let text = [c(2, 2, 10.0), c(1, 1, 9.5)];
+        let fused = fuse(&vector, &text, 0.5);
+        assert_eq!(fused[0].document, Uuid::from_u128(1));
+        assert!(fused[0].score > fused[1].score + 0.3, "{fused:?}");
     }
 
     #[test]
     fn an_empty_side_changes_nothing() {
         let vector = [c(1, 1, 0.9), c(2, 2, 0.8), c(3, 3, 0.7)];
-        let fused = fuse(&vector, &[], 1.0);
+        let fused = fuse(&vector, &[], 0.5);
         let order: Vec<u128> = fused.iter().map(|f| f.document.as_u128()).collect();
         assert_eq!(order, vec![1, 2, 3]);
     }

@@ -116,8 +116,9 @@ pub struct Hit {
     pub title: String,
     /// The best-matching passage, query terms marked `**like this**`.
     pub snippet: String,
-    /// Fused score (weighted reciprocal rank of the vector and full-text rankings, plus the
-    /// question's boosts): higher is better; comparable within one response only.
+    /// Fused score (the vector and full-text scores, each normalized to 0..1 within this
+    /// search and added with equal weight, plus the question's boosts): higher is better;
+    /// comparable within one response only.
     pub score: f64,
     pub source: String,
     pub kind: String,
