@@ -49,6 +49,29 @@ ensure_postgres() {
   as_root su postgres -c "psql -qc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null || true
 }
 
+# pgvector's HNSW index is fast only from memory: a search walks thousands of its pages, and
+# each one read from disk costs ~0.1 ms here. A local Postgres still on the 128 MB default gets
+# the usual quarter of the machine's memory (at most 4 GB; PG_SHARED_BUFFERS_MB decides when
+# set) and is restarted once for it. A remote one is its operator's to size.
+ensure_pg_memory() {
+  case "$pg_host" in 127.0.0.1|localhost|::1) ;; *) return 0 ;; esac
+  command -v pg_ctlcluster >/dev/null || return 0
+  local want_mb="${PG_SHARED_BUFFERS_MB:-}"
+  if [ -z "$want_mb" ]; then
+    want_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 4 / 1024 ))
+    [ "$want_mb" -gt 4096 ] && want_mb=4096
+  fi
+  local have_mb
+  have_mb=$(psql "$admin_url" -tAc "select setting::bigint * 8 / 1024 from pg_settings where name = 'shared_buffers'")
+  [ "$have_mb" -ge "$want_mb" ] && return 0
+  log "Postgres shared_buffers ${have_mb} MB -> ${want_mb} MB (the vector index must fit): restarting it"
+  psql "$admin_url" -qc "ALTER SYSTEM SET shared_buffers = '${want_mb}MB'"
+  local ver; ver=$(psql "$admin_url" -tAc "show server_version_num" | cut -c1-2)
+  as_root pg_ctlcluster --skip-systemctl-redirect "$ver" main restart \
+    || log "could not restart Postgres: shared_buffers applies at its next start"
+  for _ in $(seq 1 30); do port_open "$pg_host" "$pg_port" && psql "$admin_url" -tAc "select 1" >/dev/null 2>&1 && break; sleep 1; done
+}
+
 ensure_psql() { command -v psql >/dev/null || apt_install postgresql-client; }
 
 has_pgvector() {
@@ -141,6 +164,7 @@ ensure_build_deps() {
 ensure_psql
 ensure_postgres
 ensure_pgvector
+ensure_pg_memory
 ensure_database
 ensure_nats
 ensure_model

@@ -247,7 +247,7 @@ pub async fn load(
         let (id, hash, _) = db::documents::upsert(db, user, &doc.input).await?;
         labels.insert(id.0, doc.id.clone());
         indexer
-            .index(DocumentId(id.0), &hash, embed::Priority::Bulk)
+            .index(DocumentId(id.0), &hash, embed::Priority::Bulk, false)
             .await
             .map_err(|e| anyhow::anyhow!("indexing {}: {e:?}", doc.id))?;
     }

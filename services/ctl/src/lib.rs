@@ -5,7 +5,8 @@ use async_nats::jetstream::consumer::{self, DeliverPolicy};
 use chrono::{DateTime, Utc};
 use common::UserId;
 use common::bus::Bus;
-use common::events::{DocumentInput, Envelope, Event, Lane};
+use common::events::{DocUpserted, DocumentInput, Envelope, Event, Lane};
+use common::ids::{DocumentId, Source};
 use common::intake::{self, Accepted, Limits};
 use common::topology::Topology;
 use db::DatabaseConnection;
@@ -26,6 +27,45 @@ pub async fn requeue(db: &DatabaseConnection, bus: &Bus, id: i64) -> anyhow::Res
         .await?;
     db::dead_letters::mark_requeued(db, id).await?;
     Ok(published.sequence)
+}
+
+/// Queues documents (one user's, or everyone's) to be chunked and embedded again, on the bulk
+/// lane, and returns how many. For after a change to what is indexed (the chunk heading, an
+/// embedding model of the same dimensions), so documents indexed before catch up. Search
+/// keeps finding a document by its old chunks until the new ones replace them, and new
+/// documents keep the interactive lane meanwhile.
+pub async fn reindex(
+    db: &DatabaseConnection,
+    bus: &Bus,
+    user: Option<UserId>,
+) -> anyhow::Result<u64> {
+    // A run of its own, so JetStream's dedup window does not swallow a second reindex.
+    let run = format!("reindex:{}", Utc::now().timestamp_millis());
+    let mut after = uuid::Uuid::nil();
+    let mut queued = 0;
+    loop {
+        let page = db::documents::keys_after(db, user, after, 500).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        let envelopes = page
+            .into_iter()
+            .map(|d| {
+                let event = DocUpserted {
+                    document_id: DocumentId(d.id),
+                    source: Source::parse(&d.source).map_err(anyhow::Error::msg)?,
+                    kind: Source::parse(&d.kind).map_err(anyhow::Error::msg)?,
+                    content_hash: d.content_hash,
+                    created: false,
+                    caused_by: run.clone(),
+                    again: true,
+                };
+                Ok(Envelope::new(UserId(d.user_id), Event::DocUpserted(event)).in_lane(Lane::Bulk))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        bus.publish_all(&envelopes).await?;
+        queued += envelopes.len() as u64;
+    }
+    Ok(queued)
 }
 
 #[derive(Debug, Clone, Default)]

@@ -66,6 +66,13 @@ enum Command {
         #[arg(long)]
         since: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// Chunk and embed documents again (one user's, or everyone's), on the bulk lane: after an
+    /// upgrade that changes what is indexed, so documents indexed before catch up.
+    Reindex {
+        /// The user's email or id; everyone's when not given.
+        #[arg(long)]
+        user: Option<String>,
+    },
     /// Search one user's documents as they would (the same ranking as the API and the
     /// assistant's tools).
     Search {
@@ -324,6 +331,15 @@ async fn main() -> anyhow::Result<()> {
                 "republished {} messages (up to stream sequence {})",
                 report.republished, report.last_sequence
             );
+        }
+        Command::Reindex { user } => {
+            let db = db(&config).await?;
+            let user = match user {
+                Some(u) => Some(user_by(&db, &u).await?),
+                None => None,
+            };
+            let queued = ctl::reindex(&db, &bus(&config).await?, user).await?;
+            println!("queued {queued} documents to be indexed again");
         }
         Command::Search {
             user,

@@ -62,12 +62,14 @@ pub struct Indexer {
 }
 
 impl Indexer {
-    /// Indexes the document's current content if it is still `content_hash` and not yet indexed.
+    /// Indexes the document's current content if it is still `content_hash` and not yet
+    /// indexed (or, `again`, even if it is).
     pub async fn index(
         &self,
         id: DocumentId,
         content_hash: &str,
         priority: Priority,
+        again: bool,
     ) -> Result<Replaced, HandleError> {
         let doc = match db::documents::get(&self.db, id).await? {
             Some(d) => d,
@@ -76,7 +78,7 @@ impl Indexer {
         if doc.content_hash != content_hash {
             return Ok(Replaced::Stale);
         }
-        if doc.indexed_hash.as_deref() == Some(content_hash) {
+        if !again && doc.indexed_hash.as_deref() == Some(content_hash) {
             return Ok(Replaced::AlreadyIndexed);
         }
         let mut pieces = if doc.kind == "transcript" {
@@ -104,7 +106,7 @@ impl Indexer {
             .zip(vectors)
             .map(|(content, embedding)| NewChunk { content, embedding })
             .collect();
-        let outcome = chunks::replace(&self.db, id, content_hash, &heading, new).await?;
+        let outcome = chunks::replace(&self.db, id, content_hash, &heading, new, again).await?;
         tracing::debug!(document.id = %id, ?outcome, "indexed");
         Ok(outcome)
     }
@@ -171,7 +173,7 @@ impl Handler for Indexer {
         };
         match delivery.envelope.event {
             Event::DocUpserted(e) => self
-                .index(e.document_id, &e.content_hash, priority)
+                .index(e.document_id, &e.content_hash, priority, e.again)
                 .await
                 .map(|_| ()),
             _ => Err(HandleError::poison("embedding only handles doc.upserted")),

@@ -48,6 +48,7 @@ pub async fn ingest_document(
                 content_hash: hash,
                 created: outcome == Upserted::Created,
                 caused_by,
+                again: false,
             }),
         )
         .in_lane(lane);

@@ -384,6 +384,10 @@ pub struct DocUpserted {
     /// The message that caused this event (`STREAM:sequence`). A redelivery of that message
     /// makes the same event (deduplicated); a replay or a new submission makes a new one.
     pub caused_by: String,
+    /// Index it again even when this content is indexed already (`ctl reindex`, after a
+    /// change to what is indexed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub again: bool,
 }
 
 /// Core NATS subject (under the deployment prefix) where the embedding service answers

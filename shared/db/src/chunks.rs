@@ -30,6 +30,7 @@ pub async fn replace(
     content_hash: &str,
     heading: &str,
     chunks: Vec<NewChunk>,
+    again: bool,
 ) -> Result<Replaced> {
     let tx = db.begin().await?;
     let row = tx
@@ -47,7 +48,7 @@ pub async fn replace(
     if current != content_hash {
         return Ok(Replaced::Stale);
     }
-    if indexed.as_deref() == Some(content_hash) {
+    if !again && indexed.as_deref() == Some(content_hash) {
         return Ok(Replaced::AlreadyIndexed);
     }
     tx.execute_raw(Statement::from_sql_and_values(

@@ -109,6 +109,51 @@ pub async fn unindexed(db: &DatabaseConnection, user: UserId, cap: u64) -> Resul
         .unwrap_or(0) as u64)
 }
 
+/// What it takes to announce a document again, without its body.
+#[derive(Debug, Clone)]
+pub struct DocumentKey {
+    pub id: uuid::Uuid,
+    pub user_id: uuid::Uuid,
+    pub source: String,
+    pub kind: String,
+    pub content_hash: String,
+}
+
+/// Up to `limit` documents (of `user`, or everyone's) with ids after `after`, in id order:
+/// one page of a walk over all of them.
+pub async fn keys_after(
+    db: &DatabaseConnection,
+    user: Option<UserId>,
+    after: uuid::Uuid,
+    limit: u64,
+) -> Result<Vec<DocumentKey>> {
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT id, user_id, source, kind, content_hash FROM documents
+             WHERE id > $1 AND ($2::uuid IS NULL OR user_id = $2)
+             ORDER BY id
+             LIMIT $3",
+            [
+                after.into(),
+                user.map(|u| u.0).into(),
+                (limit as i64).into(),
+            ],
+        ))
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(DocumentKey {
+                id: r.try_get("", "id")?,
+                user_id: r.try_get("", "user_id")?,
+                source: r.try_get("", "source")?,
+                kind: r.try_get("", "kind")?,
+                content_hash: r.try_get("", "content_hash")?,
+            })
+        })
+        .collect()
+}
+
 /// `user`'s documents among `ids` (others' are never returned), in no particular order.
 pub async fn many(
     db: &DatabaseConnection,

@@ -24,10 +24,12 @@ use uuid::Uuid;
 const CANDIDATES: i64 = 100;
 /// The vector side's share of a fused score; full text has the rest.
 const VECTOR_WEIGHT: f64 = 0.5;
-/// Document frequencies are counted up to this many chunks, and the collection size up to
-/// [`COLLECTION_CAP`]: past that a word is common, and counting on would only cost time.
-const DF_CAP: i64 = 1_000;
-const COLLECTION_CAP: i64 = 10_000;
+/// Word frequencies are counted in up to this many of the user's chunks.
+const SAMPLE: i64 = 500;
+/// A word in more than this share of the user's chunks (and more than [`COMMON_MIN_CHUNKS`])
+/// is common: it adds to a candidate's score but does not make one.
+const COMMON_SHARE: f64 = 0.05;
+const COMMON_MIN_CHUNKS: f64 = 50.0;
 
 #[derive(Debug, Clone, Default)]
 pub struct SearchQuery {
@@ -163,38 +165,99 @@ async fn vector_candidates(
     candidates(rows)
 }
 
+/// A word of the question and how rare it is among the user's chunks.
+#[derive(Debug, Clone)]
+struct Word {
+    /// The word as a `to_tsquery` expression (`'bitcoin'`).
+    expr: String,
+    /// BM25's inverse document frequency, ln(1 + (N + 0.5) / (df + 0.5)).
+    idf: f64,
+    /// In so many of the user's chunks that it should not choose candidates alone.
+    common: bool,
+}
+
+/// How rare each of the question's words is among the user's chunks, counted in up to
+/// [`SAMPLE`] of them (all of them for most users): counting a common word over a large
+/// collection costs more than the whole search may take, and its commonness shows in a
+/// sample. Words the dictionary drops (stop words) are left out.
+async fn words(db: &DatabaseConnection, user: UserId, tsquery: &str) -> Result<Vec<Word>> {
+    let sql = format!(
+        "WITH sample AS MATERIALIZED (
+             SELECT c.tsv FROM chunks c WHERE c.user_id = $1 LIMIT {SAMPLE}),
+         words AS (
+             SELECT w, to_tsquery('english', w) AS wq FROM unnest(string_to_array($2, ' | ')) w)
+         SELECT w, (SELECT count(*) FROM sample)::float8 AS n,
+                (SELECT count(*) FROM sample s WHERE s.tsv @@ wq)::float8 AS df
+         FROM words WHERE numnode(wq) > 0"
+    );
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            [user.0.into(), tsquery.to_owned().into()],
+        ))
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            let n: f64 = r.try_get("", "n")?;
+            let df: f64 = r.try_get("", "df")?;
+            Ok(Word {
+                expr: r.try_get("", "w")?,
+                idf: (1.0 + (n + 0.5) / (df + 0.5)).ln(),
+                common: df > COMMON_MIN_CHUNKS.max(n * COMMON_SHARE),
+            })
+        })
+        .collect()
+}
+
+/// The chunks that match the question's words, best first. A chunk scores the inverse
+/// document frequency of each word it has, plus its cover density rank (normalization 1:
+/// rank / (1 + log(length)), so long chunks do not win by size alone), which orders chunks
+/// with the same words by how close and how often.
+///
+/// Which chunks are candidates is decided by the rare words, as Lucene's common-terms query
+/// does: any chunk with a rare word is one, while common words ("w1", "portfolio" in a
+/// portfolio manager's mail) only add to the score of chunks found otherwise; when every word
+/// is common, a candidate needs them all. So the ranked set stays small however large the
+/// user's collection is.
 async fn text_candidates(
     db: &DatabaseConnection,
     query: &SearchQuery,
     user: UserId,
     tsquery: &str,
 ) -> Result<Vec<Candidate>> {
-    // A chunk scores the inverse document frequency of each word it has (BM25's
-    // ln(1 + (N + 0.5) / (df + 0.5)), over the user's chunks, counts capped), plus its cover
-    // density rank (normalization 1: rank / (1 + log(length)), so long chunks do not win by
-    // size alone), which orders chunks with the same words by how close and how often.
+    let words = words(db, user, tsquery).await?;
+    if words.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rare: Vec<&str> = words
+        .iter()
+        .filter(|w| !w.common)
+        .map(|w| w.expr.as_str())
+        .collect();
+    let matching = if rare.is_empty() {
+        words
+            .iter()
+            .map(|w| w.expr.as_str())
+            .collect::<Vec<_>>()
+            .join(" & ")
+    } else {
+        rare.join(" | ")
+    };
     let sql = format!(
-        "WITH n AS (
-             SELECT count(*)::float8 AS n
-             FROM (SELECT 1 FROM chunks c WHERE c.user_id = $1 LIMIT {COLLECTION_CAP}) x),
-         words AS (
-             SELECT to_tsquery('english', w) AS wq FROM unnest(string_to_array($2, ' | ')) w),
-         idf AS MATERIALIZED (
-             SELECT wq, ln(1 + (n.n + 0.5) / (0.5 + (
-                 SELECT count(*) FROM (
-                     SELECT 1 FROM chunks c WHERE c.user_id = $1 AND c.tsv @@ wq
-                     LIMIT {DF_CAP}) x)))::float8 AS idf
-             FROM words, n WHERE numnode(wq) > 0)
+        "WITH w AS MATERIALIZED (
+             SELECT to_tsquery('english', t) AS wq, idf
+             FROM unnest($10::text[], $11::float8[]) AS x(t, idf))
          SELECT c.id, c.document_id,
-                (SELECT coalesce(sum(idf.idf), 0) FROM idf WHERE c.tsv @@ idf.wq)
-                    + ts_rank_cd(c.tsv, q, 1)::float8 AS score,
+                (SELECT coalesce(sum(w.idf), 0) FROM w WHERE c.tsv @@ w.wq)
+                    + ts_rank_cd(c.tsv, to_tsquery('english', $9), 1)::float8 AS score,
                 c.tsv @@ to_tsquery('english', $8) AS complete
          FROM chunks c, to_tsquery('english', $2) q
          WHERE {FILTERS} AND c.tsv @@ q
          ORDER BY score DESC, c.id
          LIMIT $7"
     );
-    let mut values = filter_values(query, user, tsquery.to_owned().into());
+    let mut values = filter_values(query, user, matching.into());
     values.push(
         query
             .tsquery_all
@@ -202,6 +265,15 @@ async fn text_candidates(
             .unwrap_or_else(|| tsquery.to_owned())
             .into(),
     );
+    values.push(tsquery.to_owned().into());
+    values.push(
+        words
+            .iter()
+            .map(|w| w.expr.clone())
+            .collect::<Vec<String>>()
+            .into(),
+    );
+    values.push(words.iter().map(|w| w.idf).collect::<Vec<f64>>().into());
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,

@@ -2,6 +2,7 @@
 
 use crate::{doc, doc_id, titles, wait_indexed};
 use assistant_tests::TestApp;
+use common::UserId;
 use common::events::{DocumentInput, Envelope, Event};
 use common::ids::Source;
 use sea_orm::ConnectionTrait;
@@ -356,5 +357,90 @@ async fn a_document_for_an_unknown_user_is_dead_lettered_and_requeue_recovers_it
             .await
             .is_err(),
         "requeued twice"
+    );
+}
+
+#[tokio::test]
+async fn reindex_brings_documents_indexed_before_up_to_date_without_duplicating() {
+    let app = TestApp::spawn().await;
+    let (alice, alice_token) = app.user("reindex-alice@example.com").await;
+    let (bob, bob_token) = app.user("reindex-bob@example.com").await;
+    let email = |id: &str, from: &str| {
+        let mut d = doc(
+            "gmail",
+            "email",
+            id,
+            "Rollover paperwork",
+            "Forms attached.",
+        );
+        d["metadata"] = json!({ "from": from, "to": "advisor@example.com" });
+        json!({ "documents": [d] })
+    };
+    for (token, body) in [
+        (
+            &alice_token,
+            email("a1", "Maria Alvarez <maria@example.com>"),
+        ),
+        (&bob_token, email("b1", "Greg Hill <greg@example.com>")),
+    ] {
+        assert_eq!(app.post_documents(token, &body).await.status(), 202);
+    }
+    let ids = [doc_id(alice, "gmail", "a1"), doc_id(bob, "gmail", "b1")];
+    wait_indexed(&app, &ids).await;
+    // As an earlier version indexed them: the title alone, no sender.
+    app.db
+        .execute_unprepared("UPDATE chunks SET title = 'Rollover paperwork'")
+        .await
+        .unwrap();
+    let by_sender =
+        "SELECT count(*) FROM chunks WHERE tsv @@ plainto_tsquery('english', 'Alvarez')";
+    assert_eq!(
+        app.scalar_i64(by_sender).await,
+        0,
+        "the sender is not indexed yet"
+    );
+    let old_title = |user: UserId| {
+        let app = &app;
+        async move {
+            app.scalar_i64(&format!(
+                "SELECT count(*) FROM chunks WHERE user_id = '{user}' AND title = 'Rollover paperwork'"
+            ))
+            .await
+        }
+    };
+
+    assert_eq!(
+        ctl::reindex(&app.db, &app.bus, Some(alice)).await.unwrap(),
+        1
+    );
+    assistant_tests::eventually(
+        "alice's chunks indexed again",
+        std::time::Duration::from_secs(30),
+        || async { old_title(alice).await == 0 },
+    )
+    .await;
+    assert_eq!(
+        app.scalar_i64(by_sender).await,
+        1,
+        "found by the sender now"
+    );
+    assert_eq!(old_title(bob).await, 1, "only the named user's documents");
+
+    assert_eq!(ctl::reindex(&app.db, &app.bus, None).await.unwrap(), 2);
+    assistant_tests::eventually(
+        "everyone's chunks indexed again",
+        std::time::Duration::from_secs(30),
+        || async { old_title(bob).await == 0 },
+    )
+    .await;
+    assert_eq!(
+        app.scalar_i64("SELECT count(*) FROM chunks").await,
+        2,
+        "replaced, not added"
+    );
+    assert_eq!(
+        app.scalar_i64("SELECT count(*) FROM documents WHERE indexed_hash = content_hash")
+            .await,
+        2
     );
 }
