@@ -147,12 +147,14 @@ async fn vector_candidates(
     user: UserId,
     embedding: &[f32],
 ) -> Result<Vec<Candidate>> {
-    let tx = db.begin().await?;
     // Keep scanning the HNSW graph until the user's filters yield enough rows (pgvector 0.8).
-    tx.execute_unprepared(&format!(
-        "{CUSTOM_PLANS} SET LOCAL hnsw.iterative_scan = relaxed_order; \
-         SET LOCAL hnsw.ef_search = {CANDIDATES}"
-    ))
+    let tx = planned_for_user(
+        db,
+        &format!(
+            "SET LOCAL hnsw.iterative_scan = relaxed_order; \
+             SET LOCAL hnsw.ef_search = {CANDIDATES};"
+        ),
+    )
     .await?;
     let sql = format!(
         "SELECT id, document_id, score, false AS complete FROM (
@@ -163,6 +165,27 @@ async fn vector_candidates(
              LIMIT $7) v"
     );
     let values = filter_values(query, user, Vector::from(embedding.to_vec()).into());
+    fetch(tx, sql, values).await
+}
+
+/// A transaction whose statements are planned for the user they name (see [`CUSTOM_PLANS`]),
+/// with `settings` (`SET LOCAL ...;`) applied too.
+async fn planned_for_user(
+    db: &DatabaseConnection,
+    settings: &str,
+) -> Result<sea_orm::DatabaseTransaction> {
+    let tx = db.begin().await?;
+    tx.execute_unprepared(&format!("{CUSTOM_PLANS} {settings}"))
+        .await?;
+    Ok(tx)
+}
+
+/// Runs a candidate query in `tx` and ends it.
+async fn fetch(
+    tx: sea_orm::DatabaseTransaction,
+    sql: String,
+    values: Vec<Value>,
+) -> Result<Vec<Candidate>> {
     let rows = tx
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -235,8 +258,7 @@ async fn text_candidates(
     user: UserId,
     tsquery: &str,
 ) -> Result<Vec<Candidate>> {
-    let tx = db.begin().await?;
-    tx.execute_unprepared(CUSTOM_PLANS).await?;
+    let tx = planned_for_user(db, "").await?;
     let words = words(&tx, user, tsquery).await?;
     if words.is_empty() {
         return Ok(Vec::new());
@@ -288,15 +310,7 @@ async fn text_candidates(
             .into(),
     );
     values.push(words.iter().map(|w| w.idf).collect::<Vec<f64>>().into());
-    let rows = tx
-        .query_all_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            sql,
-            values,
-        ))
-        .await?;
-    tx.commit().await?;
-    candidates(rows)
+    fetch(tx, sql, values).await
 }
 
 /// The user's documents from `[from, to)`, newest first, each by its first chunk.
