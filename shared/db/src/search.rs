@@ -25,8 +25,13 @@ use uuid::Uuid;
 /// with 100k of them it reads them all by the user index and sorts them by distance (250 ms)
 /// instead of walking the HNSW graph (5 ms).
 const CUSTOM_PLANS: &str = "SET LOCAL plan_cache_mode = force_custom_plan;";
-/// Chunks read from each side.
+/// Chunks read from the full-text side and the time window.
 const CANDIDATES: i64 = 100;
+/// Chunks read from the vector side (or `top_k` when more are asked for), and the HNSW
+/// search's breadth (`ef_search`). The graph walk's cost grows with it (at 100k chunks of a
+/// user, 40 takes half the time of 100), and on the evaluation set 30, 50 and 100 rank the
+/// same.
+const VECTOR_CANDIDATES: i64 = 40;
 /// The vector side's share of a fused score; full text has the rest.
 const VECTOR_WEIGHT: f64 = 0.5;
 /// At most this many matching chunks are scored, the newest: a question of only common words
@@ -148,11 +153,12 @@ async fn vector_candidates(
     embedding: &[f32],
 ) -> Result<Vec<Candidate>> {
     // Keep scanning the HNSW graph until the user's filters yield enough rows (pgvector 0.8).
+    let wanted = VECTOR_CANDIDATES.max(i64::from(query.top_k));
     let tx = planned_for_user(
         db,
         &format!(
             "SET LOCAL hnsw.iterative_scan = relaxed_order; \
-             SET LOCAL hnsw.ef_search = {CANDIDATES};"
+             SET LOCAL hnsw.ef_search = {wanted};"
         ),
     )
     .await?;
@@ -164,7 +170,8 @@ async fn vector_candidates(
              ORDER BY c.embedding <=> $2::vector
              LIMIT $7) v"
     );
-    let values = filter_values(query, user, Vector::from(embedding.to_vec()).into());
+    let mut values = filter_values(query, user, Vector::from(embedding.to_vec()).into());
+    values[6] = wanted.into();
     fetch(tx, sql, values).await
 }
 
