@@ -10,6 +10,7 @@ mod m20261129_000004_security;
 mod m20261129_000005_assistant;
 mod m20261129_000006_approvals;
 mod m20261129_000007_rules_engine;
+mod m20261129_000008_time_zone;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000005_assistant::Migration),
             Box::new(m20261129_000006_approvals::Migration),
             Box::new(m20261129_000007_rules_engine::Migration),
+            Box::new(m20261129_000008_time_zone::Migration),
         ]
     }
 }

@@ -219,8 +219,16 @@ fn weekday_of(word: &str) -> Option<Weekday> {
         .map(|(_, d)| *d)
 }
 
-fn day_start(d: NaiveDate) -> DateTime<Utc> {
-    Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight exists"))
+/// When day `d` starts in `zone`: its midnight, or the first hour after it where a clock
+/// change skips midnight (as in Santiago or Beirut).
+fn day_start<Tz: TimeZone>(zone: &Tz, d: NaiveDate) -> DateTime<Utc> {
+    (0..3)
+        .find_map(|h| {
+            let local = d.and_hms_opt(h, 0, 0)?;
+            zone.from_local_datetime(&local).earliest()
+        })
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight")))
 }
 
 fn month_range(year: i32, month: u32) -> (NaiveDate, NaiveDate) {
@@ -247,8 +255,10 @@ fn clean(word: &str) -> &str {
     word.trim_matches(|c: char| !c.is_alphanumeric() && c != '$')
 }
 
-/// Reads the question. `now` is when it is asked.
-pub fn parse(question: &str, now: DateTime<Utc>) -> Parsed {
+/// Reads the question. `now` is when it is asked, in the user's time zone, which decides
+/// when "yesterday" or "in October" start and end.
+pub fn parse<Tz: TimeZone>(question: &str, now: DateTime<Tz>) -> Parsed {
+    let zone = now.timezone();
     let raw: Vec<&str> = question.split_whitespace().collect();
     let lower: Vec<String> = raw.iter().map(|w| clean(w).to_lowercase()).collect();
     let today = now.date_naive();
@@ -515,8 +525,8 @@ pub fn parse(question: &str, now: DateTime<Utc>) -> Parsed {
         } else {
             semantic
         },
-        from: range.map(|r| day_start(r.0)),
-        to: range.map(|r| day_start(r.1)),
+        from: range.map(|r| day_start(&zone, r.0)),
+        to: range.map(|r| day_start(&zone, r.1)),
         when: (!when_words.is_empty()).then(|| {
             when_words
                 .iter()
@@ -560,6 +570,29 @@ mod tests {
 
     fn day(s: &str) -> DateTime<Utc> {
         format!("{s}T00:00:00Z").parse().unwrap()
+    }
+
+    #[test]
+    fn times_are_read_in_the_users_time_zone() {
+        let zone: chrono_tz::Tz = "America/New_York".parse().unwrap();
+        // Thursday 19 November, 22:00 in New York: already Friday in UTC.
+        let asked: DateTime<Utc> = "2026-11-20T03:00:00Z".parse().unwrap();
+        let p = parse("what did Maria send yesterday", asked.with_timezone(&zone));
+        assert_eq!(p.from, Some("2026-11-18T05:00:00Z".parse().unwrap()));
+        assert_eq!(p.to, Some("2026-11-19T05:00:00Z".parse().unwrap()));
+        let p = parse("what did Maria send yesterday", asked);
+        assert_eq!(p.from, Some(day("2026-11-19")), "in UTC it was Friday");
+        // March starts in standard time and ends in daylight time.
+        let p = parse("the rebalance in March", asked.with_timezone(&zone));
+        assert_eq!(p.from, Some("2026-03-01T05:00:00Z".parse().unwrap()));
+        assert_eq!(p.to, Some("2026-04-01T04:00:00Z".parse().unwrap()));
+        // Where a clock change skips midnight, the day starts at the first hour it has.
+        let santiago: chrono_tz::Tz = "America/Santiago".parse().unwrap();
+        let start = day_start(&santiago, NaiveDate::from_ymd_opt(2026, 9, 6).unwrap());
+        assert_eq!(
+            start,
+            "2026-09-06T04:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use crate::query;
 use crate::{ActionError, Result};
 use chrono::{DateTime, Utc};
+pub use chrono_tz::Tz;
 use common::UserId;
 use common::bus::Bus;
 use common::events::{EMBED_QUERY_SUBJECT, EmbedQuery, EmbedQueryReply};
@@ -34,6 +35,9 @@ pub struct SearchRequest {
     pub ranking: Ranking,
     /// The moment relative times ("last week") are read against; now when `None`.
     pub now: Option<DateTime<Utc>>,
+    /// The time zone they are read in; the user's own (from their calendar) when `None`,
+    /// else UTC.
+    pub time_zone: Option<Tz>,
 }
 
 /// Which evidence ranks the documents. Only the default is offered to users; the others
@@ -55,6 +59,8 @@ pub struct Understood {
     pub to: Option<DateTime<Utc>>,
     /// The words that named the time ("last week").
     pub when: Option<String>,
+    /// The time zone the time was read in.
+    pub time_zone: Option<Tz>,
     /// People the question names: contacts found by name (with their email) or, when no
     /// contact matched, the name as written. Documents involving them rank higher.
     pub people: Vec<Person>,
@@ -75,10 +81,11 @@ impl Understood {
     pub fn describe(&self) -> Vec<String> {
         let mut out = Vec::new();
         if let (Some(when), Some(from), Some(to)) = (&self.when, self.from, self.to) {
+            let zone = self.time_zone.unwrap_or(Tz::UTC);
             out.push(format!(
-                "time {when:?}: {} to {}",
-                from.format("%Y-%m-%d"),
-                to.format("%Y-%m-%d")
+                "time {when:?}: {} to {} ({zone})",
+                from.with_timezone(&zone).format("%Y-%m-%d"),
+                to.with_timezone(&zone).format("%Y-%m-%d")
             ));
         }
         for p in &self.people {
@@ -165,7 +172,21 @@ impl Searcher {
             .search_slots
             .try_acquire()
             .map_err(|_| ActionError::Busy)?;
-        let parsed = query::parse(&q, request.now.unwrap_or_else(Utc::now));
+        let now = request.now.unwrap_or_else(Utc::now);
+        let mut parsed = query::parse(&q, now);
+        // A time in the question is read in the user's zone: "yesterday" in New York at 10 pm
+        // is not yesterday in UTC. Questions without one need not look the zone up.
+        let mut zone = request.time_zone;
+        if parsed.when.is_some() {
+            if zone.is_none() {
+                zone = db::users::time_zone(&self.db, user)
+                    .await?
+                    .and_then(|z| z.parse().ok());
+            }
+            if let Some(zone) = zone {
+                parsed = query::parse(&q, now.with_timezone(&zone));
+            }
+        }
         let embed = async {
             let started = std::time::Instant::now();
             let vector = if request.ranking == Ranking::FullText {
@@ -191,6 +212,11 @@ impl Searcher {
             from: parsed.from.filter(|_| read),
             to: parsed.to.filter(|_| read),
             when: parsed.when.clone().filter(|_| read),
+            time_zone: parsed
+                .when
+                .as_ref()
+                .filter(|_| read)
+                .map(|_| zone.unwrap_or(Tz::UTC)),
             people,
             kinds: parsed.kinds.iter().map(|k| (*k).to_owned()).collect(),
             latest: parsed.latest,
@@ -291,6 +317,16 @@ impl Searcher {
             None => None,
         }
     }
+}
+
+/// A time zone by its IANA name (`America/New_York`), for the `time_zone` field.
+pub fn time_zone(name: &str) -> Result<Tz> {
+    name.trim().parse().map_err(|_| {
+        ActionError::invalid(
+            "time_zone",
+            "not a time zone name (IANA, like `America/New_York`)",
+        )
+    })
 }
 
 /// Source or kind names, checked; blanks dropped.

@@ -124,3 +124,29 @@ pub async fn ensure_google(
         .await?;
     row.map(|r| Ok(UserId(r.try_get("", "id")?))).transpose()
 }
+
+/// The user's time zone (an IANA name such as `America/New_York`), if known.
+pub async fn time_zone(db: &impl ConnectionTrait, user: UserId) -> Result<Option<String>> {
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT time_zone FROM users WHERE id = $1",
+            [user.0.into()],
+        ))
+        .await?;
+    Ok(match row {
+        Some(r) => r.try_get("", "time_zone")?,
+        None => None,
+    })
+}
+
+/// Records the user's time zone (as their calendar states it).
+pub async fn set_time_zone(db: &impl ConnectionTrait, user: UserId, zone: &str) -> Result<()> {
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE users SET time_zone = $2 WHERE id = $1 AND time_zone IS DISTINCT FROM $2",
+        [user.0.into(), zone.into()],
+    ))
+    .await?;
+    Ok(())
+}

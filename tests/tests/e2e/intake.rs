@@ -195,6 +195,12 @@ async fn search_rejects_bad_parameters_and_needs_a_token() {
             .status(),
         400
     );
+    let response = get(vec![("q", "x"), ("time_zone", "Mars/Olympus_Mons")])
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["field"], "time_zone", "{body}");
     assert_eq!(
         get(vec![("q", "x"), ("source", "Not A Source")])
             .await

@@ -81,6 +81,26 @@ async fn exact_terms_names_and_times_over_the_evaluation_corpus() {
         ["e-goldberg-inherited", "e-goldberg-reply"].contains(&top[0].as_str()),
         "the August emails lead: {top:?}"
     );
+    assert_eq!(time["time_zone"], "UTC", "no zone known: {time}");
+    // The user's zone (as their calendar states it) decides where August starts, and a zone
+    // the request names beats it.
+    db::users::set_time_zone(&app.db, user, "America/New_York")
+        .await
+        .unwrap();
+    let result = app.search(&token, &[("q", "emails in August")]).await;
+    let time = &result["understood"]["time"];
+    assert_eq!(time["time_zone"], "America/New_York", "{result}");
+    assert_eq!(time["from"], "2026-08-01T04:00:00Z");
+    assert_eq!(time["to"], "2026-09-01T04:00:00Z");
+    let result = app
+        .search(
+            &token,
+            &[("q", "emails in August"), ("time_zone", "Asia/Tokyo")],
+        )
+        .await;
+    let time = &result["understood"]["time"];
+    assert_eq!(time["time_zone"], "Asia/Tokyo", "{result}");
+    assert_eq!(time["from"], "2026-07-31T15:00:00Z");
     // A time given as a filter is a filter, and the question is then not read for one.
     let result = app
         .search(

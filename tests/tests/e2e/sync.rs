@@ -179,6 +179,14 @@ async fn calendar_sync_follows_sync_tokens_recovers_from_410_and_announces_cance
         4,
         "old1 is outside the window"
     );
+    // The calendar's time zone becomes the user's: their questions' times are read in it.
+    assert_eq!(
+        db::users::time_zone(&app.db, user)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("America/New_York")
+    );
     let skipped = count(
         &app,
         &format!(

@@ -33,6 +33,10 @@ pub struct SearchParams {
     pub from: Option<DateTime<Utc>>,
     /// Only documents that occurred before this time (RFC 3339).
     pub to: Option<DateTime<Utc>>,
+    /// The time zone (IANA, `America/New_York`) that times in `q` ("yesterday", "in
+    /// October") are read in. Default: the user's, as their Google Calendar states it; UTC
+    /// when unknown.
+    pub time_zone: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -47,6 +51,10 @@ pub struct SearchRequest {
     pub kinds: Vec<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
+    /// The time zone (IANA, `America/New_York`) that times in `q` ("yesterday", "in
+    /// October") are read in. Default: the user's, as their Google Calendar states it; UTC
+    /// when unknown.
+    pub time_zone: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -81,6 +89,8 @@ pub struct TimeRange {
     pub from: DateTime<Utc>,
     /// Exclusive.
     pub to: DateTime<Utc>,
+    /// The time zone the words were read in (where the days start).
+    pub time_zone: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -93,7 +103,12 @@ impl From<actions::search::Understood> for Understood {
     fn from(u: actions::search::Understood) -> Self {
         Self {
             time: match (u.when, u.from, u.to) {
-                (Some(words), Some(from), Some(to)) => Some(TimeRange { words, from, to }),
+                (Some(words), Some(from), Some(to)) => Some(TimeRange {
+                    words,
+                    from,
+                    to,
+                    time_zone: u.time_zone.unwrap_or(actions::search::Tz::UTC).to_string(),
+                }),
                 _ => None,
             },
             people: u
@@ -170,6 +185,7 @@ pub async fn search_get(
         kinds: split(p.kind),
         from: p.from,
         to: p.to,
+        time_zone: p.time_zone,
     };
     search(&state, user, request).await.map(Json)
 }
@@ -213,6 +229,11 @@ async fn search(
                 kinds: request.kinds,
                 from: request.from,
                 to: request.to,
+                time_zone: request
+                    .time_zone
+                    .as_deref()
+                    .map(actions::search::time_zone)
+                    .transpose()?,
                 ..Default::default()
             },
         )

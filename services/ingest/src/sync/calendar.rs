@@ -20,6 +20,8 @@ struct EventList {
     items: Vec<Value>,
     next_page_token: Option<String>,
     next_sync_token: Option<String>,
+    /// The calendar's time zone (IANA), which becomes the user's.
+    time_zone: Option<String>,
 }
 
 fn events_url(run: &Run<'_>) -> String {
@@ -76,6 +78,11 @@ async fn list(
             params.push(("pageToken", p.clone()));
         }
         let list: EventList = api.get(&events_url(run), &params).await?;
+        if let Some(zone) = &list.time_zone
+            && zone.parse::<chrono_tz::Tz>().is_ok()
+        {
+            db::users::set_time_zone(&run.sync.db, run.user, zone).await?;
+        }
         for event in &list.items {
             apply(run, event, incremental).await?;
         }

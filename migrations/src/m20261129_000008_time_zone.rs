@@ -1,0 +1,24 @@
+//! Each user's time zone (IANA name), which decides when "yesterday" or "in October" start in
+//! their questions. Recorded from their Google Calendar at each calendar sync; a search may
+//! name another; `NULL` reads times in UTC.
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+const UP: &str = "ALTER TABLE users ADD COLUMN time_zone text;";
+const DOWN: &str = "ALTER TABLE users DROP COLUMN IF EXISTS time_zone;";
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.get_connection().execute_unprepared(UP).await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.get_connection().execute_unprepared(DOWN).await?;
+        Ok(())
+    }
+}
