@@ -3,6 +3,27 @@
 
 pub use sea_orm_migration::prelude::*;
 
+/// A migration written as SQL: the module's `UP` applies it and `DOWN` reverts it.
+macro_rules! sql_migration {
+    () => {
+        #[derive(DeriveMigrationName)]
+        pub struct Migration;
+
+        #[async_trait::async_trait]
+        impl MigrationTrait for Migration {
+            async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+                manager.get_connection().execute_unprepared(UP).await?;
+                Ok(())
+            }
+
+            async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+                manager.get_connection().execute_unprepared(DOWN).await?;
+                Ok(())
+            }
+        }
+    };
+}
+
 mod m20261124_000001_backbone;
 mod m20261124_000002_connections;
 mod m20261124_000003_sync;

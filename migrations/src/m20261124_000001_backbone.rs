@@ -2,8 +2,7 @@
 
 use sea_orm_migration::prelude::*;
 
-#[derive(DeriveMigrationName)]
-pub struct Migration;
+sql_migration!();
 
 const UP: &str = r#"
 CREATE EXTENSION IF NOT EXISTS vector;
@@ -88,16 +87,3 @@ DROP TABLE IF EXISTS documents;
 DROP TABLE IF EXISTS webhook_endpoints;
 DROP TABLE IF EXISTS users;
 "#;
-
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(DOWN).await?;
-        Ok(())
-    }
-}

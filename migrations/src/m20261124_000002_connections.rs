@@ -2,8 +2,7 @@
 
 use sea_orm_migration::prelude::*;
 
-#[derive(DeriveMigrationName)]
-pub struct Migration;
+sql_migration!();
 
 const UP: &str = r#"
 CREATE TABLE connections (
@@ -29,18 +28,4 @@ CREATE TABLE connections (
 CREATE INDEX connections_account ON connections (provider, account_id);
 "#;
 
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP TABLE IF EXISTS connections")
-            .await?;
-        Ok(())
-    }
-}
+const DOWN: &str = "DROP TABLE IF EXISTS connections";

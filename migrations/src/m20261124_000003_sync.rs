@@ -3,8 +3,7 @@
 
 use sea_orm_migration::prelude::*;
 
-#[derive(DeriveMigrationName)]
-pub struct Migration;
+sql_migration!();
 
 const UP: &str = r#"
 -- email for Google, team name for Slack, portal domain for HubSpot: how webhooks find the user
@@ -81,16 +80,3 @@ DROP TABLE IF EXISTS oauth_flows;
 DROP TABLE IF EXISTS sessions;
 ALTER TABLE connections DROP COLUMN IF EXISTS account_name;
 "#;
-
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(DOWN).await?;
-        Ok(())
-    }
-}

@@ -4,8 +4,7 @@
 
 use sea_orm_migration::prelude::*;
 
-#[derive(DeriveMigrationName)]
-pub struct Migration;
+sql_migration!();
 
 const UP: &str = r#"
 -- Tokens issued at or before this moment are refused ("sign out everywhere").
@@ -38,16 +37,3 @@ ALTER TABLE connections DROP COLUMN IF EXISTS account_user;
 ALTER TABLE users DROP COLUMN IF EXISTS google_sub;
 ALTER TABLE users DROP COLUMN IF EXISTS tokens_valid_after;
 "#;
-
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(DOWN).await?;
-        Ok(())
-    }
-}

@@ -5,8 +5,7 @@
 
 use sea_orm_migration::prelude::*;
 
-#[derive(DeriveMigrationName)]
-pub struct Migration;
+sql_migration!();
 
 const UP: &str = r#"
 CREATE TABLE conversations (
@@ -104,16 +103,3 @@ DROP TABLE IF EXISTS messages;
 DROP TABLE IF EXISTS turns;
 DROP TABLE IF EXISTS conversations;
 "#;
-
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(DOWN).await?;
-        Ok(())
-    }
-}

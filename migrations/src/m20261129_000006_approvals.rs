@@ -5,8 +5,7 @@
 
 use sea_orm_migration::prelude::*;
 
-#[derive(DeriveMigrationName)]
-pub struct Migration;
+sql_migration!();
 
 const UP: &str = r#"
 -- `status`: awaiting_approval, held (a call waiting for its siblings' approvals), approved,
@@ -45,16 +44,3 @@ ALTER TABLE tool_invocations
     DROP COLUMN IF EXISTS approval_reason,
     DROP COLUMN IF EXISTS step;
 "#;
-
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(DOWN).await?;
-        Ok(())
-    }
-}

@@ -5,8 +5,7 @@
 
 use sea_orm_migration::prelude::*;
 
-#[derive(DeriveMigrationName)]
-pub struct Migration;
+sql_migration!();
 
 const UP: &str = r#"
 -- `kind`: memory (kept for chat), structured (`when ... then ...`), instruction (plain
@@ -145,16 +144,3 @@ ALTER TABLE rules
     DROP COLUMN IF EXISTS triggers,
     DROP COLUMN IF EXISTS compiled;
 "#;
-
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(DOWN).await?;
-        Ok(())
-    }
-}
