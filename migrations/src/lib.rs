@@ -32,6 +32,7 @@ mod m20261129_000005_assistant;
 mod m20261129_000006_approvals;
 mod m20261129_000007_rules_engine;
 mod m20261129_000008_time_zone;
+mod m20261129_000009_chunks_newest;
 
 pub struct Migrator;
 
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000006_approvals::Migration),
             Box::new(m20261129_000007_rules_engine::Migration),
             Box::new(m20261129_000008_time_zone::Migration),
+            Box::new(m20261129_000009_chunks_newest::Migration),
         ]
     }
 }

@@ -1,7 +1,8 @@
-//! Coalesces embedding requests from many tasks into model batches: the first request waits
-//! at most `linger` for company, and while the model runs the next batch fills up. Urgent
-//! texts (search queries, interactive documents) always go into the next batch before bulk
-//! ones, so a backlog of bulk indexing delays them by at most the batch already running.
+//! Coalesces embedding requests from many tasks into model batches: a bulk text waits at most
+//! `linger` for company, and while the model runs the next batch fills up. Urgent texts
+//! (search queries, interactive documents) always go into the next batch, alone with the other
+//! urgent texts already waiting and without lingering, so a backlog of bulk indexing delays
+//! them by at most the batch already running.
 
 use crate::{EmbedError, Embedder};
 use futures::future::try_join_all;
@@ -80,15 +81,19 @@ impl Batcher {
     }
 }
 
-/// The next job, urgent first; `None` once both queues are closed and empty.
-async fn next(urgent: &mut mpsc::Receiver<Job>, bulk: &mut mpsc::Receiver<Job>) -> Option<Job> {
+/// The next job, urgent first, and its priority; `None` once both queues are closed and
+/// empty.
+async fn next(
+    urgent: &mut mpsc::Receiver<Job>,
+    bulk: &mut mpsc::Receiver<Job>,
+) -> Option<(Job, Priority)> {
     if let Ok(job) = urgent.try_recv() {
-        return Some(job);
+        return Some((job, Priority::Urgent));
     }
     tokio::select! {
         biased;
-        Some(job) = urgent.recv() => Some(job),
-        Some(job) = bulk.recv() => Some(job),
+        Some(job) = urgent.recv() => Some((job, Priority::Urgent)),
+        Some(job) = bulk.recv() => Some((job, Priority::Bulk)),
         else => None,
     }
 }
@@ -100,10 +105,19 @@ async fn run(
     max_batch: usize,
     linger: Duration,
 ) {
-    while let Some(first) = next(&mut urgent, &mut bulk).await {
+    while let Some((first, priority)) = next(&mut urgent, &mut bulk).await {
         let mut batch = vec![first];
+        if priority == Priority::Urgent {
+            // Someone is waiting: the urgent texts already queued go now, without lingering
+            // for company and without bulk texts that would lengthen the pass.
+            while batch.len() < max_batch
+                && let Ok(job) = urgent.try_recv()
+            {
+                batch.push(job);
+            }
+        }
         let deadline = tokio::time::Instant::now() + linger;
-        while batch.len() < max_batch {
+        while priority == Priority::Bulk && batch.len() < max_batch {
             if let Ok(job) = urgent.try_recv() {
                 batch.push(job);
                 continue;
@@ -114,7 +128,7 @@ async fn run(
             }
             tokio::select! {
                 job = next(&mut urgent, &mut bulk) => match job {
-                    Some(job) => batch.push(job),
+                    Some((job, _)) => batch.push(job),
                     None => break,
                 },
                 _ = tokio::time::sleep_until(deadline) => break,
