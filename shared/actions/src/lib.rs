@@ -5,6 +5,7 @@
 //! result, a command-line message).
 
 pub mod connections;
+pub mod glossary;
 pub mod query;
 pub mod rules;
 pub mod search;

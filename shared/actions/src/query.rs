@@ -21,6 +21,22 @@ pub struct Parsed {
     /// Runs of capitalized words that may be people ("Greg Hill", "Maria").
     pub names: Vec<Vec<String>>,
     pub latest: bool,
+    /// What the question's phrases also go by in the trade (see [`crate::glossary`]):
+    /// searched in full text beside `terms`.
+    pub related: Vec<String>,
+}
+
+impl Parsed {
+    /// What is embedded for the vector side: the question without its time phrase, followed
+    /// by what the trade also calls its phrases ("... nursing care insurance ... (ltc,
+    /// long-term care)"), which moves the small local model towards notes written in jargon.
+    pub fn embedded(&self) -> String {
+        if self.related.is_empty() {
+            self.semantic.clone()
+        } else {
+            format!("{} ({})", self.semantic, self.related.join(", "))
+        }
+    }
 }
 
 /// Question, filler and function words: they say how something is asked, not what about.
@@ -518,8 +534,10 @@ pub fn parse<Tz: TimeZone>(question: &str, now: DateTime<Tz>) -> Parsed {
         .map(|(_, w)| *w)
         .collect::<Vec<_>>()
         .join(" ");
+    let related = crate::glossary::related(&semantic);
     Parsed {
         terms,
+        related,
         semantic: if semantic.trim().is_empty() {
             question.to_owned()
         } else {
@@ -593,6 +611,28 @@ mod tests {
             start,
             "2026-09-06T04:00:00Z".parse::<DateTime<Utc>>().unwrap()
         );
+    }
+
+    #[test]
+    fn the_trade_s_other_words_are_searched_and_embedded() {
+        let p = parse(
+            "what does the nursing care insurance pay per day last week",
+            now(),
+        );
+        assert!(p.related.iter().any(|r| r == "ltc"), "{:?}", p.related);
+        assert!(
+            !p.terms.iter().any(|t| t == "ltc"),
+            "terms are what was said"
+        );
+        let embedded = p.embedded();
+        assert!(
+            embedded.starts_with("what does the nursing care insurance pay per day ("),
+            "the time phrase is not embedded, the related words are: {embedded}"
+        );
+        assert!(embedded.contains("ltc"), "{embedded}");
+        let plain = parse("whose kid plays baseball", now());
+        assert!(plain.related.is_empty());
+        assert_eq!(plain.embedded(), "whose kid plays baseball");
     }
 
     #[test]

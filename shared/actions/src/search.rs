@@ -68,6 +68,9 @@ pub struct Understood {
     pub kinds: Vec<String>,
     /// The question asks for the most recent; newer documents rank higher.
     pub latest: bool,
+    /// What the trade also calls the question's phrases (the glossary's "ltc" for "nursing
+    /// care"), searched for as well.
+    pub also_searched: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -99,6 +102,9 @@ impl Understood {
         }
         if self.latest {
             out.push("latest first".into());
+        }
+        if !self.also_searched.is_empty() {
+            out.push(format!("also searched {}", self.also_searched.join(", ")));
         }
         out
     }
@@ -192,7 +198,7 @@ impl Searcher {
             let vector = if request.ranking == Ranking::FullText {
                 None
             } else {
-                self.embed_query(&parsed.semantic).await
+                self.embed_query(&parsed.embedded()).await
             };
             (vector, started.elapsed())
         };
@@ -220,13 +226,16 @@ impl Searcher {
             people,
             kinds: parsed.kinds.iter().map(|k| (*k).to_owned()).collect(),
             latest: parsed.latest,
+            also_searched: parsed.related.clone(),
         };
         let query = SearchQuery {
             user: Some(user),
             tsquery: if request.ranking == Ranking::Vector {
                 None
             } else {
-                query::tsquery(&parsed.terms)
+                // What the trade also calls the question's phrases counts like the question's
+                // own words ("ltc" for "nursing care"; measured: weighting it lower ranks worse).
+                query::tsquery(&[parsed.terms.clone(), parsed.related.clone()].concat())
             },
             tsquery_all: query::tsquery_all(&parsed.terms),
             embedding,

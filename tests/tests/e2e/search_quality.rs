@@ -119,6 +119,33 @@ async fn exact_terms_names_and_times_over_the_evaluation_corpus() {
             .any(|l| l.starts_with("e-goldberg"))
     );
 
+    // A question in a client's words finds notes in the trade's: "nursing care insurance" and
+    // "waiting period" are searched as "LTC" and "elimination period" too, and said so.
+    let result = app
+        .search(
+            &token,
+            &[(
+                "q",
+                "how long is the waiting period on the nursing care insurance",
+            )],
+        )
+        .await;
+    let also = &result["understood"]["also_searched"];
+    for word in ["ltc", "elimination period"] {
+        assert!(
+            also.as_array().unwrap().iter().any(|w| w == word),
+            "{word}: {result}"
+        );
+    }
+    let top = ranked(&result, &labels);
+    let mut first_two = top[..2].to_vec();
+    first_two.sort();
+    assert_eq!(
+        first_two,
+        ["e-priya-ltc-research", "n-brennan-estate"],
+        "the two documents with the elimination period lead: {top:?}"
+    );
+
     // The assistant's search tool runs the same search: same documents, same order.
     let searcher = actions::search::Searcher::new(app.db.clone(), app.bus.clone(), &app.config);
     let q = "client who wanted to sell everything during the spring crash";

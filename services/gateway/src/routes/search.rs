@@ -80,6 +80,9 @@ pub struct Understood {
     pub kinds: Vec<String>,
     /// The question asks for the most recent: newer documents rank higher.
     pub latest: bool,
+    /// What the trade also calls the question's phrases, searched for as well ("nursing care"
+    /// also searches `ltc` and `long-term care`).
+    pub also_searched: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -121,6 +124,7 @@ impl From<actions::search::Understood> for Understood {
                 .collect(),
             kinds: u.kinds,
             latest: u.latest,
+            also_searched: u.also_searched,
         }
     }
 }
