@@ -118,9 +118,10 @@ async fn run(
         }
         let deadline = tokio::time::Instant::now() + linger;
         while priority == Priority::Bulk && batch.len() < max_batch {
+            // An urgent text that turns up while a bulk batch lingers ends the wait.
             if let Ok(job) = urgent.try_recv() {
                 batch.push(job);
-                continue;
+                break;
             }
             if let Ok(job) = bulk.try_recv() {
                 batch.push(job);
@@ -128,7 +129,11 @@ async fn run(
             }
             tokio::select! {
                 job = next(&mut urgent, &mut bulk) => match job {
-                    Some((job, _)) => batch.push(job),
+                    Some((job, Priority::Urgent)) => {
+                        batch.push(job);
+                        break;
+                    }
+                    Some((job, Priority::Bulk)) => batch.push(job),
                     None => break,
                 },
                 _ = tokio::time::sleep_until(deadline) => break,

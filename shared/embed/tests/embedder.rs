@@ -105,6 +105,38 @@ async fn batcher_keeps_order_across_concurrent_callers() {
     assert!(cosine(&b.unwrap(), &reference[3].1) >= 0.99);
 }
 
+/// Someone waits for an urgent text: it is embedded at once, not after the linger that lets
+/// bulk texts gather into a batch (a minute here, so waiting for it would time the test out).
+#[tokio::test]
+async fn urgent_texts_do_not_linger_for_company() {
+    let model = Arc::new(LocalModel::load(&model_dir()).unwrap());
+    let batcher = Batcher::spawn(Embedder::Local(model), 8, Duration::from_secs(60));
+    let answered = tokio::time::timeout(
+        Duration::from_secs(20),
+        batcher.embed_one("client asks about a Roth conversion".into()),
+    )
+    .await;
+    assert!(answered.expect("the urgent text lingered").is_ok());
+    // A bulk text does wait for company; an urgent one arriving meanwhile ends the wait and
+    // both are answered.
+    let bulk = {
+        let batcher = batcher.clone();
+        tokio::spawn(async move {
+            batcher
+                .embed_with("quarterly review notes".into(), Priority::Bulk)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (urgent, bulk) = tokio::time::timeout(Duration::from_secs(20), async {
+        let urgent = batcher.embed_one("wire transfer request".into()).await;
+        (urgent, bulk.await.unwrap())
+    })
+    .await
+    .expect("the lingering bulk batch did not go when an urgent text arrived");
+    assert!(urgent.is_ok() && bulk.is_ok());
+}
+
 /// A backlog of bulk texts does not hold up an urgent one: it goes into the next batch and
 /// is answered while most of the backlog still waits.
 #[tokio::test]

@@ -423,7 +423,8 @@ const NOTES: &str = "
 - **Search**: 100,000 chunks of one user (random unit vectors; text drawn Zipf-like from 20,000 \
   terms plus an advisor vocabulary) among 999 other users with 100 chunks each (one HNSW index over \
   all of them), the index and table prewarmed into Postgres' shared buffers as a serving database \
-  has them. 200 three-word queries through `GET /api/embeddings/search` \
+  has them. 200 three-word queries through `GET /api/embeddings/search`, after 20 others that \
+  warm the services' connections and caches and are not counted \
   (query embedded by the embedding service over NATS, HNSW + full text, fusion, snippets). Peer: a \
   bare `ORDER BY embedding <=> $1 LIMIT 10` on the same index with the same vectors. \
   `BENCH_SEARCH_CHUNKS=1000000 make bench` runs this benchmark alone with a million chunks and \
