@@ -1,8 +1,9 @@
 //! Coalesces embedding requests from many tasks into model batches: a bulk text waits at most
 //! `linger` for company, and while the model runs the next batch fills up. Urgent texts
-//! (search queries, interactive documents) always go into the next batch, alone with the other
-//! urgent texts already waiting and without lingering, so a backlog of bulk indexing delays
-//! them by at most the batch already running.
+//! (search queries, interactive documents) always go into the next batch without lingering:
+//! with the other urgent texts already waiting, or, when they arrive while a bulk batch is
+//! still gathering, with that batch, which then goes at once. So a backlog of bulk indexing
+//! delays them by at most the batch already running.
 
 use crate::{EmbedError, Embedder};
 use futures::future::try_join_all;
