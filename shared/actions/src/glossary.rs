@@ -16,7 +16,7 @@ static GROUPS: LazyLock<Vec<Vec<Phrase>>> = LazyLock::new(|| parse(include_str!(
 
 /// The words of `text` as the glossary compares them: lower case, split at anything but
 /// letters, digits and apostrophes ("401(k)" is "401 k", "long-term" is "long term").
-pub fn words(text: &str) -> Vec<String> {
+fn words(text: &str) -> Vec<String> {
     text.to_lowercase()
         .split(|c: char| !c.is_alphanumeric() && c != '\'')
         .map(|w| w.trim_matches('\''))
@@ -48,18 +48,18 @@ pub fn related(question: &str) -> Vec<String> {
     let said = words(question);
     let says =
         |phrase: &[String]| !phrase.is_empty() && said.windows(phrase.len()).any(|w| w == phrase);
-    let mut out: Vec<String> = Vec::new();
+    let mut out: Vec<&Phrase> = Vec::new();
     for group in GROUPS.iter() {
         if !group.iter().any(|p| says(&p.words)) {
             continue;
         }
         for p in group {
-            if !says(&p.words) && !out.iter().any(|o| words(o) == p.words) {
-                out.push(p.text.to_owned());
+            if !says(&p.words) && !out.iter().any(|o| o.words == p.words) {
+                out.push(p);
             }
         }
     }
-    out
+    out.into_iter().map(|p| p.text.to_owned()).collect()
 }
 
 #[cfg(test)]

@@ -108,36 +108,35 @@ async fn run(
 ) {
     while let Some((first, priority)) = next(&mut urgent, &mut bulk).await {
         let mut batch = vec![first];
-        if priority == Priority::Urgent {
+        match priority {
             // Someone is waiting: the urgent texts already queued go now, without lingering
             // for company and without bulk texts that would lengthen the pass.
-            while batch.len() < max_batch
-                && let Ok(job) = urgent.try_recv()
-            {
-                batch.push(job);
+            Priority::Urgent => {
+                while batch.len() < max_batch
+                    && let Ok(job) = urgent.try_recv()
+                {
+                    batch.push(job);
+                }
             }
-        }
-        let deadline = tokio::time::Instant::now() + linger;
-        while priority == Priority::Bulk && batch.len() < max_batch {
-            // An urgent text that turns up while a bulk batch lingers ends the wait.
-            if let Ok(job) = urgent.try_recv() {
-                batch.push(job);
-                break;
-            }
-            if let Ok(job) = bulk.try_recv() {
-                batch.push(job);
-                continue;
-            }
-            tokio::select! {
-                job = next(&mut urgent, &mut bulk) => match job {
-                    Some((job, Priority::Urgent)) => {
-                        batch.push(job);
-                        break;
+            // Bulk texts wait at most `linger` for company; an urgent text that turns up ends
+            // the wait.
+            Priority::Bulk => {
+                let deadline = tokio::time::Instant::now() + linger;
+                while batch.len() < max_batch {
+                    tokio::select! {
+                        biased;
+                        job = next(&mut urgent, &mut bulk) => match job {
+                            Some((job, p)) => {
+                                batch.push(job);
+                                if p == Priority::Urgent {
+                                    break;
+                                }
+                            }
+                            None => break,
+                        },
+                        _ = tokio::time::sleep_until(deadline) => break,
                     }
-                    Some((job, Priority::Bulk)) => batch.push(job),
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(deadline) => break,
+                }
             }
         }
         let (texts, replies): (Vec<String>, Vec<_>) =
