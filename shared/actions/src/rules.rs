@@ -43,10 +43,17 @@ pub fn compile(text: &str) -> std::result::Result<Compiled, rules::ParseError> {
 /// The stored compiled form of a rule, if it fires on events.
 pub fn stored(rule: &db::rules::Rule) -> Option<Rule> {
     match rule.kind.as_str() {
-        "structured" | "instruction" => rule
-            .compiled
-            .as_ref()
-            .and_then(|c| serde_json::from_value(c.get("rule").unwrap_or(c).clone()).ok()),
+        "structured" | "instruction" => {
+            let c = rule.compiled.as_ref()?;
+            match serde_json::from_value(c.get("rule").unwrap_or(c).clone()) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(rule.id = %rule.id, error = %e, "a stored rule's compiled form could not be read; skipped");
+                    metrics::counter!("rules_unreadable_total").increment(1);
+                    None
+                }
+            }
+        }
         _ => None,
     }
 }

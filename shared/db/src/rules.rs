@@ -41,6 +41,23 @@ pub struct Rule {
 const COLUMNS: &str =
     "id, user_id, text, kind, compiled, active, act_without_approval, created_at, updated_at";
 
+/// The rows that read as rules. One that does not (its stored form nested past what serde
+/// reads, or damaged by hand) is reported and skipped, so it never stops a user's other
+/// rules, or `ctl rules list` for everyone, from loading.
+fn readable(rows: &[sea_orm::QueryResult]) -> Vec<Rule> {
+    rows.iter()
+        .filter_map(|row| match Rule::from_query_result(row, "") {
+            Ok(rule) => Some(rule),
+            Err(e) => {
+                let id: Option<Uuid> = row.try_get("", "id").ok();
+                tracing::warn!(rule.id = ?id, error = %e, "a stored rule could not be read; skipped");
+                metrics::counter!("rules_unreadable_total").increment(1);
+                None
+            }
+        })
+        .collect()
+}
+
 /// A rule to store.
 #[derive(Debug, Clone)]
 pub struct NewRule {
@@ -94,9 +111,7 @@ pub async fn list(db: &impl ConnectionTrait, user: UserId) -> Result<Vec<Rule>> 
             vec![user.0.into()],
         ))
         .await?;
-    rows.iter()
-        .map(|r| Ok(Rule::from_query_result(r, "")?))
-        .collect()
+    Ok(readable(&rows))
 }
 
 pub async fn get(db: &impl ConnectionTrait, user: UserId, id: Uuid) -> Result<Option<Rule>> {
@@ -106,7 +121,7 @@ pub async fn get(db: &impl ConnectionTrait, user: UserId, id: Uuid) -> Result<Op
             vec![id.into(), user.0.into()],
         ))
         .await?;
-    Ok(row.map(|r| Rule::from_query_result(&r, "")).transpose()?)
+    Ok(row.and_then(|r| readable(&[r]).pop()))
 }
 
 /// The user's active rules listening to any of `keys` (the index keys of one event type).
@@ -124,9 +139,7 @@ pub async fn candidates(
             vec![user.0.into(), text_array(keys).into()],
         ))
         .await?;
-    rows.iter()
-        .map(|r| Ok(Rule::from_query_result(r, "")?))
-        .collect()
+    Ok(readable(&rows))
 }
 
 /// What may change in a rule. A new text comes with its new compiled form and triggers.
@@ -194,7 +207,5 @@ pub async fn all(db: &impl ConnectionTrait, user: Option<UserId>) -> Result<Vec<
             vec![user.map(|u| u.0).into()],
         ))
         .await?;
-    rows.iter()
-        .map(|r| Ok(Rule::from_query_result(r, "")?))
-        .collect()
+    Ok(readable(&rows))
 }

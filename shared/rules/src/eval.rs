@@ -7,10 +7,8 @@
 //! lookup it needs and has no answer for, so only lookups a condition reaches cost I/O.
 
 use crate::syntax::{Expr, Op, Operand};
-use regex::Regex;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
 
 /// A lookup evaluation needs: `contact_exists("sara@client.example")`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -35,6 +33,20 @@ pub fn evaluate(expr: &Expr, event: &Value, answers: &Answers) -> Result<bool, L
         Expr::And(a, b) => evaluate(a, event, answers)? && evaluate(b, event, answers)?,
         Expr::Not(e) => !evaluate(e, event, answers)?,
         Expr::Is(a) => truthy(&value(a, event, answers)?),
+        Expr::Compare(a, Op::Matches, b) => {
+            // The parser and the loader put a compiled pattern on the right; anything else
+            // (a stored text that did not compile) matches nothing.
+            let Operand::Regex(re) = b else {
+                return Ok(false);
+            };
+            match value(a, event, answers)? {
+                Value::String(s) => re.is_match(&s),
+                Value::Array(items) => items
+                    .iter()
+                    .any(|i| i.as_str().is_some_and(|s| re.is_match(s))),
+                _ => false,
+            }
+        }
         Expr::Compare(a, op, b) => {
             let (a, b) = (value(a, event, answers)?, value(b, event, answers)?);
             match op {
@@ -42,15 +54,8 @@ pub fn evaluate(expr: &Expr, event: &Value, answers: &Answers) -> Result<bool, L
                 Op::Ne => !equal(&a, &b),
                 Op::Contains => contains(&a, &b),
                 Op::In => contains(&b, &a),
-                Op::Matches => match (&a, b.as_str()) {
-                    (Value::String(s), Some(re)) => regex(re).is_some_and(|r| r.is_match(s)),
-                    (Value::Array(items), Some(re)) => regex(re).is_some_and(|r| {
-                        items
-                            .iter()
-                            .any(|i| i.as_str().is_some_and(|s| r.is_match(s)))
-                    }),
-                    _ => false,
-                },
+                // Taken by the arm above.
+                Op::Matches => false,
             }
         }
     })
@@ -77,6 +82,7 @@ fn value(operand: &Operand, event: &Value, answers: &Answers) -> Result<Value, L
     Ok(match operand {
         Operand::Field(path) => field(event, path).cloned().unwrap_or(Value::Null),
         Operand::Text(s) => json!(s),
+        Operand::Regex(re) => json!(re.as_str()),
         Operand::Number(n) => json!(n),
         Operand::Bool(b) => json!(b),
         Operand::List(items) => Value::Array(
@@ -145,21 +151,6 @@ fn contains(haystack: &Value, needle: &Value) -> bool {
         Value::Object(map) => needle.as_str().is_some_and(|k| map.contains_key(k)),
         _ => false,
     }
-}
-
-static REGEXES: LazyLock<Mutex<HashMap<String, Regex>>> = LazyLock::new(Default::default);
-
-fn regex(pattern: &str) -> Option<Regex> {
-    let mut cache = REGEXES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(r) = cache.get(pattern) {
-        return Some(r.clone());
-    }
-    let compiled = Regex::new(pattern).ok()?;
-    if cache.len() > 1_000 {
-        cache.clear();
-    }
-    cache.insert(pattern.to_owned(), compiled.clone());
-    Some(compiled)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! and column, counted in characters from 1) and what was expected there.
 
 use crate::catalog;
-use crate::syntax::{Action, Expr, Op, Operand, Pattern, Rule, Step, Wait, WaitTarget};
+use crate::syntax::{Action, Expr, Op, Operand, Pattern, Regex, Rule, Step, Wait, WaitTarget};
 use crate::template;
 use serde::Serialize;
 
@@ -15,6 +15,12 @@ pub struct ParseError {
     pub found: String,
 }
 
+/// How deeply a condition may nest: each `(`, `not`, `[`, lookup argument and each further
+/// `and` / `or` in a chain is one level. Far below the parser's stack on any thread (tested on
+/// a 512 KiB stack in a debug build) and below serde_json's read depth for the stored rule (three JSON levels
+/// a level at most, against its 128).
+pub const MAX_NESTING: usize = 32;
+
 const KEYWORDS: [&str; 16] = [
     "when", "if", "then", "and", "or", "not", "contains", "matches", "in", "wait", "for", "reply",
     "within", "else", "true", "false",
@@ -22,7 +28,7 @@ const KEYWORDS: [&str; 16] = [
 
 /// Parses a whole rule: `when <pattern> [, <pattern> ...] [if <condition>] then <steps>`.
 pub fn parse_rule(text: &str) -> Result<Rule, ParseError> {
-    let mut p = Parser { src: text, pos: 0 };
+    let mut p = Parser::new(text);
     p.expect_keyword(
         "when",
         "`when` to start the rule (when <event> [if <condition>] then <action>)",
@@ -53,13 +59,15 @@ pub fn parse_rule(text: &str) -> Result<Rule, ParseError> {
 /// Parses steps alone (`send_email ...; wait for reply within 3d else notify ...`), as a task
 /// started from chat is written.
 pub fn parse_steps(text: &str) -> Result<Vec<Step>, ParseError> {
-    let mut p = Parser { src: text, pos: 0 };
+    let mut p = Parser::new(text);
     p.steps()
 }
 
 struct Parser<'a> {
     src: &'a str,
     pos: usize,
+    /// Levels of nesting open at `pos` (see [`MAX_NESTING`]).
+    depth: usize,
 }
 
 fn is_word_char(c: char) -> bool {
@@ -67,6 +75,28 @@ fn is_word_char(c: char) -> bool {
 }
 
 impl<'a> Parser<'a> {
+    fn new(src: &'a str) -> Self {
+        Parser {
+            src,
+            pos: 0,
+            depth: 0,
+        }
+    }
+
+    /// Opens one more level of nesting at `at`, or says the condition nests too deeply.
+    fn enter(&mut self, at: usize) -> Result<(), ParseError> {
+        if self.depth >= MAX_NESTING {
+            return Err(self.error_at(
+                at,
+                format!(
+                    "a condition nested at most {MAX_NESTING} levels deep (parentheses, `not`, lists, lookups and chained `and` / `or` each count)"
+                ),
+            ));
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
     fn rest(&self) -> &'a str {
         &self.src[self.pos..]
     }
@@ -364,32 +394,56 @@ impl<'a> Parser<'a> {
     }
 
     fn expr(&mut self) -> Result<Expr, ParseError> {
+        let opened = self.depth;
         let mut left = self.and()?;
-        while self.keyword("or") {
+        loop {
+            self.skip_ws();
+            let at = self.pos;
+            if !self.keyword("or") {
+                break;
+            }
+            // Each `or` in a chain nests the tree one level deeper.
+            self.enter(at)?;
             let right = self.and()?;
             left = Expr::Or(Box::new(left), Box::new(right));
         }
+        self.depth = opened;
         Ok(left)
     }
 
     fn and(&mut self) -> Result<Expr, ParseError> {
+        let opened = self.depth;
         let mut left = self.unary()?;
-        while self.keyword("and") {
+        loop {
+            self.skip_ws();
+            let at = self.pos;
+            if !self.keyword("and") {
+                break;
+            }
+            self.enter(at)?;
             let right = self.unary()?;
             left = Expr::And(Box::new(left), Box::new(right));
         }
+        self.depth = opened;
         Ok(left)
     }
 
     fn unary(&mut self) -> Result<Expr, ParseError> {
+        self.skip_ws();
+        let at = self.pos;
         if self.keyword("not") {
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+            self.enter(at)?;
+            let inner = self.unary()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(inner)));
         }
         if self.symbol("(") {
+            self.enter(at)?;
             let inner = self.expr()?;
             if !self.symbol(")") {
                 return Err(self.error("`)`"));
             }
+            self.depth -= 1;
             return Ok(inner);
         }
         let left = self.operand()?;
@@ -410,22 +464,17 @@ impl<'a> Parser<'a> {
         let right_at = self.pos;
         let right = self.operand()?;
         if op == Op::Matches {
-            match &right {
+            // Compiled here, once: evaluation never compiles.
+            return match right {
                 Operand::Text(re) => {
-                    if let Err(e) = regex::Regex::new(re) {
-                        let problem = e.to_string();
-                        let last = problem.lines().last().unwrap_or("invalid").trim();
-                        return Err(
-                            self.error_at(right_at, format!("a valid regular expression ({last})"))
-                        );
+                    match Regex::new(&re) {
+                        Ok(re) => Ok(Expr::Compare(left, op, Operand::Regex(re))),
+                        Err(problem) => Err(self
+                            .error_at(right_at, format!("a valid regular expression ({problem})"))),
                     }
                 }
-                _ => {
-                    return Err(
-                        self.error_at(right_at, "a quoted regular expression after `matches`")
-                    );
-                }
-            }
+                _ => Err(self.error_at(right_at, "a quoted regular expression after `matches`")),
+            };
         }
         Ok(Expr::Compare(left, op, right))
     }
@@ -437,6 +486,7 @@ impl<'a> Parser<'a> {
         match self.peek() {
             Some('"') => return self.string().map(Operand::Text),
             Some('[') => {
+                self.enter(start)?;
                 self.pos += 1;
                 let mut items = Vec::new();
                 if !self.symbol("]") {
@@ -450,6 +500,7 @@ impl<'a> Parser<'a> {
                         }
                     }
                 }
+                self.depth -= 1;
                 return Ok(Operand::List(items));
             }
             Some(c) if c.is_ascii_digit() || c == '-' => {
@@ -487,11 +538,13 @@ impl<'a> Parser<'a> {
                 let known: Vec<&str> = catalog::LOOKUPS.iter().map(|(n, _)| *n).collect();
                 return Err(self.error_at(start, format!("a lookup ({})", known.join(", "))));
             }
+            self.enter(start)?;
             self.pos += 1;
             let argument = self.operand()?;
             if !self.symbol(")") {
                 return Err(self.error(format!("`)` after the one argument of {word}")));
             }
+            self.depth -= 1;
             return Ok(Operand::Call(word.to_owned(), vec![argument]));
         }
         let mut path = vec![word.to_owned()];
@@ -611,6 +664,87 @@ mod tests {
         assert!(e.expected.contains("within"), "{e}");
     }
 
+    /// The deepest condition of each kind the limit allows, and one level more.
+    fn nested(kind: &str, levels: usize) -> String {
+        match kind {
+            "paren" => format!("{}x{}", "(".repeat(levels), ")".repeat(levels)),
+            "not" => format!("{}x", "not ".repeat(levels)),
+            "list" => format!("x in {}1{}", "[".repeat(levels), "]".repeat(levels)),
+            "lookup" => format!(
+                "{}from{}",
+                "contact_exists(".repeat(levels),
+                ")".repeat(levels)
+            ),
+            "and" => vec!["x"; levels + 1].join(" and "),
+            "or" => vec!["x"; levels + 1].join(" or "),
+            "mixed" => format!(
+                "{}{}x == 1{}",
+                "not (".repeat(levels / 2),
+                "not ".repeat(levels % 2),
+                ")".repeat(levels / 2)
+            ),
+            _ => unreachable!(),
+        }
+    }
+
+    const KINDS: [&str; 7] = ["paren", "not", "list", "lookup", "and", "or", "mixed"];
+
+    /// Attack: `when a.b if ` + 1,985 × `(` + `x then log` overflowed a worker's stack and
+    /// aborted the gateway; ~130 nested `not`s parsed, and the stored JSON then exceeded
+    /// serde_json's read depth, so the user's rules stopped loading. The deepest condition the
+    /// limit allows parses on a small stack (a quarter of a tokio worker's 2 MiB, in a debug
+    /// build) and reads back from its stored JSON; one level more is an error naming the
+    /// position.
+    #[test]
+    fn nesting_is_bounded_far_below_the_stack_and_the_stored_forms_read_depth() {
+        let run = || {
+            for kind in KINDS {
+                let deepest = nested(kind, MAX_NESTING);
+                let rule = parse_rule(&format!("when a.b if {deepest} then log"))
+                    .unwrap_or_else(|e| panic!("{kind}: {e}"));
+                // Printed, it parses again; stored, it reads back (within serde's depth),
+                // also as an instruction's `{"rule": ...}`.
+                assert_eq!(parse_rule(&rule.to_string()).unwrap(), rule, "{kind}");
+                let stored = serde_json::to_string(&serde_json::json!({"rule": rule})).unwrap();
+                let back: serde_json::Value = serde_json::from_str(&stored).unwrap();
+                let back: Rule = serde_json::from_value(back["rule"].clone()).unwrap();
+                assert_eq!(back, rule, "{kind}");
+                let steps = format!("wait for reply if {deepest} within 1d");
+                assert!(parse_steps(&steps).is_ok(), "{kind}");
+
+                let deeper = nested(kind, MAX_NESTING + 1);
+                let e = parse_rule(&format!("when a.b if {deeper} then log")).unwrap_err();
+                assert!(e.expected.contains("nested at most 32"), "{kind}: {e}");
+                assert_eq!(e.line, 1);
+                assert!(e.column > 12, "{kind}: {e}");
+            }
+            // The issue's input itself.
+            let attack = format!("when a.b if {}x then log", "(".repeat(1_985));
+            let e = parse_rule(&attack).unwrap_err();
+            assert_eq!(e.column, 13 + MAX_NESTING);
+        };
+        std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn(run)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn patterns_are_compiled_when_parsed_and_when_read_back() {
+        let rule = parse_rule("when a.b if subject matches \"^re:\" then log").unwrap();
+        let Some(Expr::Compare(_, Op::Matches, Operand::Regex(re))) = &rule.condition else {
+            panic!("{:?}", rule.condition)
+        };
+        assert_eq!(re.as_str(), "^re:");
+        // A rule stored with the pattern as text (before this version) compiles on reading.
+        let old = serde_json::json!({"patterns": [["a", "b"]], "steps": [{"step": "act", "name": "log", "params": []}],
+            "condition": {"expr": "compare", "of": [{"operand": "field", "value": ["subject"]}, "matches", {"operand": "text", "value": "^re:"}]}});
+        let read: Rule = serde_json::from_value(old).unwrap();
+        assert_eq!(read, rule);
+    }
+
     fn word() -> impl Strategy<Value = String> {
         "[a-z][a-z0-9_]{0,6}".prop_filter("not a keyword", |w| !KEYWORDS.contains(&w.as_str()))
     }
@@ -640,8 +774,9 @@ mod tests {
         let op = prop_oneof![Just(Op::Eq), Just(Op::Ne), Just(Op::Contains), Just(Op::In)];
         let leaf = prop_oneof![
             (operand(), op, operand()).prop_map(|(a, o, b)| Expr::Compare(a, o, b)),
-            (operand(), Just(Op::Matches), "[a-z]{1,5}\\.?\\*?")
-                .prop_map(|(a, o, b)| Expr::Compare(a, o, Operand::Text(b))),
+            (operand(), Just(Op::Matches), "[a-z]{1,5}\\.?\\*?").prop_map(|(a, o, b)| {
+                Expr::Compare(a, o, Operand::Regex(Regex::new(&b).unwrap()))
+            }),
             operand().prop_map(Expr::Is),
         ];
         leaf.prop_recursive(3, 12, 2, |inner| {

@@ -6,6 +6,7 @@ use std::fmt;
 
 /// `when <pattern> [, <pattern> ...] [if <condition>] then <steps>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredRule")]
 pub struct Rule {
     /// The event types it concerns (at least one).
     pub patterns: Vec<Pattern>,
@@ -126,6 +127,92 @@ pub enum Operand {
     List(Vec<Operand>),
     /// A lookup: `contact_exists(from)`.
     Call(String, Vec<Operand>),
+    /// The right side of `matches`, compiled when the rule is parsed or read back.
+    Regex(Regex),
+}
+
+/// A regular expression compiled once, when its rule is parsed or loaded: evaluation never
+/// compiles, and nothing is shared between rules (or users) but the immutable program.
+/// Stored as its text.
+#[derive(Debug, Clone)]
+pub struct Regex(regex::Regex);
+
+impl Regex {
+    /// Compiles `pattern`; the error is the library's last line ("unclosed group").
+    pub fn new(pattern: &str) -> Result<Self, String> {
+        regex::RegexBuilder::new(pattern)
+            // A pattern is user input: bound what compiling it may build.
+            .size_limit(1 << 20)
+            .build()
+            .map(Regex)
+            .map_err(|e| {
+                let problem = e.to_string();
+                problem
+                    .lines()
+                    .last()
+                    .unwrap_or("invalid")
+                    .trim()
+                    .to_owned()
+            })
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn is_match(&self, text: &str) -> bool {
+        self.0.is_match(text)
+    }
+}
+
+impl PartialEq for Regex {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Serialize for Regex {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Regex {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Regex::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A rule as stored: rules stored before patterns were compiled at load keep `matches` with a
+/// text on its right; reading one compiles it then.
+#[derive(Deserialize)]
+struct StoredRule {
+    patterns: Vec<Pattern>,
+    condition: Option<Expr>,
+    steps: Vec<Step>,
+}
+
+impl From<StoredRule> for Rule {
+    fn from(r: StoredRule) -> Self {
+        let mut rule = Rule {
+            patterns: r.patterns,
+            condition: r.condition,
+            steps: r.steps,
+        };
+        if let Some(c) = &mut rule.condition {
+            c.compile_patterns();
+        }
+        for step in &mut rule.steps {
+            if let Step::Wait(Wait {
+                condition: Some(c), ..
+            }) = step
+            {
+                c.compile_patterns();
+            }
+        }
+        rule
+    }
 }
 
 impl Pattern {
@@ -318,6 +405,26 @@ impl Expr {
         Ok(())
     }
 
+    /// `matches` with a text on its right (as stored by earlier versions) gets it compiled; a
+    /// text that does not compile stays text and matches nothing.
+    fn compile_patterns(&mut self) {
+        match self {
+            Expr::Or(a, b) | Expr::And(a, b) => {
+                a.compile_patterns();
+                b.compile_patterns();
+            }
+            Expr::Not(e) => e.compile_patterns(),
+            Expr::Compare(_, Op::Matches, right) => {
+                if let Operand::Text(t) = right
+                    && let Ok(re) = Regex::new(t)
+                {
+                    *right = Operand::Regex(re);
+                }
+            }
+            Expr::Compare(..) | Expr::Is(_) => {}
+        }
+    }
+
     /// Every lookup the condition may call.
     pub fn calls(&self, out: &mut Vec<String>) {
         match self {
@@ -359,6 +466,7 @@ impl fmt::Display for Operand {
         match self {
             Operand::Field(path) => f.write_str(&path.join(".")),
             Operand::Text(s) => f.write_str(&quoted(s)),
+            Operand::Regex(re) => f.write_str(&quoted(re.as_str())),
             Operand::Number(n) => write!(f, "{n}"),
             Operand::Bool(b) => write!(f, "{b}"),
             Operand::List(items) => {

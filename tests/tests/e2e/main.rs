@@ -2,6 +2,7 @@
 
 mod admission;
 mod assistant_writes;
+mod boundary;
 mod chat;
 mod connections;
 mod crm_fakes;
