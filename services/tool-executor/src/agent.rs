@@ -621,6 +621,16 @@ impl Agent {
             .collect::<Vec<_>>()
             .join("\n");
         let saw_outside = earlier.iter().chain(own.iter()).any(|m| m.role == "tool");
+        // Record ids a write may use: those reads (and writes) of this turn returned, and
+        // those an earlier turn asked the user to choose among.
+        fn results(messages: &[Message]) -> impl Iterator<Item = &str> {
+            messages
+                .iter()
+                .filter(|m| m.role == "tool")
+                .map(|m| m.content.as_str())
+        }
+        let said =
+            crate::policy::Said::new(&user_text, results(own)).with_offered(results(earlier));
         let email = db::users::find(&self.db, ctx.user)
             .await?
             .map(|u| u.email)
@@ -638,18 +648,17 @@ impl Agent {
         let reasons: Vec<Option<String>> = calls
             .iter()
             .map(|c| {
-                crate::writes::is_write(&c.name)
-                    .then(|| match &task {
-                        Some(t) => policy.for_task(
-                            &c.name,
-                            &args(c),
-                            &t.origin,
-                            t.act_without_approval,
-                            true,
-                        ),
-                        None => policy.approval_reason(&c.name, &args(c), &user_text, saw_outside),
-                    })
-                    .flatten()
+                // A call the tool refuses (an undocumented property) never runs: it needs no
+                // approval, and running it tells the model what is wrong.
+                (crate::writes::is_write(&c.name)
+                    && crate::writes::check(&c.name, &args(c)).is_ok())
+                .then(|| match &task {
+                    Some(t) => {
+                        policy.for_task(&c.name, &args(c), &t.origin, t.act_without_approval, true)
+                    }
+                    None => policy.approval_reason(&c.name, &args(c), &said, saw_outside),
+                })
+                .flatten()
             })
             .collect();
         let proposed = |i: usize, call: &ToolCall, status: &str, reason: Option<String>| {

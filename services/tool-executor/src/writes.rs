@@ -40,6 +40,41 @@ pub fn is_write(tool: &str) -> bool {
     WRITE_TOOLS.contains(&tool)
 }
 
+/// The contact properties `update_contact` documents, and the only ones it sets: an owner,
+/// a company association or any other property is not the assistant's to change.
+pub const CONTACT_PROPERTIES: [&str; 7] = [
+    "firstname",
+    "lastname",
+    "email",
+    "company",
+    "phone",
+    "jobtitle",
+    "lifecyclestage",
+];
+
+/// Refuses arguments a tool does not take, before anything is proposed or run; the error is
+/// the tool's result for the model.
+pub fn check(tool: &str, args: &Value) -> Result<(), String> {
+    if tool == "update_contact" {
+        let Some(properties) = args["properties"].as_object().filter(|p| !p.is_empty()) else {
+            return Err("properties must name at least one field".into());
+        };
+        if let Some(other) = properties
+            .keys()
+            .find(|k| !CONTACT_PROPERTIES.contains(&k.as_str()))
+        {
+            return Err(format!(
+                "update_contact does not set `{other}`: it sets only {}",
+                CONTACT_PROPERTIES.join(", ")
+            ));
+        }
+        if let Some((k, _)) = properties.iter().find(|(_, v)| !v.is_string()) {
+            return Err(format!("properties.{k} must be a text"));
+        }
+    }
+    Ok(())
+}
+
 pub fn definitions() -> Vec<(&'static str, &'static str, Value)> {
     vec![
         (
@@ -78,8 +113,10 @@ pub fn definitions() -> Vec<(&'static str, &'static str, Value)> {
             "Change fields of a CRM contact (HubSpot).",
             json!({"type": "object", "properties": {
                 "contact_id": {"type": "string"},
-                "properties": {"type": "object", "description": "Fields to set: firstname, lastname, email, company, phone, jobtitle, lifecyclestage.",
-                    "additionalProperties": {"type": "string"}}
+                "properties": {"type": "object", "description": "Fields to set (at least one). Changing email or phone always waits for the user's approval.",
+                    "properties": CONTACT_PROPERTIES.iter().map(|p| (p.to_string(), json!({"type": "string"}))).collect::<serde_json::Map<_, _>>(),
+                    "minProperties": 1,
+                    "additionalProperties": false}
             }, "required": ["contact_id", "properties"], "additionalProperties": false}),
         ),
         (
@@ -226,6 +263,7 @@ impl Writer {
                 .map(str::to_owned)
                 .ok_or_else(|| WriteError::Invalid(format!("{field} is required")))
         };
+        check(&inv.tool, args).map_err(WriteError::Invalid)?;
         match inv.tool.as_str() {
             "create_rule" => {
                 let rule_text = text("text")?;
@@ -382,11 +420,8 @@ impl Writer {
                 Ok(json!({"contact_id": id, "created": true}))
             }
             "update_contact" => {
-                let Some(properties) = args["properties"].as_object().filter(|p| !p.is_empty())
-                else {
-                    return Err(WriteError::Invalid(
-                        "properties must name at least one field".into(),
-                    ));
+                let Some(properties) = args["properties"].as_object() else {
+                    return Err(WriteError::Invalid("properties is required".into()));
                 };
                 let api = self.api(user, Provider::Hubspot)?;
                 let contact = self.contact_id(&api, &text("contact_id")?).await?;
