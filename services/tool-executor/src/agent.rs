@@ -642,23 +642,42 @@ impl Agent {
             Some(t) => db::tasks::get(&self.db, t).await?,
             None => None,
         };
-        let args = |call: &ToolCall| -> Value {
-            serde_json::from_str(&call.arguments).unwrap_or(Value::Null)
+        // Each write's arguments as they will be carried out (addresses parsed and written
+        // as sent), so an approval shows exactly that. A call the tool refuses (an address
+        // that is not one, an undocumented property) never runs: it needs no approval, and
+        // running it tells the model what is wrong.
+        let prepared: Vec<Result<Value, Value>> = calls
+            .iter()
+            .map(|c| {
+                let raw: Value = serde_json::from_str(&c.arguments).unwrap_or(Value::Null);
+                if crate::writes::is_write(&c.name) {
+                    crate::writes::prepare(&c.name, &raw).map_err(|_| raw)
+                } else {
+                    Ok(raw)
+                }
+            })
+            .collect();
+        let args = |i: usize| -> Value {
+            match &prepared[i] {
+                Ok(v) | Err(v) => v.clone(),
+            }
         };
         let reasons: Vec<Option<String>> = calls
             .iter()
-            .map(|c| {
-                // A call the tool refuses (an undocumented property) never runs: it needs no
-                // approval, and running it tells the model what is wrong.
-                (crate::writes::is_write(&c.name)
-                    && crate::writes::check(&c.name, &args(c)).is_ok())
-                .then(|| match &task {
-                    Some(t) => {
-                        policy.for_task(&c.name, &args(c), &t.origin, t.act_without_approval, true)
-                    }
-                    None => policy.approval_reason(&c.name, &args(c), &said, saw_outside),
-                })
-                .flatten()
+            .enumerate()
+            .map(|(i, c)| {
+                (crate::writes::is_write(&c.name) && prepared[i].is_ok())
+                    .then(|| match &task {
+                        Some(t) => policy.for_task(
+                            &c.name,
+                            &args(i),
+                            &t.origin,
+                            t.act_without_approval,
+                            true,
+                        ),
+                        None => policy.approval_reason(&c.name, &args(i), &said, saw_outside),
+                    })
+                    .flatten()
             })
             .collect();
         let proposed = |i: usize, call: &ToolCall, status: &str, reason: Option<String>| {
@@ -666,7 +685,7 @@ impl Agent {
                 user: ctx.user,
                 key: format!("turn:{}:{}", turn.id, call.id),
                 tool: call.name.clone(),
-                arguments: args(call),
+                arguments: args(i),
                 conversation: Some(turn.conversation_id),
                 turn: Some(turn.id),
                 tool_call_id: Some(call.id.clone()),

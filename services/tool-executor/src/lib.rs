@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod citations;
 pub mod compile;
+pub mod mime;
 pub mod model;
 pub mod policy;
 pub mod settled;

@@ -32,14 +32,6 @@ pub fn tool_args(tool: &str, params: &[(String, String)]) -> Value {
             .map(|(_, v)| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     };
-    let list = |k: &str| -> Option<Vec<String>> {
-        get(k).map(|v| {
-            v.split(',')
-                .map(|a| a.trim().to_owned())
-                .filter(|a| !a.is_empty())
-                .collect()
-        })
-    };
     let mut out = Map::new();
     let mut put = |k: &str, v: Option<Value>| {
         if let Some(v) = v {
@@ -80,8 +72,10 @@ pub fn tool_args(tool: &str, params: &[(String, String)]) -> Value {
             put("contact_id", get("contact").map(Value::from));
         }
         "send_email" => {
-            put("to", list("to").map(Value::from));
-            put("cc", list("cc").map(Value::from));
+            // Address lists stay text: `writes::prepare` splits them by the address grammar,
+            // so `"Lee, Sara" <sara@x>` stays one mailbox.
+            put("to", get("to").map(Value::from));
+            put("cc", get("cc").map(Value::from));
             put("subject", get("subject").map(Value::from));
             put("body", get("body").map(Value::from));
         }
@@ -89,7 +83,7 @@ pub fn tool_args(tool: &str, params: &[(String, String)]) -> Value {
             for k in ["summary", "start", "end", "description"] {
                 put(k, get(k).map(Value::from));
             }
-            put("attendees", list("attendees").map(Value::from));
+            put("attendees", get("attendees").map(Value::from));
         }
         _ => {
             for (k, _) in params {
@@ -129,8 +123,35 @@ mod tests {
                     ("body", "Hello")
                 ])
             ),
-            json!({"to": ["a@x.example", "b@y.example"], "subject": "Hi", "body": "Hello"})
+            json!({"to": "a@x.example, b@y.example", "subject": "Hi", "body": "Hello"})
         );
+        // As the step runs them: a template that fills an address with a line break adds no
+        // header, it is refused; a quoted comma stays in its name.
+        let prepared = crate::writes::prepare(
+            "send_email",
+            &tool_args(
+                "send_email",
+                &p(&[
+                    ("to", "\"Lee, Sara\" <sara@x.example>, b@y.example"),
+                    ("subject", "Hi"),
+                    ("body", "Hello"),
+                ]),
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            prepared["to"],
+            json!(["\"Lee, Sara\" <sara@x.example>", "b@y.example"])
+        );
+        let injected = tool_args(
+            "send_email",
+            &p(&[
+                ("to", "sara@x.example\r\nBcc: eve@evil.example"),
+                ("subject", "Hi"),
+                ("body", "x"),
+            ]),
+        );
+        assert!(crate::writes::prepare("send_email", &injected).is_err());
         assert_eq!(
             tool_args(
                 "update_contact",

@@ -256,7 +256,21 @@ impl Tasks {
                 let invocation = match existing {
                     Some(i) => i,
                     None => {
-                        let args = tool_args(tool, &params);
+                        let args = match crate::writes::prepare(tool, &tool_args(tool, &params)) {
+                            Ok(args) => args,
+                            Err(reason) => {
+                                self.record(
+                                    task,
+                                    &key,
+                                    tool,
+                                    &tool_args(tool, &params),
+                                    "failed",
+                                    &json!({"error": reason}),
+                                )
+                                .await?;
+                                return Ok(Outcome::Failed(reason));
+                            }
+                        };
                         self.propose(task, at, &key, tool, args, action, reply_wait)
                             .await?
                     }

@@ -52,27 +52,98 @@ pub const CONTACT_PROPERTIES: [&str; 7] = [
     "lifecyclestage",
 ];
 
-/// Refuses arguments a tool does not take, before anything is proposed or run; the error is
-/// the tool's result for the model.
-pub fn check(tool: &str, args: &Value) -> Result<(), String> {
-    if tool == "update_contact" {
-        let Some(properties) = args["properties"].as_object().filter(|p| !p.is_empty()) else {
-            return Err("properties must name at least one field".into());
-        };
-        if let Some(other) = properties
-            .keys()
-            .find(|k| !CONTACT_PROPERTIES.contains(&k.as_str()))
-        {
-            return Err(format!(
-                "update_contact does not set `{other}`: it sets only {}",
-                CONTACT_PROPERTIES.join(", ")
-            ));
-        }
-        if let Some((k, _)) = properties.iter().find(|(_, v)| !v.is_string()) {
-            return Err(format!("properties.{k} must be a text"));
-        }
+/// A write's arguments as they will be carried out, or why the tool refuses them (the error is
+/// the tool's result for the model). Addresses are parsed strictly, one mailbox per entry, and
+/// written back as they will be sent, so what an approval shows is what happens.
+pub fn prepare(tool: &str, args: &Value) -> Result<Value, String> {
+    let mut args = args.clone();
+    if !args.is_object() {
+        return Err("arguments must be a JSON object".into());
     }
-    Ok(())
+    let listed = |value: &Value, field: &str| -> Result<Vec<String>, String> {
+        common::email::mailboxes(value)
+            .map(|list| list.iter().map(common::email::display).collect())
+            .map_err(|e| format!("{field}: {e}"))
+    };
+    match tool {
+        "update_contact" => {
+            let Some(properties) = args["properties"].as_object().filter(|p| !p.is_empty()) else {
+                return Err("properties must name at least one field".into());
+            };
+            if let Some(other) = properties
+                .keys()
+                .find(|k| !CONTACT_PROPERTIES.contains(&k.as_str()))
+            {
+                return Err(format!(
+                    "update_contact does not set `{other}`: it sets only {}",
+                    CONTACT_PROPERTIES.join(", ")
+                ));
+            }
+            if let Some((k, _)) = properties.iter().find(|(_, v)| !v.is_string()) {
+                return Err(format!("properties.{k} must be a text"));
+            }
+            if let Some(email) = properties.get("email").and_then(Value::as_str)
+                && !email.trim().is_empty()
+            {
+                let m =
+                    common::email::mailbox(email).map_err(|e| format!("properties.email: {e}"))?;
+                args["properties"]["email"] = json!(common::email::address(&m));
+            }
+        }
+        "send_email" => {
+            let to = listed(&args["to"], "to")?;
+            if to.is_empty() {
+                return Err("to must list at least one email address".into());
+            }
+            args["to"] = json!(to);
+            let cc = listed(&args["cc"], "cc")?;
+            if cc.is_empty() {
+                args.as_object_mut().map(|o| o.remove("cc"));
+            } else {
+                args["cc"] = json!(cc);
+            }
+            for field in ["subject", "body"] {
+                if !args[field].is_string() {
+                    return Err(format!("{field} is required"));
+                }
+            }
+            if args["subject"]
+                .as_str()
+                .is_some_and(|s| s.chars().any(char::is_control))
+            {
+                return Err("subject must be one line".into());
+            }
+        }
+        "create_calendar_event" => {
+            let attendees: Vec<String> = common::email::mailboxes(&args["attendees"])
+                .map_err(|e| format!("attendees: {e}"))?
+                .iter()
+                .map(common::email::address)
+                .collect();
+            if !args["attendees"].is_null() {
+                args["attendees"] = json!(attendees);
+            }
+        }
+        "create_contact" => {
+            let given = args["email"].as_str().unwrap_or_default();
+            let m = common::email::mailbox(given).map_err(|e| format!("email: {e}"))?;
+            // `Sara Lee <sara@client.example>` (an email's From, as a rule passes it): the
+            // address, and the name when none was given.
+            args["email"] = json!(common::email::address(&m));
+            if let Some(name) = m.name.as_deref().map(str::trim).filter(|n| !n.is_empty())
+                && args["firstname"].is_null()
+                && args["lastname"].is_null()
+            {
+                let (first, last) = name.split_once(' ').unwrap_or((name, ""));
+                args["firstname"] = json!(first);
+                if !last.is_empty() {
+                    args["lastname"] = json!(last);
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(args)
 }
 
 pub fn definitions() -> Vec<(&'static str, &'static str, Value)> {
@@ -252,9 +323,10 @@ impl Writer {
 
     async fn perform(&self, inv: &Invocation) -> Result<Value, WriteError> {
         let user = UserId(inv.user_id);
-        let args = &inv.arguments;
         let retry = inv.attempts > 1;
         let reference = format!("asst{}", inv.id.simple());
+        let prepared = prepare(&inv.tool, &inv.arguments).map_err(WriteError::Invalid)?;
+        let args = &prepared;
         let text = |field: &str| -> Result<String, WriteError> {
             args[field]
                 .as_str()
@@ -263,7 +335,6 @@ impl Writer {
                 .map(str::to_owned)
                 .ok_or_else(|| WriteError::Invalid(format!("{field} is required")))
         };
-        check(&inv.tool, args).map_err(WriteError::Invalid)?;
         match inv.tool.as_str() {
             "create_rule" => {
                 let rule_text = text("text")?;
@@ -371,16 +442,7 @@ impl Writer {
                 Ok(self.note_created(user, &id, &contact, &body).await)
             }
             "create_contact" => {
-                // `Sara Lee <sara@client.example>` (an email's From, as a rule passes it) is the
-                // address inside, and the name, when no name was given.
-                let given = text("email")?;
-                let email = rules::view::address_of(&given)
-                    .ok_or_else(|| WriteError::Invalid("email must be an email address".into()))?;
-                let named = given
-                    .split('<')
-                    .next()
-                    .map(|n| n.trim().trim_matches('"').to_owned())
-                    .filter(|n| !n.is_empty() && !n.contains('@'));
+                let email = text("email")?;
                 let api = self.api(user, Provider::Hubspot)?;
                 let base = &self.config.hubspot_api_base;
                 if let Some(id) = self
@@ -395,17 +457,6 @@ impl Writer {
                 for field in ["email", "firstname", "lastname", "company", "phone"] {
                     if let Some(v) = args[field].as_str() {
                         properties.insert(field.into(), json!(v.trim()));
-                    }
-                }
-                properties.insert("email".into(), json!(email));
-                if let Some(name) = named
-                    && !properties.contains_key("firstname")
-                    && !properties.contains_key("lastname")
-                {
-                    let (first, last) = name.split_once(' ').unwrap_or((name.as_str(), ""));
-                    properties.insert("firstname".into(), json!(first));
-                    if !last.is_empty() {
-                        properties.insert("lastname".into(), json!(last));
                     }
                 }
                 let created: Value = api
@@ -493,13 +544,15 @@ impl Writer {
                 )
             }
             "send_email" => {
-                let to = addresses(&args["to"]);
-                if to.is_empty() || to.iter().any(|a| !a.contains('@')) {
-                    return Err(WriteError::Invalid("to must list email addresses".into()));
-                }
-                let cc = addresses(&args["cc"]);
-                let subject = text("subject")?;
-                let body = text("body")?;
+                let to: Vec<String> = args["to"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 let api = self.api(user, Provider::Google)?;
                 let base = &self.config.gmail_api_base;
                 let message_id = format!("<{reference}@assistant.invalid>");
@@ -517,20 +570,14 @@ impl Writer {
                         return Ok(json!({"message_id": id, "sent": true, "to": to}));
                     }
                 }
-                let mut raw = format!(
-                    "To: {}\r\n{}Subject: {}\r\nMessage-ID: {message_id}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n",
-                    to.join(", "),
-                    if cc.is_empty() {
-                        String::new()
-                    } else {
-                        format!("Cc: {}\r\n", cc.join(", "))
-                    },
-                    subject.replace(['\r', '\n'], " "),
-                );
-                raw = base64::Engine::encode(
-                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-                    raw.as_bytes(),
-                );
+                let from = db::users::find(&self.db, user)
+                    .await?
+                    .map(|u| u.email)
+                    .unwrap_or_default();
+                let raw =
+                    crate::mime::message(&from, args, &message_id).map_err(WriteError::Invalid)?;
+                let raw =
+                    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw);
                 let sent: Value = api
                     .post(
                         &format!("{base}/gmail/v1/users/me/messages/send"),

@@ -267,3 +267,108 @@ async fn writes_an_email_asks_for_wait_whatever_shape_they_take() {
     })
     .await;
 }
+
+/// Attack: an address with a CR/LF inside (`sara@client.example\r\nBcc: eve@evil.example`)
+/// added a `Bcc:` line the approval card never showed. The call is refused to the model and
+/// nothing waits or is sent; a good address is shown on the approval exactly as it is sent,
+/// and the message the library builds has exactly those recipients.
+#[tokio::test]
+async fn an_address_cannot_smuggle_a_header_and_the_approval_shows_what_is_sent() {
+    use crate::assistant_writes::{app_with, connect_google};
+    use crate::chat::{read_events, stream};
+    use crate::fakes::FakeGoogle;
+    use assistant_tests::fake_model::{FakeModel, Reply, tool_results};
+
+    let fake = FakeModel::responding(|request| {
+        if !tool_results(request).is_empty() {
+            return Reply::text("Done.", 5);
+        }
+        let to = if user_message(request).starts_with("smuggle") {
+            "sara@client.example\r\nBcc: eve@evil.example"
+        } else {
+            "\"Lee, Sara\" <Sara@Client.example>"
+        };
+        Reply::tool(
+            "send_email",
+            json!({"to": [to], "subject": "Your review", "body": "See you Tuesday."}),
+        )
+    })
+    .await;
+    let google = FakeGoogle::start(EMAIL).await;
+    let app = app_with(&fake, None, Some(&google)).await;
+    let (user, token) = app.user(EMAIL).await;
+    connect_google(&app, &google, user).await;
+
+    let events = read_events(
+        stream(
+            &app,
+            &token,
+            json!({"message": "smuggle: email Sara"}),
+            None,
+        )
+        .await,
+        |_| false,
+    )
+    .await;
+    assert!(
+        !events.iter().any(|e| e.event == "approval_required"),
+        "{events:#?}"
+    );
+    let result = events
+        .iter()
+        .find(|e| e.event == "tool_result")
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert_eq!(result.data["ok"], false);
+    assert!(
+        result.data["summary"]
+            .as_str()
+            .unwrap()
+            .contains("control character"),
+        "{:?}",
+        result.data
+    );
+
+    let events = read_events(
+        stream(&app, &token, json!({"message": "email Sara"}), None).await,
+        |_| false,
+    )
+    .await;
+    let approval = events
+        .iter()
+        .find(|e| e.event == "approval_required")
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert_eq!(
+        approval.data["arguments"]["to"],
+        json!(["\"Lee, Sara\" <sara@client.example>"])
+    );
+    let id = approval.data["approval_id"].as_str().unwrap();
+    let r = app
+        .http
+        .post(format!("{}/api/approvals/{id}/approve", app.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    eventually("the email sent", Duration::from_secs(20), || async {
+        !google.state.lock().unwrap().sent.is_empty()
+    })
+    .await;
+    let sent = google.state.lock().unwrap().sent.clone();
+    assert_eq!(sent.len(), 1);
+    let head = sent[0].1.split("\r\n\r\n").next().unwrap().to_owned();
+    let recipients: Vec<&str> = head
+        .split("\r\n")
+        .filter(|h| {
+            let h = h.to_ascii_lowercase();
+            h.starts_with("to:") || h.starts_with("cc:") || h.starts_with("bcc:")
+        })
+        .collect();
+    // One recipient line, one mailbox (the library encodes the name with its comma).
+    assert_eq!(recipients.len(), 1, "{head}");
+    assert!(
+        recipients[0].starts_with("To: ") && recipients[0].ends_with(" <sara@client.example>"),
+        "{head}"
+    );
+    assert_eq!(recipients[0].matches('@').count(), 1, "{head}");
+}
