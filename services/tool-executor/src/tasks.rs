@@ -10,7 +10,7 @@
 //! so a reply is never missed however early it comes.
 
 use crate::policy::Policy;
-use crate::step_args::{effect_of, tool_args};
+use crate::step_args::tool_args;
 use crate::writes::{Ran, Writer};
 use common::consumer::HandleError;
 use common::events::{Envelope, Event, TaskAdvance, TurnRequested};
@@ -365,8 +365,9 @@ impl Tasks {
         Ok(invocation)
     }
 
-    /// A settled invocation as the step's outcome; what it created is remembered with the
-    /// task's chain depth, and a sent email's thread joins the reply wait's expectation.
+    /// A settled invocation as the step's outcome (what it changed was recorded with the task's
+    /// chain depth when it settled), and a sent email's thread joins the reply wait's
+    /// expectation.
     async fn settled(
         &self,
         task: &Task,
@@ -379,16 +380,6 @@ impl Tasks {
         match inv.status.as_str() {
             "succeeded" => {
                 let result = inv.result.clone().unwrap_or(Value::Null);
-                if let Some(entity) = effect_of(&inv.tool, &result) {
-                    db::tasks::record_effect(
-                        db,
-                        UserId(task.user_id),
-                        &entity,
-                        task.depth,
-                        task.id,
-                    )
-                    .await?;
-                }
                 if reply_wait.is_some()
                     && let Some(thread) = result["thread_id"].as_str()
                 {

@@ -23,6 +23,7 @@ use common::{Bus, Config, UserId};
 use db::DatabaseConnection;
 use db::invocations::Invocation;
 use providers::{Api, Provider, ProviderError, Providers};
+use sea_orm::TransactionTrait;
 use serde_json::{Value, json};
 
 pub const WRITE_TOOLS: [&str; 8] = [
@@ -281,9 +282,7 @@ impl Writer {
         );
         let outcome = tracing::Instrument::instrument(self.perform(&claimed), span).await;
         let settled = match outcome {
-            Ok(result) => {
-                db::invocations::settle(&self.db, claimed.id, "succeeded", &result, None).await
-            }
+            Ok(result) => self.succeeded(&claimed, &result).await,
             Err(WriteError::Invalid(reason)) => {
                 db::invocations::settle(
                     &self.db,
@@ -312,6 +311,23 @@ impl Writer {
             Ok(i) => Ran::Settled(i),
             Err(e) => Ran::Retry(e.into()),
         }
+    }
+
+    /// Settles a write that succeeded. When it belongs to a task (a rule's step, a tier-2 turn
+    /// the task asked for, or such a write once approved), what it changed is recorded at the
+    /// task's chain depth in the same transaction: the event the change causes is one level
+    /// deeper, whoever wrote the step, so a rule that feeds itself stops at the bound.
+    async fn succeeded(&self, inv: &Invocation, result: &Value) -> Result<Invocation, db::DbError> {
+        let txn = self.db.begin().await?;
+        let settled = db::invocations::settle(&txn, inv.id, "succeeded", result, None).await?;
+        if let Some(task) = inv.task_id
+            && let Some(entity) = crate::step_args::effect_of(&inv.tool, result)
+            && let Some(t) = db::tasks::get(&txn, task).await?
+        {
+            db::tasks::record_effect(&txn, UserId(inv.user_id), &entity, t.depth, task).await?;
+        }
+        txn.commit().await?;
+        Ok(settled)
     }
 
     fn api(&self, user: UserId, provider: Provider) -> Result<Api, WriteError> {

@@ -372,3 +372,87 @@ async fn an_address_cannot_smuggle_a_header_and_the_approval_shows_what_is_sent(
     );
     assert_eq!(recipients[0].matches('@').count(), 1, "{head}");
 }
+
+/// Attack: `when hubspot.contact.* then ask_assistant ...` acting alone. The model's write in
+/// the tier-2 turn recorded no effect, so the contact update it made fired the rule again at
+/// depth 0, forever, with a model call and a HubSpot write each time. The write is now recorded
+/// at the task's depth whoever wrote the step, and the chain stops at RULES_MAX_CHAIN_DEPTH.
+#[tokio::test]
+async fn a_tier_two_rule_that_feeds_itself_stops_at_the_bound() {
+    use crate::assistant_writes::connect_hubspot;
+    use crate::crm_fakes::FakeHubSpot;
+    use assistant_tests::fake_model::{FakeModel, Reply, last_message};
+
+    let hubspot = FakeHubSpot::start().await;
+    let fake = FakeModel::responding(|request| {
+        let last = last_message(request);
+        if last["role"] == "tool" && last["tool_call_id"] == "event" {
+            return Reply::tool(
+                "update_contact",
+                json!({"contact_id": "9100", "properties": {"jobtitle": format!("Reviewed {}", uuid::Uuid::new_v4())}}),
+            );
+        }
+        Reply::text("Updated.", 20)
+    })
+    .await;
+    let app = rules_app(Some(&fake), Some(&hubspot), None).await;
+    let (user, token) = app.user(EMAIL).await;
+    connect_hubspot(&app, &hubspot, user).await;
+    hubspot.state.lock().unwrap().put(
+        "contacts",
+        "9100",
+        1,
+        json!({"email": "loop@client.example", "jobtitle": "0"}),
+    );
+    let looping = rule(
+        &app,
+        &token,
+        "when hubspot.contact.* then ask_assistant text=\"keep this contact's job title reviewed\"",
+        true,
+    )
+    .await;
+    let bound = app.config.rules_max_chain_depth as usize;
+    for round in 0..=bound {
+        // Ingest announces each change as HubSpot's webhook reports it.
+        publish(
+            &app,
+            user,
+            "hubspot",
+            "contact.updated",
+            "contact:9100",
+            json!({"object_type": "contacts", "id": "9100"}),
+        )
+        .await;
+        eventually("the round handled", Duration::from_secs(30), || async {
+            count(
+                &app,
+                &format!("SELECT count(*) FROM rule_firings WHERE rule_id = '{looping}'"),
+            )
+            .await
+                > round as i64
+                && count(
+                    &app,
+                    &format!(
+                        "SELECT count(*) FROM tasks WHERE rule_id = '{looping}' AND state <> 'done'"
+                    ),
+                )
+                .await
+                    == 0
+        })
+        .await;
+    }
+    let firings = get_json(&app, &token, &format!("/api/rules/{looping}/firings")).await;
+    let firings = firings["firings"].as_array().unwrap();
+    let depths: Vec<i64> = firings
+        .iter()
+        .map(|f| f["depth"].as_i64().unwrap())
+        .collect();
+    let stopped: Vec<&Value> = firings
+        .iter()
+        .filter(|f| f["status"] == "chain_stopped")
+        .collect();
+    assert_eq!(stopped.len(), 1, "{depths:?} {firings:#?}");
+    assert_eq!(stopped[0]["depth"], bound);
+    // Every tier-2 turn below the bound wrote once; the one at the bound never ran.
+    assert_eq!(hubspot.state.lock().unwrap().updated.len(), bound);
+}
