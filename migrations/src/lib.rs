@@ -33,6 +33,7 @@ mod m20261129_000006_approvals;
 mod m20261129_000007_rules_engine;
 mod m20261129_000008_time_zone;
 mod m20261129_000009_chunks_newest;
+mod m20261205_000010_invocation_lease;
 
 pub struct Migrator;
 
@@ -49,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000007_rules_engine::Migration),
             Box::new(m20261129_000008_time_zone::Migration),
             Box::new(m20261129_000009_chunks_newest::Migration),
+            Box::new(m20261205_000010_invocation_lease::Migration),
         ]
     }
 }

@@ -180,6 +180,7 @@ pub async fn test_config() -> Config {
         // A fixed test key: connections work as in production.
         token_encryption_keys: TEST_TOKEN_KEYS.into(),
         consumer_ack_wait_secs: 3,
+        tool_lease_secs: 3,
         rules_timer_interval_ms: 200,
         shutdown_timeout_secs: 5,
         ..Config::default()

@@ -116,7 +116,12 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             .await?,
         },
     };
-    let tools = backends.consume(CONSUMER, tools, &config, cancel);
+    // A write can outlast the ack wait (a slow provider): say it is still running, so the
+    // message is not delivered again meanwhile (the ledger's lease holds even if it were).
+    let mut tools_options = ConsumerOptions::from_config(&config);
+    let ack_wait = Duration::from_secs(backends.topology.consumer(CONSUMER)?.ack_wait_secs);
+    tools_options.keep_alive = Some((ack_wait / 3).max(Duration::from_millis(500)));
+    let tools = backends.consume_with(CONSUMER, tools, tools_options, cancel);
     let compiler = async {
         match model_for_compile {
             Some(model) => compile::serve(backends.bus.clone(), model, cancel_compile).await,

@@ -232,6 +232,9 @@ pub enum WriteError {
     Provider(#[from] ProviderError),
     #[error(transparent)]
     Db(#[from] db::DbError),
+    /// Another attempt is running it under a lease: its outcome is stored when it ends.
+    #[error("another attempt is running this write")]
+    Busy,
 }
 
 /// Runs writes for users with their own credentials.
@@ -260,17 +263,29 @@ impl Writer {
         if invocation.is_settled() {
             return Ran::Settled(invocation.clone());
         }
-        let claimed = match db::invocations::claim(&self.db, invocation.id).await {
-            Ok(Some(c)) => c,
-            Ok(None) => {
-                return match db::invocations::get(&self.db, invocation.id).await {
-                    Ok(Some(i)) if i.is_settled() => Ran::Settled(i),
-                    Ok(Some(i)) => Ran::Waiting(i),
-                    Ok(None) => Ran::Retry(WriteError::Db(db::DbError::NotFound)),
-                    Err(e) => Ran::Retry(e.into()),
-                };
+        let owner = uuid::Uuid::new_v4();
+        let lease = self.lease();
+        // Another attempt's lease (a slow call still running, or one that died mid-call) is
+        // waited out here, about one lease long: it ends in its outcome, or runs out and is
+        // taken over.
+        let patience = tokio::time::Instant::now() + lease + lease / 2;
+        let claimed = loop {
+            match db::invocations::claim(&self.db, invocation.id, owner, lease).await {
+                Ok(Some(c)) => break c,
+                Ok(None) => match db::invocations::get(&self.db, invocation.id).await {
+                    Ok(Some(i)) if i.is_settled() => return Ran::Settled(i),
+                    Ok(Some(i)) if i.status == "running" => {
+                        if tokio::time::Instant::now() >= patience {
+                            return Ran::Retry(WriteError::Busy);
+                        }
+                        tokio::time::sleep(lease / 6).await;
+                    }
+                    Ok(Some(i)) => return Ran::Waiting(i),
+                    Ok(None) => return Ran::Retry(WriteError::Db(db::DbError::NotFound)),
+                    Err(e) => return Ran::Retry(e.into()),
+                },
+                Err(e) => return Ran::Retry(e.into()),
             }
-            Err(e) => return Ran::Retry(e.into()),
         };
         let span = tracing::info_span!(
             "execute_tool",
@@ -280,7 +295,8 @@ impl Writer {
             invocation.id = %claimed.id,
             attempt = claimed.attempts,
         );
-        let outcome = tracing::Instrument::instrument(self.perform(&claimed), span).await;
+        let work = tracing::Instrument::instrument(self.perform(&claimed), span);
+        let outcome = self.leased(&claimed, owner, work).await;
         let settled = match outcome {
             Ok(result) => self.succeeded(&claimed, &result).await,
             Err(WriteError::Invalid(reason)) => {
@@ -310,6 +326,38 @@ impl Writer {
         match settled {
             Ok(i) => Ran::Settled(i),
             Err(e) => Ran::Retry(e.into()),
+        }
+    }
+
+    /// How long a claim holds without renewal (`TOOL_LEASE_SECS`).
+    fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.config.tool_lease_secs.max(1))
+    }
+
+    /// Runs `work` while renewing the lease on `inv`, so that no other attempt takes it over
+    /// however long the provider takes. A renewal that fails says so in the log; the write
+    /// goes on (stopping it half-way would be worse than a second attempt's reconciliation).
+    async fn leased<T>(
+        &self,
+        inv: &Invocation,
+        owner: uuid::Uuid,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        tokio::pin!(work);
+        let lease = self.lease();
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + lease / 3, lease / 3);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = ticks.tick() => {
+                    match db::invocations::renew(&self.db, inv.id, owner, lease).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(invocation.id = %inv.id, "the lease on a running write was lost"),
+                        Err(e) => tracing::warn!(invocation.id = %inv.id, error = %e, "the lease on a running write could not be renewed"),
+                    }
+                }
+            }
         }
     }
 

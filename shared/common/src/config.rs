@@ -160,6 +160,10 @@ pub struct Config {
     pub approval_required_tools: String,
     /// How long an approval waits before it expires (and never runs).
     pub approval_ttl_minutes: i64,
+    /// How long a claim on a running write holds without renewal (renewed every third of it
+    /// while the provider call runs); after a crash another attempt takes the write over,
+    /// reconciling with the provider first, once it runs out.
+    pub tool_lease_secs: u64,
     /// How deep a chain of rules may go: an event caused by a rule's own effect is one deeper
     /// than the event that fired it; a firing at this depth stops and is recorded.
     pub rules_max_chain_depth: i32,
@@ -294,6 +298,7 @@ impl Default for Config {
             chat_max_concurrent_turns: 128,
             approval_required_tools: "send_email".into(),
             approval_ttl_minutes: 1_440,
+            tool_lease_secs: 30,
             rules_max_chain_depth: 3,
             rules_timer_interval_ms: 1_000,
             chunk_tokens: 200,
@@ -407,6 +412,7 @@ impl Config {
             "chat_max_concurrent_turns",
             "approval_required_tools",
             "approval_ttl_minutes",
+            "tool_lease_secs",
             "rules_max_chain_depth",
             "rules_timer_interval_ms",
             "chunk_tokens",

@@ -111,19 +111,27 @@ pub async fn propose(db: &impl ConnectionTrait, p: &Proposed) -> Result<Invocati
     Ok(Invocation::from_query_result(&row, "")?)
 }
 
-/// Takes an invocation for one attempt: `None` when it may not run (settled, or still waiting
-/// for the user). The returned `attempts` is more than 1 when an earlier attempt may have
-/// reached the provider.
-pub async fn claim(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Invocation>> {
+/// Takes an invocation for one attempt under a lease held by `owner` for `lease`: `None` when
+/// it may not run (settled, still waiting for the user, or running under another attempt's
+/// lease that has not run out). The returned `attempts` is more than 1 when an earlier attempt
+/// may have reached the provider.
+pub async fn claim(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    owner: Uuid,
+    lease: std::time::Duration,
+) -> Result<Option<Invocation>> {
     let row = db
         .query_one_raw(stmt(
             &format!(
                 "UPDATE tool_invocations SET status = 'running', attempts = attempts + 1,
-                        started_at = coalesce(started_at, now())
-                 WHERE id = $1 AND status IN ('approved', 'held', 'running')
+                        started_at = coalesce(started_at, now()),
+                        lease_owner = $2, lease_until = now() + make_interval(secs => $3)
+                 WHERE id = $1 AND (status IN ('approved', 'held')
+                       OR (status = 'running' AND (lease_until IS NULL OR lease_until < now())))
                  RETURNING {COLUMNS}"
             ),
-            vec![id.into()],
+            vec![id.into(), owner.into(), lease.as_secs_f64().into()],
         ))
         .await?;
     Ok(row
@@ -131,7 +139,25 @@ pub async fn claim(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Invocat
         .transpose()?)
 }
 
-/// Records how an invocation ended; only the first ending counts.
+/// Extends the lease `owner` holds on a running invocation; false when it holds none (it ran
+/// out and another attempt took the invocation over, or it settled).
+pub async fn renew(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    owner: Uuid,
+    lease: std::time::Duration,
+) -> Result<bool> {
+    let done = db
+        .execute_raw(stmt(
+            "UPDATE tool_invocations SET lease_until = now() + make_interval(secs => $3)
+             WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+            vec![id.into(), owner.into(), lease.as_secs_f64().into()],
+        ))
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Records how an invocation ended; only the first ending counts. The lease ends with it.
 pub async fn settle(
     db: &impl ConnectionTrait,
     id: Uuid,
@@ -140,7 +166,8 @@ pub async fn settle(
     error: Option<&str>,
 ) -> Result<Invocation> {
     db.execute_raw(stmt(
-        "UPDATE tool_invocations SET status = $2, result = $3, error = $4, finished_at = now()
+        "UPDATE tool_invocations SET status = $2, result = $3, error = $4, finished_at = now(),
+                lease_until = NULL
          WHERE id = $1 AND status NOT IN ('succeeded', 'failed', 'rejected', 'expired')",
         vec![
             id.into(),

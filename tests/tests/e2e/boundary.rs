@@ -456,3 +456,92 @@ async fn a_tier_two_rule_that_feeds_itself_stops_at_the_bound() {
     // Every tier-2 turn below the bound wrote once; the one at the bound never ran.
     assert_eq!(hubspot.state.lock().unwrap().updated.len(), bound);
 }
+
+/// Attack (or plain bad luck): an approved write slower than the TOOLS consumer's ack wait.
+/// The message was delivered again while the first attempt was still calling HubSpot, the
+/// second attempt re-took the `running` invocation (no lease) and, as HubSpot's search had not
+/// caught up, created the note a second time. Now the consumer keeps the message alive and the
+/// claim is a lease another attempt respects: one note.
+#[tokio::test]
+async fn an_approved_write_slower_than_the_ack_wait_happens_once() {
+    use crate::assistant_writes::connect_hubspot;
+    use crate::chat::{read_events, stream};
+    use crate::crm_fakes::FakeHubSpot;
+    use assistant_tests::fake_model::{FakeModel, Reply, tool_results};
+
+    let hubspot = FakeHubSpot::start().await;
+    {
+        let mut h = hubspot.state.lock().unwrap();
+        h.create_delay = Duration::from_secs(5);
+        h.search_lag = Duration::from_secs(60);
+    }
+    let fake = FakeModel::responding(|request| {
+        if tool_results(request).is_empty() {
+            return Reply::tool(
+                "create_note",
+                json!({"contact_id": "101", "body": "Prefers calls"}),
+            );
+        }
+        Reply::text("Noted.", 10)
+    })
+    .await;
+    let mut config = assistant_tests::test_config().await;
+    config.chat_provider = common::config::ChatProvider::Openai;
+    config.chat_base_url = fake.url.clone();
+    config.chat_model = "fake-model".into();
+    config.approval_required_tools = "send_email,create_note".into();
+    config.consumer_ack_wait_secs = 2;
+    config.sync_interval_secs = 0;
+    hubspot.configure(&mut config);
+    let app = assistant_tests::TestApp::spawn_with(config, &assistant_tests::SERVICES).await;
+    let (user, token) = app.user(EMAIL).await;
+    connect_hubspot(&app, &hubspot, user).await;
+
+    let events = read_events(
+        stream(
+            &app,
+            &token,
+            json!({"message": "note that Greg prefers calls"}),
+            None,
+        )
+        .await,
+        |_| false,
+    )
+    .await;
+    let approval = events
+        .iter()
+        .find(|e| e.event == "approval_required")
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    let id = approval.data["approval_id"].as_str().unwrap().to_owned();
+    let r = app
+        .http
+        .post(format!("{}/api/approvals/{id}/approve", app.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    eventually("the note written", Duration::from_secs(30), || async {
+        count(
+            &app,
+            &format!(
+                "SELECT count(*) FROM tool_invocations WHERE id = '{id}' AND status = 'succeeded'"
+            ),
+        )
+        .await
+            == 1
+    })
+    .await;
+    // Past two more ack waits: nothing else arrives.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let created = hubspot.state.lock().unwrap().created.len();
+    assert_eq!(created, 1, "one note");
+    assert_eq!(
+        count(
+            &app,
+            &format!("SELECT attempts::bigint FROM tool_invocations WHERE id = '{id}'")
+        )
+        .await,
+        1
+    );
+}

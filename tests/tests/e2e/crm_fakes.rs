@@ -56,6 +56,9 @@ pub struct HubSpot {
     /// How long a create takes to answer (it is stored before): a process that dies
     /// meanwhile has made the object without learning its id.
     pub create_delay: std::time::Duration,
+    /// How long a new or changed object stays out of search results (HubSpot's search index
+    /// trails writes by a few seconds): a lookup made meanwhile finds nothing.
+    pub search_lag: std::time::Duration,
 }
 
 impl HubSpot {
@@ -241,6 +244,10 @@ fn crm(h: &mut HubSpot, r: &Request) -> ResponseTemplate {
                     .get(object_type.as_str())
                     .into_iter()
                     .flatten()
+                    .filter(|(_, (ms, _))| {
+                        *ms <= chrono::Utc::now().timestamp_millis()
+                            - h.search_lag.as_millis() as i64
+                    })
                     .filter(|(_, (_, p))| {
                         let v = p[property].as_str().unwrap_or_default().to_lowercase();
                         if filter["operator"] == "EQ" {
