@@ -642,6 +642,10 @@ impl Agent {
             Some(t) => db::tasks::get(&self.db, t).await?,
             None => None,
         };
+        let scope = match &task {
+            Some(t) => Some(crate::tasks::scope(&self.db, t).await?),
+            None => None,
+        };
         // Each write's arguments as they will be carried out (addresses parsed and written
         // as sent), so an approval shows exactly that. A call the tool refuses (an address
         // that is not one, an undocumented property) never runs: it needs no approval, and
@@ -667,15 +671,18 @@ impl Agent {
             .enumerate()
             .map(|(i, c)| {
                 (crate::writes::is_write(&c.name) && prepared[i].is_ok())
-                    .then(|| match &task {
-                        Some(t) => policy.for_task(
+                    .then(|| match (&task, &scope) {
+                        (Some(t), Some((act_alone, subject))) => policy.for_task(
                             &c.name,
                             &args(i),
-                            &t.origin,
-                            t.act_without_approval,
-                            true,
+                            &crate::policy::TaskWrite {
+                                origin: &t.origin,
+                                act_alone: *act_alone,
+                                outside: true,
+                                subject,
+                            },
                         ),
-                        None => policy.approval_reason(&c.name, &args(i), &said, saw_outside),
+                        _ => policy.approval_reason(&c.name, &args(i), &said, saw_outside),
                     })
                     .flatten()
             })

@@ -159,36 +159,96 @@ pub fn own_systems(tool: &str) -> bool {
     rules::catalog::action(tool).is_some_and(|a| a.reach == rules::catalog::Reach::OwnSystems)
 }
 
+/// What a rule's task may act on alone: the event's own subject. A HubSpot event's record; an
+/// email's sender, only when the provider verified the sender (a From header anyone can
+/// write names nobody), and the stored contacts with that address.
+#[derive(Debug, Clone, Default)]
+pub struct Subject {
+    pub contact_ids: HashSet<String>,
+    pub addresses: HashSet<String>,
+}
+
+impl Subject {
+    /// Whether every record the write names is the subject. A write that names no person (a
+    /// to-do about nobody) concerns no one else.
+    pub fn covers(&self, tool: &str, args: &Value) -> bool {
+        let covered = |value: &str| {
+            let value = value.trim();
+            match common::email::mailbox(value) {
+                Ok(m) => self.addresses.contains(&common::email::address(&m)),
+                Err(_) => self.contact_ids.contains(&normalized_id(value)),
+            }
+        };
+        match tool {
+            "create_contact" => args["email"].as_str().is_some_and(covered),
+            "create_note" | "update_contact" => args["contact_id"].as_str().is_some_and(covered),
+            "create_task" => match &args["contact_id"] {
+                Value::Null => true,
+                Value::String(c) if c.trim().is_empty() => true,
+                Value::String(c) => covered(c),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mut names: Vec<String> = self
+            .contact_ids
+            .iter()
+            .map(|c| format!("contact {c}"))
+            .chain(self.addresses.iter().cloned())
+            .collect();
+        names.sort();
+        if names.is_empty() {
+            "nobody it can verify".into()
+        } else {
+            names.join(", ")
+        }
+    }
+}
+
+/// How a task's write is decided.
+pub struct TaskWrite<'a> {
+    /// `rule` or `chat`.
+    pub origin: &'a str,
+    /// The user allows it to act alone now: the task was made so, and for a rule, the rule
+    /// still exists, is active and still allows it.
+    pub act_alone: bool,
+    /// The write is filled from content the user did not write (the event, a reply).
+    pub outside: bool,
+    /// What the event is about, for a rule acting alone.
+    pub subject: &'a Subject,
+}
+
 impl Policy {
     /// For a write a task proposes: a step of a rule's task, a step of a task the user started
-    /// in chat, or the model deciding for either. `outside`: the write was made from content
-    /// the user did not write (the event, a reply).
-    pub fn for_task(
-        &self,
-        tool: &str,
-        args: &Value,
-        origin: &str,
-        act_without_approval: bool,
-        outside: bool,
-    ) -> Option<String> {
+    /// in chat, or the model deciding for either.
+    pub fn for_task(&self, tool: &str, args: &Value, task: &TaskWrite<'_>) -> Option<String> {
         // What always waits (configured tools, contact addresses, invitations beyond the
         // domain) still does.
         if let Some(reason) = self.always_waits(tool, args) {
             return Some(reason);
         }
         let own = own_systems(tool);
-        if origin == "rule" {
+        if task.origin == "rule" {
             if !own {
                 return Some(format!(
                     "a rule may never {tool} on its own: it reaches other people"
                 ));
             }
-            if !act_without_approval {
-                return Some("proposed by your rule acting on an event, which is content you did not write; a rule can be allowed to act alone for notes, contacts and tasks".into());
+            if !task.act_alone {
+                return Some("proposed by your rule acting on an event, which is content you did not write; a rule can be allowed to act alone for notes, contacts and tasks (a paused or deleted rule's tasks never act alone)".into());
+            }
+            if !task.subject.covers(tool, args) {
+                return Some(format!(
+                    "your rule acts alone only about the event's own subject ({}); this write is about someone else",
+                    task.subject.describe()
+                ));
             }
             return None;
         }
-        outside.then(|| {
+        task.outside.then(|| {
             "its details come from content you did not write (the email it waited for)".into()
         })
     }

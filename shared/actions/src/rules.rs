@@ -95,6 +95,14 @@ pub async fn lookup(db: &DatabaseConnection, user: UserId, l: &Lookup) -> Result
     })
 }
 
+/// Whether a lookup asks about the event's sender when the provider did not verify it.
+pub fn about_unverified_sender(event: &Value, l: &Lookup) -> bool {
+    event["from_verified"] != json!(true)
+        && event["from_email"]
+            .as_str()
+            .is_some_and(|from| from.eq_ignore_ascii_case(&l.argument))
+}
+
 /// Evaluates a condition, answering the lookups it reaches; the answers say what was asked.
 pub async fn holds(
     db: &DatabaseConnection,
@@ -110,7 +118,13 @@ pub async fn holds(
         match rules::evaluate(condition, event, answers) {
             Ok(result) => return Ok(result),
             Err(need) => {
-                let answer = lookup(db, user, &need).await?;
+                // A From header anyone can write says nothing about who sent it: lookups of an
+                // unverified sender (`is_client(from)` for a spoofed client address) are false.
+                let answer = if about_unverified_sender(event, &need) {
+                    false
+                } else {
+                    lookup(db, user, &need).await?
+                };
                 answers.insert(need.key(), answer);
             }
         }

@@ -155,3 +155,102 @@ mod tests {
         assert_eq!(mailboxes(&Value::Null).unwrap().len(), 0);
     }
 }
+
+/// Mail servers whose `Authentication-Results` are trusted: the receiving provider's own.
+/// A header with another authserv-id, or below the first trusted one, may have been written by
+/// the sender and is ignored (RFC 8601, section 5).
+const TRUSTED_AUTHSERV_IDS: &[&str] = &["mx.google.com"];
+
+/// Whether the provider verified that `from` (the From header) is who sent the email: the
+/// first `Authentication-Results` header (topmost, added last, by the receiving server) says
+/// DMARC passed for the From domain, or both SPF and DKIM passed for domains aligned with it.
+pub fn sender_verified(from: &str, authentication_results: &[String]) -> bool {
+    let Some(domain) = mailbox(from).ok().map(|m| m.email.domain().to_lowercase()) else {
+        return false;
+    };
+    let Some(header) = authentication_results.first() else {
+        return false;
+    };
+    let mut parts = header.split(';').map(str::trim);
+    let authserv = parts
+        .next()
+        .and_then(|p| p.split_whitespace().next())
+        .unwrap_or_default()
+        .to_lowercase();
+    if !TRUSTED_AUTHSERV_IDS.contains(&authserv.as_str()) {
+        return false;
+    }
+    let aligned = |d: &str| {
+        let d = d.trim().trim_start_matches('@').to_lowercase();
+        let d = d.rsplit_once('@').map_or(d.as_str(), |(_, d)| d).to_owned();
+        !d.is_empty()
+            && (d == domain
+                || d.ends_with(&format!(".{domain}"))
+                || domain.ends_with(&format!(".{d}")))
+    };
+    let (mut dmarc, mut spf, mut dkim) = (false, false, false);
+    for result in parts {
+        // `method=result (comment) ptype.property=value ...`
+        let mut words = result.split_whitespace();
+        let Some((method, outcome)) = words.next().and_then(|w| w.split_once('=')) else {
+            continue;
+        };
+        if !outcome.eq_ignore_ascii_case("pass") {
+            continue;
+        }
+        let props: Vec<(String, String)> = words
+            .filter_map(|w| w.split_once('='))
+            .map(|(k, v)| (k.to_lowercase(), v.trim_end_matches(')').to_owned()))
+            .collect();
+        let prop = |name: &str| {
+            props
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        match method.to_lowercase().as_str() {
+            "dmarc" => dmarc |= prop("header.from").is_some_and(aligned),
+            "spf" => spf |= prop("smtp.mailfrom").is_some_and(aligned),
+            "dkim" => {
+                dkim |= prop("header.d").or(prop("header.i")).is_some_and(aligned);
+            }
+            _ => {}
+        }
+    }
+    dmarc || (spf && dkim)
+}
+
+#[cfg(test)]
+mod verified {
+    use super::*;
+
+    fn results(h: &str) -> Vec<String> {
+        vec![h.to_owned()]
+    }
+
+    #[test]
+    fn dmarc_or_spf_and_dkim_aligned_with_the_from_domain() {
+        let from = "Sara Smith <sara@client.example>";
+        let dmarc = "mx.google.com; dkim=pass header.i=@client.example header.s=s1; spf=pass (google.com: domain of sara@client.example designates 1.2.3.4) smtp.mailfrom=sara@client.example; dmarc=pass (p=REJECT) header.from=client.example";
+        assert!(sender_verified(from, &results(dmarc)));
+        let both = "mx.google.com; dkim=pass header.i=@mail.client.example; spf=pass smtp.mailfrom=bounce@client.example";
+        assert!(sender_verified(from, &results(both)));
+        // SPF alone is not enough; neither is a pass for another domain.
+        let spf_only = "mx.google.com; spf=pass smtp.mailfrom=sara@client.example; dkim=none";
+        assert!(!sender_verified(from, &results(spf_only)));
+        let other = "mx.google.com; dmarc=pass header.from=client-exarnple.com";
+        assert!(!sender_verified(from, &results(other)));
+        let failed = "mx.google.com; dmarc=fail (p=NONE) header.from=client.example";
+        assert!(!sender_verified(from, &results(failed)));
+        // A header the sender wrote (another server, or below the provider's) is not trusted.
+        let forged = "evil.example; dmarc=pass header.from=client.example";
+        assert!(!sender_verified(from, &results(forged)));
+        let below = vec![
+            "mx.google.com; dmarc=fail header.from=client.example".to_owned(),
+            dmarc.to_owned(),
+        ];
+        assert!(!sender_verified(from, &below));
+        assert!(!sender_verified(from, &[]));
+        assert!(!sender_verified("not an address", &results(dmarc)));
+    }
+}

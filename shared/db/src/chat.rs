@@ -96,6 +96,9 @@ pub enum Started {
     Existing(Turn),
     /// The key was used before for a different message.
     KeyReused,
+    /// The conversation is a task's (a rule's tier-2 turns): it takes no user turns, so that
+    /// nothing the user writes there is mixed with what the task read.
+    TaskConversation,
 }
 
 const TURN_COLUMNS: &str = "id, conversation_id, user_id, message, status, cancel_requested, final_text, \
@@ -145,12 +148,23 @@ pub async fn start_turn(
         Some(id) => {
             let mine = txn
                 .query_one_raw(stmt(
-                    "UPDATE conversations SET updated_at = now() WHERE id = $1 AND user_id = $2 RETURNING id",
+                    "UPDATE conversations SET updated_at = now()
+                     WHERE id = $1 AND user_id = $2 AND origin = 'chat' RETURNING id",
                     vec![id.into(), user.0.into()],
                 ))
                 .await?;
             if mine.is_none() {
-                return Err(DbError::NotFound);
+                let task = txn
+                    .query_one_raw(stmt(
+                        "SELECT 1 FROM conversations WHERE id = $1 AND user_id = $2 AND origin = 'task'",
+                        vec![id.into(), user.0.into()],
+                    ))
+                    .await?;
+                txn.rollback().await?;
+                return match task {
+                    Some(_) => Ok(Started::TaskConversation),
+                    None => Err(DbError::NotFound),
+                };
             }
             id
         }

@@ -60,6 +60,14 @@ pub fn build(source: &str, name: &str, entity_id: &str, at: &str, data: &Value) 
         .as_str()
         .or(data["email"].as_str())
         .or(data["organizer"].as_str());
+    // Whether the sender is who the event says: an email's when the provider verified it
+    // (ingest sets it), a CRM record's always (it is the user's own system), anything else
+    // never (a calendar organizer or a chat name can be written by anyone).
+    let verified = match data.get("from_verified").and_then(Value::as_bool) {
+        Some(v) => v,
+        None => source == "hubspot",
+    };
+    view.insert("from_verified".into(), json!(verified && from.is_some()));
     if let Some(from) = from {
         if let Some(address) = address_of(from) {
             if let Some((_, domain)) = address.rsplit_once('@') {
@@ -97,6 +105,8 @@ mod tests {
         assert_eq!(v["from_email"], "sara@client.example");
         assert_eq!(v["from_domain"], "client.example");
         assert_eq!(v["from_name"], "Sara Smith");
+        // Ingest says when Gmail verified the sender; without that word it is not.
+        assert_eq!(v["from_verified"], false);
         assert_eq!(
             v["to_emails"],
             json!(["me@harborwealth.example", "ops@harborwealth.example"])

@@ -308,7 +308,11 @@ async fn an_unknown_sender_gets_one_contact_and_one_note_however_often_the_event
         subject: "Opening an account",
         body: "Hello, I would like to open an account with you.",
         labels: &["INBOX"],
-        headers: &[],
+        // Gmail verified the sender: the rule may act alone about her.
+        headers: &[(
+            "Authentication-Results",
+            "mx.google.com; dkim=pass header.i=@client.example; spf=pass smtp.mailfrom=sara.lee@client.example; dmarc=pass (p=NONE) header.from=client.example",
+        )],
     });
     // A colleague's email: the condition says no.
     google.state.lock().unwrap().deliver_mail(&Mail {
@@ -766,7 +770,7 @@ async fn an_instruction_is_compiled_to_a_trigger_and_only_matching_events_reach_
         "gmail",
         "email.received",
         "k-1",
-        json!({"from": "Known <known@client.example>", "subject": "Hi"}),
+        json!({"from": "Known <known@client.example>", "from_verified": true, "subject": "Hi"}),
     )
     .await;
     publish(
@@ -785,7 +789,7 @@ async fn an_instruction_is_compiled_to_a_trigger_and_only_matching_events_reach_
         "gmail",
         "email.received",
         "n-1",
-        json!({"from": "New Client <new.client@client.example>", "subject": "Hello"}),
+        json!({"from": "New Client <new.client@client.example>", "from_verified": true, "subject": "Hello"}),
     )
     .await;
     eventually("the model decided", Duration::from_secs(30), || async {

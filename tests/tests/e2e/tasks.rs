@@ -292,7 +292,7 @@ async fn a_rules_note_is_created_once_when_the_executor_dies_after_calling_hubsp
         "gmail",
         "email.received",
         "g-1",
-        json!({"from": "Greg <greg@client.example>", "subject": "Moving to Denver"}),
+        json!({"from": "Greg <greg@client.example>", "from_verified": true, "subject": "Moving to Denver"}),
     )
     .await;
     eventually(

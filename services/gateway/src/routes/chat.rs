@@ -120,6 +120,9 @@ async fn store(
         Started::KeyReused => Err(ApiError::Conflict(
             "this Idempotency-Key was used for a different message".into(),
         )),
+        Started::TaskConversation => Err(ApiError::Conflict(
+            "this conversation belongs to a task and takes no new messages; start a new conversation".into(),
+        )),
     }
 }
 
@@ -263,7 +266,7 @@ fn sse_response(
 - `error` `{code, message}` (`cancelled`, `model_unavailable`, `model_unauthorized`, `model_refused`): the turn ended without an answer; the stream ends."),
         (status = 401, body = ErrorBody),
         (status = 404, description = "No such conversation", body = ErrorBody),
-        (status = 409, description = "The Idempotency-Key was used for another message", body = ErrorBody),
+        (status = 409, description = "The Idempotency-Key was used for another message, or the conversation is a task's (it takes no new messages)", body = ErrorBody),
         (status = 422, description = "`message`, `Idempotency-Key` or `Last-Event-ID` invalid; `field` names it", body = ErrorBody),
         (status = 503, description = "JetStream or Postgres unavailable; nothing was started", body = ErrorBody),
     )
@@ -359,7 +362,7 @@ pub struct ErrorBodyOwned {
         (status = 200, description = "The finished turn", body = TurnReply),
         (status = 202, description = "Still running after the request's time: follow `events_url`", body = TurnReply),
         (status = 404, description = "No such conversation", body = ErrorBody),
-        (status = 409, description = "The Idempotency-Key was used for another message", body = ErrorBody),
+        (status = 409, description = "The Idempotency-Key was used for another message, or the conversation is a task's (it takes no new messages)", body = ErrorBody),
         (status = 422, description = "`message` or `Idempotency-Key` invalid", body = ErrorBody),
         (status = 503, description = "JetStream or Postgres unavailable; nothing was started", body = ErrorBody),
     )

@@ -283,6 +283,9 @@ async fn fetch_and_store(run: &mut Run<'_>, id: &str) -> SyncResult<()> {
         "message_id": message.id,
         "thread_id": message.thread_id,
         "from": email.metadata["from"],
+        // Gmail's own Authentication-Results said DMARC (or SPF and DKIM) passed for the
+        // From domain: only then is the sender who the From header says.
+        "from_verified": email.metadata["from_verified"],
         "to": email.metadata["to"],
         "cc": email.metadata["cc"],
         "subject": email.title,
@@ -328,6 +331,14 @@ pub fn to_document(message: &Message) -> DocumentInput {
         .unwrap_or_else(|| message.snippet.clone());
     let mut attachments = Vec::new();
     collect_attachments(payload, &mut attachments);
+    let authentication: Vec<String> = payload
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("Authentication-Results"))
+        .map(|h| h.value.clone())
+        .collect();
+    let from_verified =
+        header("From").is_some_and(|from| common::email::sender_verified(&from, &authentication));
     let occurred_at = message
         .internal_date
         .as_deref()
@@ -341,6 +352,7 @@ pub fn to_document(message: &Message) -> DocumentInput {
         body,
         metadata: json!({
             "from": header("From"),
+            "from_verified": from_verified,
             "to": header("To"),
             "cc": header("Cc"),
             "date": header("Date"),
