@@ -176,9 +176,30 @@ async fn completions(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: 
     let delay = *inner.piece_delay.lock().unwrap();
     let (pieces, cut): (Vec<Bytes>, bool) = match reply {
         Reply::Status(code, retry_after) => {
+            // As OpenAI answers: a refused key is echoed in part in the message.
+            let error = if code == 401 {
+                let key = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .unwrap_or("sk-none");
+                let shown: String = key.chars().take(8).collect();
+                let tail: String = key
+                    .chars()
+                    .rev()
+                    .take(4)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                json!({"message": format!("Incorrect API key provided: {shown}***{tail}. You can find your API key at https://platform.example/account/api-keys."),
+                       "type": "invalid_request_error", "param": null, "code": "invalid_api_key"})
+            } else {
+                json!({"message": "fake failure", "type": "server_error"})
+            };
             let mut response = (
                 StatusCode::from_u16(code).unwrap(),
-                axum::Json(json!({"error": {"message": "fake failure", "type": "server_error"}})),
+                axum::Json(json!({ "error": error })),
             )
                 .into_response();
             if let Some(secs) = retry_after {

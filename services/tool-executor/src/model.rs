@@ -309,22 +309,26 @@ impl ModelClient {
             Err(e) => {
                 return Ok(Attempt::Retry(
                     self.backoff(out.attempts),
-                    format!("request failed: {e}"),
+                    format!("request failed: {}", e.without_url()),
                 ));
             }
         };
         let status = response.status();
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             let wait = retry_after(response.headers()).unwrap_or(self.backoff(out.attempts));
+            // The body may echo part of the key: only its error identifiers go on.
             let detail = response.text().await.unwrap_or_default();
             return Ok(Attempt::Retry(
                 wait.min(Duration::from_secs(60)),
-                format!("{status}: {}", truncate(&detail, 200)),
+                format!("{status}: {}", common::redact::endpoint_error(&detail)),
             ));
         }
         if !status.is_success() {
             let detail = response.text().await.unwrap_or_default();
-            return Ok(Attempt::Refused(status.as_u16(), truncate(&detail, 300)));
+            return Ok(Attempt::Refused(
+                status.as_u16(),
+                common::redact::endpoint_error(&detail),
+            ));
         }
         // What the model re-sends of text the user already has is skipped.
         let mut skip = already.to_owned();
@@ -355,7 +359,12 @@ impl ModelClient {
                     }
                     return Ok(Attempt::Retry(
                         self.backoff(out.attempts),
-                        format!("stream cut: {e}"),
+                        match e {
+                            eventsource_stream::EventStreamError::Transport(t) => {
+                                format!("stream cut: {}", t.without_url())
+                            }
+                            other => format!("stream cut: {other}"),
+                        },
                     ));
                 }
             };
@@ -466,10 +475,6 @@ fn common_prefix(a: &str, b: &str) -> usize {
 /// Roughly four characters per token, the usual rule for English text.
 pub fn estimate_tokens(text: &str) -> u64 {
     (text.chars().count() as u64).div_ceil(4)
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    text.chars().take(max).collect()
 }
 
 /// `Retry-After` in seconds or as an HTTP date.

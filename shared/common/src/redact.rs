@@ -215,3 +215,56 @@ mod tests {
         );
     }
 }
+
+/// What may be said of a model or embedding endpoint's error body: the identifiers of OpenAI's
+/// error shape (`{"error": {"type", "code"}}`), never its message, which may echo part of a key
+/// ("Incorrect API key provided: sk-abc***xyz") or of the request. Users and stored rows see
+/// this, never the body.
+pub fn endpoint_error(body: &str) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let error = parsed.as_ref().map(|v| v.get("error").unwrap_or(v));
+    let identifier = |field: &str| {
+        error
+            .and_then(|e| e.get(field))
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| {
+                !s.is_empty()
+                    && s.len() <= 64
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            })
+            .map(str::to_owned)
+    };
+    let named: Vec<String> = [identifier("type"), identifier("code")]
+        .into_iter()
+        .flatten()
+        .collect();
+    if named.is_empty() {
+        "no error code given".into()
+    } else {
+        named.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod endpoint_errors {
+    use super::endpoint_error;
+
+    /// Attack: an endpoint's 401 echoes part of the key; that body reached the turn's error
+    /// and the stored row verbatim.
+    #[test]
+    fn only_the_error_identifiers_are_kept() {
+        let body = r#"{"error": {"message": "Incorrect API key provided: sk-proj-abc123***********wxyz. You can find your API key at https://platform.example/account/api-keys.", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}}"#;
+        let said = endpoint_error(body);
+        assert_eq!(said, "invalid_request_error, invalid_api_key");
+        assert!(!said.contains("sk-"));
+        assert_eq!(
+            endpoint_error("upstream said: key sk-live-123 is bad"),
+            "no error code given"
+        );
+        assert_eq!(
+            endpoint_error(r#"{"error": {"code": "has spaces and sk-123"}}"#),
+            "no error code given"
+        );
+    }
+}

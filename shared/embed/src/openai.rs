@@ -36,13 +36,13 @@ impl OpenAiEmbedder {
             .input(EmbeddingInput::StringArray(texts))
             .dimensions(self.dimensions as u32)
             .build()
-            .map_err(|e| EmbedError::Remote(e.into()))?;
+            .map_err(remote)?;
         let response = self
             .client
             .embeddings()
             .create(request)
             .await
-            .map_err(|e| EmbedError::Remote(e.into()))?;
+            .map_err(remote)?;
         let mut data = response.data;
         // The API may answer out of order; `index` says which input each vector belongs to.
         data.sort_by_key(|d| d.index);
@@ -66,4 +66,25 @@ fn normalize(mut v: Vec<f32>) -> Vec<f32> {
         v.iter_mut().for_each(|x| *x /= norm);
     }
     v
+}
+
+/// An endpoint's failure as users and stored rows may see it: the API error's identifiers,
+/// never its message (which may echo part of the key), and transport errors without the URL.
+fn remote(e: async_openai::error::OpenAIError) -> EmbedError {
+    use async_openai::error::OpenAIError;
+    let said = match e {
+        OpenAIError::ApiError(api) => {
+            let body = serde_json::json!({"error": {"type": api.r#type, "code": api.code}});
+            format!(
+                "the endpoint refused: {}",
+                common::redact::endpoint_error(&body.to_string())
+            )
+        }
+        OpenAIError::Reqwest(r) => r.without_url().to_string(),
+        OpenAIError::JSONDeserialize(_) | OpenAIError::StreamError(_) => {
+            "the endpoint's answer could not be read".into()
+        }
+        other => other.to_string(),
+    };
+    EmbedError::Remote(said.into())
 }

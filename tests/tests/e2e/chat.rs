@@ -424,6 +424,22 @@ async fn a_model_that_keeps_failing_ends_the_turn_with_an_error() {
     assert_eq!(last.event, "error");
     assert_eq!(last.data["code"], "model_unauthorized");
     assert_eq!(fake.calls(), 1, "a refusal is not retried");
+    // The endpoint echoed part of the key in its body: only its error code goes on, to the
+    // user and to the stored turn.
+    let detail = last.data.to_string();
+    assert!(detail.contains("invalid_api_key"), "{detail}");
+    assert!(!detail.contains("Incorrect API key"), "{detail}");
+    let key = &app.config.chat_api_key;
+    assert!(!key.is_empty());
+    assert!(!detail.contains(&key[..8]), "{detail}");
+    assert_eq!(
+        app.scalar_i64(&format!(
+            "SELECT count(*) FROM turns WHERE error_message LIKE '%{}%' OR error_message LIKE '%Incorrect%'",
+            &key[..8]
+        ))
+        .await,
+        0
+    );
     assert_eq!(
         app.scalar_i64("SELECT count(*) FROM turns WHERE status = 'failed'")
             .await,
