@@ -34,6 +34,7 @@ mod m20261129_000007_rules_engine;
 mod m20261129_000008_time_zone;
 mod m20261129_000009_chunks_newest;
 mod m20261205_000010_invocation_lease;
+mod m20261205_000011_quotas;
 
 pub struct Migrator;
 
@@ -51,6 +52,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000008_time_zone::Migration),
             Box::new(m20261129_000009_chunks_newest::Migration),
             Box::new(m20261205_000010_invocation_lease::Migration),
+            Box::new(m20261205_000011_quotas::Migration),
         ]
     }
 }

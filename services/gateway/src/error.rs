@@ -34,6 +34,9 @@ pub enum ApiError {
     BadGateway(String),
     #[error("too many requests; retry in {} s", retry_secs(.0))]
     RateLimited(std::time::Duration),
+    /// A per-user bound (active rules, firings, tokens, turns, streams, backtests).
+    #[error("{0}")]
+    Quota(db::quota::Exceeded),
     #[error("busy with other requests; retry shortly")]
     Busy,
     #[error("event bus unavailable: {0}")]
@@ -59,6 +62,15 @@ pub struct ErrorBody {
     /// Where in the field's text the problem is (a rule that does not parse).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<Position>,
+    /// The per-user bound reached (`quota_exceeded`): `rules.active`,
+    /// `rules.backtests_per_minute`, `model.tokens_per_day`, `chat.turns_in_flight`,
+    /// `chat.streams`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<&'static str>,
+    /// When that bound frees up by itself (RFC 3339); absent when it frees as the user's own
+    /// things end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<String>,
 }
 
 /// A place in a text, counted from 1, and what was expected there.
@@ -90,6 +102,7 @@ impl From<actions::ActionError> for ApiError {
             A::Unavailable(e) => ApiError::Unavailable(e),
             A::Stream(e) => ApiError::StreamUnavailable(e),
             A::RuleSyntax(e) => ApiError::RuleSyntax(e),
+            A::Quota(e) => ApiError::Quota(e),
             A::Db(e) => e.into(),
         }
     }
@@ -112,6 +125,7 @@ impl IntoResponse for ApiError {
             ApiError::WebhookRejected(_) => (StatusCode::UNAUTHORIZED, "invalid_signature", None),
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "provider_unavailable", None),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
+            ApiError::Quota(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", None),
             ApiError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy", None),
             ApiError::RuleSyntax(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -155,11 +169,20 @@ impl IntoResponse for ApiError {
                     }),
                     _ => None,
                 },
+                limit: match &self {
+                    ApiError::Quota(q) => Some(q.limit),
+                    _ => None,
+                },
+                resets_at: match &self {
+                    ApiError::Quota(q) => q.resets_at.map(|t| t.to_rfc3339()),
+                    _ => None,
+                },
             }),
         )
             .into_response();
         let retry_after = match &self {
             ApiError::RateLimited(wait) => Some(retry_secs(wait)),
+            ApiError::Quota(q) => q.retry_after_secs(),
             ApiError::Unavailable(_)
             | ApiError::DatabaseUnavailable(_)
             | ApiError::StreamUnavailable(_) => Some(5),

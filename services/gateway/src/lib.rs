@@ -47,6 +47,8 @@ pub struct AppState {
     /// Checks Gmail push (Pub/Sub) tokens.
     pub push: google_jwt::PushVerifier,
     pub limiters: Arc<edge::limits::Limiters>,
+    /// Event streams each user holds open here (`CHAT_MAX_STREAMS_PER_USER`).
+    pub streams: Arc<common::slots::PerUser>,
     /// Hybrid search, bounded by `SEARCH_MAX_CONCURRENT` and `QUERY_EMBED_MAX_IN_FLIGHT`.
     pub searcher: actions::search::Searcher,
 }
@@ -241,6 +243,7 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
         .map_err(anyhow::Error::msg)?;
     Ok(AppState {
         limiters: edge::limits::Limiters::new(&config),
+        streams: Default::default(),
         searcher: actions::search::Searcher::new(db.clone(), bus.clone(), &config),
         db,
         bus,

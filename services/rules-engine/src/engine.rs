@@ -19,6 +19,9 @@ pub struct Engine {
     pub bus: Bus,
     /// Firings at this chain depth stop.
     pub max_depth: i32,
+    /// Per-user bounds (0: none): firings a minute, and model tokens a day for tier 2.
+    pub firings_per_minute: i64,
+    pub tokens_per_day: i64,
 }
 
 fn action_error(e: ActionError) -> HandleError {
@@ -146,6 +149,26 @@ impl Engine {
             tracing::warn!(rule.id = %rule.id, event.id = %envelope.id, depth, "rule chain reached its bound; not firing");
             return Ok(());
         }
+        // A firing already recorded (a redelivery, a replay) was counted when it was new, and
+        // one stopped by a bound stays stopped.
+        let recorded = db::firings::get(&self.db, id).await?;
+        if recorded
+            .as_ref()
+            .is_some_and(|f| f.status == "quota_exceeded")
+        {
+            return Ok(());
+        }
+        if recorded.is_none()
+            && let Some(q) = self.over_quota(user, needs_model).await?
+        {
+            firing.status = "quota_exceeded".into();
+            firing.task_id = None;
+            firing.detail["quota"] = json!(q);
+            db::firings::record(&self.db, &firing, None).await?;
+            metrics::counter!("rules_quota_exceeded_total", "limit" => q.limit).increment(1);
+            tracing::warn!(rule.id = %rule.id, event.id = %envelope.id, limit = q.limit, "a user's bound was reached; not firing");
+            return Ok(());
+        }
         let new = db::firings::record(
             &self.db,
             &firing,
@@ -170,6 +193,33 @@ impl Engine {
             tracing::info!(rule.id = %rule.id, event.id = %envelope.id, task.id = %id, depth, "rule fired");
         }
         self.hand_over(user, id, 0, "start").await
+    }
+
+    /// The user's bound this firing would pass: firings a minute, then (for the model's tier)
+    /// the day's tokens.
+    async fn over_quota(
+        &self,
+        user: UserId,
+        needs_model: bool,
+    ) -> Result<Option<db::quota::Exceeded>, HandleError> {
+        if let Err(q) = db::quota::take(
+            &self.db,
+            user,
+            "rules.firings_per_minute",
+            60,
+            self.firings_per_minute,
+            "rule firings",
+        )
+        .await?
+        {
+            return Ok(Some(q));
+        }
+        if needs_model
+            && let Err(q) = db::quota::tokens_today(&self.db, user, self.tokens_per_day).await?
+        {
+            return Ok(Some(q));
+        }
+        Ok(None)
     }
 
     async fn hand_over(

@@ -24,6 +24,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         db: backends.db.clone(),
         bus: backends.bus.clone(),
         max_depth: config.rules_max_chain_depth.max(1),
+        firings_per_minute: config.rules_max_firings_per_minute,
+        tokens_per_day: config.model_tokens_per_user_per_day,
     };
     let timer = timer::run(
         backends.db.clone(),

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 pub async fn run(db: DatabaseConnection, bus: Bus, every: Duration, cancel: CancellationToken) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut swept = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -20,6 +21,13 @@ pub async fn run(db: DatabaseConnection, bus: Bus, every: Duration, cancel: Canc
         }
         if let Err(e) = tick(&db, &bus).await {
             tracing::warn!(error = %e, "checking due waits failed; trying again next tick");
+        }
+        // Per-user counting windows older than a day are forgotten, hourly.
+        if swept.elapsed() > Duration::from_secs(3_600) {
+            swept = std::time::Instant::now();
+            if let Err(e) = db::quota::sweep(&db).await {
+                tracing::warn!(error = %e, "forgetting old quota windows failed");
+            }
         }
     }
 }

@@ -38,6 +38,31 @@ pub struct Agent {
     pub model: Option<ModelClient>,
     pub config: Arc<Config>,
     pub writer: crate::writes::Writer,
+    /// Turns each user has running on this replica.
+    pub running: Arc<common::slots::PerUser>,
+}
+
+/// Deliveries of a turn deferred while its user has other turns running, before it runs
+/// anyway (it is never lost to the bound).
+const DEFERRALS: i64 = 3;
+
+impl Agent {
+    /// A place for one more of `user`'s turns on this replica: at most
+    /// `CHAT_MAX_TURNS_PER_USER`, so one user (a burst of a rule's tier-2 turns) cannot fill
+    /// the agent's slots. A turn over the bound goes back to the stream for a moment instead
+    /// of holding a slot while it waits, a few times, then runs.
+    fn place(&self, user: UserId, delivered: i64) -> Option<common::slots::Place> {
+        let bound = if delivered <= DEFERRALS {
+            self.config.chat_max_turns_per_user
+        } else {
+            0
+        };
+        let place = self.running.take(user, bound);
+        if place.is_none() {
+            metrics::counter!("chat_turns_deferred_total").increment(1);
+        }
+        place
+    }
 }
 
 impl Handler for Agent {
@@ -45,6 +70,12 @@ impl Handler for Agent {
         let user = delivery.envelope.user_id;
         match delivery.envelope.event {
             Event::TurnRequested(t) => {
+                let Some(_place) = self.place(user, delivery.delivered) else {
+                    return Err(HandleError::Later {
+                        after: std::time::Duration::from_millis(500 * delivery.delivered as u64),
+                        source: "the user has other turns running here".into(),
+                    });
+                };
                 let result = self.answer(user, t.turn_id, delivery.delivered).await;
                 match result {
                     // Deleted with its conversation while it was being answered: nothing
@@ -942,7 +973,7 @@ impl Agent {
         let outcome = tools::run(ctx, sources, &call.name, &call.arguments)
             .instrument(span)
             .await;
-        metrics::histogram!("chat_tool_duration_seconds", "tool" => call.name.clone())
+        metrics::histogram!("chat_tool_duration_seconds", "tool" => tools::label(&call.name))
             .record(started.elapsed());
         db::chat::record_invocation(
             &self.db,

@@ -89,6 +89,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         model,
         config: config_arc,
         writer: writer.clone(),
+        running: Default::default(),
     };
     let mut options = ConsumerOptions::from_config(&config);
     options.concurrency = config.chat_max_concurrent_turns.max(1);

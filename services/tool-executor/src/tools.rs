@@ -100,6 +100,16 @@ const DEFS: &[Def] = &[
     },
 ];
 
+/// The tool's name as a metric label: a name the model made up is `unknown`, so labels stay
+/// few whatever a model (or what it read) says.
+pub fn label(name: &str) -> &'static str {
+    DEFS.iter()
+        .map(|d| d.name)
+        .chain(crate::writes::WRITE_TOOLS)
+        .find(|n| *n == name)
+        .unwrap_or("unknown")
+}
+
 /// The tools offered to the model: reads, then writes.
 pub fn definitions() -> Vec<ChatCompletionTool> {
     let tool = |name: &str, description: &str, parameters: Value| ChatCompletionTool {

@@ -416,20 +416,33 @@ impl Writer {
                             act_without_approval: false,
                             memory: false,
                         };
-                        let new = actions::rules::prepare(&self.bus, &self.config, inv.id, &input)
-                            .await
-                            .map_err(|e| match e {
-                                actions::ActionError::RuleSyntax(p) => {
-                                    WriteError::Invalid(format!("the rule does not parse: {p}"))
-                                }
-                                actions::ActionError::Invalid(f) => {
-                                    WriteError::Invalid(f.to_string())
-                                }
-                                actions::ActionError::Db(e) => WriteError::Db(e),
-                                other => WriteError::Provider(ProviderError::Transient(
-                                    other.to_string(),
-                                )),
-                            })?;
+                        db::quota::active_rules(
+                            &self.db,
+                            user,
+                            self.config.rules_max_active_per_user,
+                        )
+                        .await?
+                        .map_err(|q| WriteError::Invalid(q.to_string()))?;
+                        let new = actions::rules::prepare(
+                            &self.db,
+                            &self.bus,
+                            &self.config,
+                            user,
+                            inv.id,
+                            &input,
+                        )
+                        .await
+                        .map_err(|e| match e {
+                            actions::ActionError::RuleSyntax(p) => {
+                                WriteError::Invalid(format!("the rule does not parse: {p}"))
+                            }
+                            actions::ActionError::Invalid(f) => WriteError::Invalid(f.to_string()),
+                            actions::ActionError::Db(e) => WriteError::Db(e),
+                            actions::ActionError::Quota(q) => WriteError::Invalid(q.to_string()),
+                            other => {
+                                WriteError::Provider(ProviderError::Transient(other.to_string()))
+                            }
+                        })?;
                         db::rules::create(&self.db, user, &new).await?
                     }
                 };

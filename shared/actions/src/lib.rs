@@ -33,6 +33,9 @@ pub enum ActionError {
     /// A stream could not be read (JetStream down or the stream missing).
     #[error("event stream unreadable: {0}")]
     Stream(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A per-user bound was reached: which, and when it frees up.
+    #[error(transparent)]
+    Quota(#[from] db::quota::Exceeded),
     #[error(transparent)]
     Db(#[from] db::DbError),
 }

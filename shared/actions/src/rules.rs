@@ -342,8 +342,10 @@ pub struct RuleInput {
 /// name the line and column), a plain-language instruction compiled by the model into a
 /// trigger (refused when no model is configured), or a memory.
 pub async fn prepare(
+    db: &DatabaseConnection,
     bus: &Bus,
     config: &common::Config,
+    user: UserId,
     id: Uuid,
     input: &RuleInput,
 ) -> Result<db::rules::NewRule> {
@@ -368,6 +370,9 @@ pub async fn prepare(
             "plain-language rules need a model to compile them, and none is configured (CHAT_PROVIDER=none); write a structured rule (when <event> [if <condition>] then <action>), or send \"memory\": true to keep the text as something to remember",
         ));
     }
+    // Compiling is the model's work, counted in the user's daily allowance.
+    db::quota::tokens_today(db, user, config.model_tokens_per_user_per_day).await??;
+    let started = std::time::Instant::now();
     let request = serde_json::to_vec(&common::events::CompileRequest {
         text: text.to_owned(),
     })
@@ -402,6 +407,23 @@ pub async fn prepare(
     };
     let reply: common::events::CompileReply =
         serde_json::from_slice(&answer.payload).map_err(|e| ActionError::Stream(Box::new(e)))?;
+    db::chat::record_model_call(
+        db,
+        &db::chat::ModelCall {
+            id: Uuid::new_v4(),
+            user,
+            turn: None,
+            provider: "compile".into(),
+            model: reply.model.clone().unwrap_or_default(),
+            input_tokens: reply.input_tokens.min(i32::MAX as u64) as i32,
+            output_tokens: reply.output_tokens.min(i32::MAX as u64) as i32,
+            latency_ms: started.elapsed().as_millis().min(i32::MAX as u128) as i32,
+            first_token_ms: None,
+            status: if reply.error.is_some() { "error" } else { "ok" }.into(),
+            error: None,
+        },
+    )
+    .await?;
     if reply.memory {
         return Ok(db::rules::NewRule::memory(id, text));
     }

@@ -167,6 +167,23 @@ pub struct Config {
     /// How deep a chain of rules may go: an event caused by a rule's own effect is one deeper
     /// than the event that fired it; a firing at this depth stops and is recorded.
     pub rules_max_chain_depth: i32,
+    /// Per-user bounds on what all users share (0: none). Active rules a user may have.
+    pub rules_max_active_per_user: i64,
+    /// Rule firings per user per minute; past it a firing is recorded as `quota_exceeded`.
+    pub rules_max_firings_per_minute: i64,
+    /// Backtests per user per minute, and the most days one may read.
+    pub backtests_per_user_per_minute: i64,
+    pub backtest_max_days: i64,
+    /// Model tokens per user per day (UTC), for chat, compiling rules and tier 2.
+    pub model_tokens_per_user_per_day: i64,
+    /// Turns a user may have queued or running at once (the gateway answers 429 past it; an
+    /// agent replica takes at most this many of one user's turns at a time).
+    pub chat_max_turns_per_user: i64,
+    /// Event streams (SSE) one user may hold open on one gateway replica.
+    pub chat_max_streams_per_user: i64,
+    /// After this many quiet seconds an event stream looks its turn up, and ends when the
+    /// turn finished without its last event, is gone, or can no longer finish.
+    pub chat_stream_check_secs: u64,
     /// How often the rules engine looks for waits whose deadline passed.
     pub rules_timer_interval_ms: u64,
     /// Target chunk size in model tokens.
@@ -300,6 +317,14 @@ impl Default for Config {
             approval_ttl_minutes: 1_440,
             tool_lease_secs: 30,
             rules_max_chain_depth: 3,
+            rules_max_active_per_user: 200,
+            rules_max_firings_per_minute: 120,
+            backtests_per_user_per_minute: 6,
+            backtest_max_days: 14,
+            model_tokens_per_user_per_day: 2_000_000,
+            chat_max_turns_per_user: 4,
+            chat_max_streams_per_user: 16,
+            chat_stream_check_secs: 20,
             rules_timer_interval_ms: 1_000,
             chunk_tokens: 200,
             chunk_overlap: 40,
@@ -414,6 +439,14 @@ impl Config {
             "approval_ttl_minutes",
             "tool_lease_secs",
             "rules_max_chain_depth",
+            "rules_max_active_per_user",
+            "rules_max_firings_per_minute",
+            "backtests_per_user_per_minute",
+            "backtest_max_days",
+            "model_tokens_per_user_per_day",
+            "chat_max_turns_per_user",
+            "chat_max_streams_per_user",
+            "chat_stream_check_secs",
             "rules_timer_interval_ms",
             "chunk_tokens",
             "chunk_overlap",

@@ -14,6 +14,7 @@ pub mod normalize;
 pub mod redact;
 pub mod secrets;
 pub mod shutdown;
+pub mod slots;
 pub mod status;
 pub mod telemetry;
 pub mod topology;

@@ -113,7 +113,11 @@ fn title_of(message: &str) -> String {
     title
 }
 
-async fn turn_by_key(db: &impl ConnectionTrait, user: UserId, key: &str) -> Result<Option<Turn>> {
+pub async fn turn_by_key(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    key: &str,
+) -> Result<Option<Turn>> {
     let row = db
         .query_one_raw(stmt(
             &format!(

@@ -10,6 +10,7 @@ pub mod documents;
 pub mod entities;
 pub mod firings;
 pub mod invocations;
+pub mod quota;
 pub mod rules;
 pub mod search;
 pub mod sessions;

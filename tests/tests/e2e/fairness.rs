@@ -141,3 +141,40 @@ async fn a_tenant_past_its_interactive_share_is_moved_to_the_bulk_lane() {
         .await;
     assert_eq!(lanes(r.json().await.unwrap()), vec!["interactive"]);
 }
+
+/// Attack (or an eager importer): 20,000 documents as 200 requests of 100, four at a time,
+/// without `"bulk": true`. Each request counted only what was already stored, so requests in
+/// flight together all found the share empty and their documents all went interactive, ahead
+/// of everyone. What was submitted and not yet stored now counts, read and counted at once.
+#[tokio::test]
+async fn concurrent_requests_share_one_interactive_share() {
+    let app = TestApp::spawn_only(&["ingest"]).await;
+    let (_, token) = app.user("eager@example.com").await;
+    let share = app.config.interactive_share_per_user as usize;
+    let request = |r: usize| {
+        let documents: Vec<Value> = (0..100).map(|i| note(r * 100 + i, "a note")).collect();
+        let (app, token) = (&app, &token);
+        async move {
+            let r = app
+                .post_documents(token, &json!({ "documents": documents }))
+                .await;
+            assert_eq!(r.status(), 202);
+            let body: Value = r.json().await.unwrap();
+            body["accepted"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["lane"] == "interactive")
+                .count()
+        }
+    };
+    let mut interactive = 0;
+    for round in 0..2 {
+        let counts = futures::future::join_all((0..4).map(|i| request(round * 4 + i))).await;
+        interactive += counts.iter().sum::<usize>();
+    }
+    assert_eq!(
+        interactive, share,
+        "800 documents sent four requests at a time"
+    );
+}

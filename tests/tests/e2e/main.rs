@@ -15,6 +15,7 @@ mod ops;
 mod outages;
 mod pipeline;
 mod providers;
+mod quotas;
 mod resilience;
 mod rules;
 mod search_quality;

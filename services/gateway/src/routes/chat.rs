@@ -102,6 +102,20 @@ async fn store(
             "longer than 16000 characters",
         )));
     }
+    // A retry of a turn this key started is not a new one; anything else is counted.
+    let retry = match key.as_deref() {
+        Some(k) => db::chat::turn_by_key(&state.db, user, k).await?.is_some(),
+        None => false,
+    };
+    if !retry {
+        let limits = &state.config;
+        db::quota::turns_in_flight(&state.db, user, limits.chat_max_turns_per_user)
+            .await?
+            .map_err(ApiError::Quota)?;
+        db::quota::tokens_today(&state.db, user, limits.model_tokens_per_user_per_day)
+            .await?
+            .map_err(ApiError::Quota)?;
+    }
     let started = db::chat::start_turn(
         &state.db,
         user,
@@ -220,11 +234,94 @@ fn sse_event(event: TurnEvent) -> SseEvent {
         .unwrap_or_else(|_| SseEvent::default().comment("unserializable event"))
 }
 
-fn sse_response(
-    turn: &Turn,
-    events: std::pin::Pin<Box<dyn Stream<Item = TurnEvent> + Send>>,
-) -> Response {
-    let stream = events.map(|e| Ok::<_, Infallible>(sse_event(e)));
+/// The turn's events, ended when the turn can no longer finish: after each quiet spell the
+/// turn is looked up, and a turn that is gone ends the stream, one that finished without its
+/// last event reaching the stream ends it with that ending, and one still unfinished past
+/// every deadline it could meet ends it with `turn_stalled`.
+fn watched(state: &AppState, user: UserId, turn: &Turn, events: EventStream) -> EventStream {
+    let quiet = Duration::from_secs(state.config.chat_stream_check_secs.max(1));
+    // The longest a turn can run: each model round at its deadline, retried.
+    let model = Duration::from_secs(state.config.chat_model_timeout_secs.max(1));
+    let longest = model
+        * (state.config.chat_max_tool_rounds.max(1) + 1)
+        * (state.config.chat_max_retries + 1);
+    let db = state.db.clone();
+    let turn_id = turn.id;
+    let created = turn.created_at;
+    struct Watch {
+        events: EventStream,
+        last: u64,
+        ended: bool,
+    }
+    let watch = Watch {
+        events,
+        last: 0,
+        ended: false,
+    };
+    Box::pin(futures::stream::unfold(watch, move |mut w| {
+        let db = db.clone();
+        async move {
+            loop {
+                if w.ended {
+                    return None;
+                }
+                match tokio::time::timeout(quiet, w.events.next()).await {
+                    Ok(Some(event)) => {
+                        w.last = event.seq;
+                        w.ended = event.is_terminal();
+                        return Some((event, w));
+                    }
+                    Ok(None) => return None,
+                    Err(_) => {}
+                }
+                let ending = match db::chat::turn(&db, user, turn_id).await {
+                    Ok(None) => return None,
+                    Ok(Some(t)) if t.is_finished() => t.ending(),
+                    Ok(Some(_))
+                        if chrono::Utc::now() - created
+                            > chrono::Duration::from_std(longest)
+                                .unwrap_or(chrono::TimeDelta::MAX) =>
+                    {
+                        common::chat::TurnEventBody::Error {
+                            code: "turn_stalled".into(),
+                            message: "the turn did not finish in the time it could take; ask again"
+                                .into(),
+                        }
+                    }
+                    // Still running, or the database is briefly away: keep listening.
+                    Ok(Some(_)) | Err(_) => continue,
+                };
+                w.ended = true;
+                let event = TurnEvent {
+                    seq: w.last + 1,
+                    turn_id,
+                    body: ending,
+                };
+                return Some((event, w));
+            }
+        }
+    }))
+}
+
+/// A place for one more of the user's open event streams on this replica.
+fn stream_slot(state: &AppState, user: UserId) -> Result<common::slots::Place, ApiError> {
+    let bound = state.config.chat_max_streams_per_user;
+    state.streams.take(user, bound).ok_or_else(|| {
+        ApiError::Quota(db::quota::Exceeded::new(
+            "chat.streams",
+            bound,
+            None,
+            format!("at most {bound} open event streams for each user; close one (or wait for its turn to end) first"),
+        ))
+    })
+}
+
+fn sse_response(turn: &Turn, events: EventStream, slot: common::slots::Place) -> Response {
+    // The slot is held as long as the response's stream lives.
+    let stream = events.map(move |e| {
+        let _held = &slot;
+        Ok::<_, Infallible>(sse_event(e))
+    });
     let mut response = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();
@@ -268,6 +365,7 @@ fn sse_response(
         (status = 404, description = "No such conversation", body = ErrorBody),
         (status = 409, description = "The Idempotency-Key was used for another message, or the conversation is a task's (it takes no new messages)", body = ErrorBody),
         (status = 422, description = "`message`, `Idempotency-Key` or `Last-Event-ID` invalid; `field` names it", body = ErrorBody),
+        (status = 429, description = "A per-user bound: turns in flight (`chat.turns_in_flight`), the model's daily tokens (`model.tokens_per_day`) or open event streams (`chat.streams`); `limit` and `resets_at` say which and when", body = ErrorBody),
         (status = 503, description = "JetStream or Postgres unavailable; nothing was started", body = ErrorBody),
     )
 )]
@@ -278,8 +376,10 @@ pub async fn chat_stream(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let after = resume_after(&headers, None)?;
+    let slot = stream_slot(&state, user)?;
     let (turn, events) = open(&state, user, &headers, &body, after).await?;
-    Ok(sse_response(&turn, events))
+    let events = watched(&state, user, &turn, events);
+    Ok(sse_response(&turn, events, slot))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -301,6 +401,7 @@ pub struct ResumeParams {
     responses(
         (status = 200, content_type = "text/event-stream", description = "The turn's events after the one given, as for `POST /api/chat/stream`"),
         (status = 404, description = "No such turn", body = ErrorBody),
+        (status = 429, description = "The user's open event streams are at `CHAT_MAX_STREAMS_PER_USER` (`limit`: `chat.streams`)", body = ErrorBody),
     )
 )]
 pub async fn turn_events(
@@ -311,11 +412,13 @@ pub async fn turn_events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let after = resume_after(&headers, params.after)?;
+    let slot = stream_slot(&state, user)?;
     let turn = db::chat::turn(&state.db, user, id)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such turn".into()))?;
     let events = events(&state, user, &turn, after).await?;
-    Ok(sse_response(&turn, events))
+    let events = watched(&state, user, &turn, events);
+    Ok(sse_response(&turn, events, slot))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -364,6 +467,7 @@ pub struct ErrorBodyOwned {
         (status = 404, description = "No such conversation", body = ErrorBody),
         (status = 409, description = "The Idempotency-Key was used for another message, or the conversation is a task's (it takes no new messages)", body = ErrorBody),
         (status = 422, description = "`message` or `Idempotency-Key` invalid", body = ErrorBody),
+        (status = 429, description = "A per-user bound: turns in flight (`chat.turns_in_flight`) or the model's daily tokens (`model.tokens_per_day`); `limit` and `resets_at` say which and when", body = ErrorBody),
         (status = 503, description = "JetStream or Postgres unavailable; nothing was started", body = ErrorBody),
     )
 )]

@@ -114,10 +114,16 @@ pub async fn lanes_for(
     bulk: bool,
 ) -> Result<Vec<Lane>, ApiError> {
     let share = state.config.interactive_share_per_user;
+    // What already waits in the interactive lane: the user's documents stored and not yet
+    // indexed, or those submitted in the last seconds (still in the stream, not stored yet),
+    // whichever is more. The second is counted and read in one statement, so requests sent
+    // at the same time see each other.
     let waiting = if bulk {
         0
     } else {
-        db::documents::unindexed(&state.db, user, share).await?
+        let submitted = db::quota::submitted_recently(&state.db, user, count as i64).await?;
+        let stored = db::documents::unindexed(&state.db, user, share).await?;
+        (submitted.max(0) as u64).max(stored)
     };
     Ok(intake::lanes(count, bulk, share, waiting))
 }

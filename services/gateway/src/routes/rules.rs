@@ -138,6 +138,7 @@ pub async fn list_rules(
     responses(
         (status = 201, description = "Stored, with its compiled form", body = RuleView),
         (status = 422, description = "`text` empty, too long, a structured rule that does not parse (`position` says the line, the column and what was expected), or plain language with no model configured", body = ErrorBody),
+        (status = 429, description = "A per-user bound: active rules (`rules.active`), or the model's daily tokens for compiling (`model.tokens_per_day`); `limit` and `resets_at` say which and when", body = ErrorBody),
         (status = 503, description = "The model that compiles plain-language rules is unreachable; nothing was stored", body = ErrorBody),
     ))]
 pub async fn create_rule(
@@ -151,7 +152,20 @@ pub async fn create_rule(
         act_without_approval: request.act_without_approval,
         memory: request.memory,
     };
-    let new = actions::rules::prepare(&state.bus, &state.config, Uuid::new_v4(), &input).await?;
+    if !input.memory {
+        db::quota::active_rules(&state.db, user, state.config.rules_max_active_per_user)
+            .await?
+            .map_err(ApiError::Quota)?;
+    }
+    let new = actions::rules::prepare(
+        &state.db,
+        &state.bus,
+        &state.config,
+        user,
+        Uuid::new_v4(),
+        &input,
+    )
+    .await?;
     let rule = db::rules::create(&state.db, user, &new).await?;
     Ok((StatusCode::CREATED, Json(rule.into())))
 }
@@ -173,6 +187,7 @@ pub async fn get_rule(
         (status = 200, body = RuleView),
         (status = 404, body = ErrorBody),
         (status = 422, description = "As for POST", body = ErrorBody),
+        (status = 429, description = "As for POST: activating a rule past `rules.active`, or compiling past the day's tokens", body = ErrorBody),
     ))]
 pub async fn update_rule(
     State(state): State<AppState>,
@@ -191,10 +206,18 @@ pub async fn update_rule(
                     .unwrap_or(current.act_without_approval),
                 memory: current.kind == "memory" && !actions::rules::is_structured(text),
             };
-            Some(actions::rules::prepare(&state.bus, &state.config, id, &input).await?)
+            Some(
+                actions::rules::prepare(&state.db, &state.bus, &state.config, user, id, &input)
+                    .await?,
+            )
         }
         None => None,
     };
+    if change.active == Some(true) && !current.active && current.kind != "memory" {
+        db::quota::active_rules(&state.db, user, state.config.rules_max_active_per_user)
+            .await?
+            .map_err(ApiError::Quota)?;
+    }
     let change = db::rules::RuleChange {
         replaced,
         active: change.active,
@@ -313,7 +336,8 @@ pub struct BacktestView {
     responses(
         (status = 200, description = "The rule run over your past events (the EVENTS stream keeps 14 days) in dry run", body = BacktestView),
         (status = 404, body = ErrorBody),
-        (status = 422, description = "`from` after `to`, `limit` out of range, or a memory (it never fires)", body = ErrorBody),
+        (status = 422, description = "`from` after `to` or more than BACKTEST_MAX_DAYS before it, `limit` out of range, or a memory (it never fires)", body = ErrorBody),
+        (status = 429, description = "The user's backtests this minute are used up (`limit`, `resets_at`)", body = ErrorBody),
     ))]
 pub async fn backtest(
     State(state): State<AppState>,
@@ -333,6 +357,21 @@ pub async fn backtest(
             "must be between 1 and 50000",
         )));
     }
+    // The window one may read: at most BACKTEST_MAX_DAYS, ending at `to` (or now).
+    let max_days = state.config.backtest_max_days.max(1);
+    let until = request.to.unwrap_or_else(Utc::now);
+    let from = match request.from {
+        Some(from) if until - from > chrono::Duration::days(max_days) => {
+            return Err(ApiError::Invalid(FieldError::new(
+                "from",
+                format!(
+                    "a backtest reads at most {max_days} days (BACKTEST_MAX_DAYS): `from` must be within {max_days} days of `to`"
+                ),
+            )));
+        }
+        Some(from) => from,
+        None => until - chrono::Duration::days(max_days),
+    };
     let rule = own_rule(&state, user, id).await?;
     let Some(compiled) = actions::rules::stored(&rule) else {
         return Err(ApiError::Invalid(FieldError::new(
@@ -340,12 +379,22 @@ pub async fn backtest(
             "this rule is a memory: it never fires on events",
         )));
     };
+    db::quota::take(
+        &state.db,
+        user,
+        "rules.backtests_per_minute",
+        60,
+        state.config.backtests_per_user_per_minute,
+        "backtests",
+    )
+    .await?
+    .map_err(ApiError::Quota)?;
     let result = actions::rules::backtest(
         &state.db,
         &state.bus,
         user,
         &compiled,
-        request.from,
+        Some(from),
         request.to,
         limit,
     )

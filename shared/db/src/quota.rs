@@ -1,0 +1,228 @@
+//! Per-user bounds on what all users share: active rules, rule firings and backtests a minute,
+//! model tokens a day, turns in flight. Each check answers which bound was reached and when it
+//! frees up, for a 429 or a firing recorded as `quota_exceeded`. A bound of 0 is no bound.
+
+use crate::Result;
+use chrono::{DateTime, Duration, Utc};
+use common::UserId;
+use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+use serde::Serialize;
+
+fn stmt(sql: &str, values: Vec<Value>) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+/// A bound reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{detail}")]
+pub struct Exceeded {
+    /// Which bound: `rules.active`, `rules.firings_per_minute`, `rules.backtests_per_minute`,
+    /// `model.tokens_per_day`, `chat.turns_in_flight`, `chat.streams`.
+    pub limit: &'static str,
+    pub bound: i64,
+    /// When it frees up by itself; `None` when it frees as the user's own things end (a turn
+    /// finishes, a rule is paused).
+    pub resets_at: Option<DateTime<Utc>>,
+    pub detail: String,
+}
+
+impl Exceeded {
+    pub fn new(
+        limit: &'static str,
+        bound: i64,
+        resets_at: Option<DateTime<Utc>>,
+        detail: String,
+    ) -> Self {
+        Self {
+            limit,
+            bound,
+            resets_at,
+            detail,
+        }
+    }
+
+    /// Seconds until it frees up, for `Retry-After`.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.resets_at
+            .map(|at| (at - Utc::now()).num_seconds().max(1) as u64)
+    }
+}
+
+pub type Checked = std::result::Result<(), Exceeded>;
+
+/// Takes one from the user's count of `limit` in the current fixed window of `window_secs`
+/// (the same on every replica). Past `bound`, nothing is taken and the answer says when the
+/// window ends.
+pub async fn take(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    limit: &'static str,
+    window_secs: i64,
+    bound: i64,
+    what: &str,
+) -> Result<Checked> {
+    if bound <= 0 {
+        return Ok(Ok(()));
+    }
+    let row = db
+        .query_one_raw(stmt(
+            "INSERT INTO quota_windows (user_id, name, window_start, used)
+             VALUES ($1, $2, to_timestamp(floor(extract(epoch FROM now()) / $3) * $3), 1)
+             ON CONFLICT (user_id, name, window_start)
+               DO UPDATE SET used = quota_windows.used + 1 WHERE quota_windows.used < $4
+             RETURNING used",
+            vec![
+                user.0.into(),
+                limit.into(),
+                (window_secs as f64).into(),
+                bound.into(),
+            ],
+        ))
+        .await?;
+    if row.is_some() {
+        return Ok(Ok(()));
+    }
+    let now = Utc::now().timestamp();
+    let resets = DateTime::<Utc>::from_timestamp((now / window_secs + 1) * window_secs, 0);
+    Ok(Err(Exceeded::new(
+        limit,
+        bound,
+        resets,
+        format!(
+            "at most {bound} {what} per {} for each user; the count starts again at {}",
+            if window_secs == 60 {
+                "minute".to_owned()
+            } else {
+                format!("{window_secs} s")
+            },
+            resets.map(|r| r.to_rfc3339()).unwrap_or_default()
+        ),
+    )))
+}
+
+/// Whether the user may have one more active rule.
+pub async fn active_rules(db: &impl ConnectionTrait, user: UserId, bound: i64) -> Result<Checked> {
+    if bound <= 0 {
+        return Ok(Ok(()));
+    }
+    let row = db
+        .query_one_raw(stmt(
+            "SELECT count(*) AS n FROM rules WHERE user_id = $1 AND active AND kind <> 'memory'",
+            vec![user.0.into()],
+        ))
+        .await?;
+    let n: i64 = row.map(|r| r.try_get("", "n")).transpose()?.unwrap_or(0);
+    Ok(if n < bound {
+        Ok(())
+    } else {
+        Err(Exceeded::new(
+            "rules.active",
+            bound,
+            None,
+            format!("at most {bound} active rules for each user; pause or delete one first"),
+        ))
+    })
+}
+
+/// Whether the user has model tokens left today (UTC): chat, rule compiling and tier 2 count.
+pub async fn tokens_today(db: &impl ConnectionTrait, user: UserId, bound: i64) -> Result<Checked> {
+    if bound <= 0 {
+        return Ok(Ok(()));
+    }
+    let row = db
+        .query_one_raw(stmt(
+            "SELECT coalesce(sum(input_tokens + output_tokens), 0)::bigint AS used FROM model_calls
+             WHERE user_id = $1 AND created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+            vec![user.0.into()],
+        ))
+        .await?;
+    let used: i64 = row.map(|r| r.try_get("", "used")).transpose()?.unwrap_or(0);
+    if used < bound {
+        return Ok(Ok(()));
+    }
+    let tomorrow = (Utc::now() + Duration::days(1))
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc());
+    Ok(Err(Exceeded::new(
+        "model.tokens_per_day",
+        bound,
+        tomorrow,
+        format!(
+            "the model's daily allowance of {bound} tokens for each user is used up ({used} today); it starts again at {}",
+            tomorrow.map(|t| t.to_rfc3339()).unwrap_or_default()
+        ),
+    )))
+}
+
+/// Whether the user may start one more turn while others are queued or running.
+pub async fn turns_in_flight(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    bound: i64,
+) -> Result<Checked> {
+    if bound <= 0 {
+        return Ok(Ok(()));
+    }
+    let row = db
+        .query_one_raw(stmt(
+            "SELECT count(*) AS n FROM turns WHERE user_id = $1 AND status IN ('queued', 'running')",
+            vec![user.0.into()],
+        ))
+        .await?;
+    let n: i64 = row.map(|r| r.try_get("", "n")).transpose()?.unwrap_or(0);
+    Ok(if n < bound {
+        Ok(())
+    } else {
+        Err(Exceeded::new(
+            "chat.turns_in_flight",
+            bound,
+            None,
+            format!(
+                "at most {bound} turns in flight for each user; wait for one to finish or cancel it"
+            ),
+        ))
+    })
+}
+
+/// Forgets windows that ended more than a day ago.
+pub async fn sweep(db: &impl ConnectionTrait) -> Result<u64> {
+    let done = db
+        .execute_raw(stmt(
+            "DELETE FROM quota_windows WHERE window_start < now() - interval '1 day'",
+            vec![],
+        ))
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Counts `count` documents a user submits for the interactive lane, and answers how many of
+/// theirs were submitted in the last 20 seconds before these. The count and the answer are one
+/// statement, so concurrent requests each see the others: a tenant posting many requests at
+/// once cannot all find its share empty.
+pub async fn submitted_recently(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    count: i64,
+) -> Result<i64> {
+    let row = db
+        .query_one_raw(stmt(
+            "WITH bumped AS (
+                INSERT INTO quota_windows (user_id, name, window_start, used)
+                VALUES ($1, 'ingest.interactive', to_timestamp(floor(extract(epoch FROM now()) / 10) * 10), $2)
+                ON CONFLICT (user_id, name, window_start)
+                  DO UPDATE SET used = quota_windows.used + $2
+                RETURNING window_start, used)
+             SELECT ((SELECT used FROM bumped) - $2 + coalesce((
+                 SELECT sum(used) FROM quota_windows
+                 WHERE user_id = $1 AND name = 'ingest.interactive'
+                   AND window_start >= now() - interval '20 seconds'
+                   AND window_start < (SELECT window_start FROM bumped)), 0))::bigint AS before",
+            vec![user.0.into(), count.into()],
+        ))
+        .await?;
+    Ok(row
+        .map(|r| r.try_get("", "before"))
+        .transpose()?
+        .unwrap_or(0))
+}
