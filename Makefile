@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`. See README.md.
-.PHONY: run test lint bench chaos setup build fmt openapi migrate
+.PHONY: run test lint bench chaos fuzz setup build fmt openapi migrate
 
 ## Start the whole system (installs and starts what is missing) with a demo tenant.
 run:
@@ -17,6 +17,11 @@ lint:
 ## Benchmarks (release build): prints a table and writes BENCHMARKS.md.
 bench:
 	bash scripts/bench.sh
+
+## Generated inputs against every parser and checker of outside input (a million per target;
+## FUZZ_INPUTS, FUZZ_SEED); what it finds is kept in tests/fuzz/.
+fuzz:
+	cargo run --release -q -p assistant-tests --bin fuzz
 
 ## Outage battery (minutes; not part of `make test`): NATS killed during intake, Postgres away 30 s.
 chaos:

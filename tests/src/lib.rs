@@ -19,6 +19,7 @@ pub mod bench;
 pub mod bench_rules;
 pub mod fairness;
 pub mod fake_model;
+pub mod fuzz;
 pub mod proxy;
 pub mod search_eval;
 

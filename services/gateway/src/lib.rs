@@ -7,6 +7,7 @@ pub mod edge;
 pub mod endpoints;
 pub mod error;
 pub mod google_jwt;
+pub mod payloads;
 pub mod routes;
 pub mod signatures;
 

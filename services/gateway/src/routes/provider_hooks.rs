@@ -4,18 +4,17 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
+use crate::payloads::SlackRequest;
 use crate::signatures::{self, SignatureError};
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use bytes::Bytes;
 use common::events::{Envelope, Resource, SyncScope};
 use db::connections;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
@@ -58,22 +57,6 @@ async fn publish(state: &AppState, commands: Vec<Envelope>) -> Result<Json<Queue
 fn called_url(state: &AppState, uri: &axum::http::Uri) -> String {
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     format!("{}{path}", state.config.public_url.trim_end_matches('/'))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct HubspotEvent {
-    event_id: serde_json::Value,
-    portal_id: serde_json::Value,
-    subscription_type: String,
-    object_id: serde_json::Value,
-}
-
-fn id_string(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 #[utoipa::path(
@@ -134,46 +117,24 @@ pub async fn hubspot(
         }?;
     }
 
-    let events: Vec<HubspotEvent> = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("body is not a HubSpot event array: {e}")))?;
+    let changes = crate::payloads::hubspot(&body).map_err(ApiError::BadRequest)?;
     let mut commands = Vec::new();
-    for event in events {
-        let Some((object, action)) = event.subscription_type.split_once('.') else {
-            continue;
-        };
-        let object_type = match object {
-            "contact" => "contacts",
-            "company" => "companies",
-            "deal" => "deals",
-            // Other subscriptions (tickets, conversations) are not synced.
-            _ => continue,
-        };
-        let portal = id_string(&event.portal_id);
-        for user in connections::users_by_account(&state.db, "hubspot", &portal).await? {
+    for change in changes {
+        for user in connections::users_by_account(&state.db, "hubspot", &change.portal).await? {
             commands.push(actions::sync::command(
                 user,
                 Resource::Hubspot,
                 "webhook",
-                format!("hubspot:{}", id_string(&event.event_id)),
+                format!("hubspot:{}", change.event_id),
                 SyncScope::HubspotObject {
-                    object_type: object_type.into(),
-                    id: id_string(&event.object_id),
-                    deleted: action == "deletion",
+                    object_type: change.object_type.into(),
+                    id: change.object_id.clone(),
+                    deleted: change.deleted,
                 },
             ));
         }
     }
     publish(&state, commands).await
-}
-
-#[derive(Debug, Deserialize)]
-struct SlackEnvelope {
-    #[serde(rename = "type")]
-    kind: String,
-    challenge: Option<String>,
-    team_id: Option<String>,
-    event_id: Option<String>,
-    event: Option<serde_json::Value>,
 }
 
 #[utoipa::path(
@@ -212,22 +173,16 @@ pub async fn slack(
         chrono::Utc::now().timestamp(),
     )?;
 
-    let request: SlackEnvelope = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("body is not a Slack event: {e}")))?;
-    match request.kind.as_str() {
+    match crate::payloads::slack(&body).map_err(ApiError::BadRequest)? {
         // Answered only now, after the signature checked out.
-        "url_verification" => {
-            let challenge = request.challenge.unwrap_or_default();
+        SlackRequest::UrlVerification(challenge) => {
             Ok(Json(serde_json::json!({ "challenge": challenge })).into_response())
         }
-        "event_callback" => {
-            let (Some(team), Some(event_id), Some(event)) =
-                (request.team_id, request.event_id, request.event)
-            else {
-                return Err(ApiError::BadRequest(
-                    "event_callback without team_id, event_id or event".into(),
-                ));
-            };
+        SlackRequest::Event {
+            team,
+            event_id,
+            event,
+        } => {
             if let Some(retry) = header(&headers, "x-slack-retry-num") {
                 tracing::debug!(retry, event.id = %event_id, "Slack retry; deduplicated by event_id");
             }
@@ -246,30 +201,8 @@ pub async fn slack(
             Ok(publish(&state, commands).await?.into_response())
         }
         // app_rate_limited and others need no action.
-        _ => Ok(StatusCode::OK.into_response()),
+        SlackRequest::Other => Ok(StatusCode::OK.into_response()),
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct PushRequest {
-    message: PushMessage,
-}
-
-/// Pub/Sub sends the id twice, as `messageId` and `message_id`.
-#[derive(Debug, Deserialize)]
-struct PushMessage {
-    data: String,
-    #[serde(rename = "messageId")]
-    message_id: Option<String>,
-    #[serde(rename = "message_id")]
-    message_id_snake: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct GmailNotification {
-    email_address: String,
-    history_id: serde_json::Value,
 }
 
 #[utoipa::path(
@@ -311,21 +244,8 @@ pub async fn gmail(
                 SignatureError::Refused("push token rejected").into()
             }
         })?;
-    let push: PushRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("body is not a Pub/Sub push: {e}")))?;
-    let message_id = push
-        .message
-        .message_id
-        .as_deref()
-        .or(push.message.message_id_snake.as_deref())
-        .ok_or_else(|| ApiError::BadRequest("message.messageId is missing".into()))?;
-    let data = STANDARD
-        .decode(push.message.data.trim())
-        .or_else(|_| URL_SAFE.decode(push.message.data.trim()))
-        .map_err(|_| ApiError::BadRequest("message.data is not base64".into()))?;
-    let note: GmailNotification = serde_json::from_slice(&data).map_err(|e| {
-        ApiError::BadRequest(format!("message.data is not a Gmail notification: {e}"))
-    })?;
+    let note = crate::payloads::gmail_push(&body).map_err(ApiError::BadRequest)?;
+    let message_id = &note.message_id;
     tracing::debug!(history.id = %note.history_id, "Gmail notification");
     let mut commands = Vec::new();
     for user in connections::users_by_mailbox(&state.db, &note.email_address).await? {
