@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 pub struct Fairness {
     pub idle: Stats,
     pub loaded: Stats,
+    /// The same again while a third tenant sends 20,000 documents without the bulk flag, as
+    /// 200 requests of 100, four at a time; and how many of those went interactive.
+    pub eager: Stats,
+    pub eager_sent: usize,
+    pub eager_interactive: usize,
     /// Documents of the import accepted, and indexed while the samples ran.
     pub backlog: usize,
     pub backlog_indexed: i64,
@@ -76,7 +81,8 @@ async fn samples(env: &Env, prefix: &str, n: usize) -> anyhow::Result<Stats> {
 }
 
 /// `n` samples on the idle pipeline, then `backlog` documents imported by another tenant
-/// (`"bulk": true`, 100 per request) and `n` samples again while they wait.
+/// (`"bulk": true`, 100 per request) and `n` samples again while they wait, then a third
+/// tenant's 20,000 documents sent without the flag, four requests at a time, and `n` again.
 pub async fn run(env: &Env, backlog: usize, n: usize) -> anyhow::Result<Fairness> {
     let idle = samples(env, "idle", n).await?;
     let (importer, token) = env.user_token("bench-importer@example.com").await?;
@@ -105,10 +111,67 @@ pub async fn run(env: &Env, backlog: usize, n: usize) -> anyhow::Result<Fairness
     }
     let loaded = samples(env, "loaded", n).await?;
     let backlog_indexed = indexed(env, importer, None).await?;
+    let (eager_sent, eager_interactive) = eager(env, &http, &body, EAGER_DOCUMENTS).await?;
+    let eager = samples(env, "eager", n).await?;
     Ok(Fairness {
         idle,
         loaded,
+        eager,
+        eager_sent,
+        eager_interactive,
         backlog,
         backlog_indexed,
     })
+}
+
+const EAGER_DOCUMENTS: usize = 20_000;
+
+/// A tenant that sends `total` documents without `"bulk": true`, 100 a request, four requests
+/// at a time; how many it sent and how many of them the interactive lane took.
+async fn eager(
+    env: &Env,
+    http: &reqwest::Client,
+    body: &str,
+    total: usize,
+) -> anyhow::Result<(usize, usize)> {
+    use futures::StreamExt;
+    let (_, token) = env.user_token("bench-eager@example.com").await?;
+    let requests = (0..total).step_by(100).map(|start| {
+        let documents: Vec<serde_json::Value> = (start..(start + 100).min(total))
+            .map(|i| {
+                serde_json::json!({
+                    "source": "import", "kind": "note", "external_id": format!("eager-{i}"),
+                    "title": format!("Eager note {i}"), "body": format!("{i} {body}"),
+                })
+            })
+            .collect();
+        let (http, token) = (http.clone(), token.clone());
+        async move {
+            let response = http
+                .post(format!("{}/api/ingest/documents", env.url))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({ "documents": documents }))
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status() == 202,
+                "intake answered {}",
+                response.status()
+            );
+            let accepted: serde_json::Value = response.json().await?;
+            Ok(accepted["accepted"]
+                .as_array()
+                .map(|a| a.iter().filter(|d| d["lane"] == "interactive").count())
+                .unwrap_or(0))
+        }
+    });
+    let counts: Vec<anyhow::Result<usize>> = futures::stream::iter(requests)
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let mut interactive = 0;
+    for c in counts {
+        interactive += c?;
+    }
+    Ok((total, interactive))
 }
