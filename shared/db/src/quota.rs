@@ -100,28 +100,38 @@ pub async fn take(
     )))
 }
 
-/// Whether the user may have one more active rule.
-pub async fn active_rules(db: &impl ConnectionTrait, user: UserId, bound: i64) -> Result<Checked> {
-    if bound <= 0 {
+/// A count of the user's rows (`$1` is the user).
+async fn count_of(db: &impl ConnectionTrait, sql: &str, user: UserId) -> Result<i64> {
+    let row = db.query_one_raw(stmt(sql, vec![user.0.into()])).await?;
+    Ok(row.map(|r| r.try_get("", "n")).transpose()?.unwrap_or(0))
+}
+
+/// Whether the user holds fewer than `bound` of what `sql` counts; else the bound reached.
+async fn fewer_than(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    bound: i64,
+    sql: &str,
+    limit: &'static str,
+    detail: impl FnOnce() -> String,
+) -> Result<Checked> {
+    if bound <= 0 || count_of(db, sql, user).await? < bound {
         return Ok(Ok(()));
     }
-    let row = db
-        .query_one_raw(stmt(
-            "SELECT count(*) AS n FROM rules WHERE user_id = $1 AND active AND kind <> 'memory'",
-            vec![user.0.into()],
-        ))
-        .await?;
-    let n: i64 = row.map(|r| r.try_get("", "n")).transpose()?.unwrap_or(0);
-    Ok(if n < bound {
-        Ok(())
-    } else {
-        Err(Exceeded::new(
-            "rules.active",
-            bound,
-            None,
-            format!("at most {bound} active rules for each user; pause or delete one first"),
-        ))
-    })
+    Ok(Err(Exceeded::new(limit, bound, None, detail())))
+}
+
+/// Whether the user may have one more active rule.
+pub async fn active_rules(db: &impl ConnectionTrait, user: UserId, bound: i64) -> Result<Checked> {
+    fewer_than(
+        db,
+        user,
+        bound,
+        "SELECT count(*) AS n FROM rules WHERE user_id = $1 AND active AND kind <> 'memory'",
+        "rules.active",
+        || format!("at most {bound} active rules for each user; pause or delete one first"),
+    )
+    .await
 }
 
 /// Whether the user has model tokens left today (UTC): chat, rule compiling and tier 2 count.
@@ -161,28 +171,19 @@ pub async fn turns_in_flight(
     user: UserId,
     bound: i64,
 ) -> Result<Checked> {
-    if bound <= 0 {
-        return Ok(Ok(()));
-    }
-    let row = db
-        .query_one_raw(stmt(
-            "SELECT count(*) AS n FROM turns WHERE user_id = $1 AND status IN ('queued', 'running')",
-            vec![user.0.into()],
-        ))
-        .await?;
-    let n: i64 = row.map(|r| r.try_get("", "n")).transpose()?.unwrap_or(0);
-    Ok(if n < bound {
-        Ok(())
-    } else {
-        Err(Exceeded::new(
-            "chat.turns_in_flight",
-            bound,
-            None,
+    fewer_than(
+        db,
+        user,
+        bound,
+        "SELECT count(*) AS n FROM turns WHERE user_id = $1 AND status IN ('queued', 'running')",
+        "chat.turns_in_flight",
+        || {
             format!(
                 "at most {bound} turns in flight for each user; wait for one to finish or cancel it"
-            ),
-        ))
-    })
+            )
+        },
+    )
+    .await
 }
 
 /// Forgets windows that ended more than a day ago.

@@ -133,48 +133,39 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(FAIRNESS_BACKLOG);
     let fair = assistant_tests::fairness::run(&env, backlog, FAIRNESS_SAMPLES).await?;
-    rows.push(row(
-        &format!(
-            "Fairness: new email searchable, {}k-document import queued",
-            fair.backlog / 1000
+    for (what, measured, meanwhile) in [
+        (
+            format!("{}k-document import queued", fair.backlog / 1000),
+            &fair.loaded,
+            format!("{} of the import indexed meanwhile", fair.backlog_indexed),
         ),
-        format!(
-            "p50 {} p99 {} ({} of the import indexed meanwhile)",
-            ms(fair.loaded.p50),
-            ms(fair.loaded.p99),
-            fair.backlog_indexed
+        (
+            format!(
+                "{}k documents sent without the bulk flag, 4 requests at a time",
+                fair.eager_sent / 1000
+            ),
+            &fair.eager,
+            format!("{} of them taken interactive", fair.eager_interactive),
         ),
-        format!(
-            "idle pipeline: p50 {} p99 {}; goal ≤ 10 s",
-            ms(fair.idle.p50),
-            ms(fair.idle.p99)
-        ),
-        format!(
-            "{:.2}× the 10 s goal at p99",
-            fair.loaded.p99.as_secs_f64() / 10.0
-        ),
-    ));
-    rows.push(row(
-        &format!(
-            "Fairness: new email searchable, {}k documents sent without the bulk flag, 4 requests at a time",
-            fair.eager_sent / 1000
-        ),
-        format!(
-            "p50 {} p99 {} ({} of them taken interactive)",
-            ms(fair.eager.p50),
-            ms(fair.eager.p99),
-            fair.eager_interactive
-        ),
-        format!(
-            "idle pipeline: p50 {} p99 {}; goal ≤ 10 s",
-            ms(fair.idle.p50),
-            ms(fair.idle.p99)
-        ),
-        format!(
-            "{:.2}× the 10 s goal at p99",
-            fair.eager.p99.as_secs_f64() / 10.0
-        ),
-    ));
+    ] {
+        rows.push(row(
+            &format!("Fairness: new email searchable, {what}"),
+            format!(
+                "p50 {} p99 {} ({meanwhile})",
+                ms(measured.p50),
+                ms(measured.p99)
+            ),
+            format!(
+                "idle pipeline: p50 {} p99 {}; goal ≤ 10 s",
+                ms(fair.idle.p50),
+                ms(fair.idle.p99)
+            ),
+            format!(
+                "{:.2}× the 10 s goal at p99",
+                measured.p99.as_secs_f64() / 10.0
+            ),
+        ));
+    }
     env.purge_streams().await?;
     env.forget_user("bench-importer@example.com").await?;
     env.forget_user("bench-eager@example.com").await?;

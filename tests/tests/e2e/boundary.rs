@@ -342,14 +342,7 @@ async fn an_address_cannot_smuggle_a_header_and_the_approval_shows_what_is_sent(
         json!(["\"Lee, Sara\" <sara@client.example>"])
     );
     let id = approval.data["approval_id"].as_str().unwrap();
-    let r = app
-        .http
-        .post(format!("{}/api/approvals/{id}/approve", app.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    crate::rules::approve(&app, &token, id).await;
     eventually("the email sent", Duration::from_secs(20), || async {
         !google.state.lock().unwrap().sent.is_empty()
     })
@@ -412,35 +405,7 @@ async fn a_tier_two_rule_that_feeds_itself_stops_at_the_bound() {
     )
     .await;
     let bound = app.config.rules_max_chain_depth as usize;
-    for round in 0..=bound {
-        // Ingest announces each change as HubSpot's webhook reports it.
-        publish(
-            &app,
-            user,
-            "hubspot",
-            "contact.updated",
-            "contact:9100",
-            json!({"object_type": "contacts", "id": "9100"}),
-        )
-        .await;
-        eventually("the round handled", Duration::from_secs(30), || async {
-            count(
-                &app,
-                &format!("SELECT count(*) FROM rule_firings WHERE rule_id = '{looping}'"),
-            )
-            .await
-                > round as i64
-                && count(
-                    &app,
-                    &format!(
-                        "SELECT count(*) FROM tasks WHERE rule_id = '{looping}' AND state <> 'done'"
-                    ),
-                )
-                .await
-                    == 0
-        })
-        .await;
-    }
+    crate::rules::updates_until_the_bound(&app, user, looping).await;
     let firings = get_json(&app, &token, &format!("/api/rules/{looping}/firings")).await;
     let firings = firings["firings"].as_array().unwrap();
     let depths: Vec<i64> = firings
@@ -513,14 +478,7 @@ async fn an_approved_write_slower_than_the_ack_wait_happens_once() {
         .find(|e| e.event == "approval_required")
         .unwrap_or_else(|| panic!("{events:#?}"));
     let id = approval.data["approval_id"].as_str().unwrap().to_owned();
-    let r = app
-        .http
-        .post(format!("{}/api/approvals/{id}/approve", app.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    crate::rules::approve(&app, &token, &id).await;
     eventually("the note written", Duration::from_secs(30), || async {
         count(
             &app,

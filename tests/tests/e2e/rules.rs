@@ -529,35 +529,7 @@ async fn a_chain_of_rules_that_would_loop_stops_at_the_bound() {
     )
     .await;
     let bound = app.config.rules_max_chain_depth as usize;
-    // Ingest announces each change the way it comes back from HubSpot.
-    for round in 0..=bound {
-        publish(
-            &app,
-            user,
-            "hubspot",
-            "contact.updated",
-            "contact:9100",
-            json!({"object_type": "contacts", "id": "9100"}),
-        )
-        .await;
-        eventually("the round handled", Duration::from_secs(20), || async {
-            count(
-                &app,
-                &format!("SELECT count(*) FROM rule_firings WHERE rule_id = '{looping}'"),
-            )
-            .await
-                > round as i64
-                && count(
-                    &app,
-                    &format!(
-                        "SELECT count(*) FROM tasks WHERE rule_id = '{looping}' AND state <> 'done'"
-                    ),
-                )
-                .await
-                    == 0
-        })
-        .await;
-    }
+    updates_until_the_bound(&app, user, looping).await;
     let firings = get_json(&app, &token, &format!("/api/rules/{looping}/firings")).await;
     let firings = firings["firings"].as_array().unwrap();
     let stopped: Vec<&Value> = firings
@@ -868,6 +840,39 @@ async fn an_instruction_is_compiled_to_a_trigger_and_only_matching_events_reach_
         },
     )
     .await;
+}
+
+/// Announces contact 9100's update once per level of the chain bound, and once more, the way
+/// ingest does when HubSpot reports each change, waiting for each round's firing and task.
+pub(crate) async fn updates_until_the_bound(app: &TestApp, user: UserId, looping: Uuid) {
+    for round in 0..=app.config.rules_max_chain_depth as usize {
+        publish(
+            app,
+            user,
+            "hubspot",
+            "contact.updated",
+            "contact:9100",
+            json!({"object_type": "contacts", "id": "9100"}),
+        )
+        .await;
+        eventually("the round handled", Duration::from_secs(30), || async {
+            count(
+                app,
+                &format!("SELECT count(*) FROM rule_firings WHERE rule_id = '{looping}'"),
+            )
+            .await
+                > round as i64
+                && count(
+                    app,
+                    &format!(
+                        "SELECT count(*) FROM tasks WHERE rule_id = '{looping}' AND state <> 'done'"
+                    ),
+                )
+                .await
+                    == 0
+        })
+        .await;
+    }
 }
 
 pub(crate) async fn approve(app: &TestApp, token: &str, id: &str) {
