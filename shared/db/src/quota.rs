@@ -186,6 +186,38 @@ pub async fn turns_in_flight(
     .await
 }
 
+/// Both bounds a new chat turn must be under, in one round trip (it is on the way to the first
+/// token): turns in flight, then the day's tokens.
+pub async fn new_turn(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    turns_bound: i64,
+    tokens_bound: i64,
+) -> Result<Checked> {
+    if turns_bound <= 0 && tokens_bound <= 0 {
+        return Ok(Ok(()));
+    }
+    let row = db
+        .query_one_raw(stmt(
+            "SELECT (SELECT count(*) FROM turns WHERE user_id = $1 AND status IN ('queued', 'running')) AS turns,
+                    (SELECT coalesce(sum(input_tokens + output_tokens), 0)::bigint FROM model_calls
+                      WHERE user_id = $1 AND created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') AS tokens",
+            vec![user.0.into()],
+        ))
+        .await?;
+    let (turns, tokens): (i64, i64) = match row {
+        Some(r) => (r.try_get("", "turns")?, r.try_get("", "tokens")?),
+        None => (0, 0),
+    };
+    if turns_bound > 0 && turns >= turns_bound {
+        return turns_in_flight(db, user, turns_bound).await;
+    }
+    if tokens_bound > 0 && tokens >= tokens_bound {
+        return tokens_today(db, user, tokens_bound).await;
+    }
+    Ok(Ok(()))
+}
+
 /// Forgets windows that ended more than a day ago.
 pub async fn sweep(db: &impl ConnectionTrait) -> Result<u64> {
     let done = db

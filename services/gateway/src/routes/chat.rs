@@ -109,12 +109,14 @@ async fn store(
     };
     if !retry {
         let limits = &state.config;
-        db::quota::turns_in_flight(&state.db, user, limits.chat_max_turns_per_user)
-            .await?
-            .map_err(ApiError::Quota)?;
-        db::quota::tokens_today(&state.db, user, limits.model_tokens_per_user_per_day)
-            .await?
-            .map_err(ApiError::Quota)?;
+        db::quota::new_turn(
+            &state.db,
+            user,
+            limits.chat_max_turns_per_user,
+            limits.model_tokens_per_user_per_day,
+        )
+        .await?
+        .map_err(ApiError::Quota)?;
     }
     let started = db::chat::start_turn(
         &state.db,
