@@ -4,10 +4,19 @@
 //! with the other urgent texts already waiting, or, when they arrive while a bulk batch is
 //! still gathering, with that batch, which then goes at once. So a backlog of bulk indexing
 //! delays them by at most the batch already running.
+//!
+//! After an urgent batch the model stays with urgent work for a moment (`URGENT_GRACE`): the
+//! callers it just answered (an interactive lane's handlers) store their chunks and bring the
+//! next text within milliseconds, and a bulk batch started in that gap would put its whole
+//! pass in front of every one of them.
 
 use crate::{EmbedError, Embedder};
 use futures::future::try_join_all;
 use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long after an urgent batch a bulk batch waits for more urgent texts.
+pub const URGENT_GRACE: Duration = Duration::from_millis(50);
 use tokio::sync::{mpsc, oneshot};
 
 /// Who waits for an embedding.
@@ -83,12 +92,18 @@ impl Batcher {
 }
 
 /// The next job, urgent first, and its priority; `None` once both queues are closed and
-/// empty.
+/// empty. Until `urgent_only_until`, only an urgent job is taken.
 async fn next(
     urgent: &mut mpsc::Receiver<Job>,
     bulk: &mut mpsc::Receiver<Job>,
+    urgent_only_until: Option<Instant>,
 ) -> Option<(Job, Priority)> {
     if let Ok(job) = urgent.try_recv() {
+        return Some((job, Priority::Urgent));
+    }
+    if let Some(until) = urgent_only_until
+        && let Ok(Some(job)) = tokio::time::timeout_at(until, urgent.recv()).await
+    {
         return Some((job, Priority::Urgent));
     }
     tokio::select! {
@@ -106,8 +121,10 @@ async fn run(
     max_batch: usize,
     linger: Duration,
 ) {
-    while let Some((first, priority)) = next(&mut urgent, &mut bulk).await {
+    let mut urgent_only_until = None;
+    while let Some((first, priority)) = next(&mut urgent, &mut bulk, urgent_only_until).await {
         let mut batch = vec![first];
+        let mut has_urgent = priority == Priority::Urgent;
         match priority {
             // Someone is waiting: the urgent texts already queued go now, without lingering
             // for company and without bulk texts that would lengthen the pass.
@@ -125,10 +142,11 @@ async fn run(
                 while batch.len() < max_batch {
                     tokio::select! {
                         biased;
-                        job = next(&mut urgent, &mut bulk) => match job {
+                        job = next(&mut urgent, &mut bulk, None) => match job {
                             Some((job, p)) => {
                                 batch.push(job);
                                 if p == Priority::Urgent {
+                                    has_urgent = true;
                                     break;
                                 }
                             }
@@ -155,5 +173,6 @@ async fn run(
                 }
             }
         }
+        urgent_only_until = has_urgent.then(|| Instant::now() + URGENT_GRACE);
     }
 }

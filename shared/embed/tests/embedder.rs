@@ -169,6 +169,45 @@ async fn urgent_texts_overtake_a_bulk_backlog() {
     }
 }
 
+/// An interactive lane's handlers bring their texts one after another, each a few
+/// milliseconds after the last was answered (they store its chunks first). A bulk backlog
+/// must not slip a batch into each of those gaps: while the urgent texts keep coming, at most
+/// the bulk batch already running when they began finishes.
+#[tokio::test]
+async fn a_steady_urgent_stream_is_not_interleaved_with_bulk_batches() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let model = Arc::new(LocalModel::load(&model_dir()).unwrap());
+    let batcher = Batcher::spawn(Embedder::Local(model), 8, Duration::from_millis(2));
+    let long = "quarterly portfolio review with rebalancing notes ".repeat(8);
+    let done = Arc::new(AtomicUsize::new(0));
+    let backlog: Vec<_> = (0..160)
+        .map(|i| {
+            let (batcher, done, text) = (batcher.clone(), done.clone(), format!("{long} {i}"));
+            tokio::spawn(async move {
+                batcher.embed_with(text, Priority::Bulk).await.unwrap();
+                done.fetch_add(1, Ordering::SeqCst);
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = done.load(Ordering::SeqCst);
+    for i in 0..6 {
+        batcher
+            .embed_with(format!("new email {i} from a client"), Priority::Urgent)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await; // the handler stores its chunks
+    }
+    let during = done.load(Ordering::SeqCst) - before;
+    for task in &backlog {
+        task.abort();
+    }
+    assert!(
+        during <= 16,
+        "{during} bulk texts were embedded between six urgent ones"
+    );
+}
+
 #[test]
 fn chunker_counts_model_tokens() {
     let chunker = Chunker::from_model_dir(&model_dir(), 50, 10).unwrap();
