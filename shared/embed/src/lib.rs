@@ -8,7 +8,7 @@ mod chunker;
 mod local;
 mod openai;
 
-pub use batcher::{Batcher, Priority};
+pub use batcher::{Batcher, Priority, URGENT_GRACE};
 pub use chunker::Chunker;
 pub use local::LocalModel;
 pub use openai::OpenAiEmbedder;

@@ -117,8 +117,9 @@ async fn urgent_texts_do_not_linger_for_company() {
     )
     .await;
     assert!(answered.expect("the urgent text lingered").is_ok());
-    // A bulk text does wait for company; an urgent one arriving meanwhile ends the wait and
-    // both are answered.
+    // A bulk text does wait for company (once the moment the model keeps for more urgent
+    // texts after an urgent batch has passed); an urgent one arriving meanwhile ends the wait
+    // and both are answered.
     let bulk = {
         let batcher = batcher.clone();
         tokio::spawn(async move {
@@ -127,7 +128,7 @@ async fn urgent_texts_do_not_linger_for_company() {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    tokio::time::sleep(assistant_embed::URGENT_GRACE * 4).await;
     let (urgent, bulk) = tokio::time::timeout(Duration::from_secs(20), async {
         let urgent = batcher.embed_one("wire transfer request".into()).await;
         (urgent, bulk.await.unwrap())
