@@ -47,6 +47,7 @@ done
 curl -fs "$url/ready" >/dev/null || { echo "gateway did not become ready; see $logs/gateway.log"; exit 1; }
 
 token=$("$bin/ctl" demo load)
+product_token=$("$bin/ctl" demo load-product)
 cat <<MSG
 
   The assistant backend is running.
@@ -56,9 +57,12 @@ cat <<MSG
   Logs:       $logs/
   Demo user:  demo@advisor.example
   Token:      $token
+  Product team demo user: demo@product.example (product intelligence on)
+  Token:      $product_token
 
   Try:
     curl -s -H "Authorization: Bearer $token" "$url/api/embeddings/search?q=retirement+rollover&top_k=3"
+    curl -s -H "Authorization: Bearer $product_token" "$url/api/insights/themes?sort=accounts"
 
   Ctrl-C stops everything.
 MSG

@@ -35,6 +35,7 @@ mod m20261129_000008_time_zone;
 mod m20261129_000009_chunks_newest;
 mod m20261205_000010_invocation_lease;
 mod m20261205_000011_quotas;
+mod m20261205_000012_insights;
 
 pub struct Migrator;
 
@@ -53,6 +54,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000009_chunks_newest::Migration),
             Box::new(m20261205_000010_invocation_lease::Migration),
             Box::new(m20261205_000011_quotas::Migration),
+            Box::new(m20261205_000012_insights::Migration),
         ]
     }
 }

@@ -10,6 +10,7 @@ use common::ids::{DocumentId, Source};
 use common::intake::{self, Accepted, Limits};
 use common::topology::Topology;
 use db::DatabaseConnection;
+use db::documents::KeyFilter;
 use futures::StreamExt;
 use std::time::Duration;
 
@@ -39,12 +40,34 @@ pub async fn reindex(
     bus: &Bus,
     user: Option<UserId>,
 ) -> anyhow::Result<u64> {
-    // A run of its own, so JetStream's dedup window does not swallow a second reindex.
+    announce_again(db, bus, user, &KeyFilter::default(), false).await
+}
+
+/// Queues a user's documents (of one source, within a window) to be read again by product
+/// intelligence only, on the bulk lane: after a change of classifier or threshold their items
+/// are derived again and replace the old ones. Returns how many.
+pub async fn reprocess_insights(
+    db: &DatabaseConnection,
+    bus: &Bus,
+    user: UserId,
+    filter: &KeyFilter,
+) -> anyhow::Result<u64> {
+    announce_again(db, bus, Some(user), filter, true).await
+}
+
+async fn announce_again(
+    db: &DatabaseConnection,
+    bus: &Bus,
+    user: Option<UserId>,
+    filter: &KeyFilter,
+    insights_only: bool,
+) -> anyhow::Result<u64> {
+    // A run of its own, so JetStream's dedup window does not swallow a second run.
     let run = format!("reindex:{}", Utc::now().timestamp_millis());
     let mut after = uuid::Uuid::nil();
     let mut queued = 0;
     loop {
-        let page = db::documents::keys_after(db, user, after, 500).await?;
+        let page = db::documents::keys_after(db, user, after, 500, filter).await?;
         let Some(last) = page.last() else { break };
         after = last.id;
         let envelopes = page
@@ -58,6 +81,7 @@ pub async fn reindex(
                     created: false,
                     caused_by: run.clone(),
                     again: true,
+                    insights_only,
                 };
                 Ok(Envelope::new(UserId(d.user_id), Event::DocUpserted(event)).in_lane(Lane::Bulk))
             })
@@ -66,6 +90,27 @@ pub async fn reindex(
         queued += envelopes.len() as u64;
     }
     Ok(queued)
+}
+
+/// Themes as an operator reads them: one line each, most mentioned first.
+pub fn themes_table(themes: &[db::insights::Theme]) -> String {
+    use std::fmt::Write;
+    let mut out = String::from(
+        "theme                                 kind             items accounts last seen             title\n",
+    );
+    for t in themes {
+        let _ = writeln!(
+            out,
+            "{}  {:<15}  {:>5} {:>8} {}  {}",
+            t.id,
+            t.kind,
+            t.items,
+            t.accounts,
+            t.last_seen.format("%Y-%m-%d %H:%M"),
+            t.title
+        );
+    }
+    out
 }
 
 #[derive(Debug, Clone, Default)]
@@ -158,9 +203,61 @@ fn replayed(subject: &str, payload: &[u8]) -> (String, Vec<u8>) {
 /// The demo tenant's data, shipped in the repository.
 pub const DEMO_DATA: &str = include_str!("../../../demo/advisor.json");
 
+/// The product team's demo: customers in HubSpot, Slack feedback, two call transcripts and a
+/// few emails.
+pub const PRODUCT_DEMO_DATA: &str = include_str!("../../../demo/product.json");
+
 /// Loads the demo documents for `user` through the same intake as the HTTP API.
 pub async fn load_demo(bus: &Bus, user: UserId, limits: &Limits) -> anyhow::Result<Vec<Accepted>> {
     let docs: Vec<DocumentInput> = serde_json::from_str(DEMO_DATA)?;
+    submit_all(bus, user, docs, limits).await
+}
+
+/// The product team's demo for `user`: product intelligence turned on for every source, the
+/// CRM records stored first (so the customers of the messages resolve), then the messages.
+pub async fn load_product_demo(
+    db: &DatabaseConnection,
+    bus: &Bus,
+    user: UserId,
+    limits: &Limits,
+) -> anyhow::Result<Vec<Accepted>> {
+    db::insights::save_settings(
+        db,
+        user,
+        &db::insights::Settings {
+            enabled: true,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let docs: Vec<DocumentInput> = serde_json::from_str(PRODUCT_DEMO_DATA)?;
+    let (crm, messages): (Vec<_>, Vec<_>) = docs
+        .into_iter()
+        .partition(|d| d.source.as_str() == "hubspot");
+    let mut accepted = submit_all(bus, user, crm, limits).await?;
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        let mut stored = 0;
+        for a in &accepted {
+            if db::documents::get(db, a.id).await?.is_some() {
+                stored += 1;
+            }
+        }
+        if stored == accepted.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    accepted.extend(submit_all(bus, user, messages, limits).await?);
+    Ok(accepted)
+}
+
+async fn submit_all(
+    bus: &Bus,
+    user: UserId,
+    docs: Vec<DocumentInput>,
+    limits: &Limits,
+) -> anyhow::Result<Vec<Accepted>> {
     let mut accepted = Vec::with_capacity(docs.len());
     for batch in docs.chunks(limits.max_batch) {
         let batch = intake::admit_batch(batch.to_vec(), limits)?;

@@ -117,10 +117,47 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Product intelligence: a user's themes; read a source or a time range again.
+    Insights {
+        #[command(subcommand)]
+        command: InsightsCommand,
+    },
     /// The demo tenant.
     Demo {
         #[command(subcommand)]
         command: DemoCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum InsightsCommand {
+    /// A user's themes, most mentioned first.
+    Themes {
+        /// The user's email or id.
+        #[arg(long)]
+        user: String,
+        /// `feature_request`, `bug`, `pain_point`, `praise` or `question`.
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read a user's documents again (of one source, within a window) with the current
+    /// classifier and settings; their items are derived again and replace the old ones.
+    Reprocess {
+        /// The user's email or id.
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        source: Option<String>,
+        /// Documents said at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Documents said before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
     },
 }
 
@@ -196,6 +233,12 @@ enum DemoCommand {
     /// Create the demo user, load its sample data and print its token.
     Load {
         #[arg(long, default_value = "demo@advisor.example")]
+        email: String,
+    },
+    /// Create the product team's demo user (product intelligence on), load its customers,
+    /// Slack feedback, call transcripts and emails, and print its token.
+    LoadProduct {
+        #[arg(long, default_value = "demo@product.example")]
         email: String,
     },
 }
@@ -481,6 +524,47 @@ async fn main() -> anyhow::Result<()> {
                 report.failed.len()
             );
         }
+        Command::Insights {
+            command:
+                InsightsCommand::Themes {
+                    user,
+                    kind,
+                    limit,
+                    json,
+                },
+        } => {
+            let db = db(&config).await?;
+            let user = user_by(&db, &user).await?;
+            let filter = db::insights::Filter {
+                kind,
+                ..Default::default()
+            };
+            let themes = db::insights::themes(&db, user, &filter, "mentions", limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&themes)?);
+            } else {
+                print!("{}", ctl::themes_table(&themes));
+            }
+        }
+        Command::Insights {
+            command:
+                InsightsCommand::Reprocess {
+                    user,
+                    source,
+                    since,
+                    until,
+                },
+        } => {
+            let db = db(&config).await?;
+            let user = user_by(&db, &user).await?;
+            let filter = db::documents::KeyFilter {
+                source,
+                since,
+                until,
+            };
+            let queued = ctl::reprocess_insights(&db, &bus(&config).await?, user, &filter).await?;
+            println!("queued {queued} documents to be read again by product intelligence");
+        }
         Command::Rules {
             command: RulesCommand::List { user, json },
         } => {
@@ -538,6 +622,22 @@ async fn main() -> anyhow::Result<()> {
             let rules = ctl::load_demo_rules(&db, user).await?;
             eprintln!(
                 "demo user {email}: {} documents submitted, {rules} rules",
+                accepted.len()
+            );
+            println!("{}", token(&config, user, &email, Some(365))?);
+        }
+        Command::Demo {
+            command: DemoCommand::LoadProduct { email },
+        } => {
+            let db = db(&config).await?;
+            let user = db::users::ensure(&db, &email).await?;
+            let limits = Limits {
+                max_batch: config.max_batch_documents,
+                max_body_bytes: config.max_document_bytes,
+            };
+            let accepted = ctl::load_product_demo(&db, &bus(&config).await?, user, &limits).await?;
+            eprintln!(
+                "product demo user {email}: {} documents submitted, product intelligence on",
                 accepted.len()
             );
             println!("{}", token(&config, user, &email, Some(365))?);

@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+pub mod insights;
+
 /// Queue group, so that several embedding services share query load.
 const QUERY_GROUP: &str = "embedding";
 
@@ -172,6 +174,8 @@ impl Handler for Indexer {
             Lane::Bulk => Priority::Bulk,
         };
         match delivery.envelope.event {
+            // Product intelligence reads it again; the index stays as it is.
+            Event::DocUpserted(e) if e.insights_only => Ok(()),
             Event::DocUpserted(e) => self
                 .index(e.document_id, &e.content_hash, priority, e.again)
                 .await
@@ -223,8 +227,8 @@ pub async fn serve_queries(
     Ok(())
 }
 
-/// Runs the indexing consumers (interactive and bulk lanes, one model) and the query
-/// responder until `cancel` fires.
+/// Runs the indexing consumers (interactive and bulk lanes, one model), the insights
+/// consumers (the same lanes) and the query responder until `cancel` fires.
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
     let embedder = embedder(&config)?;
     let backends = Backends::connect(&config, config.db_max_connections).await?;
@@ -234,13 +238,26 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         batcher: batcher.clone(),
         chunker: Arc::new(chunker(&config)),
     };
+    let insights = insights::Insights::new(
+        backends.db.clone(),
+        backends.bus.clone(),
+        batcher.clone(),
+        db::insights::Joining {
+            join: config.insights_theme_join,
+        },
+    )
+    .await?;
     let queries = tokio::spawn(serve_queries(backends.bus.clone(), batcher, cancel.clone()));
-    let (interactive, bulk) = tokio::join!(
+    let (interactive, bulk, insights_interactive, insights_bulk) = tokio::join!(
         backends.consume("embedding", indexer.clone(), &config, cancel.clone()),
-        backends.consume("embedding-bulk", indexer, &config, cancel),
+        backends.consume("embedding-bulk", indexer, &config, cancel.clone()),
+        backends.consume("insights", insights.clone(), &config, cancel.clone()),
+        backends.consume("insights-bulk", insights, &config, cancel),
     );
     interactive?;
     bulk?;
+    insights_interactive?;
+    insights_bulk?;
     queries.await??;
     Ok(())
 }

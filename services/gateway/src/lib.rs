@@ -22,8 +22,8 @@ use common::intake::Limits;
 use db::DatabaseConnection;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use routes::{
-    approvals, chat, connections, conversations, ingest, ops, provider_hooks, rules, search,
-    sign_in, sync, tasks, tokens, transcripts, webhooks,
+    approvals, chat, connections, conversations, ingest, insights, ops, provider_hooks, rules,
+    search, sign_in, sync, tasks, tokens, transcripts, webhooks,
 };
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -111,6 +111,13 @@ impl AppState {
         tasks::get_task,
         tasks::cancel_task,
         tasks::notifications,
+        insights::get_settings,
+        insights::put_settings,
+        insights::list_themes,
+        insights::get_theme,
+        insights::list_items,
+        insights::progress,
+        insights::import_feedback,
         ops::health,
         ops::ready,
         ops::metrics,
@@ -124,6 +131,7 @@ impl AppState {
         (name = "search", description = "Hybrid search over your own data"),
         (name = "chat", description = "The assistant: streamed answers with citations, conversations, approvals, audit, usage"),
         (name = "rules", description = "Rules and standing instructions that act on events, their firings and backtests; tasks that wait; notifications"),
+        (name = "insights", description = "Product intelligence: feature requests, bugs and pain points customers raise, quoted, tied to accounts, grouped into themes; feedback import"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]
@@ -185,6 +193,7 @@ pub fn router(state: AppState) -> Router {
         .merge(approvals::router())
         .merge(rules::router())
         .merge(tasks::router())
+        .merge(insights::router())
         .merge(ops::router())
         .route(
             "/openapi.json",

@@ -49,6 +49,7 @@ pub async fn ingest_document(
                 created: outcome == Upserted::Created,
                 caused_by,
                 again: false,
+                insights_only: false,
             }),
         )
         .in_lane(lane);

@@ -174,6 +174,9 @@ pub struct Config {
     /// Backtests per user per minute, and the most days one may read.
     pub backtests_per_user_per_minute: i64,
     pub backtest_max_days: i64,
+    /// Cosine similarity (0–1) of a new insight item to a theme's centroid at or above
+    /// which the item joins that theme; below it, the item starts a theme.
+    pub insights_theme_join: f32,
     /// Model tokens per user per day (UTC), for chat, compiling rules and tier 2.
     pub model_tokens_per_user_per_day: i64,
     /// Turns a user may have queued or running at once (the gateway answers 429 past it; an
@@ -321,6 +324,7 @@ impl Default for Config {
             rules_max_firings_per_minute: 120,
             backtests_per_user_per_minute: 6,
             backtest_max_days: 14,
+            insights_theme_join: 0.55,
             model_tokens_per_user_per_day: 2_000_000,
             chat_max_turns_per_user: 4,
             chat_max_streams_per_user: 16,
@@ -443,6 +447,7 @@ impl Config {
             "rules_max_firings_per_minute",
             "backtests_per_user_per_minute",
             "backtest_max_days",
+            "insights_theme_join",
             "model_tokens_per_user_per_day",
             "chat_max_turns_per_user",
             "chat_max_streams_per_user",
@@ -555,6 +560,9 @@ impl Config {
         }
         if self.search_max_concurrent == 0 {
             return invalid("SEARCH_MAX_CONCURRENT", "must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.insights_theme_join) {
+            return invalid("INSIGHTS_THEME_JOIN", "must be between 0 and 1");
         }
         if self.consumer_concurrency == 0 || self.embed_batch_size == 0 {
             return invalid("CONSUMER_CONCURRENCY", "must be at least 1");

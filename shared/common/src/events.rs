@@ -388,6 +388,10 @@ pub struct DocUpserted {
     /// change to what is indexed).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub again: bool,
+    /// Only product intelligence reads it again (`ctl insights reprocess`); the index is left
+    /// as it is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insights_only: bool,
 }
 
 /// Core NATS subject (under the deployment prefix) where the embedding service answers

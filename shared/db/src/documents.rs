@@ -119,25 +119,40 @@ pub struct DocumentKey {
     pub content_hash: String,
 }
 
+/// Which documents a walk visits: of one source, said (or stored) within a window.
+#[derive(Debug, Clone, Default)]
+pub struct KeyFilter {
+    pub source: Option<String>,
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// Up to `limit` documents (of `user`, or everyone's) with ids after `after`, in id order:
-/// one page of a walk over all of them.
+/// one page of a walk over all of them (or those `filter` keeps).
 pub async fn keys_after(
     db: &DatabaseConnection,
     user: Option<UserId>,
     after: uuid::Uuid,
     limit: u64,
+    filter: &KeyFilter,
 ) -> Result<Vec<DocumentKey>> {
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT id, user_id, source, kind, content_hash FROM documents
              WHERE id > $1 AND ($2::uuid IS NULL OR user_id = $2)
+               AND ($4::text IS NULL OR source = $4)
+               AND ($5::timestamptz IS NULL OR coalesce(occurred_at, created_at) >= $5)
+               AND ($6::timestamptz IS NULL OR coalesce(occurred_at, created_at) < $6)
              ORDER BY id
              LIMIT $3",
             [
                 after.into(),
                 user.map(|u| u.0).into(),
                 (limit as i64).into(),
+                filter.source.clone().into(),
+                filter.since.into(),
+                filter.until.into(),
             ],
         ))
         .await?;

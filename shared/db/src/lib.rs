@@ -9,6 +9,7 @@ pub mod dead_letters;
 pub mod documents;
 pub mod entities;
 pub mod firings;
+pub mod insights;
 pub mod invocations;
 pub mod quota;
 pub mod rules;

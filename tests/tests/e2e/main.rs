@@ -10,6 +10,7 @@ mod edge;
 mod fairness;
 mod fakes;
 mod google;
+mod insights;
 mod intake;
 mod ops;
 mod outages;

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod connections;
 pub mod conversations;
 pub mod ingest;
+pub mod insights;
 pub mod ops;
 pub mod provider_hooks;
 pub mod rules;

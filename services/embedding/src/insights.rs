@@ -1,0 +1,348 @@
+//! The insights consumers: every stored document of a source a user turned product
+//! intelligence on for (and all imported feedback) is cut into sentences, embedded with the
+//! model this service already holds, scored (tier 1), turned into items with their quotes
+//! (tier 2), tied to the customer and matched to themes. They live here because the model
+//! does: one copy of it in memory serves indexing, search queries and insights.
+
+use common::bus::Bus;
+use common::consumer::{Delivery, HandleError, Handler};
+use common::events::{DomainEvent, Envelope, Event, Lane};
+use common::ids::Source;
+use common::{DocumentId, UserId};
+use db::DatabaseConnection;
+use db::entities::document;
+use db::insights::{self as store, Customer, Joining, NewItem, Outcome, Settings};
+use embed::{Batcher, Priority};
+use insights::classify::LOCAL_CLASSIFIER;
+use insights::{LocalClassifier, Scored, text};
+use std::sync::Arc;
+
+/// Documents of this source are feedback imported as such: always processed, tier 1 only
+/// decides the kind.
+pub const FEEDBACK_SOURCE: &str = "feedback";
+
+#[derive(Clone)]
+pub struct Insights {
+    pub db: DatabaseConnection,
+    pub bus: Bus,
+    pub batcher: Batcher,
+    pub classifier: Arc<LocalClassifier>,
+    pub joining: Joining,
+}
+
+impl Insights {
+    /// Embeds the classifier's labelled examples with the service's model.
+    pub async fn new(
+        db: DatabaseConnection,
+        bus: Bus,
+        batcher: Batcher,
+        joining: Joining,
+    ) -> anyhow::Result<Self> {
+        let examples = insights::classify::examples();
+        let vectors = batcher
+            .embed_many(
+                examples.iter().map(|(_, t)| (*t).to_owned()).collect(),
+                Priority::Bulk,
+            )
+            .await?;
+        let classifier =
+            LocalClassifier::new(examples.into_iter().map(|(k, _)| k).zip(vectors).collect());
+        Ok(Self {
+            db,
+            bus,
+            batcher,
+            classifier: Arc::new(classifier),
+            joining,
+        })
+    }
+}
+
+/// Whether the user's settings cover this document's source and channel.
+pub fn covered(settings: &Settings, doc: &document::Model) -> bool {
+    if doc.source == FEEDBACK_SOURCE {
+        return true;
+    }
+    if !settings.enabled {
+        return false;
+    }
+    let source_ok = settings.sources.is_empty()
+        || settings
+            .sources
+            .iter()
+            .any(|s| s == &doc.source || (s == "transcript" && doc.kind == "transcript"));
+    if !source_ok {
+        return false;
+    }
+    if settings.channels.is_empty() {
+        return true;
+    }
+    let m = &doc.metadata;
+    let named = |c: &str| {
+        settings
+            .channels
+            .iter()
+            .any(|want| want.trim_start_matches('#').eq_ignore_ascii_case(c))
+    };
+    match doc.source.as_str() {
+        "slack" => ["channel", "channel_name"]
+            .iter()
+            .filter_map(|k| m[*k].as_str())
+            .any(named),
+        "gmail" => m["labels"]
+            .as_array()
+            .map(|ls| ls.iter().filter_map(|l| l.as_str()).any(named))
+            .unwrap_or(false),
+        // Channels name Slack channels and Gmail labels; other sources are not narrowed.
+        _ => true,
+    }
+}
+
+/// Who wrote the document, or said the sentence: a sender, a Slack member, a speaker, or the
+/// customer an imported row names.
+pub fn author(doc: &document::Model, speaker: Option<&str>) -> Customer {
+    let m = &doc.metadata;
+    let text = |k: &str| {
+        m[k].as_str()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    match (doc.source.as_str(), doc.kind.as_str()) {
+        (_, "transcript") => {
+            let name = speaker.map(str::to_owned);
+            // A participant listed as "Name <address>" gives the speaker's address.
+            let email = name.as_deref().and_then(|n| {
+                m["participants"].as_array()?.iter().find_map(|p| {
+                    let mb = common::email::mailbox(p.as_str()?).ok()?;
+                    let same = mb
+                        .name
+                        .as_deref()
+                        .is_some_and(|pn| pn.trim().eq_ignore_ascii_case(n.trim()));
+                    same.then(|| common::email::address(&mb))
+                })
+            });
+            Customer {
+                name,
+                email,
+                ..Customer::default()
+            }
+        }
+        ("gmail", _) | (_, "email") => {
+            let from = text("from").and_then(|f| common::email::mailbox(&f).ok());
+            Customer {
+                name: from.as_ref().and_then(|f| f.name.clone()),
+                email: from.as_ref().map(common::email::address),
+                ..Customer::default()
+            }
+        }
+        ("slack", _) => Customer {
+            name: text("user_name").or_else(|| text("user")),
+            ..Customer::default()
+        },
+        _ => Customer {
+            name: text("customer_name"),
+            email: text("customer_email").map(|e| e.to_lowercase()),
+            company: text("company"),
+            ..Customer::default()
+        },
+    }
+}
+
+impl Insights {
+    /// Scores, extracts and places one document version; records the outcome.
+    pub async fn process(
+        &self,
+        user: UserId,
+        id: DocumentId,
+        again: bool,
+        priority: Priority,
+    ) -> Result<(), HandleError> {
+        let Some(doc) = db::documents::get(&self.db, id).await? else {
+            return Ok(()); // deleted since
+        };
+        if doc.user_id != user.0 {
+            return Err(HandleError::poison("document of another user"));
+        }
+        let settings = store::settings(&self.db, user).await?;
+        if !covered(&settings, &doc) {
+            return Ok(());
+        }
+        if !again && store::seen(&self.db, user, id, &doc.content_hash, LOCAL_CLASSIFIER).await? {
+            return Ok(());
+        }
+        let feedback = doc.source == FEEDBACK_SOURCE;
+        let mut outcome = Outcome {
+            document: id,
+            content_hash: &doc.content_hash,
+            source: &doc.source,
+            status: "below",
+            reason: None,
+            score: None,
+            kinds: Vec::new(),
+            items: 0,
+            classifier: LOCAL_CLASSIFIER,
+        };
+        if doc.body.len() > text::MAX_TEXT_BYTES {
+            outcome.status = "skipped";
+            outcome.reason = Some(format!(
+                "too_large: {} bytes, over {}",
+                doc.body.len(),
+                text::MAX_TEXT_BYTES
+            ));
+            metrics::counter!("insights_messages_total", "outcome" => "skipped").increment(1);
+            // Items of an earlier, smaller version no longer stand for this text.
+            store::replace_items(&self.db, user, id, Vec::new(), self.joining).await?;
+            store::record(&self.db, user, &outcome).await?;
+            return Ok(());
+        }
+        let body = doc.body.as_str();
+        let covered_to = text::chunks(body).last().map(|c| c.end).unwrap_or(0);
+        let sentences = text::sentences(body, covered_to, doc.kind == "transcript");
+        let vectors = self
+            .batcher
+            .embed_many(
+                sentences
+                    .iter()
+                    .map(|s| s.span.of(body).to_owned())
+                    .collect(),
+                priority,
+            )
+            .await
+            .map_err(HandleError::retry)?;
+        let scored: Vec<Scored> = sentences
+            .into_iter()
+            .zip(vectors)
+            .map(|(sentence, vector)| Scored {
+                verdict: self.classifier.classify(&vector),
+                sentence,
+                vector,
+            })
+            .collect();
+        // Imported feedback is feedback: tier 1 only names its kind.
+        let min_score = if feedback {
+            0
+        } else {
+            settings.min_score.clamp(0, 10) as u8
+        };
+        let found = insights::extract_local(body, &scored, min_score);
+        outcome.score = Some(found.score as i16);
+        outcome.kinds = found.kinds.iter().map(|k| k.as_str().to_owned()).collect();
+        let occurred_at = doc
+            .occurred_at
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_else(|| doc.created_at.with_timezone(&chrono::Utc));
+        let mut items = Vec::with_capacity(found.items.len());
+        if found.score >= min_score {
+            for f in &found.items {
+                let customer =
+                    store::resolve_customer(&self.db, user, author(&doc, f.speaker.as_deref()))
+                        .await?;
+                items.push(NewItem {
+                    span_start: f.span.start as i32,
+                    span_end: f.span.end as i32,
+                    kind: f.kind.as_str().to_owned(),
+                    title: f.title.clone(),
+                    description: f.description.clone(),
+                    quote: f.quote.clone(),
+                    score: f.score as i16,
+                    customer,
+                    product_area: None,
+                    sentiment: f.sentiment.to_owned(),
+                    urgency: f.urgency.to_owned(),
+                    embedding: f.vector.clone(),
+                    occurred_at,
+                });
+            }
+        }
+        let placed = store::replace_items(&self.db, user, id, items.clone(), self.joining).await?;
+        outcome.items = placed.len() as i32;
+        let status = if placed.is_empty() {
+            "below"
+        } else {
+            "extracted"
+        };
+        outcome.status = status;
+        metrics::counter!("insights_messages_total", "outcome" => status).increment(1);
+        metrics::counter!("insights_items_total").increment(placed.len() as u64);
+        // Announce after storing. A first pass over this content announces every item (a
+        // redelivery after a crash announces them again, and JetStream drops the repeats by
+        // their ids); a forced re-run announces only items that did not exist.
+        let mut events = Vec::new();
+        for (p, item) in placed.iter().zip(&items) {
+            if p.new_theme {
+                events.push(domain(
+                    user,
+                    "insight.theme.created",
+                    p.theme.to_string(),
+                    "1".to_owned(),
+                    id,
+                    serde_json::json!({
+                        "theme_id": p.theme, "kind": item.kind, "title": item.title,
+                    }),
+                ));
+            }
+            if p.new_item || !again {
+                events.push(domain(
+                    user,
+                    "insight.item.extracted",
+                    p.item.to_string(),
+                    common::events::short_hash(&[&item.kind, &item.quote]),
+                    id,
+                    serde_json::json!({
+                        "item_id": p.item, "theme_id": p.theme, "kind": item.kind,
+                        "title": item.title, "quote": item.quote, "urgency": item.urgency,
+                        "sentiment": item.sentiment, "source": doc.source,
+                        "company": item.customer.company, "customer_email": item.customer.email,
+                        "customer_name": item.customer.name,
+                    }),
+                ));
+            }
+        }
+        // The outcome is recorded last: a crash before it processes the message again, and
+        // the items (keyed by span) come out the same.
+        if !events.is_empty() {
+            self.bus
+                .publish_all(&events)
+                .await
+                .map_err(HandleError::retry)?;
+        }
+        store::record(&self.db, user, &outcome).await?;
+        Ok(())
+    }
+}
+
+fn domain(
+    user: UserId,
+    name: &str,
+    entity: String,
+    version: String,
+    document: DocumentId,
+    data: serde_json::Value,
+) -> Envelope {
+    Envelope::new(
+        user,
+        Event::Domain(DomainEvent {
+            source: Source::parse("insights").expect("valid source"),
+            name: name.to_owned(),
+            entity_id: entity,
+            document_id: Some(document),
+            version,
+            data,
+            history: false,
+        }),
+    )
+}
+
+impl Handler for Insights {
+    async fn handle(&self, delivery: Delivery) -> Result<(), HandleError> {
+        let priority = match delivery.envelope.lane {
+            Lane::Interactive => Priority::Urgent,
+            Lane::Bulk => Priority::Bulk,
+        };
+        let user = delivery.envelope.user_id;
+        match delivery.envelope.event {
+            Event::DocUpserted(e) => self.process(user, e.document_id, e.again, priority).await,
+            _ => Err(HandleError::poison("insights only handles doc.upserted")),
+        }
+    }
+}

@@ -1,0 +1,600 @@
+//! Product intelligence: the user's settings (which sources the pipeline reads), the themes
+//! and items it found, its progress, and feedback imported without a connector (JSON or
+//! CSV rows), which is stored as `feedback` documents and always processed.
+
+use crate::AppState;
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ErrorBody, parse_json};
+use crate::routes::ingest::AcceptedDocument;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use common::events::DocumentInput;
+use common::ids::Source;
+use common::intake::{self, FieldError};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/insights/settings",
+            get(get_settings).put(put_settings),
+        )
+        .route("/api/insights/themes", get(list_themes))
+        .route("/api/insights/themes/{id}", get(get_theme))
+        .route("/api/insights/items", get(list_items))
+        .route("/api/insights/progress", get(progress))
+        .route("/api/insights/feedback", post(import_feedback))
+}
+
+/// Which messages product intelligence reads. Imported feedback is always read.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InsightSettings {
+    pub enabled: bool,
+    /// Sources to read (`slack`, `gmail`, `transcripts`, or `transcript` for every recorder);
+    /// empty: all.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Slack channels (id or name) and Gmail labels to read; empty: all of them.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Tier 1's relevance score (0–10) a message needs to be extracted from; default 6.
+    #[serde(default = "default_min_score")]
+    pub min_score: i16,
+}
+
+fn default_min_score() -> i16 {
+    6
+}
+
+const MAX_SOURCES: usize = 50;
+const MAX_CHANNELS: usize = 500;
+const MAX_CHANNEL_CHARS: usize = 200;
+
+impl InsightSettings {
+    fn validate(self) -> Result<db::insights::Settings, FieldError> {
+        if self.sources.len() > MAX_SOURCES {
+            return Err(FieldError::new("sources", format!("at most {MAX_SOURCES}")));
+        }
+        for (i, s) in self.sources.iter().enumerate() {
+            Source::parse(s).map_err(|r| FieldError::new(format!("sources[{i}]"), r))?;
+        }
+        if self.channels.len() > MAX_CHANNELS {
+            return Err(FieldError::new(
+                "channels",
+                format!("at most {MAX_CHANNELS}"),
+            ));
+        }
+        for (i, c) in self.channels.iter().enumerate() {
+            if c.trim().is_empty() || c.chars().count() > MAX_CHANNEL_CHARS {
+                return Err(FieldError::new(
+                    format!("channels[{i}]"),
+                    format!("1 to {MAX_CHANNEL_CHARS} characters"),
+                ));
+            }
+        }
+        if !(0..=10).contains(&self.min_score) {
+            return Err(FieldError::new("min_score", "must be between 0 and 10"));
+        }
+        Ok(db::insights::Settings {
+            enabled: self.enabled,
+            sources: self.sources,
+            channels: self
+                .channels
+                .into_iter()
+                .map(|c| c.trim().to_owned())
+                .collect(),
+            min_score: self.min_score,
+        })
+    }
+}
+
+impl From<db::insights::Settings> for InsightSettings {
+    fn from(s: db::insights::Settings) -> Self {
+        Self {
+            enabled: s.enabled,
+            sources: s.sources,
+            channels: s.channels,
+            min_score: s.min_score,
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/insights/settings", tag = "insights",
+    security(("bearer" = []), ("session" = [])),
+    responses((status = 200, description = "Your settings (off until turned on)", body = InsightSettings)))]
+pub async fn get_settings(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> Result<Json<InsightSettings>, ApiError> {
+    Ok(Json(db::insights::settings(&state.db, user).await?.into()))
+}
+
+#[utoipa::path(put, path = "/api/insights/settings", tag = "insights", request_body = InsightSettings,
+    security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Stored; messages stored from now on are read accordingly", body = InsightSettings),
+        (status = 400, description = "Not JSON, or not the expected shape", body = ErrorBody),
+        (status = 422, description = "A field is invalid; `field` names it", body = ErrorBody),
+    ))]
+pub async fn put_settings(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    body: Bytes,
+) -> Result<Json<InsightSettings>, ApiError> {
+    let request: InsightSettings = parse_json(&body)?;
+    let settings = request.validate().map_err(ApiError::Invalid)?;
+    db::insights::save_settings(&state.db, user, &settings).await?;
+    Ok(Json(settings.into()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ThemeParams {
+    /// `feature_request`, `bug`, `pain_point`, `praise` or `question`.
+    pub kind: Option<String>,
+    /// Only items from this source (`slack`, `gmail`, `feedback`...).
+    pub source: Option<String>,
+    /// Only items from customers of this company.
+    pub company: Option<String>,
+    /// Only items said at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only items said before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// `mentions` (default), `accounts` or `recent`.
+    pub sort: Option<String>,
+    /// 1-500, default 100.
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ThemeView {
+    pub id: Uuid,
+    pub title: String,
+    /// Its best quote.
+    pub summary: String,
+    pub kind: String,
+    /// Items (mentions) within the filter.
+    pub items: i32,
+    /// Distinct accounts (companies, or customers without one) within the filter.
+    pub accounts: i32,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+}
+
+impl From<db::insights::Theme> for ThemeView {
+    fn from(t: db::insights::Theme) -> Self {
+        Self {
+            id: t.id,
+            title: t.title,
+            summary: t.summary,
+            kind: t.kind,
+            items: t.items,
+            accounts: t.accounts,
+            first_seen: t.first_seen,
+            last_seen: t.last_seen,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Themes {
+    pub themes: Vec<ThemeView>,
+}
+
+fn kind_param(kind: Option<String>) -> Result<Option<String>, ApiError> {
+    match kind {
+        Some(k) if insights::Kind::parse(&k).is_none() => Err(ApiError::Invalid(FieldError::new(
+            "kind",
+            "one of feature_request, bug, pain_point, praise, question",
+        ))),
+        k => Ok(k),
+    }
+}
+
+#[utoipa::path(get, path = "/api/insights/themes", tag = "insights", params(ThemeParams),
+    security(("bearer" = []), ("session" = [])),
+    responses((status = 200, description = "Your themes with their counts within the filter", body = Themes),
+        (status = 422, description = "A parameter is invalid; `field` names it", body = ErrorBody)))]
+pub async fn list_themes(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Query(p): Query<ThemeParams>,
+) -> Result<Json<Themes>, ApiError> {
+    let limit = super::list_limit(p.limit)?;
+    let sort = p.sort.unwrap_or_else(|| "mentions".into());
+    if !["mentions", "accounts", "recent"].contains(&sort.as_str()) {
+        return Err(ApiError::Invalid(FieldError::new(
+            "sort",
+            "one of mentions, accounts, recent",
+        )));
+    }
+    let filter = db::insights::Filter {
+        kind: kind_param(p.kind)?,
+        source: p.source,
+        company: p.company,
+        since: p.since,
+        until: p.until,
+        ..Default::default()
+    };
+    let themes = db::insights::themes(&state.db, user, &filter, &sort, limit).await?;
+    Ok(Json(Themes {
+        themes: themes.into_iter().map(ThemeView::from).collect(),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemView {
+    pub id: Uuid,
+    pub theme_id: Option<Uuid>,
+    pub kind: String,
+    pub title: String,
+    pub description: String,
+    /// Word for word from the source: `source_text[span_start..span_end]` (bytes).
+    pub quote: String,
+    /// Tier 1's relevance score, 0–10.
+    pub score: i16,
+    /// Who said it: name, email, HubSpot contact and company, open deals.
+    #[schema(value_type = Object)]
+    pub customer: serde_json::Value,
+    pub company: Option<String>,
+    pub product_area: Option<String>,
+    pub sentiment: String,
+    pub urgency: String,
+    pub document_id: Uuid,
+    pub source: String,
+    /// The source's own id for the message (Slack `channel:ts`, Gmail message id...).
+    pub external_id: String,
+    pub document_title: String,
+    pub span_start: i32,
+    pub span_end: i32,
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl From<db::insights::Item> for ItemView {
+    fn from(i: db::insights::Item) -> Self {
+        Self {
+            id: i.id,
+            theme_id: i.theme_id,
+            kind: i.kind,
+            title: i.title,
+            description: i.description,
+            quote: i.quote,
+            score: i.score,
+            customer: i.customer,
+            company: i.company,
+            product_area: i.product_area,
+            sentiment: i.sentiment,
+            urgency: i.urgency,
+            document_id: i.document_id,
+            source: i.source,
+            external_id: i.external_id,
+            document_title: i.document_title,
+            span_start: i.span_start,
+            span_end: i.span_end,
+            occurred_at: i.occurred_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ThemeDetail {
+    pub theme: ThemeView,
+    /// Its items, newest first.
+    pub items: Vec<ItemView>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ThemeItemParams {
+    /// 1-500, default 100.
+    pub limit: Option<u64>,
+}
+
+#[utoipa::path(get, path = "/api/insights/themes/{id}", tag = "insights", params(("id" = Uuid, Path), ThemeItemParams),
+    security(("bearer" = []), ("session" = [])),
+    responses((status = 200, description = "The theme and its items", body = ThemeDetail),
+        (status = 404, description = "No such theme of yours", body = ErrorBody)))]
+pub async fn get_theme(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<Uuid>,
+    Query(p): Query<ThemeItemParams>,
+) -> Result<Json<ThemeDetail>, ApiError> {
+    let limit = super::list_limit(p.limit)?;
+    let theme = db::insights::theme(&state.db, user, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such theme".into()))?;
+    let filter = db::insights::Filter {
+        theme: Some(id),
+        ..Default::default()
+    };
+    let items = db::insights::items(&state.db, user, &filter, limit).await?;
+    Ok(Json(ThemeDetail {
+        theme: theme.into(),
+        items: items.into_iter().map(ItemView::from).collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ItemParams {
+    pub theme: Option<Uuid>,
+    pub kind: Option<String>,
+    pub document: Option<Uuid>,
+    pub source: Option<String>,
+    pub company: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// 1-500, default 100.
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Items {
+    pub items: Vec<ItemView>,
+}
+
+#[utoipa::path(get, path = "/api/insights/items", tag = "insights", params(ItemParams),
+    security(("bearer" = []), ("session" = [])),
+    responses((status = 200, description = "Your items, newest first", body = Items),
+        (status = 422, description = "A parameter is invalid; `field` names it", body = ErrorBody)))]
+pub async fn list_items(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Query(p): Query<ItemParams>,
+) -> Result<Json<Items>, ApiError> {
+    let limit = super::list_limit(p.limit)?;
+    let filter = db::insights::Filter {
+        kind: kind_param(p.kind)?,
+        source: p.source,
+        company: p.company,
+        theme: p.theme,
+        document: p.document.map(common::DocumentId),
+        since: p.since,
+        until: p.until,
+    };
+    let items = db::insights::items(&state.db, user, &filter, limit).await?;
+    Ok(Json(Items {
+        items: items.into_iter().map(ItemView::from).collect(),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProgressRow {
+    pub source: String,
+    /// `extracted`, `below` (scored under the threshold) or `skipped`.
+    pub status: String,
+    /// Why messages were skipped (`too_large: ...`).
+    pub reason: Option<String>,
+    pub messages: i64,
+    pub items: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Progress {
+    pub progress: Vec<ProgressRow>,
+}
+
+#[utoipa::path(get, path = "/api/insights/progress", tag = "insights",
+    security(("bearer" = []), ("session" = [])),
+    responses((status = 200, description = "Messages read per source and outcome", body = Progress)))]
+pub async fn progress(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> Result<Json<Progress>, ApiError> {
+    let rows = db::insights::progress(&state.db, user).await?;
+    Ok(Json(Progress {
+        progress: rows
+            .into_iter()
+            .map(|r| ProgressRow {
+                source: r.source,
+                status: r.status,
+                reason: r.reason,
+                messages: r.messages,
+                items: r.items,
+            })
+            .collect(),
+    }))
+}
+
+/// One piece of feedback known to be feedback (a survey answer, a ticket, a row).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackRow {
+    pub text: String,
+    /// Your id for it: the same id again updates it.
+    pub external_id: String,
+    pub customer_email: Option<String>,
+    pub customer_name: Option<String>,
+    pub company: Option<String>,
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackImport {
+    pub rows: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefusedRow {
+    /// 1-based: the row's place among the rows (for CSV, the line after the header).
+    pub row: usize,
+    pub field: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeedbackResponse {
+    pub accepted: Vec<AcceptedDocument>,
+    pub refused: Vec<RefusedRow>,
+}
+
+/// Most rows in one import.
+pub const MAX_FEEDBACK_ROWS: usize = 5_000;
+const TITLE_CHARS: usize = 80;
+
+impl FeedbackRow {
+    fn into_input(self) -> Result<DocumentInput, FieldError> {
+        let text = self.text.trim().to_owned();
+        if text.is_empty() {
+            return Err(FieldError::new("text", "must not be empty"));
+        }
+        if self.external_id.trim().is_empty() {
+            return Err(FieldError::new("external_id", "must not be empty"));
+        }
+        let email = match self.customer_email.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(e) => {
+                let m = common::email::mailbox(e)
+                    .map_err(|_| FieldError::new("customer_email", "not an email address"))?;
+                Some(common::email::address(&m))
+            }
+        };
+        let clean = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+        let title: String = text.chars().take(TITLE_CHARS).collect();
+        Ok(DocumentInput {
+            source: Source::parse("feedback").expect("valid source"),
+            kind: Source::parse("feedback").expect("valid kind"),
+            external_id: self.external_id.trim().to_owned(),
+            title,
+            body: text,
+            metadata: serde_json::json!({
+                "customer_email": email,
+                "customer_name": clean(self.customer_name),
+                "company": clean(self.company),
+            }),
+            occurred_at: self.occurred_at,
+        })
+    }
+}
+
+/// Rows from CSV with a header naming the columns (`text`, `external_id`, and optionally
+/// `customer_email`, `customer_name`, `company`, `occurred_at`); each row as JSON or the
+/// reason it is unreadable.
+fn csv_rows(body: &[u8]) -> Result<Vec<Result<serde_json::Value, FieldError>>, ApiError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::Headers)
+        .from_reader(body);
+    let headers = reader
+        .headers()
+        .map_err(|e| ApiError::BadRequest(format!("the CSV header does not read: {e}")))?
+        .clone();
+    for required in ["text", "external_id"] {
+        if !headers.iter().any(|h| h == required) {
+            return Err(ApiError::Invalid(FieldError::new(
+                required,
+                "the CSV header must name this column",
+            )));
+        }
+    }
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        rows.push(match record {
+            Ok(r) => {
+                let mut row = serde_json::Map::new();
+                for (h, v) in headers.iter().zip(r.iter()) {
+                    if !v.is_empty() {
+                        row.insert(h.to_owned(), serde_json::Value::String(v.to_owned()));
+                    }
+                }
+                Ok(serde_json::Value::Object(row))
+            }
+            Err(e) => Err(FieldError::new("row", format!("does not read: {e}"))),
+        });
+        if rows.len() > MAX_FEEDBACK_ROWS {
+            break;
+        }
+    }
+    Ok(rows)
+}
+
+#[utoipa::path(post, path = "/api/insights/feedback", tag = "insights",
+    request_body(content = FeedbackImport, description = "JSON `{\"rows\": [...]}` of `FeedbackRow`, or `text/csv` with a header row naming the same columns"),
+    security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = 202, description = "The good rows are durably in JetStream; bad rows are listed by number with the reason", body = FeedbackResponse),
+        (status = 400, description = "Neither JSON nor CSV", body = ErrorBody),
+        (status = 422, description = "No row is usable (the first reason is given), or too many rows", body = ErrorBody),
+        (status = 503, description = "JetStream unavailable; retry later", body = ErrorBody),
+    ))]
+pub async fn import_feedback(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<FeedbackResponse>), ApiError> {
+    let is_csv = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/csv"));
+    let rows: Vec<Result<serde_json::Value, FieldError>> = if is_csv {
+        csv_rows(&body)?
+    } else {
+        let import: FeedbackImport = parse_json(&body)?;
+        import.rows.into_iter().map(Ok).collect()
+    };
+    if rows.is_empty() {
+        return Err(ApiError::Invalid(FieldError::new("rows", "no rows")));
+    }
+    if rows.len() > MAX_FEEDBACK_ROWS {
+        return Err(ApiError::Invalid(FieldError::new(
+            "rows",
+            format!("at most {MAX_FEEDBACK_ROWS} rows in one import"),
+        )));
+    }
+    let limits = state.limits();
+    let mut docs = Vec::new();
+    let mut refused = Vec::new();
+    for (i, row) in rows.into_iter().enumerate() {
+        let n = i + 1;
+        let admitted = row
+            .and_then(|v| {
+                serde_json::from_value::<FeedbackRow>(v).map_err(|e| {
+                    // Name the column serde names ("missing field `text`").
+                    let message = e.to_string();
+                    let field = message
+                        .split('`')
+                        .nth(1)
+                        .filter(|_| message.contains("field `"))
+                        .unwrap_or("row")
+                        .to_owned();
+                    FieldError::new(field, message)
+                })
+            })
+            .and_then(FeedbackRow::into_input)
+            .and_then(|d| intake::admit(d, "row", &limits));
+        match admitted {
+            Ok(d) => docs.push(d),
+            Err(e) => refused.push(RefusedRow {
+                row: n,
+                field: e.field.trim_start_matches("row.").to_owned(),
+                reason: e.reason,
+            }),
+        }
+    }
+    if docs.is_empty() {
+        let first = &refused[0];
+        return Err(ApiError::Invalid(FieldError::new(
+            format!("rows[{}].{}", first.row, first.field),
+            first.reason.clone(),
+        )));
+    }
+    let lanes = crate::routes::ingest::lanes_for(&state, user, docs.len(), false).await?;
+    let accepted = intake::submit(&state.bus, user, docs, &lanes)
+        .await
+        .map_err(ApiError::Unavailable)?;
+    let accepted = crate::routes::ingest::IngestResponse::from(accepted).accepted;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(FeedbackResponse { accepted, refused }),
+    ))
+}

@@ -1,0 +1,589 @@
+//! Product intelligence in Postgres: each user's settings, what each message scored, the
+//! items found and the themes they form. Items of a document are replaced as a whole, with
+//! ids derived from the document and span, so a redelivery or replay yields the same rows.
+
+use crate::Result;
+use chrono::{DateTime, Utc};
+use common::{DocumentId, UserId};
+use pgvector::Vector;
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, TransactionTrait,
+    Value,
+};
+use serde::Serialize;
+use uuid::Uuid;
+
+fn stmt(sql: &str, values: Vec<Value>) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Settings {
+    pub enabled: bool,
+    /// Sources to read (`slack`, `gmail`, `transcripts`...); empty: every source.
+    pub sources: Vec<String>,
+    /// Slack channels (id or name) and Gmail labels to read; empty: all of them.
+    pub channels: Vec<String>,
+    /// Tier 1's score (0–10) a message needs to go on to tier 2.
+    pub min_score: i16,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            sources: Vec::new(),
+            channels: Vec::new(),
+            min_score: 6,
+        }
+    }
+}
+
+pub async fn settings(db: &impl ConnectionTrait, user: UserId) -> Result<Settings> {
+    let row = db
+        .query_one_raw(stmt(
+            "SELECT enabled, sources, channels, min_score FROM insight_settings WHERE user_id = $1",
+            vec![user.0.into()],
+        ))
+        .await?;
+    Ok(match row {
+        Some(r) => Settings {
+            enabled: r.try_get("", "enabled")?,
+            sources: r.try_get("", "sources")?,
+            channels: r.try_get("", "channels")?,
+            min_score: r.try_get("", "min_score")?,
+        },
+        None => Settings::default(),
+    })
+}
+
+pub async fn save_settings(db: &impl ConnectionTrait, user: UserId, s: &Settings) -> Result<()> {
+    db.execute_raw(stmt(
+        "INSERT INTO insight_settings (user_id, enabled, sources, channels, min_score)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (user_id) DO UPDATE SET enabled = $2, sources = $3, channels = $4,
+           min_score = $5, updated_at = now()",
+        vec![
+            user.0.into(),
+            s.enabled.into(),
+            s.sources.clone().into(),
+            s.channels.clone().into(),
+            s.min_score.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// The outcome for one version of one message.
+#[derive(Debug, Clone)]
+pub struct Outcome<'a> {
+    pub document: DocumentId,
+    pub content_hash: &'a str,
+    pub source: &'a str,
+    /// `skipped` (with `reason`), `below` (scored under the threshold) or `extracted`.
+    pub status: &'a str,
+    pub reason: Option<String>,
+    pub score: Option<i16>,
+    pub kinds: Vec<String>,
+    pub items: i32,
+    pub classifier: &'a str,
+}
+
+pub async fn record(db: &impl ConnectionTrait, user: UserId, o: &Outcome<'_>) -> Result<()> {
+    db.execute_raw(stmt(
+        "INSERT INTO insight_messages
+           (user_id, document_id, content_hash, source, status, reason, score, kinds, items, classifier)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (user_id, document_id) DO UPDATE SET content_hash = $3, source = $4,
+           status = $5, reason = $6, score = $7, kinds = $8, items = $9, classifier = $10,
+           updated_at = now()",
+        vec![
+            user.0.into(),
+            o.document.0.into(),
+            o.content_hash.into(),
+            o.source.into(),
+            o.status.into(),
+            o.reason.clone().into(),
+            o.score.into(),
+            o.kinds.clone().into(),
+            o.items.into(),
+            o.classifier.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Whether this version of the document was already looked at by this classifier.
+pub async fn seen(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    document: DocumentId,
+    content_hash: &str,
+    classifier: &str,
+) -> Result<bool> {
+    let row = db
+        .query_one_raw(stmt(
+            "SELECT 1 AS one FROM insight_messages
+             WHERE user_id = $1 AND document_id = $2 AND content_hash = $3 AND classifier = $4",
+            vec![
+                user.0.into(),
+                document.0.into(),
+                content_hash.into(),
+                classifier.into(),
+            ],
+        ))
+        .await?;
+    Ok(row.is_some())
+}
+
+/// Who said something, resolved as far as the CRM allows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Customer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The HubSpot contact's record id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contact_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub company: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub company_id: Option<String>,
+    #[serde(default)]
+    pub open_deals: i64,
+    #[serde(default)]
+    pub open_deal_amount: f64,
+}
+
+/// Finds the HubSpot contact by email (first) or exact name, with its company (the associated
+/// company record, else the contact's `company` property) and its open deals.
+pub async fn resolve_customer(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    mut who: Customer,
+) -> Result<Customer> {
+    let (email, name) = (
+        who.email.as_deref().map(str::to_lowercase),
+        who.name.as_deref().map(|n| n.trim().to_lowercase()),
+    );
+    if email.is_none() && name.is_none() {
+        return Ok(who);
+    }
+    let row = db
+        .query_one_raw(stmt(
+            "WITH c AS (
+               SELECT id, external_id, title, metadata FROM documents
+               WHERE user_id = $1 AND source = 'hubspot' AND kind = 'contact'
+                 AND (($2::text IS NOT NULL
+                       AND lower(coalesce(metadata->'properties'->>'email', metadata->>'email')) = $2)
+                   OR ($2::text IS NULL AND $3::text IS NOT NULL AND lower(title) = $3))
+               ORDER BY updated_at DESC LIMIT 1)
+             SELECT c.metadata->>'id' AS contact_id, c.title AS contact_name,
+                    coalesce(c.metadata->'properties'->>'email', c.metadata->>'email') AS email,
+                    co.title AS company, co.metadata->>'id' AS company_id,
+                    nullif(c.metadata->'properties'->>'company', '') AS company_property,
+                    (SELECT count(*) FROM documents d
+                      WHERE d.user_id = $1 AND d.source = 'hubspot' AND d.kind = 'deal'
+                        AND d.external_id IN (SELECT 'deal:' || jsonb_array_elements_text(
+                              coalesce(c.metadata->'associations'->'deals', '[]')))
+                        AND coalesce(d.metadata->'properties'->>'dealstage', '') NOT IN ('closedwon', 'closedlost')
+                    ) AS open_deals,
+                    (SELECT coalesce(sum(CASE WHEN d.metadata->'properties'->>'amount' ~ '^[0-9]+(\\.[0-9]+)?$'
+                                              THEN (d.metadata->'properties'->>'amount')::float8 END), 0)
+                       FROM documents d
+                      WHERE d.user_id = $1 AND d.source = 'hubspot' AND d.kind = 'deal'
+                        AND d.external_id IN (SELECT 'deal:' || jsonb_array_elements_text(
+                              coalesce(c.metadata->'associations'->'deals', '[]')))
+                        AND coalesce(d.metadata->'properties'->>'dealstage', '') NOT IN ('closedwon', 'closedlost')
+                    ) AS open_amount
+             FROM c
+             LEFT JOIN documents co ON co.user_id = $1 AND co.source = 'hubspot' AND co.kind = 'company'
+               AND co.external_id = 'company:' || (c.metadata->'associations'->'companies'->>0)",
+            vec![user.0.into(), email.into(), name.into()],
+        ))
+        .await?;
+    if let Some(r) = row {
+        who.contact_id = r.try_get("", "contact_id")?;
+        let contact_name: Option<String> = r.try_get("", "contact_name")?;
+        who.name = who.name.or(contact_name);
+        let email: Option<String> = r.try_get("", "email")?;
+        who.email = who.email.or(email);
+        let company: Option<String> = r.try_get("", "company")?;
+        let property: Option<String> = r.try_get("", "company_property")?;
+        who.company = company.or(property).or(who.company);
+        who.company_id = r.try_get("", "company_id")?;
+        who.open_deals = r.try_get("", "open_deals")?;
+        who.open_deal_amount = r.try_get("", "open_amount")?;
+    }
+    Ok(who)
+}
+
+/// An item to store.
+#[derive(Debug, Clone)]
+pub struct NewItem {
+    pub span_start: i32,
+    pub span_end: i32,
+    pub kind: String,
+    pub title: String,
+    pub description: String,
+    pub quote: String,
+    pub score: i16,
+    pub customer: Customer,
+    pub product_area: Option<String>,
+    pub sentiment: String,
+    pub urgency: String,
+    pub embedding: Vec<f32>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// The stable id of the item at `span` of `document`.
+pub fn item_id(user: UserId, document: DocumentId, start: i32, end: i32) -> Uuid {
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("insight-item:{user}:{document}:{start}:{end}").as_bytes(),
+    )
+}
+
+/// When an item joins a theme: the cosine similarity of its vector to the centroid (the
+/// mean of its members' vectors) of the closest theme reaches `join`. Below it the item
+/// starts a theme. Themes are topics: a request and a complaint about the same thing share
+/// one, and the theme's kind is its items' most common kind.
+#[derive(Debug, Clone, Copy)]
+pub struct Joining {
+    pub join: f32,
+}
+
+/// What happened to one stored item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placed {
+    pub item: Uuid,
+    pub theme: Uuid,
+    /// The item did not exist before (a redelivery or replay of the same content places
+    /// items that did).
+    pub new_item: bool,
+    pub new_theme: bool,
+    pub similarity: Option<f32>,
+}
+
+/// Replaces the document's items with `items`, each joining the closest theme at or above
+/// `joining.join` or starting one; themes left empty are removed and the
+/// counts, centroids and best quotes of the themes touched are recomputed. One user's
+/// replacements run one at a time (an advisory lock), so two items of the same new theme
+/// arriving together form one theme.
+pub async fn replace_items(
+    db: &DatabaseConnection,
+    user: UserId,
+    document: DocumentId,
+    items: Vec<NewItem>,
+    joining: Joining,
+) -> Result<Vec<Placed>> {
+    let txn = db.begin().await?;
+    txn.execute_raw(stmt(
+        "SELECT pg_advisory_xact_lock(hashtextextended('insights:' || $1::text, 0))",
+        vec![user.0.to_string().into()],
+    ))
+    .await?;
+    let old = txn
+        .query_all_raw(stmt(
+            "DELETE FROM insight_items WHERE user_id = $1 AND document_id = $2 RETURNING id, theme_id",
+            vec![user.0.into(), document.0.into()],
+        ))
+        .await?;
+    let mut touched: Vec<Uuid> = Vec::new();
+    let mut old_ids = std::collections::HashSet::new();
+    for r in &old {
+        old_ids.insert(r.try_get::<Uuid>("", "id")?);
+        if let Some(t) = r.try_get::<Option<Uuid>>("", "theme_id")? {
+            touched.push(t);
+        }
+    }
+    // Themes the removed items belonged to get their centroids back from what is left, so an
+    // item placed again measures against the same theme without itself in it.
+    refresh(&txn, &touched).await?;
+    let mut placed = Vec::with_capacity(items.len());
+    for item in items {
+        let id = item_id(user, document, item.span_start, item.span_end);
+        let vector = Vector::from(item.embedding.clone());
+        let nearest = txn
+            .query_one_raw(stmt(
+                "SELECT id, 1 - (centroid <=> $2) AS similarity FROM insight_themes
+                 WHERE user_id = $1 ORDER BY centroid <=> $2 LIMIT 1",
+                vec![user.0.into(), vector.clone().into()],
+            ))
+            .await?;
+        let nearest: Option<(Uuid, f64)> = nearest
+            .map(|r| Ok::<_, sea_orm::DbErr>((r.try_get("", "id")?, r.try_get("", "similarity")?)))
+            .transpose()?;
+        let similarity = nearest.map(|(_, s)| s as f32);
+        let (theme, new_theme) = match nearest {
+            Some((t, s)) if s as f32 >= joining.join => (t, false),
+            _ => {
+                let t = Uuid::new_v4();
+                txn.execute_raw(stmt(
+                    "INSERT INTO insight_themes (id, user_id, title, summary, kind, centroid, first_seen, last_seen)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                    vec![
+                        t.into(),
+                        user.0.into(),
+                        item.title.clone().into(),
+                        item.quote.clone().into(),
+                        item.kind.clone().into(),
+                        vector.clone().into(),
+                        item.occurred_at.into(),
+                    ],
+                ))
+                .await?;
+                (t, true)
+            }
+        };
+        txn.execute_raw(stmt(
+            "INSERT INTO insight_items (id, user_id, document_id, span_start, span_end, kind, title,
+               description, quote, score, customer, company, product_area, sentiment, urgency,
+               theme_id, similarity, embedding, occurred_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+            vec![
+                id.into(),
+                user.0.into(),
+                document.0.into(),
+                item.span_start.into(),
+                item.span_end.into(),
+                item.kind.clone().into(),
+                item.title.clone().into(),
+                item.description.clone().into(),
+                item.quote.clone().into(),
+                item.score.into(),
+                serde_json::to_value(&item.customer)
+                    .unwrap_or_default()
+                    .into(),
+                item.customer.company.clone().into(),
+                item.product_area.clone().into(),
+                item.sentiment.clone().into(),
+                item.urgency.clone().into(),
+                theme.into(),
+                similarity.into(),
+                vector.into(),
+                item.occurred_at.into(),
+            ],
+        ))
+        .await?;
+        // Later items of this document measure against the theme with this one in it.
+        refresh(&txn, &[theme]).await?;
+        touched.push(theme);
+        placed.push(Placed {
+            item: id,
+            theme,
+            new_item: !old_ids.contains(&id),
+            new_theme,
+            similarity,
+        });
+    }
+    refresh(&txn, &touched).await?;
+    txn.execute_raw(stmt(
+        "DELETE FROM insight_themes WHERE id = ANY($1) AND items = 0",
+        vec![touched.into()],
+    ))
+    .await?;
+    txn.commit().await?;
+    Ok(placed)
+}
+
+/// Recomputes counts, centroid, first and last seen, and the best quote of `themes` from
+/// their items. A theme with no items keeps its centroid (an item placed again finds it)
+/// and is removed by the caller if it stays empty.
+async fn refresh(db: &impl ConnectionTrait, themes: &[Uuid]) -> Result<()> {
+    if themes.is_empty() {
+        return Ok(());
+    }
+    db.execute_raw(stmt(
+        "UPDATE insight_themes t SET
+           items = s.items, accounts = s.accounts, kind = coalesce(s.kind, t.kind),
+           centroid = coalesce(s.centroid, t.centroid),
+           first_seen = coalesce(s.first_seen, t.first_seen),
+           last_seen = coalesce(s.last_seen, t.last_seen),
+           summary = coalesce(s.best, t.summary),
+           updated_at = now()
+         FROM (
+           SELECT th.id,
+                  count(i.id)::int AS items,
+                  count(DISTINCT coalesce(i.company, i.customer->>'email', i.customer->>'name'))::int AS accounts,
+                  mode() WITHIN GROUP (ORDER BY i.kind) AS kind,
+                  avg(i.embedding) AS centroid,
+                  min(i.occurred_at) AS first_seen,
+                  max(i.occurred_at) AS last_seen,
+                  (array_agg(i.quote ORDER BY i.score DESC, i.occurred_at DESC)
+                     FILTER (WHERE i.id IS NOT NULL))[1] AS best
+           FROM insight_themes th LEFT JOIN insight_items i ON i.theme_id = th.id
+           WHERE th.id = ANY($1)
+           GROUP BY th.id) s
+         WHERE t.id = s.id",
+        vec![themes.to_vec().into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, FromQueryResult, Serialize)]
+pub struct Theme {
+    pub id: Uuid,
+    pub title: String,
+    pub summary: String,
+    pub kind: String,
+    pub items: i32,
+    pub accounts: i32,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+}
+
+/// Filters shared by the theme and item lists.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub kind: Option<String>,
+    pub source: Option<String>,
+    pub company: Option<String>,
+    pub theme: Option<Uuid>,
+    pub document: Option<DocumentId>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// `mentions` (items), `accounts`, `recent` (last seen).
+pub async fn themes(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    filter: &Filter,
+    sort: &str,
+    limit: u64,
+) -> Result<Vec<Theme>> {
+    let order = match sort {
+        "accounts" => "accounts DESC, items DESC",
+        "recent" => "last_seen DESC",
+        _ => "items DESC, last_seen DESC",
+    };
+    // Counts within the filter: a theme's items in the window, source and company asked for.
+    let sql = format!(
+        "SELECT t.id, t.title, t.summary, t.kind,
+                count(i.id)::int AS items,
+                count(DISTINCT coalesce(i.company, i.customer->>'email', i.customer->>'name'))::int AS accounts,
+                min(i.occurred_at) AS first_seen, max(i.occurred_at) AS last_seen
+         FROM insight_themes t
+         JOIN insight_items i ON i.theme_id = t.id
+         JOIN documents d ON d.id = i.document_id
+         WHERE t.user_id = $1
+           AND ($2::text IS NULL OR i.kind = $2)
+           AND ($3::text IS NULL OR d.source = $3)
+           AND ($4::text IS NULL OR lower(i.company) = lower($4))
+           AND ($5::timestamptz IS NULL OR i.occurred_at >= $5)
+           AND ($6::timestamptz IS NULL OR i.occurred_at < $6)
+         GROUP BY t.id
+         ORDER BY {order}
+         LIMIT $7"
+    );
+    Ok(Theme::find_by_statement(stmt(
+        &sql,
+        vec![
+            user.0.into(),
+            filter.kind.clone().into(),
+            filter.source.clone().into(),
+            filter.company.clone().into(),
+            filter.since.into(),
+            filter.until.into(),
+            (limit as i64).into(),
+        ],
+    ))
+    .all(db)
+    .await?)
+}
+
+pub async fn theme(db: &impl ConnectionTrait, user: UserId, id: Uuid) -> Result<Option<Theme>> {
+    Ok(Theme::find_by_statement(stmt(
+        "SELECT id, title, summary, kind, items, accounts, first_seen, last_seen
+         FROM insight_themes WHERE user_id = $1 AND id = $2",
+        vec![user.0.into(), id.into()],
+    ))
+    .one(db)
+    .await?)
+}
+
+#[derive(Debug, Clone, FromQueryResult, Serialize)]
+pub struct Item {
+    pub id: Uuid,
+    pub theme_id: Option<Uuid>,
+    pub kind: String,
+    pub title: String,
+    pub description: String,
+    pub quote: String,
+    pub score: i16,
+    pub customer: serde_json::Value,
+    pub company: Option<String>,
+    pub product_area: Option<String>,
+    pub sentiment: String,
+    pub urgency: String,
+    pub document_id: Uuid,
+    pub source: String,
+    pub external_id: String,
+    pub document_title: String,
+    pub span_start: i32,
+    pub span_end: i32,
+    pub occurred_at: DateTime<Utc>,
+}
+
+pub async fn items(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    filter: &Filter,
+    limit: u64,
+) -> Result<Vec<Item>> {
+    Ok(Item::find_by_statement(stmt(
+        "SELECT i.id, i.theme_id, i.kind, i.title, i.description, i.quote, i.score, i.customer,
+                i.company, i.product_area, i.sentiment, i.urgency, i.document_id, d.source,
+                d.external_id, d.title AS document_title, i.span_start, i.span_end, i.occurred_at
+         FROM insight_items i JOIN documents d ON d.id = i.document_id
+         WHERE i.user_id = $1
+           AND ($2::text IS NULL OR i.kind = $2)
+           AND ($3::text IS NULL OR d.source = $3)
+           AND ($4::text IS NULL OR lower(i.company) = lower($4))
+           AND ($5::uuid IS NULL OR i.theme_id = $5)
+           AND ($6::uuid IS NULL OR i.document_id = $6)
+           AND ($7::timestamptz IS NULL OR i.occurred_at >= $7)
+           AND ($8::timestamptz IS NULL OR i.occurred_at < $8)
+         ORDER BY i.occurred_at DESC, i.span_start
+         LIMIT $9",
+        vec![
+            user.0.into(),
+            filter.kind.clone().into(),
+            filter.source.clone().into(),
+            filter.company.clone().into(),
+            filter.theme.into(),
+            filter.document.map(|d| d.0).into(),
+            filter.since.into(),
+            filter.until.into(),
+            (limit as i64).into(),
+        ],
+    ))
+    .all(db)
+    .await?)
+}
+
+/// Per source and outcome, how many messages the pipeline has looked at.
+#[derive(Debug, Clone, FromQueryResult, Serialize)]
+pub struct Progress {
+    pub source: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub messages: i64,
+    pub items: i64,
+}
+
+pub async fn progress(db: &impl ConnectionTrait, user: UserId) -> Result<Vec<Progress>> {
+    Ok(Progress::find_by_statement(stmt(
+        "SELECT source, status, reason, count(*) AS messages, coalesce(sum(items), 0)::bigint AS items
+         FROM insight_messages WHERE user_id = $1
+         GROUP BY source, status, reason ORDER BY source, status, reason",
+        vec![user.0.into()],
+    ))
+    .all(db)
+    .await?)
+}
