@@ -20,6 +20,7 @@ pub mod bench_rules;
 pub mod fairness;
 pub mod fake_model;
 pub mod fuzz;
+pub mod insights_eval;
 pub mod proxy;
 pub mod search_eval;
 

@@ -94,6 +94,33 @@ const DEFS: &[Def] = &[
         },
     },
     Def {
+        name: "search_feedback",
+        description: "Search what customers said about the product (feature requests, bugs, pain points, praise, questions found in Slack, email, call transcripts and imported feedback): each item with its verbatim quote, the customer and company, and a source number to cite.",
+        parameters: || {
+            json!({"type": "object", "properties": {
+                "query": {"type": "string", "description": "What the feedback is about, in plain words (empty: the newest)."},
+                "kind": {"type": "string", "enum": ["feature_request", "bug", "pain_point", "praise", "question"]},
+                "company": {"type": "string", "description": "Only feedback from customers of this company."},
+                "from": {"type": "string", "format": "date-time", "description": "Only feedback said at or after this time (RFC 3339)."},
+                "to": {"type": "string", "format": "date-time", "description": "Only feedback said before this time (RFC 3339)."},
+                "limit": {"type": "integer", "minimum": 1, "maximum": 20, "description": "How many items (default 8)."}
+            }, "additionalProperties": false})
+        },
+    },
+    Def {
+        name: "top_themes",
+        description: "The themes customers raise most (grouped feedback), with how many times and by how many accounts, and their best quotes with customers and source numbers to cite. For questions like 'what are customers asking for most this month, and who?'.",
+        parameters: || {
+            json!({"type": "object", "properties": {
+                "kind": {"type": "string", "enum": ["feature_request", "bug", "pain_point", "praise", "question"]},
+                "from": {"type": "string", "format": "date-time", "description": "Count feedback said at or after this time (RFC 3339)."},
+                "to": {"type": "string", "format": "date-time", "description": "Count feedback said before this time (RFC 3339)."},
+                "sort": {"type": "string", "enum": ["mentions", "accounts", "recent"], "description": "Default mentions."},
+                "limit": {"type": "integer", "minimum": 1, "maximum": 10, "description": "How many themes (default 5)."}
+            }, "additionalProperties": false})
+        },
+    },
+    Def {
         name: "get_contact_notes",
         description: "The CRM notes attached to one contact, newest first, by HubSpot id or email address.",
         parameters: contact_key_parameters,
@@ -198,6 +225,8 @@ pub async fn run(ctx: &Context<'_>, sources: &mut Sources, name: &str, arguments
         "get_contact_notes" => return get_contact(ctx, sources, &args, true).await,
         "list_rules" => return list_rules(ctx).await,
         "get_calendar_availability" => return availability(ctx, &args).await,
+        "search_feedback" => return search_feedback(ctx, sources, &args).await,
+        "top_themes" => return top_themes(ctx, sources, &args).await,
         other => return Outcome::error(format!("there is no tool named {other}")),
     };
     search(ctx, sources, &args, kinds).await
@@ -403,6 +432,149 @@ async fn get_contact(
             let docs: Vec<(&document::Model, &str)> = contacts.iter().map(|d| (d, "")).collect();
             shown(portal, sources, &docs, &key)
         }
+    }
+}
+
+/// The insight filter the model asked for: kind, company and time window.
+fn feedback_filter(args: &Value) -> Result<db::insights::Filter, String> {
+    let kind = match args["kind"].as_str() {
+        Some(k) if insights::Kind::parse(k).is_none() => {
+            return Err(
+                "kind must be one of feature_request, bug, pain_point, praise, question".into(),
+            );
+        }
+        k => k.map(str::to_owned),
+    };
+    Ok(db::insights::Filter {
+        kind,
+        company: args["company"]
+            .as_str()
+            .filter(|c| !c.trim().is_empty())
+            .map(str::to_owned),
+        since: date_arg(args, "from")?,
+        until: date_arg(args, "to")?,
+        ..Default::default()
+    })
+}
+
+/// Items as the model sees them: each quote (outside content, under the notice) with who said
+/// it and the source number of the message it is in.
+async fn feedback_items(
+    ctx: &Context<'_>,
+    sources: &mut Sources,
+    items: &[db::insights::Item],
+) -> Result<(Vec<Value>, Vec<Citation>), String> {
+    let ids: Vec<uuid::Uuid> = items.iter().map(|i| i.document_id).collect();
+    let docs = db::documents::many(ctx.db, ctx.user, &ids)
+        .await
+        .map_err(|e| format!("lookup failed: {e}"))?;
+    let portal = ctx.portal().await.map(str::to_owned);
+    let (mut out, mut cited) = (Vec::new(), Vec::new());
+    for item in items {
+        let Some(doc) = docs.iter().find(|d| d.id == item.document_id) else {
+            continue;
+        };
+        let citation = citation_of(doc, portal.as_deref());
+        let n = sources.register(citation.clone());
+        if !cited.iter().any(|c: &Citation| c.n == n) {
+            cited.push(Citation { n, ..citation });
+        }
+        out.push(json!({
+            "source": n,
+            "kind": item.kind,
+            "title": item.title,
+            "quote": item.quote,
+            "customer": item.customer.get("name").or(item.customer.get("email")),
+            "company": item.company,
+            "open_deal_amount": item.customer.get("open_deal_amount"),
+            "date": item.occurred_at.to_rfc3339(),
+            "from_system": item.source,
+        }));
+    }
+    Ok((out, cited))
+}
+
+async fn search_feedback(ctx: &Context<'_>, sources: &mut Sources, args: &Value) -> Outcome {
+    let filter = match feedback_filter(args) {
+        Ok(f) => f,
+        Err(e) => return Outcome::error(e),
+    };
+    let limit = args["limit"].as_u64().unwrap_or(8).clamp(1, 20);
+    let query = args["query"].as_str().unwrap_or_default().trim();
+    let found = if query.is_empty() {
+        db::insights::items(ctx.db, ctx.user, &filter, limit).await
+    } else {
+        let vector = ctx.searcher.embed_query(query).await;
+        db::insights::search_items(ctx.db, ctx.user, query, vector, &filter, limit).await
+    };
+    let items = match found {
+        Ok(i) => i,
+        Err(e) => return Outcome::error(format!("search failed: {e}")),
+    };
+    let (results, shown) = match feedback_items(ctx, sources, &items).await {
+        Ok(r) => r,
+        Err(e) => return Outcome::error(e),
+    };
+    Outcome {
+        ok: true,
+        summary: format!("{} pieces of customer feedback", results.len()),
+        content: json!({ "notice": DATA_NOTICE, "results": results }),
+        shown,
+    }
+}
+
+/// Quotes shown per theme.
+const QUOTES_PER_THEME: u64 = 3;
+
+async fn top_themes(ctx: &Context<'_>, sources: &mut Sources, args: &Value) -> Outcome {
+    let filter = match feedback_filter(args) {
+        Ok(f) => f,
+        Err(e) => return Outcome::error(e),
+    };
+    let sort = match args["sort"].as_str().unwrap_or("mentions") {
+        s @ ("mentions" | "accounts" | "recent") => s,
+        _ => return Outcome::error("sort must be mentions, accounts or recent"),
+    };
+    let limit = args["limit"].as_u64().unwrap_or(5).clamp(1, 10);
+    let themes = match db::insights::themes(ctx.db, ctx.user, &filter, sort, limit).await {
+        Ok(t) => t,
+        Err(e) => return Outcome::error(format!("lookup failed: {e}")),
+    };
+    let (mut results, mut shown) = (Vec::new(), Vec::new());
+    for theme in &themes {
+        let of_theme = db::insights::Filter {
+            theme: Some(theme.id),
+            ..filter.clone()
+        };
+        let items = match db::insights::items(ctx.db, ctx.user, &of_theme, QUOTES_PER_THEME).await {
+            Ok(i) => i,
+            Err(e) => return Outcome::error(format!("lookup failed: {e}")),
+        };
+        let (quotes, cited) = match feedback_items(ctx, sources, &items).await {
+            Ok(r) => r,
+            Err(e) => return Outcome::error(e),
+        };
+        shown.extend(
+            cited
+                .into_iter()
+                .filter(|c| !shown.iter().any(|s: &Citation| s.n == c.n))
+                .collect::<Vec<_>>(),
+        );
+        results.push(json!({
+            "theme": theme.title,
+            "kind": theme.kind,
+            "mentions": theme.items,
+            "accounts": theme.accounts,
+            "first_seen": theme.first_seen.to_rfc3339(),
+            "last_seen": theme.last_seen.to_rfc3339(),
+            "quotes": quotes,
+        }));
+    }
+    Outcome {
+        ok: true,
+        summary: format!("{} themes", results.len()),
+        content: json!({ "notice": DATA_NOTICE, "themes": results }),
+        shown,
     }
 }
 

@@ -288,7 +288,7 @@ impl Searcher {
         Ok(out)
     }
 
-    async fn embed_query(&self, text: &str) -> Option<Vec<f32>> {
+    pub async fn embed_query(&self, text: &str) -> Option<Vec<f32>> {
         // With the embedder already this far behind, full text now beats a vector later.
         let Ok(_slot) = self.embed_slots.try_acquire() else {
             tracing::debug!("query embeddings saturated; searching full text only");

@@ -567,6 +567,59 @@ pub async fn items(
     .await?)
 }
 
+/// Items closest in meaning to `vector` (or, without one, whose quote or title matches
+/// `query`'s words), within `filter`, most relevant first.
+pub async fn search_items(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    query: &str,
+    vector: Option<Vec<f32>>,
+    filter: &Filter,
+    limit: u64,
+) -> Result<Vec<Item>> {
+    let (rank, matches) = match vector {
+        Some(_) => ("i.embedding <=> $9", "TRUE"),
+        None => (
+            "-ts_rank(to_tsvector('english', i.title || ' ' || i.quote), plainto_tsquery('english', $10))",
+            "to_tsvector('english', i.title || ' ' || i.quote) @@ plainto_tsquery('english', $10)",
+        ),
+    };
+    let sql = format!(
+        "SELECT i.id, i.theme_id, i.kind, i.title, i.description, i.quote, i.score, i.customer,
+                i.company, i.product_area, i.sentiment, i.urgency, i.document_id, d.source,
+                d.external_id, d.title AS document_title, i.span_start, i.span_end, i.occurred_at
+         FROM insight_items i JOIN documents d ON d.id = i.document_id
+         WHERE i.user_id = $1
+           AND ($2::text IS NULL OR i.kind = $2)
+           AND ($3::text IS NULL OR d.source = $3)
+           AND ($4::text IS NULL OR lower(i.company) = lower($4))
+           AND ($5::uuid IS NULL OR i.theme_id = $5)
+           AND ($6::timestamptz IS NULL OR i.occurred_at >= $6)
+           AND ($7::timestamptz IS NULL OR i.occurred_at < $7)
+           AND ($9::vector IS NULL OR TRUE) AND ($10::text IS NULL OR TRUE)
+           AND {matches}
+         ORDER BY {rank}
+         LIMIT $8"
+    );
+    Ok(Item::find_by_statement(stmt(
+        &sql,
+        vec![
+            user.0.into(),
+            filter.kind.clone().into(),
+            filter.source.clone().into(),
+            filter.company.clone().into(),
+            filter.theme.into(),
+            filter.since.into(),
+            filter.until.into(),
+            (limit as i64).into(),
+            vector.map(Vector::from).into(),
+            query.to_owned().into(),
+        ],
+    ))
+    .all(db)
+    .await?)
+}
+
 /// Per source and outcome, how many messages the pipeline has looked at.
 #[derive(Debug, Clone, FromQueryResult, Serialize)]
 pub struct Progress {

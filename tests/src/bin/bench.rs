@@ -18,6 +18,9 @@ const PIPELINE_DOCS: usize = 240;
 /// search benchmark alone with that many and writes it to its own section of BENCHMARKS.md.
 const SEARCH_CHUNKS: i64 = 100_000;
 const SCALE_HEADING: &str = "## Search at scale (`BENCH_SEARCH_CHUNKS`)";
+/// `BENCH_INSIGHTS=1 make bench` runs the product-intelligence evaluation alone and rewrites
+/// this section; the full run writes it too.
+const INSIGHTS_HEADING: &str = "## Product intelligence (`BENCH_INSIGHTS`)";
 /// Other users in the table during the search benchmark, with this many chunks each.
 const SEARCH_OTHER_USERS: i64 = 999;
 const SEARCH_OTHER_CHUNKS: i64 = 100;
@@ -41,6 +44,13 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse::<i64>().ok())
     {
         return search_at_scale(&env, chunks).await;
+    }
+    if std::env::var("BENCH_INSIGHTS").is_ok_and(|v| v == "1") {
+        let text = insights_section(&env).await?;
+        println!("\n{text}");
+        write_section(INSIGHTS_HEADING, &text)?;
+        env.cleanup().await;
+        return Ok(());
     }
     let mut rows: Vec<[String; 4]> = Vec::new();
     let mut services = Services::default();
@@ -342,6 +352,10 @@ async fn main() -> anyhow::Result<()> {
         format!("{:.2}× the goal", (through as f64 / total as f64) / 0.10),
     ));
 
+    // 6b. Product intelligence on public labelled data (no services needed: the store and
+    //     the model in process).
+    let insights = insights_section(&env).await?;
+
     // 7. Footprint.
     for (name, rss) in &idle {
         let loaded = match name.as_str() {
@@ -401,6 +415,9 @@ async fn main() -> anyhow::Result<()> {
     doc.push_str("\n## Search quality\n\n");
     doc.push_str(SEARCH_QUALITY);
     doc.push_str(&quality);
+    println!("\n{insights}");
+    doc.push('\n');
+    doc.push_str(&insights);
     // The large search run is made on its own and kept until it runs again.
     if let Some(scale) = std::fs::read_to_string("BENCHMARKS.md")
         .ok()
@@ -534,17 +551,104 @@ async fn search_at_scale(env: &bench::Env, chunks: i64) -> anyhow::Result<()> {
         SEARCH_OTHER_CHUNKS,
         took.as_secs_f64()
     );
+    write_section(SCALE_HEADING, &scale)?;
+    env.cleanup().await;
+    Ok(())
+}
+
+/// Replaces the section of BENCHMARKS.md under `heading` with `text` (or adds it before the
+/// notes), keeping the rest of the file.
+fn write_section(heading: &str, text: &str) -> anyhow::Result<()> {
     let old = std::fs::read_to_string("BENCHMARKS.md").unwrap_or_default();
-    let doc = match section(&old, SCALE_HEADING) {
-        Some(previous) => old.replacen(previous, &scale, 1),
+    let doc = match section(&old, heading) {
+        Some(previous) => old.replacen(previous, text, 1),
         None => match old.find("\n## How each number is made") {
-            Some(at) => format!("{}\n{scale}{}", &old[..at], &old[at..]),
-            None => format!("{old}\n{scale}"),
+            Some(at) => format!("{}\n{text}{}", &old[..at], &old[at..]),
+            None => format!("{old}\n{text}"),
         },
     };
     std::fs::write("BENCHMARKS.md", doc)?;
-    env.cleanup().await;
     Ok(())
+}
+
+/// The product-intelligence evaluation (`tests/data/insights`), held-out thirds, beside the
+/// baselines: a markdown section.
+async fn insights_section(env: &bench::Env) -> anyhow::Result<String> {
+    use assistant_tests::insights_eval as eval;
+    let model = LocalModel::load(Path::new(&env.config.embedding_model_dir))?;
+    let classifier = eval::local_classifier(&model)?;
+    let c = eval::classification(&model, &classifier, 6, usize::MAX)?;
+    let sweep = [0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75];
+    let t = eval::themes(&env.db, &model, env.config.insights_theme_join, 40, &sweep).await?;
+    let prf = |p: &eval::Prf| format!("P {:.2} R {:.2} F1 {:.2}", p.precision, p.recall, p.f1);
+    let g = |g: &eval::Grouping| {
+        format!(
+            "1:1 accuracy {:.2}, NMI {:.2}, ARI {:.2}, {} themes",
+            g.accuracy, g.nmi, g.ari, g.groups
+        )
+    };
+    let rows = vec![
+        row(
+            &format!(
+                "Tier 1: feature requests, {} held-out issue titles",
+                c.held_out
+            ),
+            prf(&c.feature),
+            format!(
+                "logistic head trained in-domain: {}",
+                prf(&c.baseline_feature)
+            ),
+            format!("F1 goal ≥ 0.80: {:.2}× it", c.feature.f1 / 0.8),
+        ),
+        row(
+            "Tier 1: bugs, same titles",
+            prf(&c.bug),
+            format!("logistic head trained in-domain: {}", prf(&c.baseline_bug)),
+            format!("F1 goal ≥ 0.80: {:.2}× it", c.bug.f1 / 0.8),
+        ),
+        row(
+            "Tier 1: messages/s (split, embed, score)",
+            format!("{:.0} messages/s", c.tier1_rate),
+            format!("the embedder alone: {:.0} texts/s", c.embedder_rate),
+            format!("{:.2}× (goal ≥ 0.8×)", c.tier1_rate / c.embedder_rate),
+        ),
+        row(
+            &format!(
+                "Themes, online as items arrive, {} held-out BANKING77 requests ({} intents), join ≥ {:.2} (configured)",
+                t.held_out, t.online.labels, t.threshold
+            ),
+            g(&t.online),
+            format!(
+                "average-link in batch, threshold {:.2} tuned: {}",
+                t.batch_threshold,
+                g(&t.batch)
+            ),
+            format!(
+                "accuracy goal ≥ 0.80: {:.2}×; NMI goal ≥ 0.90: {:.2}×",
+                t.online.accuracy / 0.8,
+                t.online.nmi / 0.9
+            ),
+        ),
+        row(
+            &format!(
+                "Themes, online, join ≥ {:.2} (best mean of 1:1 accuracy and NMI on the tuning two thirds)",
+                t.tuned_threshold
+            ),
+            g(&t.tuned),
+            format!("the same batch baseline: NMI {:.2}", t.batch.nmi),
+            format!("{:.2}× the batch NMI", t.tuned.nmi / t.batch.nmi.max(1e-9)),
+        ),
+    ];
+    Ok(format!(
+        "{INSIGHTS_HEADING}\n\nWith no model, on public labelled data (`tests/data/insights`, sources and \
+         licences in its README), each on the held-out third of its rows (chosen by a hash of the \
+         text) that no setting is tuned on. Tier 1 is the shipped local classifier (labelled \
+         examples written for this project); a title counts as a feature request or bug when its \
+         best sentence scores ≥ 6 with that kind. Themes are formed by the product's store, one \
+         request at a time, the number of intents not given; the baseline groups the same vectors \
+         all at once.\n\n{}\n",
+        render(&rows)
+    ))
 }
 
 /// The section of `doc` that starts with `heading`, up to the next section.

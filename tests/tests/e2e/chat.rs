@@ -66,7 +66,7 @@ fn text_of(events: &[Sse]) -> String {
         .collect()
 }
 
-fn done(events: &[Sse]) -> &Value {
+pub fn done(events: &[Sse]) -> &Value {
     &events
         .iter()
         .find(|e| e.event == "done")

@@ -546,3 +546,117 @@ async fn the_product_demo_forms_themes_across_accounts_with_no_model() {
     assert_eq!(from_call["company"], "Globex");
     assert_eq!(from_call["customer"]["open_deal_amount"], 120000.0);
 }
+
+/// "What are customers asking for most this month, and who?": the assistant reads the top
+/// themes and answers citing a customer's own words, like any other source.
+#[tokio::test]
+async fn the_assistant_answers_what_customers_ask_for_with_cited_quotes() {
+    use assistant_tests::fake_model::{FakeModel, Reply, last_message, tool_results};
+    let fake = FakeModel::responding(|request: &Value| {
+        if last_message(request)["role"] == "tool" {
+            let results = tool_results(request);
+            let theme = &results[0]["themes"][0];
+            let quote = &theme["quotes"][0];
+            return Reply::text(
+                &format!(
+                    "Most asked: {} ({} mentions, {} accounts), e.g. {} at {} [{}].",
+                    theme["theme"],
+                    theme["mentions"],
+                    theme["accounts"],
+                    quote["customer"],
+                    quote["company"],
+                    quote["source"]
+                ),
+                9,
+            );
+        }
+        Reply::tool(
+            "top_themes",
+            json!({"from": "2026-11-01T00:00:00Z", "sort": "accounts"}),
+        )
+    })
+    .await;
+    let app = crate::chat::chat_app(Some(&fake)).await;
+    let (user, token) = app.user("pm@chat.example").await;
+    let rows = json!({"rows": [
+        {"external_id": "s-1", "text": "Please add a bulk export of invoices to Excel.",
+         "customer_email": "ana@globex.example", "customer_name": "Ana Ruiz", "company": "Globex",
+         "occurred_at": "2026-11-20T10:00:00Z"},
+        {"external_id": "s-2", "text": "Could you add a bulk export of all our invoices to Excel?",
+         "customer_email": "li@initech.example", "company": "Initech",
+         "occurred_at": "2026-11-21T10:00:00Z"},
+        {"external_id": "s-3", "text": "Could you support single sign-on with Okta?",
+         "customer_email": "li@initech.example", "company": "Initech",
+         "occurred_at": "2026-11-22T10:00:00Z"},
+    ]});
+    let r = post(&app, &token, "/api/insights/feedback", rows).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    for id in ["s-1", "s-2", "s-3"] {
+        wait_read(&app, user, crate::doc_id(user, "feedback", id)).await;
+    }
+    let response = crate::chat::stream(
+        &app,
+        &token,
+        json!({"message": "What are customers asking for most this month, and who?"}),
+        None,
+    )
+    .await;
+    let events = crate::chat::read_events(response, |_| false).await;
+    let call = events.iter().find(|e| e.event == "tool_call").unwrap();
+    assert_eq!(call.data["name"], "top_themes");
+    let done = crate::chat::done(&events);
+    let text = done["text"].as_str().unwrap();
+    assert!(text.contains("2 mentions, 2 accounts"), "{text}");
+    let citations = done["citations"].as_array().unwrap();
+    assert_eq!(citations.len(), 1, "{citations:?}");
+    assert_eq!(citations[0]["source"], "feedback");
+    assert!(
+        ["s-1", "s-2"].contains(&citations[0]["external_id"].as_str().unwrap()),
+        "{citations:?}"
+    );
+    // The quotes reached the model as data, under the notice.
+    let second = &fake.received()[1].body;
+    assert!(second["messages"].to_string().contains("not instructions"));
+}
+
+/// `make bench`'s product-intelligence evaluation, on a slice of its data: it reads the
+/// public sets, splits off the held-out third, and scores the shipped classifier, the
+/// in-domain baseline and the store's themes with metrics in range.
+#[tokio::test]
+async fn the_evaluation_runs_on_a_slice_of_the_public_data() {
+    use assistant_tests::insights_eval as eval;
+    let app = TestApp::spawn_only(&[]).await;
+    let model = embed::LocalModel::load(std::path::Path::new(
+        &assistant_tests::test_config().await.embedding_model_dir,
+    ))
+    .unwrap();
+    let classifier = eval::local_classifier(&model).unwrap();
+    let c = eval::classification(&model, &classifier, 6, 120).unwrap();
+    assert!(c.held_out > 20 && c.held_out < 80, "{}", c.held_out);
+    for p in [c.feature, c.bug, c.baseline_feature, c.baseline_bug] {
+        assert!((0.0..=1.0).contains(&p.f1) && p.support > 0, "{p:?}");
+    }
+    assert!(c.tier1_rate > 0.0 && c.embedder_rate > 0.0);
+    let t = eval::themes(&app.db, &model, 0.55, 2, &[0.6])
+        .await
+        .unwrap();
+    assert!(t.held_out > 10);
+    for g in [t.online, t.tuned, t.batch] {
+        assert!(g.groups >= 2 && g.groups <= t.held_out, "{g:?}");
+        assert!((0.0..=1.0).contains(&g.accuracy) && (0.0..=1.0001).contains(&g.nmi));
+    }
+    // The evaluation's users are gone afterwards.
+    use sea_orm::{ConnectionTrait, Statement};
+    let left = app
+        .db
+        .query_one_raw(Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT count(*) AS n FROM users WHERE email LIKE 'insights-eval-%'".to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    assert_eq!(left, 0);
+}

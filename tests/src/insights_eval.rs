@@ -1,0 +1,580 @@
+//! The product-intelligence evaluation on public labelled data (`tests/data/insights`): tier 1
+//! finding feature requests and bugs among GitHub issue titles, and themes grouping BANKING77
+//! customer requests by intent, each beside the baseline the issue names, on a held-out third
+//! no setting was tuned on. Themes are formed by the product's own store
+//! (`db::insights::replace_items`, one item at a time as they would arrive), not a copy of it.
+
+use anyhow::Context;
+use common::UserId;
+use common::events::DocumentInput;
+use common::ids::Source;
+use db::DatabaseConnection;
+use db::insights::{Customer, Joining, NewItem};
+use embed::LocalModel;
+use insights::{Kind, LocalClassifier};
+use std::collections::HashMap;
+use std::time::Instant;
+
+const BANKING: &str = include_str!("../data/insights/banking77_test.csv");
+const ISSUES: &str = include_str!("../data/insights/issue_titles.csv");
+
+/// Held out: a third of the rows, chosen by a hash of the text (FNV-1a), the same every run.
+pub fn held_out(text: &str) -> bool {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in text.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h.is_multiple_of(3)
+}
+
+fn rows(csv_text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    let headers = reader.headers()?.clone();
+    let col = |name: &str| headers.iter().position(|h| h == name);
+    let (text, label) = match (
+        col("text").or(col("title")),
+        col("category").or(col("label")),
+    ) {
+        (Some(t), Some(l)) => (t, l),
+        _ => anyhow::bail!("no text or label column"),
+    };
+    let mut out = Vec::new();
+    for r in reader.records() {
+        let r = r?;
+        out.push((r[text].to_owned(), r[label].to_owned()));
+    }
+    Ok(out)
+}
+
+/// Precision, recall and F1 of one class.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Prf {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: usize,
+}
+
+pub fn prf(truth: &[&str], predicted: &[&str], class: &str) -> Prf {
+    let tp = truth
+        .iter()
+        .zip(predicted)
+        .filter(|(t, p)| **t == class && **p == class)
+        .count() as f64;
+    let predicted_n = predicted.iter().filter(|p| **p == class).count() as f64;
+    let support = truth.iter().filter(|t| **t == class).count();
+    let precision = if predicted_n > 0.0 {
+        tp / predicted_n
+    } else {
+        0.0
+    };
+    let recall = if support > 0 {
+        tp / support as f64
+    } else {
+        0.0
+    };
+    let f1 = if precision + recall > 0.0 {
+        2.0 * precision * recall / (precision + recall)
+    } else {
+        0.0
+    };
+    Prf {
+        precision,
+        recall,
+        f1,
+        support,
+    }
+}
+
+/// Grouping quality against true labels.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Grouping {
+    /// Greedy one-to-one matching of groups to labels: the share of items in matched pairs.
+    pub accuracy: f64,
+    pub nmi: f64,
+    pub ari: f64,
+    pub groups: usize,
+    pub labels: usize,
+}
+
+pub fn grouping(truth: &[usize], found: &[usize]) -> Grouping {
+    let n = truth.len() as f64;
+    let mut table: HashMap<(usize, usize), usize> = HashMap::new();
+    let (mut by_truth, mut by_found): (HashMap<usize, usize>, HashMap<usize, usize>) =
+        (HashMap::new(), HashMap::new());
+    for (t, f) in truth.iter().zip(found) {
+        *table.entry((*f, *t)).or_default() += 1;
+        *by_truth.entry(*t).or_default() += 1;
+        *by_found.entry(*f).or_default() += 1;
+    }
+    // Greedy 1:1: the largest cell first, each group and label used once.
+    let mut cells: Vec<((usize, usize), usize)> = table.iter().map(|(k, v)| (*k, *v)).collect();
+    cells.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let (mut used_f, mut used_t) = (
+        std::collections::HashSet::new(),
+        std::collections::HashSet::new(),
+    );
+    let mut matched = 0;
+    for ((f, t), c) in cells {
+        if used_f.contains(&f) || used_t.contains(&t) {
+            continue;
+        }
+        used_f.insert(f);
+        used_t.insert(t);
+        matched += c;
+    }
+    let entropy = |m: &HashMap<usize, usize>| {
+        -m.values()
+            .map(|c| {
+                let p = *c as f64 / n;
+                p * p.ln()
+            })
+            .sum::<f64>()
+    };
+    let mi: f64 = table
+        .iter()
+        .map(|((f, t), c)| {
+            let p = *c as f64 / n;
+            p * (p / ((by_found[f] as f64 / n) * (by_truth[t] as f64 / n))).ln()
+        })
+        .sum();
+    let (hf, ht) = (entropy(&by_found), entropy(&by_truth));
+    let nmi = if hf + ht > 0.0 {
+        2.0 * mi / (hf + ht)
+    } else {
+        1.0
+    };
+    let pairs = |c: usize| (c * c.saturating_sub(1)) as f64 / 2.0;
+    let index: f64 = table.values().map(|c| pairs(*c)).sum();
+    let a: f64 = by_found.values().map(|c| pairs(*c)).sum();
+    let b: f64 = by_truth.values().map(|c| pairs(*c)).sum();
+    let expected = a * b / pairs(truth.len());
+    let max = (a + b) / 2.0;
+    let ari = if max - expected != 0.0 {
+        (index - expected) / (max - expected)
+    } else {
+        1.0
+    };
+    Grouping {
+        accuracy: matched as f64 / n,
+        nmi,
+        ari,
+        groups: by_found.len(),
+        labels: by_truth.len(),
+    }
+}
+
+/// Plain average-link clustering of unit vectors, merging while the closest pair of groups is
+/// at least `threshold` similar on average: the batch baseline.
+pub fn average_link(vectors: &[Vec<f32>], threshold: f32) -> Vec<usize> {
+    let n = vectors.len();
+    let mut sim = vec![0f32; n * n];
+    for i in 0..n {
+        for j in i + 1..n {
+            let s = insights::classify::dot(&vectors[i], &vectors[j]);
+            sim[i * n + j] = s;
+            sim[j * n + i] = s;
+        }
+    }
+    let mut size = vec![1usize; n];
+    let mut alive = vec![true; n];
+    let mut owner: Vec<usize> = (0..n).collect();
+    loop {
+        let mut best = (f32::MIN, 0, 0);
+        for i in 0..n {
+            if !alive[i] {
+                continue;
+            }
+            for j in i + 1..n {
+                if alive[j] && sim[i * n + j] > best.0 {
+                    best = (sim[i * n + j], i, j);
+                }
+            }
+        }
+        let (s, a, b) = best;
+        if s < threshold || s == f32::MIN {
+            break;
+        }
+        // Lance-Williams for average link: the merged group's similarity to each other group
+        // is the size-weighted mean.
+        for k in 0..n {
+            if alive[k] && k != a && k != b {
+                let v = (sim[a * n + k] * size[a] as f32 + sim[b * n + k] * size[b] as f32)
+                    / (size[a] + size[b]) as f32;
+                sim[a * n + k] = v;
+                sim[k * n + a] = v;
+            }
+        }
+        size[a] += size[b];
+        alive[b] = false;
+        for o in owner.iter_mut() {
+            if *o == b {
+                *o = a;
+            }
+        }
+    }
+    owner
+}
+
+/// A softmax (multinomial logistic) head on the vectors, trained by gradient descent: the
+/// in-domain baseline.
+pub struct LogisticHead {
+    weights: Vec<Vec<f32>>,
+    classes: Vec<String>,
+}
+
+impl LogisticHead {
+    pub fn train(vectors: &[Vec<f32>], labels: &[&str], epochs: usize) -> Self {
+        let mut classes: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
+        classes.sort();
+        classes.dedup();
+        let dim = vectors.first().map(Vec::len).unwrap_or(0) + 1;
+        let mut weights = vec![vec![0f32; dim]; classes.len()];
+        let y: Vec<usize> = labels
+            .iter()
+            .map(|l| classes.iter().position(|c| c == l).expect("known class"))
+            .collect();
+        let (rate, l2) = (0.5f32, 1e-4f32);
+        for _ in 0..epochs {
+            let mut grad = vec![vec![0f32; dim]; classes.len()];
+            for (x, &t) in vectors.iter().zip(&y) {
+                let p = softmax(&weights, x);
+                for (c, g) in grad.iter_mut().enumerate() {
+                    let e = p[c] - if c == t { 1.0 } else { 0.0 };
+                    for (gi, xi) in g.iter_mut().zip(x.iter().chain([&1.0])) {
+                        *gi += e * xi;
+                    }
+                }
+            }
+            let m = vectors.len().max(1) as f32;
+            for (w, g) in weights.iter_mut().zip(&grad) {
+                for (wi, gi) in w.iter_mut().zip(g) {
+                    *wi -= rate * (gi / m + l2 * *wi);
+                }
+            }
+        }
+        Self { weights, classes }
+    }
+
+    pub fn predict(&self, x: &[f32]) -> &str {
+        let p = softmax(&self.weights, x);
+        let best = p
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        &self.classes[best]
+    }
+}
+
+fn softmax(weights: &[Vec<f32>], x: &[f32]) -> Vec<f32> {
+    let z: Vec<f32> = weights
+        .iter()
+        .map(|w| {
+            w.iter()
+                .zip(x.iter().chain([&1.0]))
+                .map(|(a, b)| a * b)
+                .sum()
+        })
+        .collect();
+    let top = z.iter().cloned().fold(f32::MIN, f32::max);
+    let e: Vec<f32> = z.iter().map(|v| (v - top).exp()).collect();
+    let s: f32 = e.iter().sum();
+    e.into_iter().map(|v| v / s).collect()
+}
+
+fn embed_all(model: &LocalModel, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(texts.len());
+    for batch in texts.chunks(32) {
+        out.extend(model.embed(batch)?);
+    }
+    Ok(out.into_iter().map(insights::classify::unit).collect())
+}
+
+pub fn local_classifier(model: &LocalModel) -> anyhow::Result<LocalClassifier> {
+    let examples = insights::classify::examples();
+    let texts: Vec<String> = examples.iter().map(|(_, t)| (*t).to_owned()).collect();
+    let vectors = embed_all(model, &texts)?;
+    Ok(LocalClassifier::new(
+        examples.into_iter().map(|(k, _)| k).zip(vectors).collect(),
+    ))
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Classification {
+    pub feature: Prf,
+    pub bug: Prf,
+    pub baseline_feature: Prf,
+    pub baseline_bug: Prf,
+    pub held_out: usize,
+    /// Tier 1 (split, embed, score) and the embedder alone, texts/s on the same titles.
+    pub tier1_rate: f64,
+    pub embedder_rate: f64,
+}
+
+/// Feature requests and bugs among the held-out issue titles (`limit` caps the rows read,
+/// for a quick run).
+pub fn classification(
+    model: &LocalModel,
+    classifier: &LocalClassifier,
+    min_score: u8,
+    limit: usize,
+) -> anyhow::Result<Classification> {
+    let all: Vec<(String, String)> = rows(ISSUES)?.into_iter().take(limit).collect();
+    let (test, train): (Vec<_>, Vec<_>) = all.into_iter().partition(|(t, _)| held_out(t));
+    let texts: Vec<String> = test.iter().map(|(t, _)| t.clone()).collect();
+    let truth: Vec<&str> = test.iter().map(|(_, l)| l.as_str()).collect();
+
+    let started = Instant::now();
+    let vectors = embed_all(model, &texts)?;
+    let embedder_rate = texts.len() as f64 / started.elapsed().as_secs_f64();
+
+    // Tier 1 as the pipeline runs it: sentences, their vectors, the classifier.
+    let started = Instant::now();
+    let mut predicted = Vec::with_capacity(texts.len());
+    for batch in texts.chunks(32) {
+        let mut pieces = Vec::new();
+        let mut owner = Vec::new();
+        for (i, t) in batch.iter().enumerate() {
+            for s in insights::text::sentences(t, t.len(), false) {
+                pieces.push(s.span.of(t).to_owned());
+                owner.push(i);
+            }
+        }
+        let vs = if pieces.is_empty() {
+            Vec::new()
+        } else {
+            model.embed(&pieces)?
+        };
+        let mut best: Vec<Option<insights::Verdict>> = vec![None; batch.len()];
+        for (v, i) in vs.iter().zip(&owner) {
+            let verdict = classifier.classify(v);
+            if best[*i].is_none_or(|b| verdict.score > b.score) {
+                best[*i] = Some(verdict);
+            }
+        }
+        predicted.extend(best.into_iter().map(|b| match b {
+            Some(v) if v.score >= min_score && v.kind == Kind::FeatureRequest => "feature",
+            Some(v) if v.score >= min_score && v.kind == Kind::Bug => "bug",
+            _ => "other",
+        }));
+    }
+    let tier1_rate = texts.len() as f64 / started.elapsed().as_secs_f64();
+
+    let train_texts: Vec<String> = train.iter().map(|(t, _)| t.clone()).collect();
+    let train_vectors = embed_all(model, &train_texts)?;
+    let train_labels: Vec<&str> = train.iter().map(|(_, l)| l.as_str()).collect();
+    let head = LogisticHead::train(&train_vectors, &train_labels, 300);
+    let baseline: Vec<&str> = vectors.iter().map(|v| head.predict(v)).collect();
+    Ok(Classification {
+        feature: prf(&truth, &predicted, "feature"),
+        bug: prf(&truth, &predicted, "bug"),
+        baseline_feature: prf(&truth, &baseline, "feature"),
+        baseline_bug: prf(&truth, &baseline, "bug"),
+        held_out: texts.len(),
+        tier1_rate,
+        embedder_rate,
+    })
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Themes {
+    /// The store's online grouping at the configured threshold, held out.
+    pub online: Grouping,
+    pub threshold: f32,
+    /// The threshold that scored best on the tuning rows (the mean of 1:1 accuracy and NMI:
+    /// NMI alone rewards splitting into many small themes), and the held-out grouping with it.
+    pub tuned_threshold: f32,
+    pub tuned: Grouping,
+    /// Average-link clustering of the same held-out vectors, its threshold chosen on the
+    /// tuning rows the same way.
+    pub batch: Grouping,
+    pub batch_threshold: f32,
+    pub held_out: usize,
+}
+
+/// Every request stored as an item, one at a time, by the product's store, for a fresh user;
+/// the theme each joined.
+async fn store_grouping(
+    db: &DatabaseConnection,
+    user: UserId,
+    texts: &[String],
+    vectors: &[Vec<f32>],
+    join: f32,
+) -> anyhow::Result<Vec<usize>> {
+    let mut theme_ids: HashMap<uuid::Uuid, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(texts.len());
+    for (i, (text, vector)) in texts.iter().zip(vectors).enumerate() {
+        let input = DocumentInput {
+            source: Source::parse("eval").expect("valid"),
+            kind: Source::parse("feedback").expect("valid"),
+            external_id: format!("eval-{i}"),
+            title: String::new(),
+            body: text.clone(),
+            metadata: serde_json::json!({}),
+            occurred_at: None,
+        };
+        let (doc, _, _) = db::documents::upsert(db, user, &input).await?;
+        let placed = db::insights::replace_items(
+            db,
+            user,
+            doc,
+            vec![NewItem {
+                span_start: 0,
+                span_end: text.len() as i32,
+                kind: "question".into(),
+                title: text.clone(),
+                description: text.clone(),
+                quote: text.clone(),
+                score: 10,
+                customer: Customer::default(),
+                product_area: None,
+                sentiment: "neutral".into(),
+                urgency: "low".into(),
+                embedding: vector.clone(),
+                occurred_at: chrono::Utc::now(),
+            }],
+            Joining { join },
+        )
+        .await?;
+        let theme = placed.first().context("placed")?.theme;
+        let next = theme_ids.len();
+        out.push(*theme_ids.entry(theme).or_insert(next));
+    }
+    Ok(out)
+}
+
+/// BANKING77 requests grouped into themes: the store online at `threshold`, at the threshold
+/// tuned on the other two thirds, and average-link in batch. `per_intent` caps the rows of each
+/// intent, for a quick run.
+pub async fn themes(
+    db: &DatabaseConnection,
+    model: &LocalModel,
+    threshold: f32,
+    per_intent: usize,
+    sweep: &[f32],
+) -> anyhow::Result<Themes> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let all: Vec<(String, String)> = rows(BANKING)?
+        .into_iter()
+        .filter(|(_, l)| {
+            let n = seen.entry(l.clone()).or_default();
+            *n += 1;
+            *n <= per_intent
+        })
+        .collect();
+    let labels: Vec<String> = {
+        let mut l: Vec<String> = all.iter().map(|(_, l)| l.clone()).collect();
+        l.sort();
+        l.dedup();
+        l
+    };
+    let label_of = |l: &str| labels.iter().position(|x| x == l).expect("label");
+    let (test, tune): (Vec<_>, Vec<_>) = all.into_iter().partition(|(t, _)| held_out(t));
+    let texts = |v: &[(String, String)]| v.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>();
+    let truth = |v: &[(String, String)]| v.iter().map(|(_, l)| label_of(l)).collect::<Vec<_>>();
+    let (test_texts, tune_texts) = (texts(&test), texts(&tune));
+    let (test_vectors, tune_vectors) = (
+        embed_all(model, &test_texts)?,
+        embed_all(model, &tune_texts)?,
+    );
+    let mut run = 0;
+    let mut fresh_user = || {
+        run += 1;
+        format!("insights-eval-{}-{run}@example.com", std::process::id())
+    };
+    let mut users = Vec::new();
+    let mut group = async |texts: &[String], vectors: &[Vec<f32>], join: f32, email: String| {
+        let user = db::users::ensure(db, &email).await?;
+        users.push(email);
+        store_grouping(db, user, texts, vectors, join).await
+    };
+    let mut best = (f64::MIN, threshold);
+    for &t in sweep {
+        let found = group(&tune_texts, &tune_vectors, t, fresh_user()).await?;
+        let g = grouping(&truth(&tune), &found);
+        if (g.accuracy + g.nmi) / 2.0 > best.0 {
+            best = ((g.accuracy + g.nmi) / 2.0, t);
+        }
+    }
+    let online = grouping(
+        &truth(&test),
+        &group(&test_texts, &test_vectors, threshold, fresh_user()).await?,
+    );
+    let tuned = grouping(
+        &truth(&test),
+        &group(&test_texts, &test_vectors, best.1, fresh_user()).await?,
+    );
+    let mut batch_best = (f64::MIN, 0.5f32);
+    for &t in sweep {
+        let g = grouping(&truth(&tune), &average_link(&tune_vectors, t));
+        if (g.accuracy + g.nmi) / 2.0 > batch_best.0 {
+            batch_best = ((g.accuracy + g.nmi) / 2.0, t);
+        }
+    }
+    let batch = grouping(&truth(&test), &average_link(&test_vectors, batch_best.1));
+    for email in users {
+        use sea_orm::ConnectionTrait;
+        db.execute_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "DELETE FROM users WHERE email = $1",
+            [email.into()],
+        ))
+        .await?;
+    }
+    Ok(Themes {
+        online,
+        threshold,
+        tuned_threshold: best.1,
+        tuned,
+        batch,
+        batch_threshold: batch_best.1,
+        held_out: test_texts.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_match_hand_computed_values() {
+        let truth = [0, 0, 0, 1, 1, 1];
+        let perfect = grouping(&truth, &[5, 5, 5, 7, 7, 7]);
+        assert!((perfect.accuracy - 1.0).abs() < 1e-9 && (perfect.nmi - 1.0).abs() < 1e-9);
+        assert!((perfect.ari - 1.0).abs() < 1e-9);
+        // One item in the wrong group: 5 of 6 matched.
+        let off = grouping(&truth, &[0, 0, 1, 1, 1, 1]);
+        assert!((off.accuracy - 5.0 / 6.0).abs() < 1e-9);
+        assert!(off.nmi < 1.0 && off.ari < 1.0 && off.ari > 0.0);
+        let p = prf(&["bug", "bug", "other"], &["bug", "other", "bug"], "bug");
+        assert!((p.precision - 0.5).abs() < 1e-9 && (p.recall - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn average_link_merges_what_is_close_and_keeps_apart_what_is_not() {
+        let v = |a: f32, b: f32| insights::classify::unit(vec![a, b]);
+        let groups = average_link(
+            &[v(1.0, 0.0), v(0.95, 0.05), v(0.0, 1.0), v(0.05, 0.95)],
+            0.9,
+        );
+        assert_eq!(groups[0], groups[1]);
+        assert_eq!(groups[2], groups[3]);
+        assert_ne!(groups[0], groups[2]);
+    }
+
+    #[test]
+    fn a_logistic_head_learns_a_separable_set() {
+        let x = vec![
+            vec![1.0, 0.0],
+            vec![0.9, 0.1],
+            vec![0.0, 1.0],
+            vec![0.1, 0.9],
+        ];
+        let head = LogisticHead::train(&x, &["a", "a", "b", "b"], 200);
+        assert_eq!(head.predict(&[0.8, 0.2]), "a");
+        assert_eq!(head.predict(&[0.2, 0.8]), "b");
+    }
+}
