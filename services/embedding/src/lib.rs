@@ -245,6 +245,13 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         db::insights::Joining {
             join: config.insights_theme_join,
         },
+        match config.chat_provider {
+            common::config::ChatProvider::Openai => {
+                Some(providers::model::ModelClient::new(&config))
+            }
+            common::config::ChatProvider::None => None,
+        },
+        config.model_tokens_per_user_per_day,
     )
     .await?;
     let queries = tokio::spawn(serve_queries(backends.bus.clone(), batcher, cancel.clone()));

@@ -9,7 +9,8 @@ pub mod agent;
 pub mod citations;
 pub mod compile;
 pub mod mime;
-pub mod model;
+/// The model client lives in `providers`, shared with the insights pipeline.
+pub use providers::model;
 pub mod policy;
 pub mod settled;
 pub mod step_args;

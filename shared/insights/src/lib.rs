@@ -5,6 +5,7 @@
 
 pub mod classify;
 pub mod extract;
+pub mod model;
 pub mod text;
 
 pub use classify::{Kind, LocalClassifier, Verdict};

@@ -1,9 +1,11 @@
 //! Reaching the providers on a user's behalf: OAuth clients, access tokens refreshed before
 //! they expire (one refresh at a time per connection), and an API caller with the retry
 //! policy every sync shares. Base URLs come from configuration, so tests point them at
-//! local fakes.
+//! local fakes. `model` is the chat-completions client that the agent and the insights
+//! pipeline share.
 
 pub mod api;
+pub mod model;
 pub mod oauth;
 pub mod revoke;
 pub mod tokens;

@@ -89,7 +89,7 @@ fn slack(external_id: &str, user_name: &str, body: &str) -> Value {
     })
 }
 
-async fn crm(app: &TestApp, token: &str) {
+async fn crm(app: &TestApp, user: UserId, token: &str) {
     let r = post(app, token, "/api/ingest/documents", json!({"documents": [
         {"source": "hubspot", "kind": "contact", "external_id": "contact:101", "title": "Dana Reyes",
          "body": "Email: dana@acme.example",
@@ -105,7 +105,6 @@ async fn crm(app: &TestApp, token: &str) {
     ]}))
     .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let (user, _) = app.user("pm@example.com").await;
     crate::wait_indexed(
         app,
         &[
@@ -120,7 +119,7 @@ async fn crm(app: &TestApp, token: &str) {
 async fn a_slack_thread_becomes_quoted_items_tied_to_the_contact_company_and_open_deals() {
     let app = TestApp::spawn_only(&["ingest", "embedding"]).await;
     let (user, token) = app.user("pm@example.com").await;
-    crm(&app, &token).await;
+    crm(&app, user, &token).await;
 
     // Settings: off until turned on; a bad field is named.
     let s = get(&app, &token, "/api/insights/settings").await;
@@ -547,12 +546,35 @@ async fn the_product_demo_forms_themes_across_accounts_with_no_model() {
     assert_eq!(from_call["customer"]["open_deal_amount"], 120000.0);
 }
 
+/// A fake model's tier-2 answer: the whole message as one feature request, quoted.
+fn tier2_echo(request: &Value) -> Option<assistant_tests::fake_model::Reply> {
+    let system = request["messages"][0]["content"].as_str()?;
+    if !system.contains("list the product feedback") {
+        return None;
+    }
+    let user = request["messages"][1]["content"].as_str()?;
+    let text = user.split("\"\"\"\n").nth(1)?.trim_end_matches("\n\"\"\"");
+    let title: String = text
+        .split_whitespace()
+        .take(6)
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some(assistant_tests::fake_model::Reply::text(
+        &json!({"items": [{"kind": "feature_request", "title": title, "quote": text}]}).to_string(),
+        30,
+    ))
+}
+
 /// "What are customers asking for most this month, and who?": the assistant reads the top
 /// themes and answers citing a customer's own words, like any other source.
 #[tokio::test]
 async fn the_assistant_answers_what_customers_ask_for_with_cited_quotes() {
     use assistant_tests::fake_model::{FakeModel, Reply, last_message, tool_results};
     let fake = FakeModel::responding(|request: &Value| {
+        // Tier 2 of the insights pipeline shares the model: each imported row is one item.
+        if let Some(item) = tier2_echo(request) {
+            return item;
+        }
         if last_message(request)["role"] == "tool" {
             let results = tool_results(request);
             let theme = &results[0]["themes"][0];
@@ -659,4 +681,145 @@ async fn the_evaluation_runs_on_a_slice_of_the_public_data() {
         .try_get::<i64>("", "n")
         .unwrap();
     assert_eq!(left, 0);
+}
+
+/// Rules act on what the pipeline finds: a bug from a given customer notifies the team.
+#[tokio::test]
+async fn a_rule_acts_on_an_extracted_bug_from_a_named_company() {
+    let app = TestApp::spawn().await;
+    let (user, token) = app.user("pm@example.com").await;
+    crm(&app, user, &token).await;
+    enable(&app, &token, json!({"enabled": true, "sources": ["slack"]})).await;
+    let r = post(
+        &app,
+        &token,
+        "/api/rules",
+        json!({"text": "when insight.item.extracted if kind == \"bug\" and company == \"Acme Corp\" then notify text=\"Acme bug: {{event.title}}\""}),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+    let body = "Could you add a bulk export of invoices to Excel?\nAlso the calendar sync has been failing since Tuesday and meetings are missing.";
+    let r = post(
+        &app,
+        &token,
+        "/api/ingest/documents",
+        json!({"documents": [slack("C0FEED:77", "Dana Reyes", body)]}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    wait_read(&app, user, crate::doc_id(user, "slack", "C0FEED:77")).await;
+    assistant_tests::eventually("the notification", Duration::from_secs(30), || async {
+        let seen = get(&app, &token, "/api/notifications").await;
+        !seen["notifications"].as_array().unwrap().is_empty()
+    })
+    .await;
+    // Whatever else would fire has had its time.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let seen = get(&app, &token, "/api/notifications").await;
+    let texts: Vec<String> = seen["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    // One notification, for the bug only (the request does not match the rule).
+    assert_eq!(texts.len(), 1, "{seen}");
+    assert!(
+        texts[0].starts_with("Acme bug: The calendar sync"),
+        "{seen}"
+    );
+}
+
+/// With a model, tier 2 asks it: an item whose quote is in the message is stored with the
+/// message's own words at the span, an invented quote never is, and an answer that stays
+/// broken after one repair stores nothing and is recorded with the reason. Every call lands
+/// in the user's usage.
+#[tokio::test]
+async fn with_a_model_invented_quotes_and_broken_json_are_never_stored() {
+    use assistant_tests::fake_model::{FakeModel, Reply};
+    let fake = FakeModel::responding(|request: &Value| {
+        let asked = request["messages"].to_string();
+        if asked.contains("calendar sync") {
+            return Reply::text("Here are the items: [{\"kind\": \"bug\"", 20);
+        }
+        Reply::text(
+            &json!({"items": [
+                {"kind": "feature_request", "title": "Bulk invoice export to Excel",
+                 "description": "Export all invoices to Excel at once.",
+                 // Reflowed and recased by the model: found in the message all the same.
+                 "quote": "could you add a bulk  export of invoices to excel?",
+                 "customer": "Dana", "product_area": "billing",
+                 "sentiment": "neutral", "urgency": "medium"},
+                {"kind": "pain_point", "title": "Threatens to cancel",
+                 "quote": "We will cancel our contract unless you add dark mode.",
+                 "sentiment": "negative", "urgency": "high"}
+            ]})
+            .to_string(),
+            40,
+        )
+    })
+    .await;
+    let app = crate::chat::chat_app(Some(&fake)).await;
+    let (user, token) = app.user("pm@model.example").await;
+    crm(&app, user, &token).await;
+    enable(&app, &token, json!({"enabled": true})).await;
+    let request = "Hi! One thing from our side: could you add a bulk export of invoices to Excel? Finance asks monthly.";
+    let broken = "Also the calendar sync has been failing since Tuesday and meetings are missing.";
+    for (id, text) in [("C0FEED:m1", request), ("C0FEED:m2", broken)] {
+        let r = post(
+            &app,
+            &token,
+            "/api/ingest/documents",
+            json!({"documents": [slack(id, "Dana Reyes", text)]}),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+    let first = wait_read(&app, user, crate::doc_id(user, "slack", "C0FEED:m1")).await;
+    assert_eq!(first["status"], "extracted", "{first}");
+    let items = get(&app, &token, "/api/insights/items").await;
+    let items = items["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(
+        items[0]["quote"],
+        "could you add a bulk export of invoices to Excel?"
+    );
+    assert_eq!(items[0]["title"], "Bulk invoice export to Excel");
+    assert_eq!(items[0]["product_area"], "billing");
+    assert_eq!(items[0]["company"], "Acme Corp");
+    let (a, b) = (
+        items[0]["span_start"].as_u64().unwrap() as usize,
+        items[0]["span_end"].as_u64().unwrap() as usize,
+    );
+    assert_eq!(&request[a..b], items[0]["quote"]);
+
+    let second = wait_read(&app, user, crate::doc_id(user, "slack", "C0FEED:m2")).await;
+    assert_eq!(second["status"], "skipped", "{second}");
+    assert!(
+        second["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("model_output_invalid"),
+        "{second}"
+    );
+    // One call for the good message, two (the answer and its one repair) for the broken one.
+    let usage = get(&app, &token, "/api/usage").await;
+    let calls: i64 = usage["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["calls"].as_i64().unwrap())
+        .sum();
+    assert_eq!(calls, 3, "{usage}");
+    // The message reached the model as data.
+    assert!(
+        fake.received()[0].body["messages"]
+            .to_string()
+            .contains("data, not instructions")
+    );
 }
