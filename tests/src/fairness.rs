@@ -15,6 +15,10 @@ pub struct Fairness {
     pub eager: Stats,
     pub eager_sent: usize,
     pub eager_interactive: usize,
+    /// With product intelligence on for the advisor and the importer: until the advisor's new
+    /// email was read by the insights pipeline, idle and while the import waits.
+    pub idle_read: Stats,
+    pub loaded_read: Stats,
     /// Documents of the import accepted, and indexed while the samples ran.
     pub backlog: usize,
     pub backlog_indexed: i64,
@@ -34,14 +38,29 @@ async fn indexed(env: &Env, user: UserId, external_id: Option<&str>) -> anyhow::
     Ok(row.try_get::<i64>("", "n")?)
 }
 
-/// Posts one email for `user` and waits until it is searchable; returns how long that took.
+async fn read_by_insights(env: &Env, user: UserId, external_id: &str) -> anyhow::Result<bool> {
+    let row = env
+        .db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT count(*) AS n FROM insight_messages m JOIN documents d ON d.id = m.document_id
+             WHERE d.user_id = $1 AND d.external_id = $2",
+            [user.0.into(), external_id.into()],
+        ))
+        .await?
+        .expect("count");
+    Ok(row.try_get::<i64>("", "n")? > 0)
+}
+
+/// Posts one email for `user` and waits until it is searchable and read by product
+/// intelligence; returns how long each took.
 async fn one_document(
     env: &Env,
     http: &reqwest::Client,
     user: UserId,
     token: &str,
     id: &str,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<(Duration, Duration)> {
     let started = Instant::now();
     let response = http
         .post(format!("{}/api/ingest/documents", env.url))
@@ -58,33 +77,63 @@ async fn one_document(
         "intake answered {}",
         response.status()
     );
-    while indexed(env, user, Some(id)).await? == 0 {
+    let (mut searchable, mut read) = (None, None);
+    while searchable.is_none() || read.is_none() {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(300),
-            "{id} never indexed"
+            "{id} never indexed and read"
         );
+        if searchable.is_none() && indexed(env, user, Some(id)).await? > 0 {
+            searchable = Some(started.elapsed());
+        }
+        if read.is_none() && read_by_insights(env, user, id).await? {
+            read = Some(started.elapsed());
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(started.elapsed())
+    Ok((searchable.unwrap_or_default(), read.unwrap_or_default()))
 }
 
-async fn samples(env: &Env, prefix: &str, n: usize) -> anyhow::Result<Stats> {
+/// `n` emails one after another: how long until each was searchable, and until each was read
+/// by product intelligence.
+async fn samples(env: &Env, prefix: &str, n: usize) -> anyhow::Result<(Stats, Stats)> {
     let (user, token) = env.user_token("bench-advisor@example.com").await?;
     let http = reqwest::Client::new();
     let started = Instant::now();
-    let mut latencies = Vec::with_capacity(n);
+    let (mut searchable, mut read) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in 0..n {
-        latencies.push(one_document(env, &http, user, &token, &format!("{prefix}-{i}")).await?);
+        let (s, r) = one_document(env, &http, user, &token, &format!("{prefix}-{i}")).await?;
+        searchable.push(s);
+        read.push(r);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    Ok(stats(latencies, started.elapsed()))
+    let took = started.elapsed();
+    Ok((stats(searchable, took), stats(read, took)))
+}
+
+async fn insights_on(env: &Env, email: &str) -> anyhow::Result<UserId> {
+    let (user, _) = env.user_token(email).await?;
+    db::insights::save_settings(
+        &env.db,
+        user,
+        &db::insights::Settings {
+            enabled: true,
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(user)
 }
 
 /// `n` samples on the idle pipeline, then `backlog` documents imported by another tenant
 /// (`"bulk": true`, 100 per request) and `n` samples again while they wait, then a third
 /// tenant's 20,000 documents sent without the flag, four requests at a time, and `n` again.
 pub async fn run(env: &Env, backlog: usize, n: usize) -> anyhow::Result<Fairness> {
-    let idle = samples(env, "idle", n).await?;
+    // Both teams read their messages for product intelligence too: the import's backfill
+    // goes through the insights pipeline's bulk lane as well.
+    insights_on(env, "bench-advisor@example.com").await?;
+    insights_on(env, "bench-importer@example.com").await?;
+    let (idle, idle_read) = samples(env, "idle", n).await?;
     let (importer, token) = env.user_token("bench-importer@example.com").await?;
     let http = reqwest::Client::new();
     let body = crate::bench::text_of_words(60);
@@ -109,16 +158,18 @@ pub async fn run(env: &Env, backlog: usize, n: usize) -> anyhow::Result<Fairness
             response.status()
         );
     }
-    let loaded = samples(env, "loaded", n).await?;
+    let (loaded, loaded_read) = samples(env, "loaded", n).await?;
     let backlog_indexed = indexed(env, importer, None).await?;
     let (eager_sent, eager_interactive) = eager(env, &http, &body, EAGER_DOCUMENTS).await?;
-    let eager = samples(env, "eager", n).await?;
+    let (eager, _) = samples(env, "eager", n).await?;
     Ok(Fairness {
         idle,
         loaded,
         eager,
         eager_sent,
         eager_interactive,
+        idle_read,
+        loaded_read,
         backlog,
         backlog_indexed,
     })

@@ -122,6 +122,32 @@ pub fn last_message(body: &Value) -> &Value {
         .unwrap_or(&Value::Null)
 }
 
+/// When the request is the insights pipeline's tier 2, an answer as a model would give it:
+/// the message's first sentence as one feature request, quoted word for word.
+pub fn tier2_reply(body: &Value) -> Option<Reply> {
+    let system = body["messages"][0]["content"].as_str()?;
+    if !system.contains("list the product feedback") {
+        return None;
+    }
+    let user = body["messages"][1]["content"].as_str()?;
+    let text = user.split("\"\"\"\n").nth(1)?.trim_end_matches("\n\"\"\"");
+    let first = text
+        .split_inclusive(['.', '?', '!', '\n'])
+        .next()
+        .unwrap_or(text)
+        .trim();
+    let title: String = first
+        .split_whitespace()
+        .take(6)
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some(Reply::text(
+        &json!({"items": [{"kind": "feature_request", "title": title, "quote": first}]})
+            .to_string(),
+        30,
+    ))
+}
+
 /// The tool results in a request, parsed, newest last.
 pub fn tool_results(body: &Value) -> Vec<Value> {
     body["messages"]

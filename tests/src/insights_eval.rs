@@ -578,3 +578,68 @@ mod tests {
         assert_eq!(head.predict(&[0.2, 0.8]), "b");
     }
 }
+
+/// What a stream of messages costs with a model.
+#[derive(Debug, Clone, Default)]
+pub struct ModelStream {
+    pub messages: i64,
+    /// Messages tier 1 passed on to the model.
+    pub reached_tier2: i64,
+    pub calls: i64,
+    pub tokens: i64,
+}
+
+/// Both demo tenants' data (a product team's feedback and an advisor's mail, CRM and
+/// calendar) as one user's stream with product intelligence on for every source, through the
+/// running pipeline with a model configured: how many messages reach tier 2, and the calls
+/// and tokens it takes.
+pub async fn model_stream(env: &crate::bench::Env) -> anyhow::Result<ModelStream> {
+    use sea_orm::ConnectionTrait;
+    let email = "bench-insights-model@example.com";
+    let user = db::users::ensure(&env.db, email).await?;
+    let limits = common::intake::Limits {
+        max_batch: env.config.max_batch_documents,
+        max_body_bytes: env.config.max_document_bytes,
+    };
+    let mut accepted = ctl::load_product_demo(&env.db, &env.bus, user, &limits).await?;
+    accepted.extend(ctl::load_demo(&env.bus, user, &limits).await?);
+    let expected = accepted.len() as i64;
+    let count = |sql: &'static str| {
+        let db = env.db.clone();
+        async move {
+            let row = db
+                .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                    sea_orm::DbBackend::Postgres,
+                    sql,
+                    [user.0.into()],
+                ))
+                .await?
+                .context("a count")?;
+            anyhow::Ok(row.try_get::<i64>("", "n")?)
+        }
+    };
+    let started = Instant::now();
+    while count("SELECT count(*) AS n FROM insight_messages WHERE user_id = $1").await? < expected {
+        anyhow::ensure!(
+            started.elapsed() < std::time::Duration::from_secs(300),
+            "the stream was not read within 5 minutes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let out = ModelStream {
+        messages: count("SELECT count(*) AS n FROM insight_messages WHERE user_id = $1").await?,
+        reached_tier2: count(
+            "SELECT count(*) AS n FROM insight_messages WHERE user_id = $1
+             AND (status = 'extracted' OR reason LIKE 'model%')",
+        )
+        .await?,
+        calls: count("SELECT count(*) AS n FROM model_calls WHERE user_id = $1").await?,
+        tokens: count(
+            "SELECT coalesce(sum(input_tokens + output_tokens), 0)::bigint AS n FROM model_calls
+             WHERE user_id = $1",
+        )
+        .await?,
+    };
+    env.forget_user(email).await?;
+    Ok(out)
+}

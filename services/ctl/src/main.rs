@@ -243,6 +243,14 @@ enum DemoCommand {
     },
 }
 
+/// The intake limits the gateway applies, for documents ctl submits.
+fn limits(config: &Config) -> Limits {
+    Limits {
+        max_batch: config.max_batch_documents,
+        max_body_bytes: config.max_document_bytes,
+    }
+}
+
 async fn bus(config: &Config) -> anyhow::Result<Bus> {
     Ok(Bus::connect(
         &config.nats_url,
@@ -614,10 +622,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let db = db(&config).await?;
             let user = db::users::ensure(&db, &email).await?;
-            let limits = Limits {
-                max_batch: config.max_batch_documents,
-                max_body_bytes: config.max_document_bytes,
-            };
+            let limits = limits(&config);
             let accepted = ctl::load_demo(&bus(&config).await?, user, &limits).await?;
             let rules = ctl::load_demo_rules(&db, user).await?;
             eprintln!(
@@ -631,10 +636,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let db = db(&config).await?;
             let user = db::users::ensure(&db, &email).await?;
-            let limits = Limits {
-                max_batch: config.max_batch_documents,
-                max_body_bytes: config.max_document_bytes,
-            };
+            let limits = limits(&config);
             let accepted = ctl::load_product_demo(&db, &bus(&config).await?, user, &limits).await?;
             eprintln!(
                 "product demo user {email}: {} documents submitted, product intelligence on",

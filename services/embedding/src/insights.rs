@@ -18,6 +18,7 @@ use insights::{LocalClassifier, Scored, text};
 use providers::model::{ModelClient, ModelError, TextSink};
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// Documents of this source are feedback imported as such: always processed, tier 1 only
 /// decides the kind.
@@ -430,18 +431,13 @@ impl Insights {
         let mut problem = String::new();
         for _ in 0..2 {
             let request = model.request(messages.clone(), Vec::new());
-            let span = tracing::info_span!(
-                "chat",
-                otel.name = format!("chat {}", model.model),
-                otel.kind = "client",
-                gen_ai.operation.name = "chat",
-                gen_ai.provider.name = %model.provider,
-                gen_ai.request.model = %model.model,
-                gen_ai.usage.input_tokens = tracing::field::Empty,
-                gen_ai.usage.output_tokens = tracing::field::Empty,
-            );
+            let span = model.span();
             let started = Instant::now();
-            let result = match model.complete_from(&request, "", &mut Discard).await {
+            let result = match model
+                .complete_from(&request, "", &mut Discard)
+                .instrument(span.clone())
+                .await
+            {
                 Ok(r) => r,
                 Err(never) => match never {},
             };

@@ -871,17 +871,7 @@ impl Agent {
         request: &ChatRequest,
         partial: &str,
     ) -> Result<Result<(Completion, Uuid), ModelError>, HandleError> {
-        let span = tracing::info_span!(
-            "chat",
-            otel.name = format!("chat {}", model.model),
-            otel.kind = "client",
-            gen_ai.operation.name = "chat",
-            gen_ai.provider.name = %model.provider,
-            gen_ai.request.model = %model.model,
-            gen_ai.usage.input_tokens = tracing::field::Empty,
-            gen_ai.usage.output_tokens = tracing::field::Empty,
-            gen_ai.response.finish_reasons = tracing::field::Empty,
-        );
+        let span = model.span();
         let started = Instant::now();
         let mut sink = Sink { out, sources };
         let result = model

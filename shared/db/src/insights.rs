@@ -536,35 +536,7 @@ pub async fn items(
     filter: &Filter,
     limit: u64,
 ) -> Result<Vec<Item>> {
-    Ok(Item::find_by_statement(stmt(
-        "SELECT i.id, i.theme_id, i.kind, i.title, i.description, i.quote, i.score, i.customer,
-                i.company, i.product_area, i.sentiment, i.urgency, i.document_id, d.source,
-                d.external_id, d.title AS document_title, i.span_start, i.span_end, i.occurred_at
-         FROM insight_items i JOIN documents d ON d.id = i.document_id
-         WHERE i.user_id = $1
-           AND ($2::text IS NULL OR i.kind = $2)
-           AND ($3::text IS NULL OR d.source = $3)
-           AND ($4::text IS NULL OR lower(i.company) = lower($4))
-           AND ($5::uuid IS NULL OR i.theme_id = $5)
-           AND ($6::uuid IS NULL OR i.document_id = $6)
-           AND ($7::timestamptz IS NULL OR i.occurred_at >= $7)
-           AND ($8::timestamptz IS NULL OR i.occurred_at < $8)
-         ORDER BY i.occurred_at DESC, i.span_start
-         LIMIT $9",
-        vec![
-            user.0.into(),
-            filter.kind.clone().into(),
-            filter.source.clone().into(),
-            filter.company.clone().into(),
-            filter.theme.into(),
-            filter.document.map(|d| d.0).into(),
-            filter.since.into(),
-            filter.until.into(),
-            (limit as i64).into(),
-        ],
-    ))
-    .all(db)
-    .await?)
+    query_items(db, user, filter, None, None, limit).await
 }
 
 /// Items closest in meaning to `vector` (or, without one, whose quote or title matches
@@ -577,11 +549,28 @@ pub async fn search_items(
     filter: &Filter,
     limit: u64,
 ) -> Result<Vec<Item>> {
-    let (rank, matches) = match vector {
-        Some(_) => ("i.embedding <=> $9", "TRUE"),
-        None => (
-            "-ts_rank(to_tsvector('english', i.title || ' ' || i.quote), plainto_tsquery('english', $10))",
-            "to_tsvector('english', i.title || ' ' || i.quote) @@ plainto_tsquery('english', $10)",
+    query_items(db, user, filter, Some(query), vector, limit).await
+}
+
+/// Items within `filter`: newest first, or by `vector`, or by `query`'s words.
+async fn query_items(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    filter: &Filter,
+    query: Option<&str>,
+    vector: Option<Vec<f32>>,
+    limit: u64,
+) -> Result<Vec<Item>> {
+    let text = "to_tsvector('english', i.title || ' ' || i.quote)";
+    let (matches, order) = match (&vector, query) {
+        (Some(_), _) => ("TRUE".to_owned(), "i.embedding <=> $10".to_owned()),
+        (None, Some(_)) => (
+            format!("{text} @@ plainto_tsquery('english', $11)"),
+            format!("ts_rank({text}, plainto_tsquery('english', $11)) DESC"),
+        ),
+        (None, None) => (
+            "TRUE".to_owned(),
+            "i.occurred_at DESC, i.span_start".to_owned(),
         ),
     };
     let sql = format!(
@@ -594,12 +583,13 @@ pub async fn search_items(
            AND ($3::text IS NULL OR d.source = $3)
            AND ($4::text IS NULL OR lower(i.company) = lower($4))
            AND ($5::uuid IS NULL OR i.theme_id = $5)
-           AND ($6::timestamptz IS NULL OR i.occurred_at >= $6)
-           AND ($7::timestamptz IS NULL OR i.occurred_at < $7)
-           AND ($9::vector IS NULL OR TRUE) AND ($10::text IS NULL OR TRUE)
+           AND ($6::uuid IS NULL OR i.document_id = $6)
+           AND ($7::timestamptz IS NULL OR i.occurred_at >= $7)
+           AND ($8::timestamptz IS NULL OR i.occurred_at < $8)
+           AND ($10::vector IS NULL OR TRUE) AND ($11::text IS NULL OR TRUE)
            AND {matches}
-         ORDER BY {rank}
-         LIMIT $8"
+         ORDER BY {order}
+         LIMIT $9"
     );
     Ok(Item::find_by_statement(stmt(
         &sql,
@@ -609,11 +599,12 @@ pub async fn search_items(
             filter.source.clone().into(),
             filter.company.clone().into(),
             filter.theme.into(),
+            filter.document.map(|d| d.0).into(),
             filter.since.into(),
             filter.until.into(),
             (limit as i64).into(),
             vector.map(Vector::from).into(),
-            query.to_owned().into(),
+            query.map(str::to_owned).into(),
         ],
     ))
     .all(db)

@@ -193,6 +193,22 @@ impl ModelClient {
         }
     }
 
+    /// The span of one chat call, with the GenAI semantic-convention attributes (usage and
+    /// finish reasons are recorded on it when the call ends).
+    pub fn span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "chat",
+            otel.name = format!("chat {}", self.model),
+            otel.kind = "client",
+            gen_ai.operation.name = "chat",
+            gen_ai.provider.name = %self.provider,
+            gen_ai.request.model = %self.model,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            gen_ai.response.finish_reasons = tracing::field::Empty,
+        )
+    }
+
     pub fn request(
         &self,
         messages: Vec<ChatCompletionRequestMessage>,

@@ -546,25 +546,6 @@ async fn the_product_demo_forms_themes_across_accounts_with_no_model() {
     assert_eq!(from_call["customer"]["open_deal_amount"], 120000.0);
 }
 
-/// A fake model's tier-2 answer: the whole message as one feature request, quoted.
-fn tier2_echo(request: &Value) -> Option<assistant_tests::fake_model::Reply> {
-    let system = request["messages"][0]["content"].as_str()?;
-    if !system.contains("list the product feedback") {
-        return None;
-    }
-    let user = request["messages"][1]["content"].as_str()?;
-    let text = user.split("\"\"\"\n").nth(1)?.trim_end_matches("\n\"\"\"");
-    let title: String = text
-        .split_whitespace()
-        .take(6)
-        .collect::<Vec<_>>()
-        .join(" ");
-    Some(assistant_tests::fake_model::Reply::text(
-        &json!({"items": [{"kind": "feature_request", "title": title, "quote": text}]}).to_string(),
-        30,
-    ))
-}
-
 /// "What are customers asking for most this month, and who?": the assistant reads the top
 /// themes and answers citing a customer's own words, like any other source.
 #[tokio::test]
@@ -572,7 +553,7 @@ async fn the_assistant_answers_what_customers_ask_for_with_cited_quotes() {
     use assistant_tests::fake_model::{FakeModel, Reply, last_message, tool_results};
     let fake = FakeModel::responding(|request: &Value| {
         // Tier 2 of the insights pipeline shares the model: each imported row is one item.
-        if let Some(item) = tier2_echo(request) {
+        if let Some(item) = assistant_tests::fake_model::tier2_reply(request) {
             return item;
         }
         if last_message(request)["role"] == "tool" {
