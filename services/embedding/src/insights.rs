@@ -538,7 +538,17 @@ impl Handler for Insights {
         };
         let user = delivery.envelope.user_id;
         match delivery.envelope.event {
-            Event::DocUpserted(e) => self.process(user, e.document_id, e.again, priority).await,
+            Event::DocUpserted(e) => {
+                match self.process(user, e.document_id, e.again, priority).await {
+                    // The document (or its user) was deleted while it was being read: what
+                    // would have been stored about it has nothing to belong to.
+                    Err(error) if db::documents::get(&self.db, e.document_id).await?.is_none() => {
+                        tracing::debug!(document.id = %e.document_id, %error, "document deleted while read");
+                        Ok(())
+                    }
+                    other => other,
+                }
+            }
             _ => Err(HandleError::poison("insights only handles doc.upserted")),
         }
     }

@@ -473,7 +473,14 @@ const NOTES: &str = "
   bulk work still progresses. Then a third tenant sends 20,000 notes without the flag, as 200 \
   requests of 100, four at a time (its share of the interactive lane is counted as it is \
   submitted, so the requests in flight together see each other), and the 20 emails are timed \
-  again.
+  again. Product intelligence is on for the emailing tenant and the importer, so the import's \
+  50,000 notes also wait in the insights pipeline's bulk lane; each email is also timed until \
+  that pipeline has read it (scored, and its items and themes stored).
+- **Product intelligence with a model**: both demo tenants' documents (the product team's Slack \
+  feedback, call transcripts, emails and CRM records, and the advisor's mail, calendar and CRM) \
+  as one user's stream with insights on for every source, through ingest and the embedding \
+  service with a local OpenAI-compatible fake model for tier 2; counted once every message has \
+  an outcome: how many tier 1 passed on, and the model calls and tokens recorded in usage.
 - **Embedder**: the in-process model on one text repeated, handed over 1, 8 or 32 at a time; the \
   model groups texts by length under a 512-token budget per forward pass.
 - **Search**: 100,000 chunks of one user (random unit vectors; text drawn Zipf-like from 20,000 \
