@@ -1,8 +1,11 @@
 //! Product intelligence on the real stack: settings, a Slack thread becoming quoted items tied
 //! to the HubSpot contact, company and open deals, themes that near-duplicates join,
 //! oversized messages skipped with the reason, redelivery and re-runs adding nothing, feedback
-//! imported as CSV with bad rows refused by number, and each user seeing only their own.
+//! imported as CSV with bad rows refused by number, each user seeing only their own, the
+//! product demo, the chat tools, rules on insight events, tier 2 with a (fake) model that
+//! invents quotes and breaks its JSON, and the evaluation harness on a slice of its data.
 
+use crate::rules::get_json as get;
 use assistant_tests::TestApp;
 use common::events::{DocUpserted, Envelope, Event};
 use common::ids::Source;
@@ -19,18 +22,6 @@ async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> reqwest::R
         .send()
         .await
         .unwrap()
-}
-
-async fn get(app: &TestApp, token: &str, path: &str) -> Value {
-    let r = app
-        .http
-        .get(format!("{}{path}", app.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK, "{path}");
-    r.json().await.unwrap()
 }
 
 async fn enable(app: &TestApp, token: &str, settings: Value) {
