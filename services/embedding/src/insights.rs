@@ -38,7 +38,7 @@ pub struct Insights {
 }
 
 /// The classifier name stored with outcomes the model extracted.
-const MODEL_EXTRACTOR: &str = "local-examples-v1+model";
+const MODEL_EXTRACTOR: &str = "local-examples-v2+model";
 
 struct Discard;
 
@@ -87,12 +87,16 @@ impl Insights {
     }
 }
 
+/// Records that hold no one's words (CRM contacts, companies and deals, calendar events):
+/// never read for feedback, whatever the settings.
+const RECORD_KINDS: [&str; 5] = ["contact", "company", "deal", "event", "meeting"];
+
 /// Whether the user's settings cover this document's source and channel.
 pub fn covered(settings: &Settings, doc: &document::Model) -> bool {
     if doc.source == FEEDBACK_SOURCE {
         return true;
     }
-    if !settings.enabled {
+    if !settings.enabled || RECORD_KINDS.contains(&doc.kind.as_str()) {
         return false;
     }
     let source_ok = settings.sources.is_empty()

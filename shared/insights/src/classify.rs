@@ -82,7 +82,7 @@ pub struct LocalClassifier {
 }
 
 /// The name stored with each outcome, so a change of classifier can be told apart.
-pub const LOCAL_CLASSIFIER: &str = "local-examples-v1";
+pub const LOCAL_CLASSIFIER: &str = "local-examples-v2";
 
 impl LocalClassifier {
     /// From labelled vectors (any order; they are normalized here).

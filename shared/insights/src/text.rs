@@ -110,7 +110,12 @@ pub fn sentences(text: &str, limit: usize, transcript: bool) -> Vec<Sentence> {
             let piece = &body[a..b];
             let lead = piece.len() - piece.trim_start().len();
             let piece = piece.trim();
-            if piece.split_whitespace().count() < MIN_WORDS {
+            // Words with a letter: "- Kevin Nguyen" under a message is a name, not a thought.
+            let words = piece
+                .split_whitespace()
+                .filter(|w| w.chars().any(char::is_alphabetic))
+                .count();
+            if words < MIN_WORDS {
                 return;
             }
             let s = line_start + start + a + lead;

@@ -496,6 +496,16 @@ async fn the_product_demo_forms_themes_across_accounts_with_no_model() {
         })
         .collect();
     eprintln!("{}", summary.join("\n"));
+    // CRM records hold no one's words: read for customers, never for feedback.
+    let progress = get(&app, &token, "/api/insights/progress").await;
+    assert!(
+        progress["progress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["source"] != "hubspot"),
+        "{progress}"
+    );
     let items = get(&app, &token, "/api/insights/items?limit=500").await;
     let items = items["items"].as_array().unwrap().clone();
     assert!(
