@@ -603,9 +603,9 @@ pub async fn model_stream(env: &crate::bench::Env) -> anyhow::Result<ModelStream
     };
     let mut accepted = ctl::load_product_demo(&env.db, &env.bus, user, &limits).await?;
     accepted.extend(ctl::load_demo(&env.bus, user, &limits).await?);
-    let expected = accepted.len() as i64;
-    let count = |sql: &'static str| {
-        let db = env.db.clone();
+    let stored = accepted.len() as i64;
+    let count = |sql: &str| {
+        let (db, sql) = (env.db.clone(), sql.to_owned());
         async move {
             let row = db
                 .query_one_raw(sea_orm::Statement::from_sql_and_values(
@@ -619,11 +619,26 @@ pub async fn model_stream(env: &crate::bench::Env) -> anyhow::Result<ModelStream
         }
     };
     let started = Instant::now();
-    while count("SELECT count(*) AS n FROM insight_messages WHERE user_id = $1").await? < expected {
+    let wait = std::time::Duration::from_secs(300);
+    while count("SELECT count(*) AS n FROM documents WHERE user_id = $1").await? < stored {
         anyhow::ensure!(
-            started.elapsed() < std::time::Duration::from_secs(300),
-            "the stream was not read within 5 minutes"
+            started.elapsed() < wait,
+            "the stream was not stored in time"
         );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Every stored document but the records the pipeline never reads.
+    let records = embedding::insights::RECORD_KINDS
+        .iter()
+        .map(|k| format!("'{k}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let expected = count(&format!(
+        "SELECT count(*) AS n FROM documents WHERE user_id = $1 AND kind NOT IN ({records})"
+    ))
+    .await?;
+    while count("SELECT count(*) AS n FROM insight_messages WHERE user_id = $1").await? < expected {
+        anyhow::ensure!(started.elapsed() < wait, "the stream was not read in time");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     let out = ModelStream {

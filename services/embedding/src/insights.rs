@@ -89,7 +89,7 @@ impl Insights {
 
 /// Records that hold no one's words (CRM contacts, companies and deals, calendar events):
 /// never read for feedback, whatever the settings.
-const RECORD_KINDS: [&str; 5] = ["contact", "company", "deal", "event", "meeting"];
+pub const RECORD_KINDS: [&str; 5] = ["contact", "company", "deal", "event", "meeting"];
 
 /// Whether the user's settings cover this document's source and channel.
 pub fn covered(settings: &Settings, doc: &document::Model) -> bool {
