@@ -6,7 +6,7 @@
 
 use common::bus::Bus;
 use common::consumer::{Delivery, HandleError, Handler};
-use common::events::{DomainEvent, Envelope, Event, Lane};
+use common::events::{DocUpserted, DomainEvent, Envelope, Event, Lane};
 use common::ids::Source;
 use common::{DocumentId, UserId};
 use db::DatabaseConnection;
@@ -15,7 +15,7 @@ use db::insights::{self as store, Customer, Joining, NewItem, Outcome, Settings}
 use embed::{Batcher, Priority};
 use insights::classify::LOCAL_CLASSIFIER;
 use insights::{LocalClassifier, Scored, text};
-use providers::model::{ModelClient, ModelError, TextSink};
+use providers::model::{Discard, ModelClient, ModelError};
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
@@ -39,15 +39,6 @@ pub struct Insights {
 
 /// The classifier name stored with outcomes the model extracted.
 const MODEL_EXTRACTOR: &str = "local-examples-v2+model";
-
-struct Discard;
-
-impl TextSink for Discard {
-    type Error = std::convert::Infallible;
-    async fn text(&mut self, _piece: &str) -> Result<(), Self::Error> {
-        Ok(())
-    }
-}
 
 /// What tier 2 with a model made of a message.
 enum ModelTier2 {
@@ -187,17 +178,22 @@ impl Insights {
     pub async fn process(
         &self,
         user: UserId,
-        id: DocumentId,
-        again: bool,
+        event: &DocUpserted,
         priority: Priority,
     ) -> Result<(), HandleError> {
+        let (id, again) = (event.document_id, event.again);
+        // Every stored document of every user comes here: one who never turned product
+        // intelligence on costs a key lookup, not a read of the document.
+        let settings = store::settings(&self.db, user).await?;
+        if !settings.enabled && event.source.as_str() != FEEDBACK_SOURCE {
+            return Ok(());
+        }
         let Some(doc) = db::documents::get(&self.db, id).await? else {
             return Ok(()); // deleted since
         };
         if doc.user_id != user.0 {
             return Err(HandleError::poison("document of another user"));
         }
-        let settings = store::settings(&self.db, user).await?;
         if !covered(&settings, &doc) {
             return Ok(());
         }
@@ -301,14 +297,13 @@ impl Insights {
                         )
                         .await
                         .map_err(HandleError::retry)?;
-                    let sentences = text::sentences(body, covered_to, doc.kind == "transcript");
                     for ((p, span), vector) in proposed.into_iter().zip(vectors) {
                         // The speaker of the sentence the quote starts in.
-                        let speaker = sentences
+                        let speaker = scored
                             .iter()
                             .rev()
-                            .find(|s| s.span.start <= span.start)
-                            .and_then(|s| s.speaker.clone());
+                            .find(|s| s.sentence.span.start <= span.start)
+                            .and_then(|s| s.sentence.speaker.clone());
                         let mut who = author(&doc, speaker.as_deref());
                         if who.name.is_none() {
                             who.name = p.customer.clone();
@@ -543,7 +538,7 @@ impl Handler for Insights {
         let user = delivery.envelope.user_id;
         match delivery.envelope.event {
             Event::DocUpserted(e) => {
-                match self.process(user, e.document_id, e.again, priority).await {
+                match self.process(user, &e, priority).await {
                     // The document (or its user) was deleted while it was being read: what
                     // would have been stored about it has nothing to belong to.
                     Err(error) if db::documents::get(&self.db, e.document_id).await?.is_none() => {

@@ -3,7 +3,7 @@
 //! a trigger that does not parse goes back to the model once with the parser's error. Served
 //! on core NATS for the gateway, which answers the user with the compiled trigger.
 
-use crate::model::{ModelClient, TextSink};
+use crate::model::{Discard, ModelClient};
 use async_openai::types::{
     ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
     ChatCompletionRequestUserMessage,
@@ -25,15 +25,6 @@ Answer with one JSON object and nothing else:
 {"trigger": "when ... [if ...]"}
 or, when the text is a preference or a fact to remember rather than something to do when an event arrives:
 {"memory": true}"#;
-
-struct Discard;
-
-impl TextSink for Discard {
-    type Error = std::convert::Infallible;
-    async fn text(&mut self, _piece: &str) -> Result<(), Self::Error> {
-        Ok(())
-    }
-}
 
 /// Compiles `text`: the trigger (checked), or that it is a memory, or why not.
 pub async fn compile(model: &ModelClient, text: &str) -> CompileReply {

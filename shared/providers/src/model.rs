@@ -142,6 +142,16 @@ pub trait TextSink: Send {
     fn text(&mut self, piece: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
+/// For calls whose text is only wanted whole (compiling a rule, tier 2 of insights).
+pub struct Discard;
+
+impl TextSink for Discard {
+    type Error = std::convert::Infallible;
+    async fn text(&mut self, _piece: &str) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
 #[derive(Clone)]
 pub struct ModelClient {
     http: reqwest::Client,
