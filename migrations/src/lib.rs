@@ -36,6 +36,7 @@ mod m20261129_000009_chunks_newest;
 mod m20261205_000010_invocation_lease;
 mod m20261205_000011_quotas;
 mod m20261205_000012_insights;
+mod m20261205_000013_insight_grouping;
 
 pub struct Migrator;
 
@@ -55,6 +56,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000010_invocation_lease::Migration),
             Box::new(m20261205_000011_quotas::Migration),
             Box::new(m20261205_000012_insights::Migration),
+            Box::new(m20261205_000013_insight_grouping::Migration),
         ]
     }
 }

@@ -166,56 +166,9 @@ pub fn grouping(truth: &[usize], found: &[usize]) -> Grouping {
 }
 
 /// Plain average-link clustering of unit vectors, merging while the closest pair of groups is
-/// at least `threshold` similar on average: the batch baseline.
-pub fn average_link(vectors: &[Vec<f32>], threshold: f32) -> Vec<usize> {
-    let n = vectors.len();
-    let mut sim = vec![0f32; n * n];
-    for i in 0..n {
-        for j in i + 1..n {
-            let s = insights::classify::dot(&vectors[i], &vectors[j]);
-            sim[i * n + j] = s;
-            sim[j * n + i] = s;
-        }
-    }
-    let mut size = vec![1usize; n];
-    let mut alive = vec![true; n];
-    let mut owner: Vec<usize> = (0..n).collect();
-    loop {
-        let mut best = (f32::MIN, 0, 0);
-        for i in 0..n {
-            if !alive[i] {
-                continue;
-            }
-            for j in i + 1..n {
-                if alive[j] && sim[i * n + j] > best.0 {
-                    best = (sim[i * n + j], i, j);
-                }
-            }
-        }
-        let (s, a, b) = best;
-        if s < threshold || s == f32::MIN {
-            break;
-        }
-        // Lance-Williams for average link: the merged group's similarity to each other group
-        // is the size-weighted mean.
-        for k in 0..n {
-            if alive[k] && k != a && k != b {
-                let v = (sim[a * n + k] * size[a] as f32 + sim[b * n + k] * size[b] as f32)
-                    / (size[a] + size[b]) as f32;
-                sim[a * n + k] = v;
-                sim[k * n + a] = v;
-            }
-        }
-        size[a] += size[b];
-        alive[b] = false;
-        for o in owner.iter_mut() {
-            if *o == b {
-                *o = a;
-            }
-        }
-    }
-    owner
-}
+/// at least `threshold` similar on average: the batch baseline (the product's regrouping uses
+/// the same method).
+pub use insights::cluster::average_link;
 
 /// A softmax (multinomial logistic) head on the vectors, trained by gradient descent: the
 /// in-domain baseline.
@@ -381,12 +334,16 @@ pub fn classification(
 
 #[derive(Debug, Clone, Default)]
 pub struct Themes {
-    /// The store's online grouping at the configured threshold, held out.
+    /// The store's grouping as items arrive, with its periodic regrouping, at the configured
+    /// thresholds, held out.
     pub online: Grouping,
-    pub threshold: f32,
-    /// The threshold that scored best on the tuning rows (the mean of 1:1 accuracy and NMI:
-    /// NMI alone rewards splitting into many small themes), and the held-out grouping with it.
-    pub tuned_threshold: f32,
+    /// The same without the regrouping: each item joins the closest theme or starts one.
+    pub join_only: Grouping,
+    pub joining: Joining,
+    /// The join threshold that scored best on the tuning rows (the mean of 1:1 accuracy and
+    /// NMI: NMI alone rewards splitting into many small themes), regrouping as configured, and
+    /// the held-out grouping with it.
+    pub tuned_join: f32,
     pub tuned: Grouping,
     /// Average-link clustering of the same held-out vectors, its threshold chosen on the
     /// tuning rows the same way.
@@ -395,17 +352,18 @@ pub struct Themes {
     pub held_out: usize,
 }
 
-/// Every request stored as an item, one at a time, by the product's store, for a fresh user;
-/// the theme each joined.
+/// Every request stored as an item, one at a time, by the product's store, for a fresh user,
+/// regrouping when due (as the pipeline does) if `regroup`; the theme each is in at the end.
 async fn store_grouping(
     db: &DatabaseConnection,
     user: UserId,
     texts: &[String],
     vectors: &[Vec<f32>],
-    join: f32,
+    joining: Joining,
+    regroup: bool,
 ) -> anyhow::Result<Vec<usize>> {
-    let mut theme_ids: HashMap<uuid::Uuid, usize> = HashMap::new();
-    let mut out = Vec::with_capacity(texts.len());
+    use sea_orm::ConnectionTrait;
+    let mut documents = Vec::with_capacity(texts.len());
     for (i, (text, vector)) in texts.iter().zip(vectors).enumerate() {
         let input = DocumentInput {
             source: Source::parse("eval").expect("valid"),
@@ -417,7 +375,7 @@ async fn store_grouping(
             occurred_at: None,
         };
         let (doc, _, _) = db::documents::upsert(db, user, &input).await?;
-        let placed = db::insights::replace_items(
+        db::insights::replace_items(
             db,
             user,
             doc,
@@ -435,24 +393,48 @@ async fn store_grouping(
                 urgency: "low".into(),
                 embedding: vector.clone(),
                 occurred_at: chrono::Utc::now(),
+                confirmed: None,
             }],
-            Joining { join },
+            joining,
         )
         .await?;
-        let theme = placed.first().context("placed")?.theme;
-        let next = theme_ids.len();
-        out.push(*theme_ids.entry(theme).or_insert(next));
+        if regroup {
+            db::insights::regroup_if_due(db, user, joining).await?;
+        }
+        documents.push(doc.0);
     }
-    Ok(out)
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT document_id, theme_id FROM insight_items WHERE user_id = $1",
+            [user.0.into()],
+        ))
+        .await?;
+    let mut theme_of = HashMap::new();
+    for r in rows {
+        let doc: uuid::Uuid = r.try_get("", "document_id")?;
+        let theme: uuid::Uuid = r.try_get("", "theme_id")?;
+        theme_of.insert(doc, theme);
+    }
+    let mut number: HashMap<uuid::Uuid, usize> = HashMap::new();
+    documents
+        .iter()
+        .map(|d| {
+            let theme = *theme_of.get(d).context("every item has a theme")?;
+            let next = number.len();
+            Ok(*number.entry(theme).or_insert(next))
+        })
+        .collect()
 }
 
-/// BANKING77 requests grouped into themes: the store online at `threshold`, at the threshold
-/// tuned on the other two thirds, and average-link in batch. `per_intent` caps the rows of each
-/// intent, for a quick run.
+/// BANKING77 requests grouped into themes: the store as items arrive (with and without its
+/// regrouping) at the configured thresholds, at the join threshold tuned on the other two
+/// thirds, and average-link in batch. `per_intent` caps the rows of each intent, for a quick
+/// run.
 pub async fn themes(
     db: &DatabaseConnection,
     model: &LocalModel,
-    threshold: f32,
+    joining: Joining,
     per_intent: usize,
     sweep: &[f32],
 ) -> anyhow::Result<Themes> {
@@ -486,14 +468,23 @@ pub async fn themes(
         format!("insights-eval-{}-{run}@example.com", std::process::id())
     };
     let mut users = Vec::new();
-    let mut group = async |texts: &[String], vectors: &[Vec<f32>], join: f32, email: String| {
+    let mut group = async |texts: &[String],
+                           vectors: &[Vec<f32>],
+                           joining: Joining,
+                           regroup: bool,
+                           email: String| {
         let user = db::users::ensure(db, &email).await?;
         users.push(email);
-        store_grouping(db, user, texts, vectors, join).await
+        store_grouping(db, user, texts, vectors, joining, regroup).await
     };
-    let mut best = (f64::MIN, threshold);
+    let mut best = (f64::MIN, joining.join);
     for &t in sweep {
-        let found = group(&tune_texts, &tune_vectors, t, fresh_user()).await?;
+        let candidate = Joining {
+            join: t,
+            ask: t,
+            ..joining
+        };
+        let found = group(&tune_texts, &tune_vectors, candidate, true, fresh_user()).await?;
         let g = grouping(&truth(&tune), &found);
         if (g.accuracy + g.nmi) / 2.0 > best.0 {
             best = ((g.accuracy + g.nmi) / 2.0, t);
@@ -501,11 +492,27 @@ pub async fn themes(
     }
     let online = grouping(
         &truth(&test),
-        &group(&test_texts, &test_vectors, threshold, fresh_user()).await?,
+        &group(&test_texts, &test_vectors, joining, true, fresh_user()).await?,
     );
+    let join_only = grouping(
+        &truth(&test),
+        &group(&test_texts, &test_vectors, joining, false, fresh_user()).await?,
+    );
+    let tuned_joining = Joining {
+        join: best.1,
+        ask: best.1,
+        ..joining
+    };
     let tuned = grouping(
         &truth(&test),
-        &group(&test_texts, &test_vectors, best.1, fresh_user()).await?,
+        &group(
+            &test_texts,
+            &test_vectors,
+            tuned_joining,
+            true,
+            fresh_user(),
+        )
+        .await?,
     );
     let mut batch_best = (f64::MIN, 0.5f32);
     for &t in sweep {
@@ -526,8 +533,9 @@ pub async fn themes(
     }
     Ok(Themes {
         online,
-        threshold,
-        tuned_threshold: best.1,
+        join_only,
+        joining,
+        tuned_join: best.1,
         tuned,
         batch,
         batch_threshold: batch_best.1,

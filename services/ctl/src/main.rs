@@ -159,6 +159,16 @@ enum InsightsCommand {
         #[arg(long)]
         until: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// Group a user's items into themes again, all at once (average link), as the pipeline
+    /// does by itself every 10% more items; theme ids and titles stay where their items stay.
+    Regroup {
+        /// The user's email or id.
+        #[arg(long)]
+        user: String,
+        /// Average similarity that keeps two groups together; default INSIGHTS_THEME_REGROUP.
+        #[arg(long)]
+        threshold: Option<f32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -572,6 +582,27 @@ async fn main() -> anyhow::Result<()> {
             };
             let queued = ctl::reprocess_insights(&db, &bus(&config).await?, user, &filter).await?;
             println!("queued {queued} documents to be read again by product intelligence");
+        }
+        Command::Insights {
+            command: InsightsCommand::Regroup { user, threshold },
+        } => {
+            let threshold = threshold.unwrap_or(config.insights_theme_regroup);
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&threshold),
+                "--threshold must be between 0 and 1"
+            );
+            let db = db(&config).await?;
+            let user = user_by(&db, &user).await?;
+            let r = db::insights::regroup(&db, user, threshold).await?;
+            println!(
+                "regrouped {} items: {} moved; {} themes before, {} after ({} started, {} removed)",
+                r.items,
+                r.moved,
+                r.themes_before,
+                r.themes_after,
+                r.created.len(),
+                r.removed
+            );
         }
         Command::Rules {
             command: RulesCommand::List { user, json },

@@ -244,6 +244,8 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         batcher.clone(),
         db::insights::Joining {
             join: config.insights_theme_join,
+            ask: config.insights_theme_ask,
+            regroup: config.insights_theme_regroup,
         },
         match config.chat_provider {
             common::config::ChatProvider::Openai => {
@@ -255,16 +257,18 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     )
     .await?;
     let queries = tokio::spawn(serve_queries(backends.bus.clone(), batcher, cancel.clone()));
-    let (interactive, bulk, insights_interactive, insights_bulk) = tokio::join!(
+    let (interactive, bulk, insights_interactive, insights_bulk, backlog) = tokio::join!(
         backends.consume("embedding", indexer.clone(), &config, cancel.clone()),
         backends.consume("embedding-bulk", indexer, &config, cancel.clone()),
         backends.consume("insights", insights.clone(), &config, cancel.clone()),
-        backends.consume("insights-bulk", insights, &config, cancel),
+        backends.consume("insights-bulk", insights.clone(), &config, cancel.clone()),
+        backends.consume("insights-backlog", insights, &config, cancel),
     );
     interactive?;
     bulk?;
     insights_interactive?;
     insights_bulk?;
+    backlog?;
     queries.await??;
     Ok(())
 }

@@ -177,6 +177,12 @@ pub struct Config {
     /// Cosine similarity (0–1) of a new insight item to a theme's centroid at or above
     /// which the item joins that theme; below it, the item starts a theme.
     pub insights_theme_join: f32,
+    /// With a model, an item whose closest theme is at least this similar (and under
+    /// `insights_theme_join`) is shown to the model with the theme, which decides.
+    pub insights_theme_ask: f32,
+    /// Average similarity at which the periodic regrouping of all of a user's items keeps two
+    /// groups together.
+    pub insights_theme_regroup: f32,
     /// Model tokens per user per day (UTC), for chat, compiling rules and tier 2.
     pub model_tokens_per_user_per_day: i64,
     /// Turns a user may have queued or running at once (the gateway answers 429 past it; an
@@ -325,6 +331,8 @@ impl Default for Config {
             backtests_per_user_per_minute: 6,
             backtest_max_days: 14,
             insights_theme_join: 0.55,
+            insights_theme_ask: 0.45,
+            insights_theme_regroup: 0.55,
             model_tokens_per_user_per_day: 2_000_000,
             chat_max_turns_per_user: 4,
             chat_max_streams_per_user: 16,
@@ -448,6 +456,8 @@ impl Config {
             "backtests_per_user_per_minute",
             "backtest_max_days",
             "insights_theme_join",
+            "insights_theme_ask",
+            "insights_theme_regroup",
             "model_tokens_per_user_per_day",
             "chat_max_turns_per_user",
             "chat_max_streams_per_user",
@@ -563,6 +573,15 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.insights_theme_join) {
             return invalid("INSIGHTS_THEME_JOIN", "must be between 0 and 1");
+        }
+        if !(0.0..=self.insights_theme_join).contains(&self.insights_theme_ask) {
+            return invalid(
+                "INSIGHTS_THEME_ASK",
+                "must be between 0 and INSIGHTS_THEME_JOIN",
+            );
+        }
+        if !(0.0..=1.0).contains(&self.insights_theme_regroup) {
+            return invalid("INSIGHTS_THEME_REGROUP", "must be between 0 and 1");
         }
         if self.consumer_concurrency == 0 || self.embed_batch_size == 0 {
             return invalid("CONSUMER_CONCURRENCY", "must be at least 1");

@@ -443,6 +443,28 @@ pub fn short_hash(parts: &[&str]) -> String {
     hex::encode(&hasher.finalize()[..16])
 }
 
+/// The domain event that asks for the documents stored before product intelligence was turned
+/// on (or widened) to be read: `insight.backlog.requested`, `{"after": <document id>, "run"}`.
+/// The insights pipeline queues one page of them per delivery and announces the next.
+pub const INSIGHTS_BACKLOG: &str = "backlog.requested";
+
+/// The event that starts (`after` = nil) or continues reading a user's backlog; `run` names
+/// the run, so a second run is not taken for a repeat of the first.
+pub fn insights_backlog(user: UserId, run: &str, after: uuid::Uuid) -> Envelope {
+    Envelope::new(
+        user,
+        Event::Domain(DomainEvent {
+            source: Source::parse("insight").expect("valid source"),
+            name: INSIGHTS_BACKLOG.to_owned(),
+            entity_id: format!("backlog:{run}"),
+            document_id: None,
+            version: after.to_string(),
+            data: serde_json::json!({"after": after, "run": run}),
+            history: false,
+        }),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

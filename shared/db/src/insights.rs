@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use common::{DocumentId, UserId};
 use pgvector::Vector;
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, TransactionTrait,
-    Value,
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement,
+    TransactionTrait, Value,
 };
 use serde::Serialize;
 use uuid::Uuid;
@@ -26,6 +26,10 @@ pub struct Settings {
     pub channels: Vec<String>,
     /// Tier 1's score (0–10) a message needs to go on to tier 2.
     pub min_score: i16,
+    /// The team's product areas, each `Name` or `Name: word, word`; an item is filed under the
+    /// area whose name or words its quote or title uses (or the one the model names).
+    #[serde(default)]
+    pub product_areas: Vec<String>,
 }
 
 impl Default for Settings {
@@ -35,6 +39,7 @@ impl Default for Settings {
             sources: Vec::new(),
             channels: Vec::new(),
             min_score: 6,
+            product_areas: Vec::new(),
         }
     }
 }
@@ -42,7 +47,8 @@ impl Default for Settings {
 pub async fn settings(db: &impl ConnectionTrait, user: UserId) -> Result<Settings> {
     let row = db
         .query_one_raw(stmt(
-            "SELECT enabled, sources, channels, min_score FROM insight_settings WHERE user_id = $1",
+            "SELECT enabled, sources, channels, min_score, product_areas
+             FROM insight_settings WHERE user_id = $1",
             vec![user.0.into()],
         ))
         .await?;
@@ -52,6 +58,7 @@ pub async fn settings(db: &impl ConnectionTrait, user: UserId) -> Result<Setting
             sources: r.try_get("", "sources")?,
             channels: r.try_get("", "channels")?,
             min_score: r.try_get("", "min_score")?,
+            product_areas: r.try_get("", "product_areas")?,
         },
         None => Settings::default(),
     })
@@ -59,16 +66,17 @@ pub async fn settings(db: &impl ConnectionTrait, user: UserId) -> Result<Setting
 
 pub async fn save_settings(db: &impl ConnectionTrait, user: UserId, s: &Settings) -> Result<()> {
     db.execute_raw(stmt(
-        "INSERT INTO insight_settings (user_id, enabled, sources, channels, min_score)
-         VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO insight_settings (user_id, enabled, sources, channels, min_score, product_areas)
+         VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (user_id) DO UPDATE SET enabled = $2, sources = $3, channels = $4,
-           min_score = $5, updated_at = now()",
+           min_score = $5, product_areas = $6, updated_at = now()",
         vec![
             user.0.into(),
             s.enabled.into(),
             s.sources.clone().into(),
             s.channels.clone().into(),
             s.min_score.into(),
+            s.product_areas.clone().into(),
         ],
     ))
     .await?;
@@ -237,6 +245,9 @@ pub struct NewItem {
     pub urgency: String,
     pub embedding: Vec<f32>,
     pub occurred_at: DateTime<Utc>,
+    /// A theme a model judged this item to belong to (its similarity in the uncertain band):
+    /// the item joins it if it is still the closest theme and at least `Joining::ask` similar.
+    pub confirmed: Option<Uuid>,
 }
 
 /// The stable id of the item at `span` of `document`.
@@ -248,12 +259,38 @@ pub fn item_id(user: UserId, document: DocumentId, start: i32, end: i32) -> Uuid
 }
 
 /// When an item joins a theme: the cosine similarity of its vector to the centroid (the
-/// mean of its members' vectors) of the closest theme reaches `join`. Below it the item
-/// starts a theme. Themes are topics: a request and a complaint about the same thing share
-/// one, and the theme's kind is its items' most common kind.
+/// mean of its members' vectors) of the closest theme reaches `join`, or reaches `ask` and a
+/// model confirmed that theme for it (`NewItem::confirmed`). Otherwise the item starts a
+/// theme. Themes are topics: a request and a complaint about the same thing share one, and
+/// the theme's kind is its items' most common kind. `regroup` is the average similarity at
+/// which the periodic regrouping of all items keeps two groups together.
 #[derive(Debug, Clone, Copy)]
 pub struct Joining {
     pub join: f32,
+    pub ask: f32,
+    pub regroup: f32,
+}
+
+/// The configuration's defaults.
+impl Default for Joining {
+    fn default() -> Self {
+        Self {
+            join: 0.55,
+            ask: 0.45,
+            regroup: 0.55,
+        }
+    }
+}
+
+impl Joining {
+    /// Similarity alone at `join`, regrouping at `regroup`.
+    pub fn new(join: f32, regroup: f32) -> Self {
+        Self {
+            join,
+            ask: join,
+            regroup,
+        }
+    }
 }
 
 /// What happened to one stored item.
@@ -266,6 +303,31 @@ pub struct Placed {
     pub new_item: bool,
     pub new_theme: bool,
     pub similarity: Option<f32>,
+}
+
+/// The theme closest to `vector`, with its similarity, title and best quote: what a model is
+/// shown when an item falls in the uncertain band.
+pub async fn nearest_theme(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    vector: &[f32],
+) -> Result<Option<(Uuid, f32, String, String)>> {
+    let row = db
+        .query_one_raw(stmt(
+            "SELECT id, 1 - (centroid <=> $2) AS similarity, title, summary FROM insight_themes
+             WHERE user_id = $1 ORDER BY centroid <=> $2 LIMIT 1",
+            vec![user.0.into(), Vector::from(vector.to_vec()).into()],
+        ))
+        .await?;
+    row.map(|r| {
+        Ok((
+            r.try_get("", "id")?,
+            r.try_get::<f64>("", "similarity")? as f32,
+            r.try_get("", "title")?,
+            r.try_get("", "summary")?,
+        ))
+    })
+    .transpose()
 }
 
 /// Replaces the document's items with `items`, each joining the closest theme at or above
@@ -320,6 +382,7 @@ pub async fn replace_items(
         let similarity = nearest.map(|(_, s)| s as f32);
         let (theme, new_theme) = match nearest {
             Some((t, s)) if s as f32 >= joining.join => (t, false),
+            Some((t, s)) if s as f32 >= joining.ask && item.confirmed == Some(t) => (t, false),
             _ => {
                 let t = Uuid::new_v4();
                 txn.execute_raw(stmt(
@@ -433,6 +496,9 @@ pub struct Theme {
     pub kind: String,
     pub items: i32,
     pub accounts: i32,
+    /// The open deals of its distinct accounts, each account counted once (as recorded with
+    /// its latest item).
+    pub open_deal_amount: f64,
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
 }
@@ -443,13 +509,15 @@ pub struct Filter {
     pub kind: Option<String>,
     pub source: Option<String>,
     pub company: Option<String>,
+    pub product_area: Option<String>,
     pub theme: Option<Uuid>,
     pub document: Option<DocumentId>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
 }
 
-/// `mentions` (items), `accounts`, `recent` (last seen).
+/// `mentions` (items), `accounts`, `revenue` (open-deal amount of its accounts), `recent`
+/// (last seen). Counts are of the items within the filter.
 pub async fn themes(
     db: &impl ConnectionTrait,
     user: UserId,
@@ -458,25 +526,35 @@ pub async fn themes(
     limit: u64,
 ) -> Result<Vec<Theme>> {
     let order = match sort {
-        "accounts" => "accounts DESC, items DESC",
-        "recent" => "last_seen DESC",
-        _ => "items DESC, last_seen DESC",
+        "accounts" => "accounts DESC, items DESC, t.id",
+        "revenue" => "open_deal_amount DESC, items DESC, t.id",
+        "recent" => "last_seen DESC, t.id",
+        _ => "items DESC, last_seen DESC, t.id",
     };
-    // Counts within the filter: a theme's items in the window, source and company asked for.
     let sql = format!(
-        "SELECT t.id, t.title, t.summary, t.kind,
-                count(i.id)::int AS items,
-                count(DISTINCT coalesce(i.company, i.customer->>'email', i.customer->>'name'))::int AS accounts,
-                min(i.occurred_at) AS first_seen, max(i.occurred_at) AS last_seen
-         FROM insight_themes t
-         JOIN insight_items i ON i.theme_id = t.id
-         JOIN documents d ON d.id = i.document_id
+        "WITH f AS (
+           SELECT i.id, i.theme_id, i.occurred_at,
+                  coalesce(i.company, i.customer->>'email', i.customer->>'name') AS account,
+                  CASE WHEN jsonb_typeof(i.customer->'open_deal_amount') = 'number'
+                       THEN (i.customer->>'open_deal_amount')::float8 ELSE 0 END AS amount
+           FROM insight_items i JOIN documents d ON d.id = i.document_id
+           WHERE i.user_id = $1 AND i.theme_id IS NOT NULL
+             AND ($2::text IS NULL OR i.kind = $2)
+             AND ($3::text IS NULL OR d.source = $3)
+             AND ($4::text IS NULL OR lower(i.company) = lower($4))
+             AND ($5::timestamptz IS NULL OR i.occurred_at >= $5)
+             AND ($6::timestamptz IS NULL OR i.occurred_at < $6)
+             AND ($8::text IS NULL OR lower(i.product_area) = lower($8))
+             AND ($9::uuid IS NULL OR i.theme_id = $9)),
+         a AS (
+           SELECT DISTINCT ON (theme_id, account) theme_id, amount FROM f
+           WHERE account IS NOT NULL ORDER BY theme_id, account, occurred_at DESC)
+         SELECT t.id, t.title, t.summary, t.kind,
+                count(f.id)::int AS items, count(DISTINCT f.account)::int AS accounts,
+                coalesce((SELECT sum(a.amount) FROM a WHERE a.theme_id = t.id), 0)::float8 AS open_deal_amount,
+                min(f.occurred_at) AS first_seen, max(f.occurred_at) AS last_seen
+         FROM insight_themes t JOIN f ON f.theme_id = t.id
          WHERE t.user_id = $1
-           AND ($2::text IS NULL OR i.kind = $2)
-           AND ($3::text IS NULL OR d.source = $3)
-           AND ($4::text IS NULL OR lower(i.company) = lower($4))
-           AND ($5::timestamptz IS NULL OR i.occurred_at >= $5)
-           AND ($6::timestamptz IS NULL OR i.occurred_at < $6)
          GROUP BY t.id
          ORDER BY {order}
          LIMIT $7"
@@ -491,6 +569,8 @@ pub async fn themes(
             filter.since.into(),
             filter.until.into(),
             (limit as i64).into(),
+            filter.product_area.clone().into(),
+            filter.theme.into(),
         ],
     ))
     .all(db)
@@ -498,13 +578,11 @@ pub async fn themes(
 }
 
 pub async fn theme(db: &impl ConnectionTrait, user: UserId, id: Uuid) -> Result<Option<Theme>> {
-    Ok(Theme::find_by_statement(stmt(
-        "SELECT id, title, summary, kind, items, accounts, first_seen, last_seen
-         FROM insight_themes WHERE user_id = $1 AND id = $2",
-        vec![user.0.into(), id.into()],
-    ))
-    .one(db)
-    .await?)
+    let filter = Filter {
+        theme: Some(id),
+        ..Filter::default()
+    };
+    Ok(themes(db, user, &filter, "mentions", 1).await?.pop())
 }
 
 #[derive(Debug, Clone, FromQueryResult, Serialize)]
@@ -587,6 +665,7 @@ async fn query_items(
            AND ($7::timestamptz IS NULL OR i.occurred_at >= $7)
            AND ($8::timestamptz IS NULL OR i.occurred_at < $8)
            AND ($10::vector IS NULL OR TRUE) AND ($11::text IS NULL OR TRUE)
+           AND ($12::text IS NULL OR lower(i.product_area) = lower($12))
            AND {matches}
          ORDER BY {order}
          LIMIT $9"
@@ -605,6 +684,7 @@ async fn query_items(
             (limit as i64).into(),
             vector.map(Vector::from).into(),
             query.map(str::to_owned).into(),
+            filter.product_area.clone().into(),
         ],
     ))
     .all(db)
@@ -630,4 +710,302 @@ pub async fn progress(db: &impl ConnectionTrait, user: UserId) -> Result<Vec<Pro
     ))
     .all(db)
     .await?)
+}
+
+/// The newest items a regrouping reads at most; older items keep their themes (the
+/// clustering holds a similarity matrix of this many squared, halved: 72 MB).
+pub const REGROUP_MAX_ITEMS: i64 = 6_000;
+
+/// What a regrouping changed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Regrouped {
+    /// Items read.
+    pub items: usize,
+    /// Items now in a different theme.
+    pub moved: usize,
+    pub themes_before: usize,
+    pub themes_after: usize,
+    /// Themes it started: id, kind and title.
+    pub created: Vec<(Uuid, String, String)>,
+    /// Themes left with no items, removed.
+    pub removed: usize,
+}
+
+/// Regroups the user's items when 10% more (at least 20) exist than at the last regrouping,
+/// or a tenth fewer.
+pub async fn regroup_if_due(
+    db: &DatabaseConnection,
+    user: UserId,
+    joining: Joining,
+) -> Result<Option<Regrouped>> {
+    let row = db
+        .query_one_raw(stmt(
+            "SELECT (SELECT count(*) FROM insight_items WHERE user_id = $1) AS now,
+                    coalesce((SELECT items_then FROM insight_grouping WHERE user_id = $1), 0)::bigint AS then",
+            vec![user.0.into()],
+        ))
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let (now, then): (i64, i64) = (row.try_get("", "now")?, row.try_get("", "then")?);
+    let due = now >= then + (then / 10).max(20) || now < then - then / 10;
+    if !due {
+        return Ok(None);
+    }
+    Ok(Some(regroup(db, user, joining.regroup).await?))
+}
+
+/// Groups the user's items (the newest `REGROUP_MAX_ITEMS`) again all at once by average link
+/// at `threshold` (`insights::cluster`). Theme ids stay where they can: each group takes the
+/// existing theme it shares the most items with (each theme goes to one group, largest
+/// overlaps first) and keeps its title; a group with no theme left starts one, titled by its
+/// most central item. Counts, centroids and quotes are recomputed and each item's similarity
+/// is to its theme's new centroid.
+pub async fn regroup(db: &DatabaseConnection, user: UserId, threshold: f32) -> Result<Regrouped> {
+    use std::collections::{HashMap, HashSet};
+    let txn = db.begin().await?;
+    txn.execute_raw(stmt(
+        "SELECT pg_advisory_xact_lock(hashtextextended('insights:' || $1::text, 0))",
+        vec![user.0.to_string().into()],
+    ))
+    .await?;
+    let rows = txn
+        .query_all_raw(stmt(
+            "SELECT id, theme_id, kind, title, quote, embedding, occurred_at FROM insight_items
+             WHERE user_id = $1 ORDER BY occurred_at DESC, id LIMIT $2",
+            vec![user.0.into(), REGROUP_MAX_ITEMS.into()],
+        ))
+        .await?;
+    struct Row {
+        id: Uuid,
+        theme: Option<Uuid>,
+        kind: String,
+        title: String,
+        quote: String,
+        occurred_at: DateTime<Utc>,
+    }
+    let mut items = Vec::with_capacity(rows.len());
+    let mut vectors = Vec::with_capacity(rows.len());
+    for r in &rows {
+        items.push(Row {
+            id: r.try_get("", "id")?,
+            theme: r.try_get("", "theme_id")?,
+            kind: r.try_get("", "kind")?,
+            title: r.try_get("", "title")?,
+            quote: r.try_get("", "quote")?,
+            occurred_at: r.try_get("", "occurred_at")?,
+        });
+        vectors.push(r.try_get::<Vector>("", "embedding")?.to_vec());
+    }
+    let (groups, vectors) = tokio::task::spawn_blocking(move || {
+        (
+            insights::cluster::average_link(&vectors, threshold),
+            vectors,
+        )
+    })
+    .await
+    .map_err(|e| DbErr::Custom(format!("regrouping stopped: {e}")))?;
+    let before: HashSet<Uuid> = items.iter().filter_map(|i| i.theme).collect();
+    // Largest overlaps first; ties by theme id, so the same items regroup the same way.
+    let mut overlap: HashMap<(usize, Uuid), usize> = HashMap::new();
+    for (item, &g) in items.iter().zip(&groups) {
+        if let Some(t) = item.theme {
+            *overlap.entry((g, t)).or_default() += 1;
+        }
+    }
+    let mut pairs: Vec<((usize, Uuid), usize)> = overlap.into_iter().collect();
+    pairs.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then(a.0.1.cmp(&b.0.1))
+            .then(a.0.0.cmp(&b.0.0))
+    });
+    let mut theme_of: HashMap<usize, Uuid> = HashMap::new();
+    let mut taken: HashSet<Uuid> = HashSet::new();
+    for ((g, t), _) in pairs {
+        if !theme_of.contains_key(&g) && taken.insert(t) {
+            theme_of.insert(g, t);
+        }
+    }
+    let mut out = Regrouped {
+        items: items.len(),
+        themes_before: before.len(),
+        ..Regrouped::default()
+    };
+    let group_count = groups.iter().max().map_or(0, |m| m + 1);
+    for g in 0..group_count {
+        if theme_of.contains_key(&g) {
+            continue;
+        }
+        let members: Vec<usize> = (0..items.len()).filter(|&i| groups[i] == g).collect();
+        let dim = vectors[members[0]].len();
+        let mut mean = vec![0f32; dim];
+        for &i in &members {
+            for (m, x) in mean.iter_mut().zip(&vectors[i]) {
+                *m += x;
+            }
+        }
+        let central = *members
+            .iter()
+            .max_by(|&&a, &&b| {
+                insights::classify::dot(&vectors[a], &mean)
+                    .total_cmp(&insights::classify::dot(&vectors[b], &mean))
+            })
+            .expect("a group has members");
+        let (id, first) = (Uuid::new_v4(), &items[central]);
+        txn.execute_raw(stmt(
+            "INSERT INTO insight_themes (id, user_id, title, summary, kind, centroid, first_seen, last_seen)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+            vec![
+                id.into(),
+                user.0.into(),
+                first.title.clone().into(),
+                first.quote.clone().into(),
+                first.kind.clone().into(),
+                Vector::from(vectors[central].clone()).into(),
+                first.occurred_at.into(),
+            ],
+        ))
+        .await?;
+        theme_of.insert(g, id);
+        out.created
+            .push((id, first.kind.clone(), first.title.clone()));
+    }
+    let ids: Vec<Uuid> = items.iter().map(|i| i.id).collect();
+    let themes: Vec<Uuid> = groups.iter().map(|g| theme_of[g]).collect();
+    out.moved = items
+        .iter()
+        .zip(&themes)
+        .filter(|(i, t)| i.theme != Some(**t))
+        .count();
+    txn.execute_raw(stmt(
+        "UPDATE insight_items i SET theme_id = u.theme
+         FROM unnest($1::uuid[], $2::uuid[]) AS u(id, theme)
+         WHERE i.id = u.id AND i.theme_id IS DISTINCT FROM u.theme",
+        vec![ids.clone().into(), themes.clone().into()],
+    ))
+    .await?;
+    let touched: Vec<Uuid> = before
+        .iter()
+        .copied()
+        .chain(themes.iter().copied())
+        .collect();
+    let touched: Vec<Uuid> = touched
+        .into_iter()
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    refresh(&txn, &touched).await?;
+    out.removed = txn
+        .execute_raw(stmt(
+            "DELETE FROM insight_themes WHERE id = ANY($1) AND items = 0",
+            vec![touched.into()],
+        ))
+        .await?
+        .rows_affected() as usize;
+    txn.execute_raw(stmt(
+        "UPDATE insight_items i SET similarity = 1 - (i.embedding <=> t.centroid)
+         FROM insight_themes t WHERE t.id = i.theme_id AND i.id = ANY($1)",
+        vec![ids.into()],
+    ))
+    .await?;
+    txn.execute_raw(stmt(
+        "INSERT INTO insight_grouping (user_id, items_then, themes_then, regrouped_at)
+         VALUES ($1, (SELECT count(*) FROM insight_items WHERE user_id = $1),
+                 (SELECT count(*) FROM insight_themes WHERE user_id = $1), now())
+         ON CONFLICT (user_id) DO UPDATE SET items_then = EXCLUDED.items_then,
+           themes_then = EXCLUDED.themes_then, regrouped_at = now()",
+        vec![user.0.into()],
+    ))
+    .await?;
+    txn.commit().await?;
+    out.themes_after = theme_of.len();
+    Ok(out)
+}
+
+/// Records that hold no one's words (CRM contacts, companies and deals, calendar events):
+/// never read for feedback, whatever the settings.
+pub const RECORD_KINDS: [&str; 5] = ["contact", "company", "deal", "event", "meeting"];
+
+/// Documents within the user's settings (or imported feedback) whose current version the
+/// pipeline has no outcome for: `$1` user, `$2` after this id, `$3` sources, `$4` channels
+/// (lower case, no `#`), `$5` whether it is on.
+const UNREAD: &str = "
+    FROM documents d
+    WHERE d.user_id = $1 AND d.id > $2
+      AND (d.source = 'feedback' OR ($5 AND d.kind <> ALL($6)
+        AND (cardinality($3::text[]) = 0 OR d.source = ANY($3)
+             OR ('transcript' = ANY($3) AND d.kind = 'transcript'))
+        AND (cardinality($4::text[]) = 0 OR d.source NOT IN ('slack', 'gmail')
+             OR (d.source = 'slack' AND (lower(d.metadata->>'channel') = ANY($4)
+                                         OR lower(d.metadata->>'channel_name') = ANY($4)))
+             OR (d.source = 'gmail' AND EXISTS (
+                   SELECT 1 FROM jsonb_array_elements_text(CASE WHEN jsonb_typeof(d.metadata->'labels') = 'array'
+                                                             THEN d.metadata->'labels' ELSE '[]' END) l
+                   WHERE lower(l) = ANY($4))))))
+      AND NOT EXISTS (SELECT 1 FROM insight_messages m
+                      WHERE m.user_id = d.user_id AND m.document_id = d.id
+                        AND m.content_hash = d.content_hash)";
+
+fn unread_values(user: UserId, after: Uuid, settings: &Settings) -> Vec<Value> {
+    let channels: Vec<String> = settings
+        .channels
+        .iter()
+        .map(|c| c.trim_start_matches('#').to_lowercase())
+        .collect();
+    vec![
+        user.0.into(),
+        after.into(),
+        settings.sources.clone().into(),
+        channels.into(),
+        settings.enabled.into(),
+        RECORD_KINDS.map(str::to_owned).to_vec().into(),
+    ]
+}
+
+/// The next `limit` documents (by id, after `after`) waiting to be read: what turning product
+/// intelligence on (or widening it) leaves to read of what was stored before.
+pub async fn unread(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    settings: &Settings,
+    after: Uuid,
+    limit: u64,
+) -> Result<Vec<crate::documents::DocumentKey>> {
+    let mut values = unread_values(user, after, settings);
+    values.push((limit as i64).into());
+    let rows = db
+        .query_all_raw(stmt(
+            &format!(
+                "SELECT d.id, d.user_id, d.source, d.kind, d.content_hash {UNREAD} ORDER BY d.id LIMIT $7"
+            ),
+            values,
+        ))
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(crate::documents::DocumentKey {
+                id: r.try_get("", "id")?,
+                user_id: r.try_get("", "user_id")?,
+                source: r.try_get("", "source")?,
+                kind: r.try_get("", "kind")?,
+                content_hash: r.try_get("", "content_hash")?,
+            })
+        })
+        .collect()
+}
+
+/// Per source, how many documents wait to be read.
+pub async fn waiting(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    settings: &Settings,
+) -> Result<Vec<(String, i64)>> {
+    let rows = db
+        .query_all_raw(stmt(
+            &format!("SELECT d.source, count(*) AS n {UNREAD} GROUP BY d.source ORDER BY d.source"),
+            unread_values(user, Uuid::nil(), settings),
+        ))
+        .await?;
+    rows.into_iter()
+        .map(|r| Ok((r.try_get("", "source")?, r.try_get("", "n")?)))
+        .collect()
 }

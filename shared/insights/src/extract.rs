@@ -72,6 +72,61 @@ pub fn urgency(kind: Kind, sentence: &str) -> &'static str {
     }
 }
 
+/// The product area `text` is about, among the team's `areas` (each `Name` or `Name: word,
+/// word`): the area whose name or words it uses most, matched as whole words (a trailing `s`
+/// forgiven), the first listed on a tie; none when no area's words appear.
+pub fn product_area(areas: &[String], text: &str) -> Option<String> {
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let uses = |term: &str| {
+        let term: Vec<&str> = term.split_whitespace().collect();
+        !term.is_empty()
+            && words.windows(term.len()).any(|w| {
+                w.iter().zip(&term).all(|(a, b)| {
+                    a == b || a.strip_suffix('s') == Some(b) || b.strip_suffix('s') == Some(a)
+                })
+            })
+    };
+    let mut best: Option<(usize, &str)> = None;
+    for area in areas {
+        let (name, more) = area.split_once(':').unwrap_or((area, ""));
+        let name = name.trim();
+        let hits = std::iter::once(name)
+            .chain(more.split(','))
+            .map(|t| t.trim().to_lowercase())
+            .filter(|t| uses(t))
+            .count();
+        if hits > 0 && best.is_none_or(|(b, _)| hits > b) {
+            best = Some((hits, name));
+        }
+    }
+    best.map(|(_, name)| name.to_owned())
+}
+
+/// The team's name for an area the model named: the listed area it matches (by name, case
+/// aside), else the area its words point to; with no areas listed, the model's own name.
+pub fn listed_area(areas: &[String], named: Option<&str>, text: &str) -> Option<String> {
+    if areas.is_empty() {
+        return named.map(str::to_owned);
+    }
+    let named_area = named.and_then(|n| {
+        areas
+            .iter()
+            .map(|a| {
+                a.split_once(':')
+                    .map_or(a.as_str(), |(name, _)| name)
+                    .trim()
+            })
+            .find(|a| a.eq_ignore_ascii_case(n.trim()))
+    });
+    named_area
+        .map(str::to_owned)
+        .or_else(|| product_area(areas, text))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +162,42 @@ mod tests {
         assert_eq!(urgency(Kind::Bug, "The chart is blue"), "medium");
         assert_eq!(urgency(Kind::FeatureRequest, "Add dark mode"), "low");
         assert_eq!(sentiment(Kind::Bug), "negative");
+    }
+
+    #[test]
+    fn a_quote_is_filed_under_the_area_whose_words_it_uses() {
+        let areas = vec![
+            "Billing: invoice, payment, charge".to_owned(),
+            "Reporting: export, dashboard, csv".to_owned(),
+            "Mobile app".to_owned(),
+        ];
+        let area = |t: &str| product_area(&areas, t);
+        assert_eq!(
+            area("We were charged twice on the last invoice").as_deref(),
+            Some("Billing")
+        );
+        assert_eq!(
+            area("Please add a CSV export of the dashboards").as_deref(),
+            Some("Reporting")
+        );
+        assert_eq!(
+            area("The mobile app crashes on login").as_deref(),
+            Some("Mobile app")
+        );
+        // Part of a word is not the word; nothing listed matches.
+        assert_eq!(area("Our reimbursement flow is slow"), None);
+        assert_eq!(area("mobile users love it"), None);
+        assert_eq!(
+            listed_area(&areas, Some("billing"), "anything").as_deref(),
+            Some("Billing")
+        );
+        assert_eq!(
+            listed_area(&areas, Some("Integrations"), "export to csv please").as_deref(),
+            Some("Reporting")
+        );
+        assert_eq!(
+            listed_area(&[], Some("Search"), "x").as_deref(),
+            Some("Search")
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! each item to a theme by similarity (`db::insights`).
 
 pub mod classify;
+pub mod cluster;
 pub mod extract;
 pub mod model;
 pub mod text;

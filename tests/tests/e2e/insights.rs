@@ -125,10 +125,24 @@ async fn a_slack_thread_becomes_quoted_items_tied_to_the_contact_company_and_ope
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.json::<Value>().await.unwrap()["field"], "min_score");
+    let r = app
+        .http
+        .put(format!("{}/api/insights/settings", app.url))
+        .bearer_auth(&token)
+        .json(&json!({"enabled": true, "product_areas": ["Reporting", " : export"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["field"],
+        "product_areas[1]"
+    );
     enable(
         &app,
         &token,
-        json!({"enabled": true, "sources": ["slack"], "channels": ["#customer-feedback"]}),
+        json!({"enabled": true, "sources": ["slack"], "channels": ["#customer-feedback"],
+               "product_areas": ["Reporting: export, excel", "Calendar: sync, meeting"]}),
     )
     .await;
 
@@ -187,8 +201,42 @@ async fn a_slack_thread_becomes_quoted_items_tied_to_the_contact_company_and_ope
         assert_eq!(item["customer"]["open_deals"], 1);
         assert_eq!(item["customer"]["open_deal_amount"], 48000.0);
     }
+    let areas: Vec<(&str, &str)> = items
+        .iter()
+        .map(|i| {
+            (
+                i["kind"].as_str().unwrap(),
+                i["product_area"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        areas.contains(&("feature_request", "Reporting")),
+        "{areas:?}"
+    );
+    assert!(areas.contains(&("bug", "Calendar")), "{areas:?}");
     let themes = get(&app, &token, "/api/insights/themes").await;
     assert_eq!(themes["themes"].as_array().unwrap().len(), 2);
+    // By product area, and by the open deals of the accounts that asked.
+    let reporting = get(&app, &token, "/api/insights/themes?product_area=reporting").await;
+    let reporting = reporting["themes"].as_array().unwrap();
+    assert_eq!(reporting.len(), 1, "{reporting:?}");
+    assert_eq!(reporting[0]["kind"], "feature_request");
+    let by_revenue = get(&app, &token, "/api/insights/themes?sort=revenue").await;
+    for t in by_revenue["themes"].as_array().unwrap() {
+        assert_eq!(t["open_deal_amount"], 48000.0, "{t}");
+    }
+    let r = app
+        .http
+        .get(format!("{}/api/insights/themes?sort=loudest", app.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json::<Value>().await.unwrap()["field"], "sort");
+    let calendar = get(&app, &token, "/api/insights/items?product_area=Calendar").await;
+    assert_eq!(calendar["items"].as_array().unwrap().len(), 1);
 
     // A message from a channel outside the settings is not read.
     let mut other = slack(
@@ -641,11 +689,11 @@ async fn the_evaluation_runs_on_a_slice_of_the_public_data() {
         assert!((0.0..=1.0).contains(&p.f1) && p.support > 0, "{p:?}");
     }
     assert!(c.tier1_rate > 0.0 && c.embedder_rate > 0.0);
-    let t = eval::themes(&app.db, &model, 0.55, 2, &[0.6])
+    let t = eval::themes(&app.db, &model, db::insights::Joining::default(), 2, &[0.6])
         .await
         .unwrap();
     assert!(t.held_out > 10);
-    for g in [t.online, t.tuned, t.batch] {
+    for g in [t.online, t.join_only, t.tuned, t.batch] {
         assert!(g.groups >= 2 && g.groups <= t.held_out, "{g:?}");
         assert!((0.0..=1.0).contains(&g.accuracy) && (0.0..=1.0001).contains(&g.nmi));
     }
@@ -804,4 +852,303 @@ async fn with_a_model_invented_quotes_and_broken_json_are_never_stored() {
             .to_string()
             .contains("data, not instructions")
     );
+}
+
+/// A unit vector along `axis`, nudged along `nudge` (384 dimensions, as stored).
+fn direction(axis: &[(usize, f32)]) -> Vec<f32> {
+    let mut v = vec![0f32; 384];
+    for &(i, x) in axis {
+        v[i] += x;
+    }
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / n).collect()
+}
+
+/// Themes formed as items arrive depend on their order: a first item between two topics
+/// pulls both into its theme. The regrouping (every 10% more items, at least 20) groups all
+/// items at once: the two topics part, the larger keeps the theme's id and title, counts are
+/// recomputed, and regrouping unchanged items changes nothing.
+#[tokio::test]
+async fn regrouping_parts_what_arrival_order_merged_and_keeps_theme_ids() {
+    use db::insights::{Customer, Joining, NewItem};
+    let app = TestApp::spawn_only(&[]).await;
+    let (user, token) = app.user("pm@regroup.example").await;
+    // Lenient joining online, a strict cut when regrouping.
+    let joining = Joining {
+        join: 0.3,
+        ask: 0.3,
+        regroup: 0.8,
+    };
+    // One item between topics A (axis 0) and B (axis 1), then 10 of A and 9 of B, interleaved.
+    let mut vectors = vec![("between", direction(&[(0, 1.0), (1, 1.0)]))];
+    for i in 0..10 {
+        vectors.push(("a", direction(&[(0, 1.0), (10 + i, 0.1)])));
+        if i < 9 {
+            vectors.push(("b", direction(&[(1, 1.0), (40 + i, 0.1)])));
+        }
+    }
+    let mut docs = Vec::new();
+    for (i, (topic, vector)) in vectors.iter().enumerate() {
+        let input = common::events::DocumentInput {
+            source: Source::parse("feedback").unwrap(),
+            kind: Source::parse("feedback").unwrap(),
+            external_id: format!("row-{i}"),
+            title: String::new(),
+            body: format!("Request {i} about {topic}."),
+            metadata: json!({"company": format!("Company {i}")}),
+            occurred_at: None,
+        };
+        let (doc, _, _) = db::documents::upsert(&app.db, user, &input).await.unwrap();
+        let quote = format!("Request {i} about {topic}.");
+        let placed = db::insights::replace_items(
+            &app.db,
+            user,
+            doc,
+            vec![NewItem {
+                span_start: 0,
+                span_end: quote.len() as i32,
+                kind: "feature_request".into(),
+                title: format!("{topic} {i}"),
+                description: String::new(),
+                quote,
+                score: 8,
+                customer: Customer {
+                    company: Some(format!("Company {i}")),
+                    ..Customer::default()
+                },
+                product_area: None,
+                sentiment: "neutral".into(),
+                urgency: "low".into(),
+                embedding: vector.clone(),
+                occurred_at: chrono::Utc::now(),
+                confirmed: None,
+            }],
+            joining,
+        )
+        .await
+        .unwrap();
+        // Online, everything joined the first item's theme.
+        assert!(!placed[0].new_theme || i == 0, "item {i} started a theme");
+        let due = db::insights::regroup_if_due(&app.db, user, joining)
+            .await
+            .unwrap();
+        docs.push((*topic, doc));
+        if i < 19 {
+            assert!(due.is_none(), "regrouped after {} items", i + 1);
+            continue;
+        }
+        let r = due.expect("regrouped at 20 items");
+        assert_eq!(
+            (r.items, r.themes_before, r.themes_after),
+            (20, 1, 3),
+            "{r:?}"
+        );
+        // B's nine and the in-between item moved; A's ten stayed.
+        assert_eq!(r.moved, 10, "{r:?}");
+        assert_eq!(r.created.len(), 2);
+        assert_eq!(r.removed, 0);
+    }
+    let mut themes_of: std::collections::HashMap<&str, std::collections::BTreeSet<uuid::Uuid>> =
+        Default::default();
+    for (topic, doc) in &docs {
+        let filter = db::insights::Filter {
+            document: Some(*doc),
+            ..Default::default()
+        };
+        let items = db::insights::items(&app.db, user, &filter, 10)
+            .await
+            .unwrap();
+        themes_of
+            .entry(topic)
+            .or_default()
+            .insert(items[0].theme_id.unwrap());
+    }
+    let (a, b, between) = (&themes_of["a"], &themes_of["b"], &themes_of["between"]);
+    assert_eq!((a.len(), b.len(), between.len()), (1, 1, 1));
+    assert!(a != b && a != between && b != between);
+    let themes = get(&app, &token, "/api/insights/themes").await;
+    let themes = themes["themes"].as_array().unwrap().clone();
+    let counts: Vec<(String, i64, i64)> = themes
+        .iter()
+        .map(|t| {
+            (
+                t["title"].as_str().unwrap().to_owned(),
+                t["items"].as_i64().unwrap(),
+                t["accounts"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    // A kept the first theme (its title is the first item's); B's theme is titled by its
+    // most central item.
+    assert_eq!(counts[0], ("between 0".to_owned(), 10, 10), "{counts:?}");
+    assert_eq!(themes[0]["id"], a.first().unwrap().to_string());
+    assert!(counts[1].0.starts_with("b "), "{counts:?}");
+    assert_eq!((counts[1].1, counts[2].1), (9, 1), "{counts:?}");
+    // Nothing new: nothing moves, no theme starts or ends.
+    let again = db::insights::regroup(&app.db, user, joining.regroup)
+        .await
+        .unwrap();
+    assert_eq!((again.moved, again.created.len(), again.removed), (0, 0, 0));
+    assert_eq!(again.themes_after, 3);
+    assert!(
+        db::insights::regroup_if_due(&app.db, user, joining)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// With a model, an item whose closest theme is similar but not clearly so is shown to the
+/// model with that theme: a yes joins it, a no starts a theme, and each question is a model
+/// call in the user's usage.
+#[tokio::test]
+async fn with_a_model_the_uncertain_band_is_decided_by_the_model() {
+    use assistant_tests::fake_model::{FakeModel, Reply};
+    let fake = FakeModel::responding(|request: &Value| {
+        if let Some(item) = assistant_tests::fake_model::tier2_reply(request) {
+            return item;
+        }
+        let asked = request["messages"][1]["content"].as_str().unwrap_or("");
+        let feedback = asked.split("The feedback").nth(1).unwrap_or("");
+        let same = feedback.to_lowercase().contains("export");
+        Reply::text(&json!({ "same": same }).to_string(), 3)
+    })
+    .await;
+    let mut config = assistant_tests::test_config().await;
+    config.chat_provider = common::config::ChatProvider::Openai;
+    config.chat_base_url = fake.url.clone();
+    config.chat_api_key = "sk-fake-chat-key".into();
+    config.chat_model = "fake-model".into();
+    // Every item with a theme near it at all is in the band.
+    config.insights_theme_join = 0.99;
+    config.insights_theme_ask = 0.0;
+    assistant_tests::mark_sensitive("sk-fake-chat-key");
+    let app = TestApp::spawn_with(config, &["ingest", "embedding"]).await;
+    let (user, token) = app.user("pm@band.example").await;
+    let rows = [
+        ("b-1", "Please add a bulk export of invoices to Excel."),
+        (
+            "b-2",
+            "An export of every invoice as a spreadsheet would save us hours.",
+        ),
+        ("b-3", "Could you support single sign-on with Okta?"),
+    ];
+    for (id, text) in rows {
+        let r = post(
+            &app,
+            &token,
+            "/api/insights/feedback",
+            json!({"rows": [{"external_id": id, "text": text, "company": "Globex"}]}),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        wait_read(&app, user, crate::doc_id(user, "feedback", id)).await;
+    }
+    let items = get(&app, &token, "/api/insights/items").await;
+    let theme = |id: &str| {
+        items["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["external_id"] == id)
+            .unwrap_or_else(|| panic!("no item from {id}: {items}"))["theme_id"]
+            .clone()
+    };
+    assert_eq!(theme("b-1"), theme("b-2"));
+    assert_ne!(theme("b-1"), theme("b-3"));
+    // Two questions (the second and third rows), three tier-2 calls.
+    let asked: Vec<Value> = fake
+        .received()
+        .into_iter()
+        .map(|r| r.body)
+        .filter(|b| {
+            b["messages"][0]["content"]
+                .as_str()
+                .unwrap_or("")
+                .contains("existing theme")
+        })
+        .collect();
+    assert_eq!(asked.len(), 2);
+    assert!(
+        asked[0]["messages"]
+            .to_string()
+            .contains("data, not instructions")
+    );
+    let usage = get(&app, &token, "/api/usage").await;
+    let calls: i64 = usage["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["calls"].as_i64().unwrap())
+        .sum();
+    assert_eq!(calls, 5, "{usage}");
+}
+
+/// Turning product intelligence on reads what was stored before, within the settings: the
+/// progress shows it waiting, then read; a channel outside the settings stays unread.
+#[tokio::test]
+async fn turning_it_on_reads_what_was_stored_before() {
+    let app = TestApp::spawn_only(&["ingest", "embedding"]).await;
+    let (user, token) = app.user("pm@backlog.example").await;
+    let mut outside = slack(
+        "C0RANDOM:1",
+        "Sam Lee",
+        "Could you add a bulk export of invoices to Excel?",
+    );
+    outside["metadata"]["channel"] = json!("C0RANDOM");
+    outside["metadata"]["channel_name"] = json!("random");
+    let r = post(
+        &app,
+        &token,
+        "/api/ingest/documents",
+        json!({"documents": [
+            slack("C0FEED:1", "Sam Lee", "Could you add a bulk export of invoices to Excel?"),
+            slack("C0FEED:2", "Sam Lee", "Lunch at noon, anyone?"),
+            outside,
+        ]}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let ids = [
+        crate::doc_id(user, "slack", "C0FEED:1"),
+        crate::doc_id(user, "slack", "C0FEED:2"),
+        crate::doc_id(user, "slack", "C0RANDOM:1"),
+    ];
+    crate::wait_indexed(&app, &ids).await;
+    // Off: nothing read, nothing counted as waiting.
+    let progress = get(&app, &token, "/api/insights/progress").await;
+    assert_eq!(progress["waiting"], json!([]), "{progress}");
+    assert!(outcome(&app, user, ids[0]).await.is_none());
+    // Settings saved while the pipeline is stopped are seen as waiting.
+    db::insights::save_settings(
+        &app.db,
+        user,
+        &db::insights::Settings {
+            enabled: true,
+            channels: vec!["#customer-feedback".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let progress = get(&app, &token, "/api/insights/progress").await;
+    assert_eq!(
+        progress["waiting"],
+        json!([{"source": "slack", "messages": 2}]),
+        "{progress}"
+    );
+    enable(
+        &app,
+        &token,
+        json!({"enabled": true, "channels": ["#customer-feedback"]}),
+    )
+    .await;
+    assert_eq!(wait_read(&app, user, ids[0]).await["status"], "extracted");
+    assert_eq!(wait_read(&app, user, ids[1]).await["status"], "below");
+    let progress = get(&app, &token, "/api/insights/progress").await;
+    assert_eq!(progress["waiting"], json!([]), "{progress}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(outcome(&app, user, ids[2]).await.is_none());
+    let items = get(&app, &token, "/api/insights/items").await;
+    assert_eq!(items["items"].as_array().unwrap().len(), 1, "{items}");
 }

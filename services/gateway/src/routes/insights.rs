@@ -47,6 +47,11 @@ pub struct InsightSettings {
     /// Tier 1's relevance score (0–10) a message needs to be extracted from; default 6.
     #[serde(default = "default_min_score")]
     pub min_score: i16,
+    /// Your product areas, each `Name` or `Name: word, word` (e.g. `Billing: invoice,
+    /// payment`); an item is filed under the area whose name or words it uses, or the one
+    /// the model names among these.
+    #[serde(default)]
+    pub product_areas: Vec<String>,
 }
 
 fn default_min_score() -> i16 {
@@ -56,6 +61,8 @@ fn default_min_score() -> i16 {
 const MAX_SOURCES: usize = 50;
 const MAX_CHANNELS: usize = 500;
 const MAX_CHANNEL_CHARS: usize = 200;
+const MAX_AREAS: usize = 100;
+const MAX_AREA_CHARS: usize = 500;
 
 impl InsightSettings {
     fn validate(self) -> Result<db::insights::Settings, FieldError> {
@@ -79,6 +86,23 @@ impl InsightSettings {
                 ));
             }
         }
+        if self.product_areas.len() > MAX_AREAS {
+            return Err(FieldError::new(
+                "product_areas",
+                format!("at most {MAX_AREAS}"),
+            ));
+        }
+        for (i, a) in self.product_areas.iter().enumerate() {
+            let name = a.split_once(':').map_or(a.as_str(), |(n, _)| n);
+            if name.trim().is_empty() || a.chars().count() > MAX_AREA_CHARS {
+                return Err(FieldError::new(
+                    format!("product_areas[{i}]"),
+                    format!(
+                        "a name, then optionally `: words`; at most {MAX_AREA_CHARS} characters"
+                    ),
+                ));
+            }
+        }
         if !(0..=10).contains(&self.min_score) {
             return Err(FieldError::new("min_score", "must be between 0 and 10"));
         }
@@ -91,6 +115,11 @@ impl InsightSettings {
                 .map(|c| c.trim().to_owned())
                 .collect(),
             min_score: self.min_score,
+            product_areas: self
+                .product_areas
+                .into_iter()
+                .map(|a| a.trim().to_owned())
+                .collect(),
         })
     }
 }
@@ -102,6 +131,7 @@ impl From<db::insights::Settings> for InsightSettings {
             sources: s.sources,
             channels: s.channels,
             min_score: s.min_score,
+            product_areas: s.product_areas,
         }
     }
 }
@@ -119,9 +149,10 @@ pub async fn get_settings(
 #[utoipa::path(put, path = "/api/insights/settings", tag = "insights", request_body = InsightSettings,
     security(("bearer" = []), ("session" = [])),
     responses(
-        (status = 200, description = "Stored; messages stored from now on are read accordingly", body = InsightSettings),
+        (status = 200, description = "Stored; messages stored from now on are read accordingly, and those stored before that it now covers are queued to be read (on the bulk lane)", body = InsightSettings),
         (status = 400, description = "Not JSON, or not the expected shape", body = ErrorBody),
         (status = 422, description = "A field is invalid; `field` names it", body = ErrorBody),
+        (status = 503, description = "Stored, but the reading of what was stored before could not be queued: send again", body = ErrorBody),
     ))]
 pub async fn put_settings(
     State(state): State<AppState>,
@@ -131,6 +162,16 @@ pub async fn put_settings(
     let request: InsightSettings = parse_json(&body)?;
     let settings = request.validate().map_err(ApiError::Invalid)?;
     db::insights::save_settings(&state.db, user, &settings).await?;
+    // What was stored before (a first sync, a source newly covered) is read too: the pipeline
+    // pages through it. Answered once JetStream holds the request.
+    if settings.enabled {
+        let run = Uuid::new_v4().to_string();
+        state
+            .bus
+            .publish(&common::events::insights_backlog(user, &run, Uuid::nil()))
+            .await
+            .map_err(ApiError::Unavailable)?;
+    }
     Ok(Json(settings.into()))
 }
 
@@ -143,11 +184,14 @@ pub struct ThemeParams {
     pub source: Option<String>,
     /// Only items from customers of this company.
     pub company: Option<String>,
+    /// Only items filed under this product area.
+    pub product_area: Option<String>,
     /// Only items said at or after this time.
     pub since: Option<DateTime<Utc>>,
     /// Only items said before this time.
     pub until: Option<DateTime<Utc>>,
-    /// `mentions` (default), `accounts` or `recent`.
+    /// `mentions` (default), `accounts`, `revenue` (open-deal amount of its accounts) or
+    /// `recent`.
     pub sort: Option<String>,
     /// 1-500, default 100.
     pub limit: Option<u64>,
@@ -164,6 +208,8 @@ pub struct ThemeView {
     pub items: i32,
     /// Distinct accounts (companies, or customers without one) within the filter.
     pub accounts: i32,
+    /// The open-deal amount of those accounts, each counted once.
+    pub open_deal_amount: f64,
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
 }
@@ -177,6 +223,7 @@ impl From<db::insights::Theme> for ThemeView {
             kind: t.kind,
             items: t.items,
             accounts: t.accounts,
+            open_deal_amount: t.open_deal_amount,
             first_seen: t.first_seen,
             last_seen: t.last_seen,
         }
@@ -209,16 +256,17 @@ pub async fn list_themes(
 ) -> Result<Json<Themes>, ApiError> {
     let limit = super::list_limit(p.limit)?;
     let sort = p.sort.unwrap_or_else(|| "mentions".into());
-    if !["mentions", "accounts", "recent"].contains(&sort.as_str()) {
+    if !["mentions", "accounts", "revenue", "recent"].contains(&sort.as_str()) {
         return Err(ApiError::Invalid(FieldError::new(
             "sort",
-            "one of mentions, accounts, recent",
+            "one of mentions, accounts, revenue, recent",
         )));
     }
     let filter = db::insights::Filter {
         kind: kind_param(p.kind)?,
         source: p.source,
         company: p.company,
+        product_area: p.product_area,
         since: p.since,
         until: p.until,
         ..Default::default()
@@ -330,6 +378,7 @@ pub struct ItemParams {
     pub document: Option<Uuid>,
     pub source: Option<String>,
     pub company: Option<String>,
+    pub product_area: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     /// 1-500, default 100.
@@ -355,6 +404,7 @@ pub async fn list_items(
         kind: kind_param(p.kind)?,
         source: p.source,
         company: p.company,
+        product_area: p.product_area,
         theme: p.theme,
         document: p.document.map(common::DocumentId),
         since: p.since,
@@ -378,8 +428,17 @@ pub struct ProgressRow {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+pub struct WaitingRow {
+    pub source: String,
+    /// Stored documents within your settings the pipeline has not read yet.
+    pub messages: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Progress {
     pub progress: Vec<ProgressRow>,
+    /// Per source, what waits to be read.
+    pub waiting: Vec<WaitingRow>,
 }
 
 #[utoipa::path(get, path = "/api/insights/progress", tag = "insights",
@@ -390,7 +449,13 @@ pub async fn progress(
     AuthUser(user): AuthUser,
 ) -> Result<Json<Progress>, ApiError> {
     let rows = db::insights::progress(&state.db, user).await?;
+    let settings = db::insights::settings(&state.db, user).await?;
+    let waiting = db::insights::waiting(&state.db, user, &settings).await?;
     Ok(Json(Progress {
+        waiting: waiting
+            .into_iter()
+            .map(|(source, messages)| WaitingRow { source, messages })
+            .collect(),
         progress: rows
             .into_iter()
             .map(|r| ProgressRow {
