@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`. See README.md.
-.PHONY: run test lint bench chaos fuzz setup build fmt openapi migrate
+.PHONY: run test lint bench chaos fuzz setup build fmt openapi migrate insights-head
 
 ## Start the whole system (installs and starts what is missing) with a demo tenant.
 run:
@@ -17,6 +17,10 @@ lint:
 ## Benchmarks (release build): prints a table and writes BENCHMARKS.md.
 bench:
 	bash scripts/bench.sh
+
+## Train the local tier 1's head again from shared/insights/data (after changing that data).
+insights-head:
+	bash scripts/setup.sh && . scripts/dotenv.sh && . scripts/throwaway-keys.sh && cargo run --release -p assistant-tests --bin train_head
 
 ## Generated inputs against every parser and checker of outside input (a million per target;
 ## FUZZ_INPUTS, FUZZ_SEED); what it finds is kept in tests/fuzz/.

@@ -17,6 +17,27 @@ use std::time::Instant;
 
 const BANKING: &str = include_str!("../data/insights/banking77_test.csv");
 const ISSUES: &str = include_str!("../data/insights/issue_titles.csv");
+const CLINC_TEST: &str = include_str!("../data/insights/clinc150_test_sample.csv");
+
+/// A product team's channel as it is: mostly talk that is not product feedback (the CLINC150
+/// test sample, which the head was not trained on), and every tenth message a customer's
+/// feature request or bug (held-out issue titles): `(text, is feedback)`.
+pub fn realistic_stream() -> anyhow::Result<Vec<(String, bool)>> {
+    let chatter = rows(CLINC_TEST)?;
+    let mut feedback = rows(ISSUES)?
+        .into_iter()
+        .filter(|(t, l)| held_out(t) && (l == "feature" || l == "bug"));
+    let mut out = Vec::new();
+    for (i, (text, _)) in chatter.into_iter().enumerate() {
+        if i % 9 == 0
+            && let Some((f, _)) = feedback.next()
+        {
+            out.push((f, true));
+        }
+        out.push((text, false));
+    }
+    Ok(out)
+}
 
 /// Held out: a third of the rows, chosen by a hash of the text (FNV-1a), the same every run.
 pub fn held_out(text: &str) -> bool {
@@ -170,72 +191,10 @@ pub fn grouping(truth: &[usize], found: &[usize]) -> Grouping {
 /// the same method).
 pub use insights::cluster::average_link;
 
-/// A softmax (multinomial logistic) head on the vectors, trained by gradient descent: the
-/// in-domain baseline.
-pub struct LogisticHead {
-    weights: Vec<Vec<f32>>,
-    classes: Vec<String>,
-}
-
-impl LogisticHead {
-    pub fn train(vectors: &[Vec<f32>], labels: &[&str], epochs: usize) -> Self {
-        let mut classes: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
-        classes.sort();
-        classes.dedup();
-        let dim = vectors.first().map(Vec::len).unwrap_or(0) + 1;
-        let mut weights = vec![vec![0f32; dim]; classes.len()];
-        let y: Vec<usize> = labels
-            .iter()
-            .map(|l| classes.iter().position(|c| c == l).expect("known class"))
-            .collect();
-        let (rate, l2) = (0.5f32, 1e-4f32);
-        for _ in 0..epochs {
-            let mut grad = vec![vec![0f32; dim]; classes.len()];
-            for (x, &t) in vectors.iter().zip(&y) {
-                let p = softmax(&weights, x);
-                for (c, g) in grad.iter_mut().enumerate() {
-                    let e = p[c] - if c == t { 1.0 } else { 0.0 };
-                    for (gi, xi) in g.iter_mut().zip(x.iter().chain([&1.0])) {
-                        *gi += e * xi;
-                    }
-                }
-            }
-            let m = vectors.len().max(1) as f32;
-            for (w, g) in weights.iter_mut().zip(&grad) {
-                for (wi, gi) in w.iter_mut().zip(g) {
-                    *wi -= rate * (gi / m + l2 * *wi);
-                }
-            }
-        }
-        Self { weights, classes }
-    }
-
-    pub fn predict(&self, x: &[f32]) -> &str {
-        let p = softmax(&self.weights, x);
-        let best = p
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(i, _)| i)
-            .unwrap_or(0);
-        &self.classes[best]
-    }
-}
-
-fn softmax(weights: &[Vec<f32>], x: &[f32]) -> Vec<f32> {
-    let z: Vec<f32> = weights
-        .iter()
-        .map(|w| {
-            w.iter()
-                .zip(x.iter().chain([&1.0]))
-                .map(|(a, b)| a * b)
-                .sum()
-        })
-        .collect();
-    let top = z.iter().cloned().fold(f32::MIN, f32::max);
-    let e: Vec<f32> = z.iter().map(|v| (v - top).exp()).collect();
-    let s: f32 = e.iter().sum();
-    e.into_iter().map(|v| v / s).collect()
+/// The in-domain baseline: a plain softmax (multinomial logistic) head on the vectors,
+/// trained by gradient descent with no class weights.
+fn logistic_baseline(vectors: &[Vec<f32>], labels: &[&str]) -> insights::head::Head {
+    insights::head::Head::train("baseline", vectors, labels, 300, false)
 }
 
 fn embed_all(model: &LocalModel, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
@@ -246,12 +205,37 @@ fn embed_all(model: &LocalModel, texts: &[String]) -> anyhow::Result<Vec<Vec<f32
     Ok(out.into_iter().map(insights::classify::unit).collect())
 }
 
+/// The classifier the pipeline runs: the examples with the shipped head.
 pub fn local_classifier(model: &LocalModel) -> anyhow::Result<LocalClassifier> {
+    let head = insights::head::Head::shipped()
+        .context("the shipped head does not match its data: run `make insights-head`")?;
+    examples_classifier(model)?
+        .with_head(head)
+        .map_err(anyhow::Error::msg)
+}
+
+/// The examples alone, without the trained head: what the head adds is measured against it.
+pub fn examples_classifier(model: &LocalModel) -> anyhow::Result<LocalClassifier> {
     let examples = insights::classify::examples();
     let texts: Vec<String> = examples.iter().map(|(_, t)| (*t).to_owned()).collect();
     let vectors = embed_all(model, &texts)?;
     Ok(LocalClassifier::new(
         examples.into_iter().map(|(k, _)| k).zip(vectors).collect(),
+    ))
+}
+
+/// Trains the head on `insights::head::training_rows()` with the local model.
+pub fn train_head(model: &LocalModel) -> anyhow::Result<insights::head::Head> {
+    let rows = insights::head::training_rows();
+    let texts: Vec<String> = rows.iter().map(|(_, t)| (*t).to_owned()).collect();
+    let labels: Vec<&str> = rows.iter().map(|(l, _)| *l).collect();
+    let vectors = embed_all(model, &texts)?;
+    Ok(insights::head::Head::train(
+        "all-MiniLM-L6-v2",
+        &vectors,
+        &labels,
+        300,
+        true,
     ))
 }
 
@@ -319,7 +303,7 @@ pub fn classification(
     let train_texts: Vec<String> = train.iter().map(|(t, _)| t.clone()).collect();
     let train_vectors = embed_all(model, &train_texts)?;
     let train_labels: Vec<&str> = train.iter().map(|(_, l)| l.as_str()).collect();
-    let head = LogisticHead::train(&train_vectors, &train_labels, 300);
+    let head = logistic_baseline(&train_vectors, &train_labels);
     let baseline: Vec<&str> = vectors.iter().map(|v| head.predict(v)).collect();
     Ok(Classification {
         feature: prf(&truth, &predicted, "feature"),
@@ -581,7 +565,7 @@ mod tests {
             vec![0.0, 1.0],
             vec![0.1, 0.9],
         ];
-        let head = LogisticHead::train(&x, &["a", "a", "b", "b"], 200);
+        let head = insights::head::Head::train("t", &x, &["a", "a", "b", "b"], 200, false);
         assert_eq!(head.predict(&[0.8, 0.2]), "a");
         assert_eq!(head.predict(&[0.2, 0.8]), "b");
     }
@@ -595,6 +579,12 @@ pub struct ModelStream {
     pub reached_tier2: i64,
     pub calls: i64,
     pub tokens: i64,
+    /// The realistic stream (`realistic_stream`) within it: its messages, how many reached
+    /// tier 2, and of its feedback, how much and how much of it reached tier 2.
+    pub realistic: i64,
+    pub realistic_reached: i64,
+    pub feedback: i64,
+    pub feedback_reached: i64,
 }
 
 /// Both demo tenants' data (a product team's feedback and an advisor's mail, CRM and
@@ -611,6 +601,22 @@ pub async fn model_stream(env: &crate::bench::Env) -> anyhow::Result<ModelStream
     };
     let mut accepted = ctl::load_product_demo(&env.db, &env.bus, user, &limits).await?;
     accepted.extend(ctl::load_demo(&env.bus, user, &limits).await?);
+    let stream = realistic_stream()?;
+    let messages: Vec<DocumentInput> = stream
+        .iter()
+        .enumerate()
+        .map(|(i, (text, feedback))| DocumentInput {
+            source: Source::parse("slack").expect("valid"),
+            kind: Source::parse("message").expect("valid"),
+            external_id: format!("C0TEAM:{}.{i:06}", if *feedback { "f" } else { "o" }),
+            title: "#team".into(),
+            body: text.clone(),
+            metadata: serde_json::json!({"channel": "C0TEAM", "channel_name": "team",
+                                         "user": "U0SOMEONE", "user_name": "Someone"}),
+            occurred_at: None,
+        })
+        .collect();
+    accepted.extend(ctl::submit_all(&env.bus, user, messages, &limits).await?);
     let stored = accepted.len() as i64;
     let count = |sql: &str| {
         let (db, sql) = (env.db.clone(), sql.to_owned());
@@ -660,6 +666,20 @@ pub async fn model_stream(env: &crate::bench::Env) -> anyhow::Result<ModelStream
         tokens: count(
             "SELECT coalesce(sum(input_tokens + output_tokens), 0)::bigint AS n FROM model_calls
              WHERE user_id = $1",
+        )
+        .await?,
+        realistic: stream.len() as i64,
+        realistic_reached: count(
+            "SELECT count(*) AS n FROM insight_messages m JOIN documents d ON d.id = m.document_id
+             WHERE m.user_id = $1 AND d.external_id LIKE 'C0TEAM:%'
+               AND (m.status = 'extracted' OR m.reason LIKE 'model%')",
+        )
+        .await?,
+        feedback: stream.iter().filter(|(_, f)| *f).count() as i64,
+        feedback_reached: count(
+            "SELECT count(*) AS n FROM insight_messages m JOIN documents d ON d.id = m.document_id
+             WHERE m.user_id = $1 AND d.external_id LIKE 'C0TEAM:f.%'
+               AND (m.status = 'extracted' OR m.reason LIKE 'model%')",
         )
         .await?,
     };

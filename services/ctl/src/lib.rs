@@ -252,7 +252,7 @@ pub async fn load_product_demo(
     Ok(accepted)
 }
 
-async fn submit_all(
+pub async fn submit_all(
     bus: &Bus,
     user: UserId,
     docs: Vec<DocumentInput>,

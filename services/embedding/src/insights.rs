@@ -31,14 +31,18 @@ pub struct Insights {
     pub batcher: Batcher,
     pub classifier: Arc<LocalClassifier>,
     pub joining: Joining,
-    /// With a model, tier 2 asks it (tier 1 stays local: what scores low never leaves).
+    /// With a model, tier 2 asks it, and tier 1 for messages scored near the threshold.
     pub model: Option<ModelClient>,
+    pub tier1: Option<crate::tier1::ModelTier1>,
+    /// How near the threshold (in score points) the local score must be for the model to
+    /// score the message instead.
+    pub model_band: u8,
     /// Model tokens a user may use a day; past it tier 2 is extractive again.
     pub tokens_per_day: i64,
 }
 
 /// The classifier name stored with outcomes the model extracted.
-const MODEL_EXTRACTOR: &str = "local-examples-v2+model";
+const MODEL_EXTRACTOR: &str = "local-examples-v3+head+model";
 
 /// What tier 2 with a model made of a message.
 enum ModelTier2 {
@@ -55,6 +59,7 @@ impl Insights {
         batcher: Batcher,
         joining: Joining,
         model: Option<ModelClient>,
+        model_band: u8,
         tokens_per_day: i64,
     ) -> anyhow::Result<Self> {
         let examples = insights::classify::examples();
@@ -64,15 +69,27 @@ impl Insights {
                 Priority::Bulk,
             )
             .await?;
-        let classifier =
+        let mut classifier =
             LocalClassifier::new(examples.into_iter().map(|(k, _)| k).zip(vectors).collect());
+        match insights::head::Head::shipped() {
+            Some(head) => classifier = classifier.with_head(head).map_err(anyhow::Error::msg)?,
+            None => tracing::warn!(
+                "the local classifier's head does not match its data (make insights-head); \
+                 scoring with the examples alone"
+            ),
+        }
+        let tier1 = model
+            .clone()
+            .map(|m| crate::tier1::ModelTier1::start(db.clone(), m));
         Ok(Self {
             db,
             bus,
             batcher,
             classifier: Arc::new(classifier),
             joining,
+            tier1,
             model,
+            model_band,
             tokens_per_day,
         })
     }
@@ -263,18 +280,30 @@ impl Insights {
             settings.min_score.clamp(0, 10) as u8
         };
         let found = insights::extract_local(body, &scored, min_score);
-        outcome.score = Some(found.score as i16);
+        let allowance = self.model.is_some()
+            && db::quota::tokens_today(&self.db, user, self.tokens_per_day)
+                .await?
+                .is_ok();
+        // With a model, a score near the threshold is the model's to give (batched with the
+        // user's other messages arriving together); clear verdicts stay local.
+        let mut score = found.score;
+        if let Some(tier1) = self.tier1.as_ref().filter(|_| allowance && !feedback) {
+            let band = self.model_band;
+            if score.saturating_add(band) >= min_score
+                && score < min_score.saturating_add(band)
+                && let Some(scored) = tier1.score(user, &body[..covered_to]).await
+            {
+                score = scored;
+            }
+        }
+        outcome.score = Some(score as i16);
         outcome.kinds = found.kinds.iter().map(|k| k.as_str().to_owned()).collect();
         let occurred_at = doc
             .occurred_at
             .map(|t| t.with_timezone(&chrono::Utc))
             .unwrap_or_else(|| doc.created_at.with_timezone(&chrono::Utc));
         let mut items = Vec::with_capacity(found.items.len());
-        let use_model = found.score >= min_score
-            && self.model.is_some()
-            && db::quota::tokens_today(&self.db, user, self.tokens_per_day)
-                .await?
-                .is_ok();
+        let use_model = score >= min_score && allowance;
         if use_model {
             let covered = &body[..covered_to];
             match self.model_tier2(user, covered).await? {
@@ -325,7 +354,7 @@ impl Insights {
                             description: p.description,
                             // The source's own words at the span, whatever the model wrote.
                             quote: quote.to_owned(),
-                            score: found.score as i16,
+                            score: score as i16,
                             customer,
                             product_area,
                             sentiment: p.sentiment.to_owned(),
@@ -337,7 +366,7 @@ impl Insights {
                     }
                 }
             }
-        } else if found.score >= min_score {
+        } else if score >= min_score {
             for f in &found.items {
                 let customer =
                     store::resolve_customer(&self.db, user, author(&doc, f.speaker.as_deref()))
@@ -446,50 +475,14 @@ impl Insights {
 }
 
 impl Insights {
-    /// One call to the model, with the `gen_ai.*` span attributes, recorded in the user's
-    /// usage whatever its outcome.
+    /// One call to the model, recorded in the user's usage (`call_model`).
     async fn call_model(
         &self,
         user: UserId,
         messages: Vec<async_openai::types::ChatCompletionRequestMessage>,
     ) -> Result<Result<providers::model::Completion, ModelError>, HandleError> {
         let model = self.model.as_ref().expect("called with a model");
-        let request = model.request(messages, Vec::new());
-        let span = model.span();
-        let started = Instant::now();
-        let result = match model
-            .complete_from(&request, "", &mut Discard)
-            .instrument(span.clone())
-            .await
-        {
-            Ok(r) => r,
-            Err(never) => match never {},
-        };
-        let (input, output, status, error) = match &result {
-            Ok(c) => (c.input_tokens, c.output_tokens, "ok", None),
-            Err(e) => (0, 0, "error", Some(e.to_string())),
-        };
-        span.record("gen_ai.usage.input_tokens", input);
-        span.record("gen_ai.usage.output_tokens", output);
-        db::chat::record_model_call(
-            &self.db,
-            &db::chat::ModelCall {
-                id: uuid::Uuid::new_v4(),
-                user,
-                turn: None,
-                provider: model.provider.clone(),
-                model: model.model.clone(),
-                input_tokens: input as i32,
-                output_tokens: output as i32,
-                latency_ms: started.elapsed().as_millis() as i32,
-                first_token_ms: None,
-                status: status.to_owned(),
-                error,
-            },
-        )
-        .await?;
-        metrics::counter!("insights_model_calls_total", "status" => status).increment(1);
-        Ok(result)
+        call_model(&self.db, model, user, messages).await
     }
 
     /// For each item whose closest theme is in the uncertain band (at least `ask`, under
@@ -596,6 +589,52 @@ impl Insights {
     }
 }
 
+/// One call to the model, with the `gen_ai.*` span attributes, recorded in the user's
+/// usage whatever its outcome.
+pub async fn call_model(
+    db: &DatabaseConnection,
+    model: &ModelClient,
+    user: UserId,
+    messages: Vec<async_openai::types::ChatCompletionRequestMessage>,
+) -> Result<Result<providers::model::Completion, ModelError>, HandleError> {
+    let request = model.request(messages, Vec::new());
+    let span = model.span();
+    let started = Instant::now();
+    let result = match model
+        .complete_from(&request, "", &mut Discard)
+        .instrument(span.clone())
+        .await
+    {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let (input, output, status, error) = match &result {
+        Ok(c) => (c.input_tokens, c.output_tokens, "ok", None),
+        Err(e) => (0, 0, "error", Some(e.to_string())),
+    };
+    span.record("gen_ai.usage.input_tokens", input);
+    span.record("gen_ai.usage.output_tokens", output);
+    db::chat::record_model_call(
+        db,
+        &db::chat::ModelCall {
+            id: uuid::Uuid::new_v4(),
+            user,
+            turn: None,
+            provider: model.provider.clone(),
+            model: model.model.clone(),
+            input_tokens: input as i32,
+            output_tokens: output as i32,
+            latency_ms: started.elapsed().as_millis() as i32,
+            first_token_ms: None,
+            status: status.to_owned(),
+            error,
+        },
+    )
+    .await?;
+    metrics::counter!("insights_model_calls_total", "status" => status).increment(1);
+    Ok(result)
+}
+
 /// A domain event `insight.<name>` (`insight.item.extracted`, `insight.theme.created`), which
 /// rules can act on like any provider's.
 fn domain(
@@ -628,9 +667,14 @@ impl Insights {
             .as_str()
             .and_then(|a| a.parse::<uuid::Uuid>().ok())
             .ok_or_else(|| HandleError::poison("backlog event without `after`"))?;
+        let before = data["before"]
+            .as_str()
+            .and_then(|b| chrono::DateTime::parse_from_rfc3339(b).ok())
+            .map(|b| b.with_timezone(&chrono::Utc))
+            .ok_or_else(|| HandleError::poison("backlog event without `before`"))?;
         let run = data["run"].as_str().unwrap_or("backlog");
         let settings = store::settings(&self.db, user).await?;
-        let page = store::unread(&self.db, user, &settings, after, BACKLOG_PAGE).await?;
+        let page = store::unread(&self.db, user, &settings, after, before, BACKLOG_PAGE).await?;
         let Some(last) = page.last().map(|d| d.id) else {
             return Ok(());
         };
@@ -656,7 +700,7 @@ impl Insights {
                 .in_lane(Lane::Bulk),
             );
         }
-        envelopes.push(backlog_event(user, run, last));
+        envelopes.push(backlog_event(user, run, last, before));
         self.bus
             .publish_all(&envelopes)
             .await

@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub mod insights;
+pub mod tier1;
 
 /// Queue group, so that several embedding services share query load.
 const QUERY_GROUP: &str = "embedding";
@@ -253,6 +254,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
             }
             common::config::ChatProvider::None => None,
         },
+        config.insights_model_band,
         config.model_tokens_per_user_per_day,
     )
     .await?;

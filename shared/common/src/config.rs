@@ -183,6 +183,10 @@ pub struct Config {
     /// Average similarity at which the periodic regrouping of all of a user's items keeps two
     /// groups together.
     pub insights_theme_regroup: f32,
+    /// With a model, a message whose local tier-1 score is within this many points of the
+    /// threshold (`min_score - band <= score < min_score + band`) is scored by the model
+    /// (batched); 0: tier 1 stays local.
+    pub insights_model_band: u8,
     /// Model tokens per user per day (UTC), for chat, compiling rules and tier 2.
     pub model_tokens_per_user_per_day: i64,
     /// Turns a user may have queued or running at once (the gateway answers 429 past it; an
@@ -333,6 +337,7 @@ impl Default for Config {
             insights_theme_join: 0.55,
             insights_theme_ask: 0.45,
             insights_theme_regroup: 0.55,
+            insights_model_band: 3,
             model_tokens_per_user_per_day: 2_000_000,
             chat_max_turns_per_user: 4,
             chat_max_streams_per_user: 16,
@@ -458,6 +463,7 @@ impl Config {
             "insights_theme_join",
             "insights_theme_ask",
             "insights_theme_regroup",
+            "insights_model_band",
             "model_tokens_per_user_per_day",
             "chat_max_turns_per_user",
             "chat_max_streams_per_user",
@@ -579,6 +585,9 @@ impl Config {
                 "INSIGHTS_THEME_ASK",
                 "must be between 0 and INSIGHTS_THEME_JOIN",
             );
+        }
+        if self.insights_model_band > 10 {
+            return invalid("INSIGHTS_MODEL_BAND", "must be between 0 and 10");
         }
         if !(0.0..=1.0).contains(&self.insights_theme_regroup) {
             return invalid("INSIGHTS_THEME_REGROUP", "must be between 0 and 1");

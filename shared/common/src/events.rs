@@ -448,9 +448,15 @@ pub fn short_hash(parts: &[&str]) -> String {
 /// The insights pipeline queues one page of them per delivery and announces the next.
 pub const INSIGHTS_BACKLOG: &str = "backlog.requested";
 
-/// The event that starts (`after` = nil) or continues reading a user's backlog; `run` names
-/// the run, so a second run is not taken for a repeat of the first.
-pub fn insights_backlog(user: UserId, run: &str, after: uuid::Uuid) -> Envelope {
+/// The event that starts (`after` = nil) or continues reading a user's backlog: documents
+/// stored before `before` (those stored since are read by their own events); `run` names the
+/// run, so a second run is not taken for a repeat of the first.
+pub fn insights_backlog(
+    user: UserId,
+    run: &str,
+    after: uuid::Uuid,
+    before: DateTime<Utc>,
+) -> Envelope {
     Envelope::new(
         user,
         Event::Domain(DomainEvent {
@@ -459,7 +465,7 @@ pub fn insights_backlog(user: UserId, run: &str, after: uuid::Uuid) -> Envelope 
             entity_id: format!("backlog:{run}"),
             document_id: None,
             version: after.to_string(),
-            data: serde_json::json!({"after": after, "run": run}),
+            data: serde_json::json!({"after": after, "run": run, "before": before}),
             history: false,
         }),
     )

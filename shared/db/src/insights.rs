@@ -64,23 +64,32 @@ pub async fn settings(db: &impl ConnectionTrait, user: UserId) -> Result<Setting
     })
 }
 
-pub async fn save_settings(db: &impl ConnectionTrait, user: UserId, s: &Settings) -> Result<()> {
-    db.execute_raw(stmt(
-        "INSERT INTO insight_settings (user_id, enabled, sources, channels, min_score, product_areas)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (user_id) DO UPDATE SET enabled = $2, sources = $3, channels = $4,
-           min_score = $5, product_areas = $6, updated_at = now()",
-        vec![
-            user.0.into(),
-            s.enabled.into(),
-            s.sources.clone().into(),
-            s.channels.clone().into(),
-            s.min_score.into(),
-            s.product_areas.clone().into(),
-        ],
-    ))
-    .await?;
-    Ok(())
+/// Stores the settings; returns when they took effect (the database's clock), which the
+/// backlog uses to tell what was stored before them.
+pub async fn save_settings(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    s: &Settings,
+) -> Result<DateTime<Utc>> {
+    let row = db
+        .query_one_raw(stmt(
+            "INSERT INTO insight_settings (user_id, enabled, sources, channels, min_score, product_areas)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (user_id) DO UPDATE SET enabled = $2, sources = $3, channels = $4,
+               min_score = $5, product_areas = $6, updated_at = now()
+             RETURNING updated_at",
+            vec![
+                user.0.into(),
+                s.enabled.into(),
+                s.sources.clone().into(),
+                s.channels.clone().into(),
+                s.min_score.into(),
+                s.product_areas.clone().into(),
+            ],
+        ))
+        .await?
+        .ok_or(crate::DbError::NotFound)?;
+    Ok(row.try_get("", "updated_at")?)
 }
 
 /// The outcome for one version of one message.
@@ -961,21 +970,25 @@ fn unread_values(user: UserId, after: Uuid, settings: &Settings) -> Vec<Value> {
     ]
 }
 
-/// The next `limit` documents (by id, after `after`) waiting to be read: what turning product
-/// intelligence on (or widening it) leaves to read of what was stored before.
+/// The next `limit` documents (by id, after `after`) waiting to be read that were stored
+/// (or last changed) before `before`: what turning product intelligence on (or widening it)
+/// leaves to read of what was stored before. Later documents are read by their own events.
 pub async fn unread(
     db: &impl ConnectionTrait,
     user: UserId,
     settings: &Settings,
     after: Uuid,
+    before: DateTime<Utc>,
     limit: u64,
 ) -> Result<Vec<crate::documents::DocumentKey>> {
     let mut values = unread_values(user, after, settings);
     values.push((limit as i64).into());
+    values.push(before.into());
     let rows = db
         .query_all_raw(stmt(
             &format!(
-                "SELECT d.id, d.user_id, d.source, d.kind, d.content_hash {UNREAD} ORDER BY d.id LIMIT $7"
+                "SELECT d.id, d.user_id, d.source, d.kind, d.content_hash {UNREAD}
+                   AND d.updated_at < $8 ORDER BY d.id LIMIT $7"
             ),
             values,
         ))

@@ -79,10 +79,13 @@ pub struct LocalClassifier {
     classes: Vec<(Option<Kind>, Vec<Vec<f32>>)>,
     temperature: f32,
     nearest: usize,
+    /// The trained head (`crate::head`), with the kind of each of its classes; its
+    /// probabilities are averaged with the examples'.
+    head: Option<(crate::head::Head, Vec<Option<Kind>>)>,
 }
 
 /// The name stored with each outcome, so a change of classifier can be told apart.
-pub const LOCAL_CLASSIFIER: &str = "local-examples-v2";
+pub const LOCAL_CLASSIFIER: &str = "local-examples-v3+head";
 
 impl LocalClassifier {
     /// From labelled vectors (any order; they are normalized here).
@@ -99,7 +102,23 @@ impl LocalClassifier {
             classes,
             temperature: 0.04,
             nearest: 3,
+            head: None,
         }
+    }
+
+    /// Averages the trained head's probabilities with the examples' (a head whose classes
+    /// are not kinds or `other` is refused).
+    pub fn with_head(mut self, head: crate::head::Head) -> Result<Self, String> {
+        let kinds = head
+            .classes
+            .iter()
+            .map(|c| match c.as_str() {
+                crate::head::OTHER => Ok(None),
+                k => Kind::parse(k).map(Some).ok_or(format!("unknown class {k}")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.head = Some((head, kinds));
+        Ok(self)
     }
 
     pub fn classify(&self, vector: &[f32]) -> Verdict {
@@ -124,14 +143,28 @@ impl LocalClassifier {
             .map(|(_, w)| w)
             .sum::<f32>()
             .max(f32::MIN_POSITIVE);
-        let other = weights
+        let mut probability: Vec<(Option<Kind>, f32)> =
+            weights.iter().map(|(k, w)| (*k, w / total)).collect();
+        if let Some((head, kinds)) = &self.head {
+            let p = head.probabilities(&v);
+            for (k, q) in probability.iter_mut() {
+                let h: f32 = kinds
+                    .iter()
+                    .zip(&p)
+                    .filter(|(hk, _)| *hk == k)
+                    .map(|(_, x)| x)
+                    .sum();
+                *q = (*q + h) / 2.0;
+            }
+        }
+        let other = probability
             .iter()
             .filter(|(k, _)| k.is_none())
-            .map(|(_, w)| w / total)
+            .map(|(_, p)| p)
             .sum::<f32>();
-        let (kind, p) = weights
+        let (kind, p) = probability
             .iter()
-            .filter_map(|(k, w)| k.map(|k| (k, w / total)))
+            .filter_map(|(k, p)| k.map(|k| (k, *p)))
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .unwrap_or((Kind::FeatureRequest, 0.0));
         Verdict {

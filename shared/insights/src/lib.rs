@@ -6,6 +6,7 @@
 pub mod classify;
 pub mod cluster;
 pub mod extract;
+pub mod head;
 pub mod model;
 pub mod text;
 

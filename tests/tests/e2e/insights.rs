@@ -1152,3 +1152,111 @@ async fn turning_it_on_reads_what_was_stored_before() {
     let items = get(&app, &token, "/api/insights/items").await;
     assert_eq!(items["items"].as_array().unwrap().len(), 1, "{items}");
 }
+
+/// The numbered messages of a tier-1 batch, as the fake model reads them.
+fn tier1_messages(body: &Value) -> Option<Vec<(u64, String)>> {
+    let system = body["messages"][0]["content"].as_str()?;
+    if !system.contains("rate each from 0 to 10") {
+        return None;
+    }
+    let user = body["messages"][1]["content"].as_str()?;
+    Some(
+        user.split("\n[")
+            .skip(1)
+            .filter_map(|part| {
+                let (n, rest) = part.split_once("]\n\"\"\"\n")?;
+                let text = rest.split("\n\"\"\"").next()?;
+                Some((n.parse().ok()?, text.to_owned()))
+            })
+            .collect(),
+    )
+}
+
+/// With a model, messages the local classifier is unsure about are scored by the model,
+/// several to a call: its score decides what reaches tier 2, every call lands in usage, and
+/// the messages reach it as data.
+#[tokio::test]
+async fn with_a_model_tier1_scores_uncertain_messages_in_batches() {
+    use assistant_tests::fake_model::{FakeModel, Reply};
+    let fake = FakeModel::responding(|request: &Value| {
+        if let Some(batch) = tier1_messages(request) {
+            let scores: Vec<Value> = batch
+                .iter()
+                .map(|(id, text)| {
+                    json!({"id": id, "score": if text.contains("export") { 9 } else { 1 }})
+                })
+                .collect();
+            return Reply::text(&json!({ "scores": scores }).to_string(), 10);
+        }
+        if let Some(item) = assistant_tests::fake_model::tier2_reply(request) {
+            return item;
+        }
+        Reply::text("{\"same\": false}", 3)
+    })
+    .await;
+    let mut config = assistant_tests::test_config().await;
+    config.chat_provider = common::config::ChatProvider::Openai;
+    config.chat_base_url = fake.url.clone();
+    config.chat_api_key = "sk-fake-chat-key".into();
+    config.chat_model = "fake-model".into();
+    // Every message is near enough the threshold to ask.
+    config.insights_model_band = 10;
+    assistant_tests::mark_sensitive("sk-fake-chat-key");
+    let app = TestApp::spawn_with(config, &["ingest", "embedding"]).await;
+    let (user, token) = app.user("pm@tier1.example").await;
+    enable(&app, &token, json!({"enabled": true})).await;
+    let messages = [
+        (
+            "C0FEED:t1",
+            "Could you add a bulk export of invoices to Excel?",
+        ),
+        ("C0FEED:t2", "Lunch at noon, anyone?"),
+        (
+            "C0FEED:t3",
+            "The calendar sync keeps failing since Tuesday.",
+        ),
+        (
+            "C0FEED:t4",
+            "Any chance of an export to Google Sheets as well?",
+        ),
+    ];
+    let r = post(
+        &app,
+        &token,
+        "/api/ingest/documents",
+        json!({"documents": messages.iter().map(|(id, text)| slack(id, "Sam Lee", text)).collect::<Vec<_>>()}),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let mut status = Vec::new();
+    for (id, _) in messages {
+        let o = wait_read(&app, user, crate::doc_id(user, "slack", id)).await;
+        status.push(o["status"].as_str().unwrap().to_owned());
+    }
+    // The model's scores decided: the bug report it scored 1 did not go on.
+    assert_eq!(status, ["extracted", "below", "below", "extracted"]);
+    let batches: Vec<Vec<(u64, String)>> = fake
+        .received()
+        .iter()
+        .filter_map(|r| tier1_messages(&r.body))
+        .collect();
+    let scored: usize = batches.iter().map(Vec::len).sum();
+    assert_eq!(scored, 4, "{batches:?}");
+    assert!(
+        batches.iter().any(|b| b.len() >= 2),
+        "no two messages shared a call: {batches:?}"
+    );
+    assert!(
+        fake.received()[0].body["messages"]
+            .to_string()
+            .contains("data, not instructions")
+    );
+    let usage = get(&app, &token, "/api/usage").await;
+    let calls: i64 = usage["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["calls"].as_i64().unwrap())
+        .sum();
+    assert_eq!(calls as usize, fake.calls(), "{usage}");
+}

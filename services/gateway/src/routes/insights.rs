@@ -161,14 +161,19 @@ pub async fn put_settings(
 ) -> Result<Json<InsightSettings>, ApiError> {
     let request: InsightSettings = parse_json(&body)?;
     let settings = request.validate().map_err(ApiError::Invalid)?;
-    db::insights::save_settings(&state.db, user, &settings).await?;
+    let saved_at = db::insights::save_settings(&state.db, user, &settings).await?;
     // What was stored before (a first sync, a source newly covered) is read too: the pipeline
     // pages through it. Answered once JetStream holds the request.
     if settings.enabled {
         let run = Uuid::new_v4().to_string();
         state
             .bus
-            .publish(&common::events::insights_backlog(user, &run, Uuid::nil()))
+            .publish(&common::events::insights_backlog(
+                user,
+                &run,
+                Uuid::nil(),
+                saved_at,
+            ))
             .await
             .map_err(ApiError::Unavailable)?;
     }
