@@ -148,6 +148,34 @@ pub fn tier2_reply(body: &Value) -> Option<Reply> {
     ))
 }
 
+/// When the request is the insights pipeline's tier 1 with a model, its numbered messages.
+pub fn tier1_messages(body: &Value) -> Option<Vec<(u64, String)>> {
+    let system = body["messages"][0]["content"].as_str()?;
+    if !system.contains("rate each from 0 to 10") {
+        return None;
+    }
+    let user = body["messages"][1]["content"].as_str()?;
+    Some(
+        user.split("\n[")
+            .skip(1)
+            .filter_map(|part| {
+                let (n, rest) = part.split_once("]\n\"\"\"\n")?;
+                let text = rest.split("\n\"\"\"").next()?;
+                Some((n.parse().ok()?, text.to_owned()))
+            })
+            .collect(),
+    )
+}
+
+/// When the request is tier 1's, the scores `judge` gives each message, as a model answers.
+pub fn tier1_reply(body: &Value, judge: impl Fn(&str) -> u8) -> Option<Reply> {
+    let scores: Vec<Value> = tier1_messages(body)?
+        .iter()
+        .map(|(id, text)| json!({"id": id, "score": judge(text)}))
+        .collect();
+    Some(Reply::text(&json!({ "scores": scores }).to_string(), 10))
+}
+
 /// The tool results in a request, parsed, newest last.
 pub fn tool_results(body: &Value) -> Vec<Value> {
     body["messages"]

@@ -251,6 +251,43 @@ pub struct Classification {
     pub embedder_rate: f64,
 }
 
+/// The realistic stream through tier 1 with no model (in-process, as the pipeline scores a
+/// message: its best sentence): `(messages passed on, feedback messages passed on)`.
+pub fn stream_local(
+    model: &LocalModel,
+    classifier: &LocalClassifier,
+    min_score: u8,
+) -> anyhow::Result<(usize, usize)> {
+    let stream = realistic_stream()?;
+    let (mut passed, mut feedback_passed) = (0, 0);
+    for batch in stream.chunks(32) {
+        let mut pieces = Vec::new();
+        let mut owner = Vec::new();
+        for (i, (t, _)) in batch.iter().enumerate() {
+            for s in insights::text::sentences(t, t.len(), false) {
+                pieces.push(s.span.of(t).to_owned());
+                owner.push(i);
+            }
+        }
+        let vs = if pieces.is_empty() {
+            Vec::new()
+        } else {
+            model.embed(&pieces)?
+        };
+        let mut best = vec![0u8; batch.len()];
+        for (v, i) in vs.iter().zip(&owner) {
+            best[*i] = best[*i].max(classifier.classify(v).score);
+        }
+        for ((_, feedback), score) in batch.iter().zip(best) {
+            if score >= min_score {
+                passed += 1;
+                feedback_passed += usize::from(*feedback);
+            }
+        }
+    }
+    Ok((passed, feedback_passed))
+}
+
 /// Feature requests and bugs among the held-out issue titles (`limit` caps the rows read,
 /// for a quick run).
 pub fn classification(

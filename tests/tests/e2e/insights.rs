@@ -1153,40 +1153,17 @@ async fn turning_it_on_reads_what_was_stored_before() {
     assert_eq!(items["items"].as_array().unwrap().len(), 1, "{items}");
 }
 
-/// The numbered messages of a tier-1 batch, as the fake model reads them.
-fn tier1_messages(body: &Value) -> Option<Vec<(u64, String)>> {
-    let system = body["messages"][0]["content"].as_str()?;
-    if !system.contains("rate each from 0 to 10") {
-        return None;
-    }
-    let user = body["messages"][1]["content"].as_str()?;
-    Some(
-        user.split("\n[")
-            .skip(1)
-            .filter_map(|part| {
-                let (n, rest) = part.split_once("]\n\"\"\"\n")?;
-                let text = rest.split("\n\"\"\"").next()?;
-                Some((n.parse().ok()?, text.to_owned()))
-            })
-            .collect(),
-    )
-}
-
 /// With a model, messages the local classifier is unsure about are scored by the model,
 /// several to a call: its score decides what reaches tier 2, every call lands in usage, and
 /// the messages reach it as data.
 #[tokio::test]
 async fn with_a_model_tier1_scores_uncertain_messages_in_batches() {
-    use assistant_tests::fake_model::{FakeModel, Reply};
+    use assistant_tests::fake_model::{FakeModel, Reply, tier1_messages, tier1_reply};
     let fake = FakeModel::responding(|request: &Value| {
-        if let Some(batch) = tier1_messages(request) {
-            let scores: Vec<Value> = batch
-                .iter()
-                .map(|(id, text)| {
-                    json!({"id": id, "score": if text.contains("export") { 9 } else { 1 }})
-                })
-                .collect();
-            return Reply::text(&json!({ "scores": scores }).to_string(), 10);
+        if let Some(reply) =
+            tier1_reply(request, |text| if text.contains("export") { 9 } else { 1 })
+        {
+            return reply;
         }
         if let Some(item) = assistant_tests::fake_model::tier2_reply(request) {
             return item;
