@@ -259,55 +259,25 @@ pub fn stream_local(
     min_score: u8,
 ) -> anyhow::Result<(usize, usize)> {
     let stream = realistic_stream()?;
+    let texts: Vec<String> = stream.iter().map(|(t, _)| t.clone()).collect();
     let (mut passed, mut feedback_passed) = (0, 0);
-    for batch in stream.chunks(32) {
-        let mut pieces = Vec::new();
-        let mut owner = Vec::new();
-        for (i, (t, _)) in batch.iter().enumerate() {
-            for s in insights::text::sentences(t, t.len(), false) {
-                pieces.push(s.span.of(t).to_owned());
-                owner.push(i);
-            }
-        }
-        let vs = if pieces.is_empty() {
-            Vec::new()
-        } else {
-            model.embed(&pieces)?
-        };
-        let mut best = vec![0u8; batch.len()];
-        for (v, i) in vs.iter().zip(&owner) {
-            best[*i] = best[*i].max(classifier.classify(v).score);
-        }
-        for ((_, feedback), score) in batch.iter().zip(best) {
-            if score >= min_score {
-                passed += 1;
-                feedback_passed += usize::from(*feedback);
-            }
+    for ((_, feedback), verdict) in stream.iter().zip(best_verdicts(model, classifier, &texts)?) {
+        if verdict.is_some_and(|v| v.score >= min_score) {
+            passed += 1;
+            feedback_passed += usize::from(*feedback);
         }
     }
     Ok((passed, feedback_passed))
 }
 
-/// Feature requests and bugs among the held-out issue titles (`limit` caps the rows read,
-/// for a quick run).
-pub fn classification(
+/// Tier 1 as the pipeline runs it on each text: its sentences, their vectors, the
+/// classifier; the verdict of its highest-scoring sentence.
+fn best_verdicts(
     model: &LocalModel,
     classifier: &LocalClassifier,
-    min_score: u8,
-    limit: usize,
-) -> anyhow::Result<Classification> {
-    let all: Vec<(String, String)> = rows(ISSUES)?.into_iter().take(limit).collect();
-    let (test, train): (Vec<_>, Vec<_>) = all.into_iter().partition(|(t, _)| held_out(t));
-    let texts: Vec<String> = test.iter().map(|(t, _)| t.clone()).collect();
-    let truth: Vec<&str> = test.iter().map(|(_, l)| l.as_str()).collect();
-
-    let started = Instant::now();
-    let vectors = embed_all(model, &texts)?;
-    let embedder_rate = texts.len() as f64 / started.elapsed().as_secs_f64();
-
-    // Tier 1 as the pipeline runs it: sentences, their vectors, the classifier.
-    let started = Instant::now();
-    let mut predicted = Vec::with_capacity(texts.len());
+    texts: &[String],
+) -> anyhow::Result<Vec<Option<insights::Verdict>>> {
+    let mut out = Vec::with_capacity(texts.len());
     for batch in texts.chunks(32) {
         let mut pieces = Vec::new();
         let mut owner = Vec::new();
@@ -329,12 +299,38 @@ pub fn classification(
                 best[*i] = Some(verdict);
             }
         }
-        predicted.extend(best.into_iter().map(|b| match b {
+        out.extend(best);
+    }
+    Ok(out)
+}
+
+/// Feature requests and bugs among the held-out issue titles (`limit` caps the rows read,
+/// for a quick run).
+pub fn classification(
+    model: &LocalModel,
+    classifier: &LocalClassifier,
+    min_score: u8,
+    limit: usize,
+) -> anyhow::Result<Classification> {
+    let all: Vec<(String, String)> = rows(ISSUES)?.into_iter().take(limit).collect();
+    let (test, train): (Vec<_>, Vec<_>) = all.into_iter().partition(|(t, _)| held_out(t));
+    let texts: Vec<String> = test.iter().map(|(t, _)| t.clone()).collect();
+    let truth: Vec<&str> = test.iter().map(|(_, l)| l.as_str()).collect();
+
+    let started = Instant::now();
+    let vectors = embed_all(model, &texts)?;
+    let embedder_rate = texts.len() as f64 / started.elapsed().as_secs_f64();
+
+    // Tier 1 as the pipeline runs it: sentences, their vectors, the classifier.
+    let started = Instant::now();
+    let predicted: Vec<&str> = best_verdicts(model, classifier, &texts)?
+        .into_iter()
+        .map(|b| match b {
             Some(v) if v.score >= min_score && v.kind == Kind::FeatureRequest => "feature",
             Some(v) if v.score >= min_score && v.kind == Kind::Bug => "bug",
             _ => "other",
-        }));
-    }
+        })
+        .collect();
     let tier1_rate = texts.len() as f64 / started.elapsed().as_secs_f64();
 
     let train_texts: Vec<String> = train.iter().map(|(t, _)| t.clone()).collect();

@@ -156,17 +156,20 @@ pub async fn keys_after(
             ],
         ))
         .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(DocumentKey {
-                id: r.try_get("", "id")?,
-                user_id: r.try_get("", "user_id")?,
-                source: r.try_get("", "source")?,
-                kind: r.try_get("", "kind")?,
-                content_hash: r.try_get("", "content_hash")?,
-            })
+    rows.iter().map(DocumentKey::from_row).collect()
+}
+
+impl DocumentKey {
+    /// From a row with the columns `id`, `user_id`, `source`, `kind`, `content_hash`.
+    pub fn from_row(r: &sea_orm::QueryResult) -> Result<Self> {
+        Ok(DocumentKey {
+            id: r.try_get("", "id")?,
+            user_id: r.try_get("", "user_id")?,
+            source: r.try_get("", "source")?,
+            kind: r.try_get("", "kind")?,
+            content_hash: r.try_get("", "content_hash")?,
         })
-        .collect()
+    }
 }
 
 /// `user`'s documents among `ids` (others' are never returned), in no particular order.

@@ -771,6 +771,12 @@ pub async fn regroup_if_due(
 /// is to its theme's new centroid.
 pub async fn regroup(db: &DatabaseConnection, user: UserId, threshold: f32) -> Result<Regrouped> {
     use std::collections::{HashMap, HashSet};
+    // One regrouping at a time per process: each holds up to 72 MB of similarities and a core.
+    static REGROUPING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let _turn = REGROUPING
+        .acquire()
+        .await
+        .map_err(|e| DbErr::Custom(format!("regrouping stopped: {e}")))?;
     let txn = db.begin().await?;
     txn.execute_raw(stmt(
         "SELECT pg_advisory_xact_lock(hashtextextended('insights:' || $1::text, 0))",
@@ -993,16 +999,8 @@ pub async fn unread(
             values,
         ))
         .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(crate::documents::DocumentKey {
-                id: r.try_get("", "id")?,
-                user_id: r.try_get("", "user_id")?,
-                source: r.try_get("", "source")?,
-                kind: r.try_get("", "kind")?,
-                content_hash: r.try_get("", "content_hash")?,
-            })
-        })
+    rows.iter()
+        .map(crate::documents::DocumentKey::from_row)
         .collect()
 }
 
