@@ -291,17 +291,6 @@ impl Default for Joining {
     }
 }
 
-impl Joining {
-    /// Similarity alone at `join`, regrouping at `regroup`.
-    pub fn new(join: f32, regroup: f32) -> Self {
-        Self {
-            join,
-            ask: join,
-            regroup,
-        }
-    }
-}
-
 /// What happened to one stored item.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placed {
@@ -525,6 +514,34 @@ pub struct Filter {
     pub until: Option<DateTime<Utc>>,
 }
 
+/// The conditions of a `Filter` on items `i` of documents `d`, with its values as `$2`–`$9`
+/// (`Filter::values`).
+const FILTER: &str = "($2::text IS NULL OR i.kind = $2)
+    AND ($3::text IS NULL OR d.source = $3)
+    AND ($4::text IS NULL OR lower(i.company) = lower($4))
+    AND ($5::text IS NULL OR lower(i.product_area) = lower($5))
+    AND ($6::uuid IS NULL OR i.theme_id = $6)
+    AND ($7::uuid IS NULL OR i.document_id = $7)
+    AND ($8::timestamptz IS NULL OR i.occurred_at >= $8)
+    AND ($9::timestamptz IS NULL OR i.occurred_at < $9)";
+
+impl Filter {
+    /// `$1` the user, then the values `FILTER` reads.
+    fn values(&self, user: UserId) -> Vec<Value> {
+        vec![
+            user.0.into(),
+            self.kind.clone().into(),
+            self.source.clone().into(),
+            self.company.clone().into(),
+            self.product_area.clone().into(),
+            self.theme.into(),
+            self.document.map(|d| d.0).into(),
+            self.since.into(),
+            self.until.into(),
+        ]
+    }
+}
+
 /// `mentions` (items), `accounts`, `revenue` (open-deal amount of its accounts), `recent`
 /// (last seen). Counts are of the items within the filter.
 pub async fn themes(
@@ -547,14 +564,7 @@ pub async fn themes(
                   CASE WHEN jsonb_typeof(i.customer->'open_deal_amount') = 'number'
                        THEN (i.customer->>'open_deal_amount')::float8 ELSE 0 END AS amount
            FROM insight_items i JOIN documents d ON d.id = i.document_id
-           WHERE i.user_id = $1 AND i.theme_id IS NOT NULL
-             AND ($2::text IS NULL OR i.kind = $2)
-             AND ($3::text IS NULL OR d.source = $3)
-             AND ($4::text IS NULL OR lower(i.company) = lower($4))
-             AND ($5::timestamptz IS NULL OR i.occurred_at >= $5)
-             AND ($6::timestamptz IS NULL OR i.occurred_at < $6)
-             AND ($8::text IS NULL OR lower(i.product_area) = lower($8))
-             AND ($9::uuid IS NULL OR i.theme_id = $9)),
+           WHERE i.user_id = $1 AND i.theme_id IS NOT NULL AND {FILTER}),
          a AS (
            SELECT DISTINCT ON (theme_id, account) theme_id, amount FROM f
            WHERE account IS NOT NULL ORDER BY theme_id, account, occurred_at DESC)
@@ -566,24 +576,11 @@ pub async fn themes(
          WHERE t.user_id = $1
          GROUP BY t.id
          ORDER BY {order}
-         LIMIT $7"
+         LIMIT $10"
     );
-    Ok(Theme::find_by_statement(stmt(
-        &sql,
-        vec![
-            user.0.into(),
-            filter.kind.clone().into(),
-            filter.source.clone().into(),
-            filter.company.clone().into(),
-            filter.since.into(),
-            filter.until.into(),
-            (limit as i64).into(),
-            filter.product_area.clone().into(),
-            filter.theme.into(),
-        ],
-    ))
-    .all(db)
-    .await?)
+    let mut values = filter.values(user);
+    values.push((limit as i64).into());
+    Ok(Theme::find_by_statement(stmt(&sql, values)).all(db).await?)
 }
 
 pub async fn theme(db: &impl ConnectionTrait, user: UserId, id: Uuid) -> Result<Option<Theme>> {
@@ -650,10 +647,10 @@ async fn query_items(
 ) -> Result<Vec<Item>> {
     let text = "to_tsvector('english', i.title || ' ' || i.quote)";
     let (matches, order) = match (&vector, query) {
-        (Some(_), _) => ("TRUE".to_owned(), "i.embedding <=> $10".to_owned()),
+        (Some(_), _) => ("TRUE".to_owned(), "i.embedding <=> $11".to_owned()),
         (None, Some(_)) => (
-            format!("{text} @@ plainto_tsquery('english', $11)"),
-            format!("ts_rank({text}, plainto_tsquery('english', $11)) DESC"),
+            format!("{text} @@ plainto_tsquery('english', $12)"),
+            format!("ts_rank({text}, plainto_tsquery('english', $12)) DESC"),
         ),
         (None, None) => (
             "TRUE".to_owned(),
@@ -665,39 +662,17 @@ async fn query_items(
                 i.company, i.product_area, i.sentiment, i.urgency, i.document_id, d.source,
                 d.external_id, d.title AS document_title, i.span_start, i.span_end, i.occurred_at
          FROM insight_items i JOIN documents d ON d.id = i.document_id
-         WHERE i.user_id = $1
-           AND ($2::text IS NULL OR i.kind = $2)
-           AND ($3::text IS NULL OR d.source = $3)
-           AND ($4::text IS NULL OR lower(i.company) = lower($4))
-           AND ($5::uuid IS NULL OR i.theme_id = $5)
-           AND ($6::uuid IS NULL OR i.document_id = $6)
-           AND ($7::timestamptz IS NULL OR i.occurred_at >= $7)
-           AND ($8::timestamptz IS NULL OR i.occurred_at < $8)
-           AND ($10::vector IS NULL OR TRUE) AND ($11::text IS NULL OR TRUE)
-           AND ($12::text IS NULL OR lower(i.product_area) = lower($12))
+         WHERE i.user_id = $1 AND {FILTER}
+           AND ($11::vector IS NULL OR TRUE) AND ($12::text IS NULL OR TRUE)
            AND {matches}
          ORDER BY {order}
-         LIMIT $9"
+         LIMIT $10"
     );
-    Ok(Item::find_by_statement(stmt(
-        &sql,
-        vec![
-            user.0.into(),
-            filter.kind.clone().into(),
-            filter.source.clone().into(),
-            filter.company.clone().into(),
-            filter.theme.into(),
-            filter.document.map(|d| d.0).into(),
-            filter.since.into(),
-            filter.until.into(),
-            (limit as i64).into(),
-            vector.map(Vector::from).into(),
-            query.map(str::to_owned).into(),
-            filter.product_area.clone().into(),
-        ],
-    ))
-    .all(db)
-    .await?)
+    let mut values = filter.values(user);
+    values.push((limit as i64).into());
+    values.push(vector.map(Vector::from).into());
+    values.push(query.map(str::to_owned).into());
+    Ok(Item::find_by_statement(stmt(&sql, values)).all(db).await?)
 }
 
 /// Per source and outcome, how many messages the pipeline has looked at.
