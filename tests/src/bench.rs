@@ -588,7 +588,8 @@ pub async fn pipeline(env: &Env, docs: &[DocumentInput]) -> anyhow::Result<f64> 
         let response = http
             .post(format!("{}/api/ingest/documents", env.url))
             .bearer_auth(&token)
-            .json(&serde_json::json!({ "documents": batch }))
+            // A first sync: the connector hands everything over as bulk work.
+            .json(&serde_json::json!({ "documents": batch, "bulk": true }))
             .send()
             .await?;
         anyhow::ensure!(
@@ -618,6 +619,84 @@ pub async fn pipeline(env: &Env, docs: &[DocumentInput]) -> anyhow::Result<f64> 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(docs.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Texts per second embedding `text`, `batch` copies per call, for about `seconds` (after one
+/// call to warm up): the same loop the ONNX Runtime peer runs.
+pub fn embed_rate_of(model: &LocalModel, text: &str, batch: usize, seconds: f64) -> f64 {
+    let texts = vec![text.to_owned(); batch];
+    let _ = model.embed(&texts);
+    let started = Instant::now();
+    let mut done = 0;
+    while started.elapsed().as_secs_f64() < seconds {
+        model.embed(&texts).expect("embedding works");
+        done += batch;
+    }
+    done as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The embedder's peer: all-MiniLM-L6-v2 on ONNX Runtime (scripts/peers/onnx_embedder.py, in
+/// the virtualenv `make bench` makes for it; `BENCH_PYTHON` names its interpreter).
+pub struct OnnxPeer {
+    pub version: String,
+    /// Texts per second by batch size.
+    pub rates: Vec<(usize, f64)>,
+    pub vectors: Vec<Vec<f32>>,
+}
+
+/// Runs the peer on `texts` (its vectors, in order) and, on copies of `rate_text`, its rate
+/// at each of `batches`. `Ok(None)` when the peer is not installed.
+pub fn onnx_peer(
+    model_dir: &str,
+    texts: &[String],
+    rate_text: &str,
+    batches: &[usize],
+    seconds: f64,
+) -> anyhow::Result<Option<OnnxPeer>> {
+    let Ok(python) = std::env::var("BENCH_PYTHON") else {
+        return Ok(None);
+    };
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/peers/onnx_embedder.py");
+    let input = std::env::temp_dir().join(format!("onnx-peer-{}.json", std::process::id()));
+    std::fs::write(
+        &input,
+        serde_json::to_vec(&serde_json::json!({ "texts": texts, "rate_text": rate_text }))?,
+    )?;
+    let batches = batches
+        .iter()
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(model_dir)
+        .arg(&input)
+        .arg(&batches)
+        .env("PEER_SECONDS", seconds.to_string())
+        .output()?;
+    let _ = std::fs::remove_file(&input);
+    anyhow::ensure!(
+        out.status.success(),
+        "the ONNX Runtime peer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut rates: Vec<(usize, f64)> = v["rates"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(b, r)| Some((b.parse().ok()?, r.as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    rates.sort_by_key(|(b, _)| *b);
+    let vectors = serde_json::from_value(v["vectors"].clone())?;
+    Ok(Some(OnnxPeer {
+        version: v["version"].as_str().unwrap_or("?").to_owned(),
+        rates,
+        vectors,
+    }))
 }
 
 /// Texts per second embedding `texts` in batches of `batch`.
@@ -761,10 +840,10 @@ pub async fn search_breakdown(env: &Env, user: UserId, n: usize) -> anyhow::Resu
         v.sort();
         v[v.len() / 2].as_secs_f64() * 1e3
     };
+    let (total, embed) = (median(&mut parts[0]), median(&mut parts[1]));
     Ok(format!(
-        "median {:.1} ms = embed query {:.1} + max(vector {:.1}, full text {:.1}) + fusion {:.1} + snippets {:.1}",
-        median(&mut parts[0]),
-        median(&mut parts[1]),
+        "median {total:.1} ms = embed query {embed:.1} ({:.0}% of it) + max(vector {:.1}, full text {:.1}) + fusion {:.1} + snippets {:.1}",
+        100.0 * embed / total.max(1e-9),
         median(&mut parts[2]),
         median(&mut parts[3]),
         median(&mut parts[4]),

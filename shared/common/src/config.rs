@@ -19,7 +19,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EmbeddingProvider {
-    /// all-MiniLM-L6-v2 in-process with candle: no key, no network.
+    /// all-MiniLM-L6-v2 in-process (its own CPU encoder): no key, no network.
     Local,
     /// Any OpenAI-compatible `/embeddings` endpoint.
     Openai,

@@ -1,14 +1,16 @@
-//! Text embedding. The default is all-MiniLM-L6-v2 run in-process with candle (384
+//! Text embedding. The default is all-MiniLM-L6-v2 run in-process by its own CPU encoder (384
 //! dimensions, mean pooling, L2-normalized): no key and no network. Any OpenAI-compatible
 //! `/embeddings` endpoint can replace it. Requests from many tasks are coalesced into model
 //! batches by [`Batcher`], and [`Chunker`] splits documents on model-token boundaries.
 
 mod batcher;
+mod bert;
 mod chunker;
 mod local;
 mod openai;
 
 pub use batcher::{Batcher, Priority, URGENT_GRACE};
+pub use bert::Kernel;
 pub use chunker::Chunker;
 pub use local::LocalModel;
 pub use openai::OpenAiEmbedder;
