@@ -37,6 +37,7 @@ mod m20261205_000010_invocation_lease;
 mod m20261205_000011_quotas;
 mod m20261205_000012_insights;
 mod m20261205_000013_insight_grouping;
+mod m20261205_000014_auth_invalidation;
 
 pub struct Migrator;
 
@@ -57,6 +58,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000011_quotas::Migration),
             Box::new(m20261205_000012_insights::Migration),
             Box::new(m20261205_000013_insight_grouping::Migration),
+            Box::new(m20261205_000014_auth_invalidation::Migration),
         ]
     }
 }

@@ -515,6 +515,121 @@ pub async fn intake_gateway(
     .await
 }
 
+/// Document intake: `n` requests of one document each (`POST {base}/api/ingest/documents`),
+/// `concurrency` at a time, each expected to answer 202. The bodies are built up front.
+pub async fn intake_documents(
+    base: &str,
+    token: &str,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<Stats> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let url = format!("{base}/api/ingest/documents");
+    let run = chrono::Utc::now().timestamp_millis();
+    let bodies: Arc<Vec<String>> = Arc::new(
+        (0..n)
+            .map(|i| {
+                serde_json::json!({ "documents": [{
+                    "source": "gmail",
+                    "kind": "email",
+                    "external_id": format!("intake-{run}-{i}"),
+                    "title": format!("Re: quarterly review {i}"),
+                    "body": text_of_words(60),
+                }]})
+                .to_string()
+            })
+            .collect(),
+    );
+    let auth = format!("Bearer {token}");
+    load(n, concurrency, move |i| {
+        let (http, url, bodies, auth) = (http.clone(), url.clone(), bodies.clone(), auth.clone());
+        async move {
+            let response = http
+                .post(&url)
+                .header("authorization", auth)
+                .header("content-type", "application/json")
+                .body(bodies[i].clone())
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status() == 202,
+                "intake answered {}",
+                response.status()
+            );
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// The intake peer (scripts/peers/fastapi_celery): uvicorn with one worker per core, until
+/// dropped. `None` when the peer or its Redis is not installed.
+pub struct FastApiPeer {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl FastApiPeer {
+    pub async fn start(secret_key: &str) -> anyhow::Result<Option<Self>> {
+        let (Ok(python), Ok(broker)) = (
+            std::env::var("BENCH_PYTHON"),
+            std::env::var("BENCH_REDIS_URL"),
+        ) else {
+            return Ok(None);
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../scripts/peers/fastapi_celery");
+        let child = std::process::Command::new(python)
+            .args(["-m", "uvicorn", "app:app", "--app-dir"])
+            .arg(&dir)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--workers",
+                "2",
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ])
+            .env("PEER_SECRET_KEY", secret_key)
+            .env("PEER_BROKER", broker)
+            .stdout(std::process::Stdio::null())
+            .spawn()?;
+        let peer = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let started = Instant::now();
+        loop {
+            if reqwest::get(format!("{}/health", peer.url))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                return Ok(Some(peer));
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "the FastAPI peer did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for FastApiPeer {
+    fn drop(&mut self) {
+        // SIGTERM lets uvicorn stop its workers.
+        let _ = std::process::Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
 /// The HTTP ceiling: the gateway's `/health` at the same concurrency (no body, no work).
 pub async fn http_ceiling(env: &Env, n: usize, concurrency: usize) -> anyhow::Result<Stats> {
     let http = reqwest::Client::builder()

@@ -342,6 +342,18 @@ impl TestApp {
         self.running.insert(service, Running { cancel, handle });
     }
 
+    /// Another gateway replica on the same database and streams (stopped with the app); its
+    /// base URL.
+    pub async fn another_gateway(&mut self, name: &'static str) -> String {
+        let cancel = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = gateway::state(self.config.clone()).await.unwrap();
+        let handle = tokio::spawn(gateway::serve(state, listener, cancel.clone()));
+        self.running.insert(name, Running { cancel, handle });
+        url
+    }
+
     /// Kills a service at once, as a crash would: no acks, no naks, nothing finished.
     pub async fn kill(&mut self, service: &'static str) {
         if let Some(r) = self.running.remove(service) {

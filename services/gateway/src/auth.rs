@@ -32,8 +32,13 @@ impl FromRequestParts<AppState> for AuthUser {
                 .map_err(|_| ApiError::Unauthorized)?;
             let user = UserId(claims.sub);
             // The signature says who issued it; only the database knows whether the user
-            // still exists and the token was not revoked since.
-            if !db::users::token_allowed(&state.db, user, claims.jti, claims.iat).await? {
+            // still exists and the token was not revoked since (remembered for a moment, and
+            // forgotten when the database announces a revocation: see `validity`).
+            if !state
+                .validity
+                .token_allowed(&state.db, user, claims.jti, claims.iat)
+                .await?
+            {
                 return Err(ApiError::Unauthorized);
             }
             state.limiters.user(user)?;

@@ -7,9 +7,11 @@ pub mod edge;
 pub mod endpoints;
 pub mod error;
 pub mod google_jwt;
+pub mod lanes;
 pub mod payloads;
 pub mod routes;
 pub mod signatures;
+pub mod validity;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -35,8 +37,20 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 use utoipa_scalar::{Scalar, Servable};
 
+/// What every handler shares. Cloned per request by the extractors, so it is one `Arc`: a
+/// clone is one reference count, not a copy of every client inside (profiled: cloning and
+/// dropping the NATS client, pool and caches per request cost more than the handler's work).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub db: DatabaseConnection,
     pub bus: Bus,
     pub tokens: Tokens,
@@ -52,6 +66,10 @@ pub struct AppState {
     pub streams: Arc<common::slots::PerUser>,
     /// Hybrid search, bounded by `SEARCH_MAX_CONCURRENT` and `QUERY_EMBED_MAX_IN_FLIGHT`.
     pub searcher: actions::search::Searcher,
+    /// Bearer tokens known to be good, forgotten when Postgres announces a revocation.
+    pub validity: validity::Validity,
+    /// Each user's use of the interactive lane.
+    pub lanes: lanes::LaneCounts,
 }
 
 impl AppState {
@@ -251,7 +269,11 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
     };
     let push = google_jwt::PushVerifier::new(&config, providers::http_client(&config)?)
         .map_err(anyhow::Error::msg)?;
-    Ok(AppState {
+    let validity = validity::Validity::new(Duration::from_secs(config.auth_cache_secs));
+    validity.listen(config.database_url.clone());
+    Ok(AppState(Arc::new(Shared {
+        validity,
+        lanes: lanes::LaneCounts::default(),
         limiters: edge::limits::Limiters::new(&config),
         streams: Default::default(),
         searcher: actions::search::Searcher::new(db.clone(), bus.clone(), &config),
@@ -263,7 +285,7 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
         config: Arc::new(config),
         metrics: metrics_handle(),
         endpoints: endpoints::EndpointCache::default(),
-    })
+    })))
 }
 
 /// Serves on `listener` until `cancel` fires, then drains in-flight requests.

@@ -113,6 +113,11 @@ pub struct Config {
     /// Documents of one user that may wait for indexing in the interactive lane; what the user
     /// sends beyond that is accepted into the bulk lane, so one tenant cannot delay the others.
     pub interactive_share_per_user: u64,
+    /// Seconds a gateway may answer from memory that a bearer token is still good (its user
+    /// exists, it is not revoked). A revocation reaches every gateway when it commits (Postgres
+    /// NOTIFY); this bounds how long a lost notification could go unnoticed. 0: ask Postgres on
+    /// every request.
+    pub auth_cache_secs: u64,
     /// Searches one gateway runs at once; more are answered 503 with Retry-After.
     pub search_max_concurrent: usize,
     /// Query embeddings one gateway waits for at once; a search beyond it runs on full text.
@@ -308,6 +313,7 @@ impl Default for Config {
             trusted_proxies: 0,
             metrics_token: String::new(),
             interactive_share_per_user: 100,
+            auth_cache_secs: 5,
             search_max_concurrent: 64,
             query_embed_max_in_flight: 16,
             embedding_provider: EmbeddingProvider::Local,
@@ -434,6 +440,7 @@ impl Config {
             "trusted_proxies",
             "metrics_token",
             "interactive_share_per_user",
+            "auth_cache_secs",
             "search_max_concurrent",
             "query_embed_max_in_flight",
             "embedding_provider",

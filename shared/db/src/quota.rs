@@ -228,34 +228,3 @@ pub async fn sweep(db: &impl ConnectionTrait) -> Result<u64> {
         .await?;
     Ok(done.rows_affected())
 }
-
-/// Counts `count` documents a user submits for the interactive lane, and answers how many of
-/// theirs were submitted in the last 20 seconds before these. The count and the answer are one
-/// statement, so concurrent requests each see the others: a tenant posting many requests at
-/// once cannot all find its share empty.
-pub async fn submitted_recently(
-    db: &impl ConnectionTrait,
-    user: UserId,
-    count: i64,
-) -> Result<i64> {
-    let row = db
-        .query_one_raw(stmt(
-            "WITH bumped AS (
-                INSERT INTO quota_windows (user_id, name, window_start, used)
-                VALUES ($1, 'ingest.interactive', to_timestamp(floor(extract(epoch FROM now()) / 10) * 10), $2)
-                ON CONFLICT (user_id, name, window_start)
-                  DO UPDATE SET used = quota_windows.used + $2
-                RETURNING window_start, used)
-             SELECT ((SELECT used FROM bumped) - $2 + coalesce((
-                 SELECT sum(used) FROM quota_windows
-                 WHERE user_id = $1 AND name = 'ingest.interactive'
-                   AND window_start >= now() - interval '20 seconds'
-                   AND window_start < (SELECT window_start FROM bumped)), 0))::bigint AS before",
-            vec![user.0.into(), count.into()],
-        ))
-        .await?;
-    Ok(row
-        .map(|r| r.try_get("", "before"))
-        .transpose()?
-        .unwrap_or(0))
-}

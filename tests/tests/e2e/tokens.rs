@@ -2,14 +2,19 @@
 //! deployment's (issuer, audience), and a token can be revoked alone or with everything else
 //! the user holds.
 
-use assistant_tests::TestApp;
+use assistant_tests::{TestApp, eventually, test_config};
 use common::UserId;
 use common::auth::Tokens;
 use reqwest::StatusCode;
+use std::time::{Duration, Instant};
 
 async fn status(app: &TestApp, token: &str) -> StatusCode {
+    status_at(app, &app.url, token).await
+}
+
+async fn status_at(app: &TestApp, url: &str, token: &str) -> StatusCode {
     app.http
-        .get(format!("{}/api/connections", app.url))
+        .get(format!("{url}/api/connections"))
         .bearer_auth(token)
         .send()
         .await
@@ -54,7 +59,13 @@ async fn a_valid_signature_for_a_missing_user_or_another_deployment_is_refused()
         gone
     ))
     .await;
-    assert_eq!(status(&app, &gone_token).await, StatusCode::UNAUTHORIZED);
+    // The deletion is announced by the database when it commits (see the tests below).
+    eventually(
+        "the deleted user's token is refused",
+        Duration::from_secs(3),
+        || async { status(&app, &gone_token).await == StatusCode::UNAUTHORIZED },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -113,4 +124,123 @@ async fn one_token_or_everything_can_be_revoked() {
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     let (_, fresh) = app.user("owner@example.com").await;
     assert_eq!(status(&app, &fresh).await, StatusCode::OK);
+}
+
+/// Two gateways remember that a token is good; revoking it through one, signing out
+/// everywhere, or deleting the user with plain SQL is refused by both at once: the database
+/// announces it when it commits. The memory lasts a minute here, so only the announcement can
+/// explain the refusal.
+#[tokio::test]
+async fn a_revocation_reaches_every_gateway_when_it_commits() {
+    let mut config = test_config().await;
+    config.auth_cache_secs = 60;
+    let mut app = TestApp::spawn_with(config, &[]).await;
+    let b = app.another_gateway("gateway-b").await;
+    let a = app.url.clone();
+    let (_, first) = app.user("replicas@example.com").await;
+    let (_, second) = app.user("replicas@example.com").await;
+    let (gone, third) = app.user("deleted@example.com").await;
+    for token in [&first, &second, &third] {
+        for url in [&a, &b] {
+            // Twice: the second answer comes from memory.
+            assert_eq!(status_at(&app, url, token).await, StatusCode::OK);
+            assert_eq!(status_at(&app, url, token).await, StatusCode::OK);
+        }
+    }
+    let remembered = app.metrics().await;
+    assert!(
+        remembered.contains("auth_validity_total{answer=\"memory\"}"),
+        "the gateways answered from memory: {remembered}"
+    );
+
+    // One token, revoked at gateway A: refused by A at once, by B within the announcement.
+    let r = app
+        .http
+        .delete(format!("{a}/api/auth/token"))
+        .bearer_auth(&first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(status_at(&app, &a, &first).await, StatusCode::UNAUTHORIZED);
+    let started = Instant::now();
+    eventually(
+        "gateway B refuses the revoked token",
+        Duration::from_secs(3),
+        || async { status_at(&app, &b, &first).await == StatusCode::UNAUTHORIZED },
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // Signing out everywhere, as `ctl revoke` does it (plain SQL, no gateway involved).
+    let (user, _) = app.user("replicas@example.com").await;
+    db::users::revoke_everything(&app.db, user).await.unwrap();
+    for url in [&a, &b] {
+        eventually(
+            "both gateways refuse after sign-out everywhere",
+            Duration::from_secs(3),
+            || async { status_at(&app, url, &second).await == StatusCode::UNAUTHORIZED },
+        )
+        .await;
+    }
+
+    // The user deleted.
+    app.scalar_i64(&format!(
+        "WITH d AS (DELETE FROM users WHERE id = '{gone}' RETURNING 1) SELECT count(*) FROM d"
+    ))
+    .await;
+    for url in [&a, &b] {
+        eventually(
+            "both gateways refuse the deleted user",
+            Duration::from_secs(3),
+            || async { status_at(&app, url, &third).await == StatusCode::UNAUTHORIZED },
+        )
+        .await;
+    }
+}
+
+/// Should an announcement ever be lost (here: the user deleted with triggers off), a gateway
+/// stops trusting its memory after `AUTH_CACHE_SECS`.
+#[tokio::test]
+async fn a_lost_announcement_is_bounded_by_the_cache_lifetime() {
+    let mut config = test_config().await;
+    config.auth_cache_secs = 2;
+    let app = TestApp::spawn_with(config, &[]).await;
+    let (gone, token) = app.user("unannounced@example.com").await;
+    // Wait until the gateway listens (it remembers nothing before), then remember the token.
+    eventually(
+        "the gateway answers from memory",
+        Duration::from_secs(5),
+        || async {
+            status(&app, &token).await == StatusCode::OK
+                && app
+                    .metrics()
+                    .await
+                    .contains("auth_validity_total{answer=\"memory\"}")
+        },
+    )
+    .await;
+    let deleted = Instant::now();
+    app.scalar_i64(&format!(
+        "WITH r AS (SELECT set_config('session_replication_role', 'replica', true)),
+              d AS (DELETE FROM users WHERE id = '{gone}' AND (SELECT count(*) FROM r) = 1 RETURNING 1)
+         SELECT count(*) FROM d"
+    ))
+    .await;
+    assert_eq!(
+        app.scalar_i64(&format!("SELECT count(*) FROM users WHERE id = '{gone}'"))
+            .await,
+        0,
+        "the user is gone"
+    );
+    // Unannounced, the memory still answers for a moment...
+    assert_eq!(status(&app, &token).await, StatusCode::OK);
+    // ...and no longer than its lifetime.
+    eventually(
+        "the token is refused once the memory expires",
+        Duration::from_secs(5),
+        || async { status(&app, &token).await == StatusCode::UNAUTHORIZED },
+    )
+    .await;
+    assert!(deleted.elapsed() < Duration::from_secs(5));
 }

@@ -114,16 +114,14 @@ pub async fn lanes_for(
     bulk: bool,
 ) -> Result<Vec<Lane>, ApiError> {
     let share = state.config.interactive_share_per_user;
-    // What already waits in the interactive lane: the user's documents stored and not yet
-    // indexed, or those submitted in the last seconds (still in the stream, not stored yet),
-    // whichever is more. The second is counted and read in one statement, so requests sent
-    // at the same time see each other.
+    // What already waits in the interactive lane (see [`crate::lanes`]).
     let waiting = if bulk {
         0
     } else {
-        let submitted = db::quota::submitted_recently(&state.db, user, count as i64).await?;
-        let stored = db::documents::unindexed(&state.db, user, share).await?;
-        (submitted.max(0) as u64).max(stored)
+        state
+            .lanes
+            .claim(&state.db, user, count as u64, share)
+            .await?
     };
     Ok(intake::lanes(count, bulk, share, waiting))
 }

@@ -36,6 +36,7 @@ pub async fn revoke_current(
     })?;
     let expires = chrono::DateTime::from_timestamp(claims.exp, 0).unwrap_or_else(chrono::Utc::now);
     db::users::revoke_token(&state.db, user, claims.jti, expires).await?;
+    state.validity.forget(Some(user));
     tracing::info!(user.id = %user, "API token revoked");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -55,6 +56,7 @@ pub async fn revoke_all(
     AuthUser(user): AuthUser,
 ) -> Result<StatusCode, ApiError> {
     db::users::revoke_everything(&state.db, user).await?;
+    state.validity.forget(Some(user));
     tracing::info!(user.id = %user, "every token and session revoked");
     Ok(StatusCode::NO_CONTENT)
 }
