@@ -242,6 +242,16 @@ impl Env {
             terms = ZIPF_TERMS,
             vocab = VOCABULARY,
         );
+        // What earlier phases deleted (the import's tenant) is vacuumed first (the HNSW index,
+        // rebuilt below, dropped before, as vacuuming it is minutes of CPU), so that autovacuum
+        // does not work through those dead rows during the measurement, as it would not on a
+        // serving database at rest.
+        self.db
+            .execute_unprepared("DROP INDEX IF EXISTS chunks_embedding_hnsw")
+            .await?;
+        self.db
+            .execute_unprepared("VACUUM (ANALYZE) chunks, documents")
+            .await?;
         self.db.execute_unprepared(&sql).await?;
         Ok(user)
     }
