@@ -477,6 +477,42 @@ where
     Ok(stats(all, started.elapsed()))
 }
 
+/// One request of an intake run, prepared before the clock starts: its headers and body.
+struct Prepared {
+    headers: Vec<(&'static str, String)>,
+    body: String,
+}
+
+/// POSTs every prepared request to `url`, `concurrency` at a time, each expected to answer 202.
+async fn post_prepared(
+    url: String,
+    requests: Vec<Prepared>,
+    concurrency: usize,
+) -> anyhow::Result<Stats> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
+    let requests = Arc::new(requests);
+    load(requests.len(), concurrency, move |i| {
+        let (http, url, requests) = (http.clone(), url.clone(), requests.clone());
+        async move {
+            let prepared = &requests[i];
+            let mut request = http.post(&url).body(prepared.body.clone());
+            for (name, value) in &prepared.headers {
+                request = request.header(*name, value);
+            }
+            let response = request.send().await?;
+            anyhow::ensure!(
+                response.status() == 202,
+                "{url} answered {}",
+                response.status()
+            );
+            Ok(())
+        }
+    })
+    .await
+}
+
 pub async fn intake_gateway(
     env: &Env,
     endpoint: uuid::Uuid,
@@ -484,45 +520,27 @@ pub async fn intake_gateway(
     n: usize,
     concurrency: usize,
 ) -> anyhow::Result<Stats> {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()?;
-    let url = format!("{}/api/webhooks/generic/{endpoint}", env.url);
     let run = chrono::Utc::now().timestamp_millis();
     let ts = chrono::Utc::now().timestamp();
     // Signed up front, as the raw publisher's payload is serialized up front: the timed loop
     // measures delivery, not the sender's own work.
-    let requests: Arc<Vec<(String, String, String)>> = Arc::new(
-        (0..n)
-            .map(|i| {
-                let body = webhook_body(i).to_string();
-                let id = format!("msg_{run}_{i}");
-                let signature = sign(secret, &id, ts, &body);
-                (id, body, signature)
-            })
-            .collect(),
-    );
-    load(n, concurrency, move |i| {
-        let (http, url, requests) = (http.clone(), url.clone(), requests.clone());
-        async move {
-            let (id, body, signature) = &requests[i];
-            let response = http
-                .post(&url)
-                .header("webhook-id", id)
-                .header("webhook-timestamp", ts.to_string())
-                .header("webhook-signature", signature)
-                .body(body.clone())
-                .send()
-                .await?;
-            anyhow::ensure!(
-                response.status() == 202,
-                "gateway answered {}",
-                response.status()
-            );
-            Ok(())
-        }
-    })
-    .await
+    let requests = (0..n)
+        .map(|i| {
+            let body = webhook_body(i).to_string();
+            let id = format!("msg_{run}_{i}");
+            let signature = sign(secret, &id, ts, &body);
+            Prepared {
+                headers: vec![
+                    ("webhook-id", id),
+                    ("webhook-timestamp", ts.to_string()),
+                    ("webhook-signature", signature),
+                ],
+                body,
+            }
+        })
+        .collect();
+    let url = format!("{}/api/webhooks/generic/{endpoint}", env.url);
+    post_prepared(url, requests, concurrency).await
 }
 
 /// Document intake: `n` requests of one document each (`POST {base}/api/ingest/documents`),
@@ -533,44 +551,28 @@ pub async fn intake_documents(
     n: usize,
     concurrency: usize,
 ) -> anyhow::Result<Stats> {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()?;
-    let url = format!("{base}/api/ingest/documents");
     let run = chrono::Utc::now().timestamp_millis();
-    let bodies: Arc<Vec<String>> = Arc::new(
-        (0..n)
-            .map(|i| {
-                serde_json::json!({ "documents": [{
-                    "source": "gmail",
-                    "kind": "email",
-                    "external_id": format!("intake-{run}-{i}"),
-                    "title": format!("Re: quarterly review {i}"),
-                    "body": text_of_words(60),
-                }]})
-                .to_string()
-            })
-            .collect(),
-    );
-    let auth = format!("Bearer {token}");
-    load(n, concurrency, move |i| {
-        let (http, url, bodies, auth) = (http.clone(), url.clone(), bodies.clone(), auth.clone());
-        async move {
-            let response = http
-                .post(&url)
-                .header("authorization", auth)
-                .header("content-type", "application/json")
-                .body(bodies[i].clone())
-                .send()
-                .await?;
-            anyhow::ensure!(
-                response.status() == 202,
-                "intake answered {}",
-                response.status()
-            );
-            Ok(())
-        }
-    })
+    let requests = (0..n)
+        .map(|i| Prepared {
+            headers: vec![
+                ("authorization", format!("Bearer {token}")),
+                ("content-type", "application/json".into()),
+            ],
+            body: serde_json::json!({ "documents": [{
+                "source": "gmail",
+                "kind": "email",
+                "external_id": format!("intake-{run}-{i}"),
+                "title": format!("Re: quarterly review {i}"),
+                "body": text_of_words(60),
+            }]})
+            .to_string(),
+        })
+        .collect();
+    post_prepared(
+        format!("{base}/api/ingest/documents"),
+        requests,
+        concurrency,
+    )
     .await
 }
 
