@@ -98,11 +98,25 @@ pub struct Text<'a> {
 
 type BoxError = crate::BoxError;
 
-fn tensor(st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result<Vec<f32>, BoxError> {
-    let view = st
+/// The tensor `name` (or `bert.name`, as some exports prefix it).
+fn view<'a>(
+    st: &'a SafeTensors<'a>,
+    name: &str,
+) -> Result<safetensors::tensor::TensorView<'a>, BoxError> {
+    Ok(st
         .tensor(name)
         .or_else(|_| st.tensor(&format!("bert.{name}")))
-        .map_err(|e| format!("{name}: {e}"))?;
+        .map_err(|e| format!("{name}: {e}"))?)
+}
+
+/// An embedding table: any number of rows of `width`.
+fn table(st: &SafeTensors<'_>, name: &str, width: usize) -> Result<Vec<f32>, BoxError> {
+    let rows = view(st, name)?.shape().first().copied().unwrap_or(0);
+    tensor(st, name, &[rows, width])
+}
+
+fn tensor(st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result<Vec<f32>, BoxError> {
+    let view = view(st, name)?;
     if view.dtype() != safetensors::Dtype::F32 {
         return Err(format!("{name}: expected f32, found {:?}", view.dtype()).into());
     }
@@ -153,11 +167,6 @@ impl Encoder {
             Kernel::Panels => pack(&w, k, n),
             Kernel::Portable => w,
         };
-        let word_shape = st
-            .tensor("embeddings.word_embeddings.weight")
-            .or_else(|_| st.tensor("bert.embeddings.word_embeddings.weight"))?
-            .shape()
-            .to_vec();
         let e = "embeddings.";
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for n in 0..config.num_hidden_layers {
@@ -204,20 +213,13 @@ impl Encoder {
             inter: i,
             eps: config.layer_norm_eps as f32,
             max_positions: config.max_position_embeddings,
-            word: tensor(&st, &format!("{e}word_embeddings.weight"), &word_shape)?,
+            word: table(&st, &format!("{e}word_embeddings.weight"), h)?,
             position: tensor(
                 &st,
                 &format!("{e}position_embeddings.weight"),
                 &[config.max_position_embeddings, h],
             )?,
-            token_type: {
-                let shape = st
-                    .tensor("embeddings.token_type_embeddings.weight")
-                    .or_else(|_| st.tensor("bert.embeddings.token_type_embeddings.weight"))?
-                    .shape()
-                    .to_vec();
-                tensor(&st, &format!("{e}token_type_embeddings.weight"), &shape)?
-            },
+            token_type: table(&st, &format!("{e}token_type_embeddings.weight"), h)?,
             ln_g: tensor(&st, &format!("{e}LayerNorm.weight"), &[h])?,
             ln_b: tensor(&st, &format!("{e}LayerNorm.bias"), &[h])?,
             layers,

@@ -14,6 +14,18 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 
+/// Model calls recorded in the user's usage, all days together, and the usage itself.
+async fn model_calls(app: &TestApp, token: &str) -> (i64, Value) {
+    let usage = get(app, token, "/api/usage").await;
+    let calls = usage["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["calls"].as_i64().unwrap())
+        .sum();
+    (calls, usage)
+}
+
 async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> reqwest::Response {
     app.http
         .post(format!("{}{path}", app.url))
@@ -838,13 +850,7 @@ async fn with_a_model_invented_quotes_and_broken_json_are_never_stored() {
         "{second}"
     );
     // One call for the good message, two (the answer and its one repair) for the broken one.
-    let usage = get(&app, &token, "/api/usage").await;
-    let calls: i64 = usage["days"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["calls"].as_i64().unwrap())
-        .sum();
+    let (calls, usage) = model_calls(&app, &token).await;
     assert_eq!(calls, 3, "{usage}");
     // The message reached the model as data.
     assert!(
@@ -1074,13 +1080,7 @@ async fn with_a_model_the_uncertain_band_is_decided_by_the_model() {
             .to_string()
             .contains("data, not instructions")
     );
-    let usage = get(&app, &token, "/api/usage").await;
-    let calls: i64 = usage["days"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["calls"].as_i64().unwrap())
-        .sum();
+    let (calls, usage) = model_calls(&app, &token).await;
     assert_eq!(calls, 5, "{usage}");
 }
 
@@ -1228,12 +1228,6 @@ async fn with_a_model_tier1_scores_uncertain_messages_in_batches() {
             .to_string()
             .contains("data, not instructions")
     );
-    let usage = get(&app, &token, "/api/usage").await;
-    let calls: i64 = usage["days"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["calls"].as_i64().unwrap())
-        .sum();
+    let (calls, usage) = model_calls(&app, &token).await;
     assert_eq!(calls as usize, fake.calls(), "{usage}");
 }
