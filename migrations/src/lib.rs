@@ -38,6 +38,7 @@ mod m20261205_000011_quotas;
 mod m20261205_000012_insights;
 mod m20261205_000013_insight_grouping;
 mod m20261205_000014_auth_invalidation;
+mod m20261205_000015_gin_pending;
 
 pub struct Migrator;
 
@@ -59,6 +60,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000012_insights::Migration),
             Box::new(m20261205_000013_insight_grouping::Migration),
             Box::new(m20261205_000014_auth_invalidation::Migration),
+            Box::new(m20261205_000015_gin_pending::Migration),
         ]
     }
 }

@@ -45,9 +45,17 @@ const VECTOR_CANDIDATES: i64 = 30;
 const EF_SEARCH: i64 = 40;
 /// The vector side's share of a fused score; full text has the rest.
 const VECTOR_WEIGHT: f64 = 0.5;
-/// At most this many matching chunks are scored, the newest: a question of only common words
-/// can match tens of thousands, and scoring each costs ~10 µs.
-const RANKED: i64 = 1_000;
+/// At most this many chunks with a rare word of the question are scored, the newest (besides
+/// the exact matches): a word rare enough to choose candidates can still be in tens of
+/// thousands of a large collection's chunks, and finding and scoring each costs microseconds.
+const RANKED: i64 = 300;
+/// The exact matches (chunks with every word) are looked for apart only when one of the words
+/// is in at most this share of the user's chunks; otherwise they are found among the newest
+/// chunks with a rare word.
+const COMPLETE_MAX_SHARE: f64 = 0.02;
+/// Words in more than this share of the user's chunks are read by walking the newest chunks
+/// (300 of them are found within 10,000); below it, by the index within an id range.
+const BOUNDED_MAX_SHARE: f64 = 0.03;
 /// Word frequencies are counted in up to this many of the user's chunks.
 const SAMPLE: i64 = 500;
 /// A word in more than this share of the user's chunks (and more than [`COMMON_MIN_CHUNKS`])
@@ -223,23 +231,31 @@ struct Word {
     expr: String,
     /// BM25's inverse document frequency, ln(1 + (N + 0.5) / (df + 0.5)).
     idf: f64,
+    /// The share of the sampled chunks that have it.
+    share: f64,
     /// In so many of the user's chunks that it should not choose candidates alone.
     common: bool,
 }
 
-/// How rare each of the question's words is among the user's chunks, counted in up to
+/// How rare each of the question's words is among the user's chunks, counted in the newest
 /// [`SAMPLE`] of them (all of them for most users): counting a common word over a large
 /// collection costs more than the whole search may take, and its commonness shows in a
 /// sample. Words the dictionary drops (stop words) are left out.
-async fn words<C: ConnectionTrait>(db: &C, user: UserId, tsquery: &str) -> Result<Vec<Word>> {
+async fn words<C: ConnectionTrait>(
+    db: &C,
+    user: UserId,
+    tsquery: &str,
+) -> Result<(Vec<Word>, Span)> {
     let sql = format!(
         "WITH sample AS MATERIALIZED (
-             SELECT c.tsv FROM chunks c WHERE c.user_id = $1 LIMIT {SAMPLE}),
+             SELECT c.id, c.tsv FROM chunks c WHERE c.user_id = $1
+             ORDER BY c.id DESC LIMIT {SAMPLE}),
+         span AS (SELECT count(*)::float8 AS n, min(id) AS oldest, max(id) AS newest FROM sample),
          words AS (
              SELECT w, to_tsquery('english', w) AS wq FROM unnest(string_to_array($2, ' | ')) w)
-         SELECT w, (SELECT count(*) FROM sample)::float8 AS n,
+         SELECT w, span.n, span.oldest, span.newest,
                 (SELECT count(*) FROM sample s WHERE s.tsv @@ wq)::float8 AS df
-         FROM words WHERE numnode(wq) > 0"
+         FROM words, span WHERE numnode(wq) > 0"
     );
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
@@ -248,17 +264,53 @@ async fn words<C: ConnectionTrait>(db: &C, user: UserId, tsquery: &str) -> Resul
             [user.0.into(), tsquery.to_owned().into()],
         ))
         .await?;
-    rows.into_iter()
-        .map(|r| {
-            let n: f64 = r.try_get("", "n")?;
-            let df: f64 = r.try_get("", "df")?;
-            Ok(Word {
-                expr: r.try_get("", "w")?,
-                idf: (1.0 + (n + 0.5) / (df + 0.5)).ln(),
-                common: df > COMMON_MIN_CHUNKS.max(n * COMMON_SHARE),
-            })
-        })
-        .collect()
+    let mut words = Vec::new();
+    let mut span = Span::default();
+    for r in rows {
+        let n: f64 = r.try_get("", "n")?;
+        let df: f64 = r.try_get("", "df")?;
+        if let (Some(oldest), Some(newest)) = (
+            r.try_get::<Option<i64>>("", "oldest")?,
+            r.try_get::<Option<i64>>("", "newest")?,
+        ) {
+            span = Span {
+                sampled: n,
+                newest,
+                id_step: (newest - oldest) as f64 / (n - 1.0).max(1.0),
+            };
+        }
+        words.push(Word {
+            expr: r.try_get("", "w")?,
+            idf: (1.0 + (n + 0.5) / (df + 0.5)).ln(),
+            share: df / n.max(1.0),
+            common: df > COMMON_MIN_CHUNKS.max(n * COMMON_SHARE),
+        });
+    }
+    Ok((words, span))
+}
+
+/// Where the sampled (newest) chunks of the user lie among all chunks' ids.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    sampled: f64,
+    newest: i64,
+    /// How far apart the user's ids are on average (other users' chunks are numbered between).
+    id_step: f64,
+}
+
+impl Span {
+    /// The oldest id worth reading for the newest `wanted` chunks matching words found in
+    /// `share` of the sampled chunks: three times as far back as that share says they all
+    /// are. `None` (no bound) when the sample is the whole collection or nothing was found
+    /// in it.
+    fn oldest_worth_reading(&self, share: f64, wanted: i64) -> Option<i64> {
+        // Where the words are dense, walking the newest chunks finds `wanted` of them sooner.
+        if self.sampled < SAMPLE as f64 || share <= 0.0 || share > BOUNDED_MAX_SHARE {
+            return None;
+        }
+        let oldest = self.newest as f64 - 3.0 * wanted as f64 / share * self.id_step;
+        (oldest > 0.0).then_some(oldest as i64)
+    }
 }
 
 /// The chunks that match the question's words, best first. A chunk scores the inverse
@@ -266,11 +318,20 @@ async fn words<C: ConnectionTrait>(db: &C, user: UserId, tsquery: &str) -> Resul
 /// rank / (1 + log(length)), so long chunks do not win by size alone), which orders chunks
 /// with the same words by how close and how often.
 ///
-/// Which chunks are candidates is decided by the rare words, as Lucene's common-terms query
-/// does: any chunk with a rare word is one, while common words ("w1", "portfolio" in a
-/// portfolio manager's mail) only add to the score of chunks found otherwise; when every word
-/// is common, a candidate needs them all. So the ranked set stays small however large the
-/// user's collection is; past [`RANKED`] matches, the newest are scored.
+/// Two sets of chunks are scored, each read newest first and bounded, so the work stays small
+/// however large the user's collection is and however common the words are:
+/// - the newest [`CANDIDATES`] chunks that have every word of the question (the exact matches,
+///   which fusion ranks first: they are found even when thousands of newer chunks have only
+///   some of the words), when one of the words is rare enough ([`COMPLETE_MAX_SHARE`]) for
+///   the index to find them cheaply;
+/// - the newest [`RANKED`] chunks that have any of the rare words. Which chunks are
+///   candidates is decided by the rare words, as Lucene's common-terms query does: common
+///   words ("w1", "portfolio" in a portfolio manager's mail) only add to the score of chunks
+///   found otherwise; when every word is common, a candidate needs them all.
+///
+/// Postgres reads each set the cheaper way for how many chunks match (planned for this user
+/// and these words): from the GIN index when few do, or by walking the user's newest chunks
+/// until enough have matched when many do.
 async fn text_candidates(
     db: &DatabaseConnection,
     query: &SearchQuery,
@@ -278,57 +339,85 @@ async fn text_candidates(
     tsquery: &str,
 ) -> Result<Vec<Candidate>> {
     let tx = planned_for_user(db, IN_MEMORY).await?;
-    let words = words(&tx, user, tsquery).await?;
+    let (words, span) = words(&tx, user, tsquery).await?;
     if words.is_empty() {
         return Ok(Vec::new());
     }
-    let rare: Vec<&str> = words
+    let every = words
         .iter()
-        .filter(|w| !w.common)
         .map(|w| w.expr.as_str())
-        .collect();
+        .collect::<Vec<_>>()
+        .join(" & ");
+    let rare: Vec<&Word> = words.iter().filter(|w| !w.common).collect();
     let matching = if rare.is_empty() {
-        words
-            .iter()
+        every.clone()
+    } else {
+        rare.iter()
             .map(|w| w.expr.as_str())
             .collect::<Vec<_>>()
-            .join(" & ")
-    } else {
-        rare.join(" | ")
+            .join(" | ")
     };
+    // $1-$7 are the filters (and $2 the matching words), $8 every word, $9 any word, $10 the
+    // oldest id worth reading; from $11 on, each word's expression.
+    // A rare word can still be in thousands of a large collection's chunks, and the newest of
+    // them are known only once every one is read (3-5 µs each, 30 ms for a word in 0.5% of a
+    // million chunks): they are looked for among the newest chunks only, as far back as the
+    // sample says they are found, three times over. Postgres intersects the index's matches
+    // with that range of ids before reading any. With a filter, matches are sparser among the
+    // newest than the sample says, so there is no bound.
+    let filtered = !query.sources.is_empty()
+        || !query.kinds.is_empty()
+        || query.from.is_some()
+        || query.to.is_some();
+    let oldest = if rare.is_empty() || filtered {
+        None
+    } else {
+        span.oldest_worth_reading(rare.iter().map(|w| w.share).fold(0.0, f64::max), RANKED)
+    };
+    // Finding the chunks with every word costs what reading the rarest word's index entries
+    // does: ~10 ms for 70,000 of them, a word in 7% of a million chunks.
+    let complete = if words.len() > 1
+        && matching != every
+        && words.iter().any(|w| w.share <= COMPLETE_MAX_SHARE)
+    {
+        format!(
+            "(SELECT c.id, c.document_id, c.tsv FROM chunks c
+              WHERE {FILTERS} AND c.tsv @@ to_tsquery('english', $8)
+              ORDER BY c.id DESC LIMIT {CANDIDATES}) UNION ALL "
+        )
+    } else {
+        String::new()
+    };
+    let idf: Vec<String> = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| format!("CASE WHEN c.tsv @@ k.w{i} THEN {:.6} ELSE 0 END", w.idf))
+        .collect();
+    let word_queries: Vec<String> = (0..words.len())
+        .map(|i| format!("to_tsquery('english', ${}) AS w{i}", 11 + i))
+        .collect();
     let sql = format!(
-        "WITH w AS MATERIALIZED (
-             SELECT to_tsquery('english', t) AS wq, idf
-             FROM unnest($10::text[], $11::float8[]) AS x(t, idf))
-         SELECT c.id, c.document_id,
-                (SELECT coalesce(sum(w.idf), 0) FROM w WHERE c.tsv @@ w.wq)
-                    + ts_rank_cd(c.tsv, to_tsquery('english', $9), 1)::float8 AS score,
-                c.tsv @@ to_tsquery('english', $8) AS complete
-         FROM (SELECT c.id, c.document_id, c.tsv
-               FROM chunks c, to_tsquery('english', $2) q
-               WHERE {FILTERS} AND c.tsv @@ q
-               ORDER BY c.id DESC
-               LIMIT {RANKED}) c
+        "SELECT c.id, c.document_id,
+                {idf} + ts_rank_cd(c.tsv, k.any, 1)::float8 AS score,
+                c.tsv @@ k.every AS complete
+         FROM (SELECT DISTINCT ON (id) * FROM (
+                 {complete}
+                 (SELECT c.id, c.document_id, c.tsv FROM chunks c
+                  WHERE {FILTERS} AND c.tsv @@ to_tsquery('english', $2)
+                    AND ($10::bigint IS NULL OR c.id >= $10)
+                  ORDER BY c.id DESC LIMIT {RANKED})) m) c,
+              (SELECT to_tsquery('english', $8) AS every, to_tsquery('english', $9) AS any,
+                      {word_queries}) k
          ORDER BY score DESC, c.id
-         LIMIT $7"
+         LIMIT $7",
+        idf = idf.join(" + "),
+        word_queries = word_queries.join(", "),
     );
     let mut values = filter_values(query, user, matching.into());
-    values.push(
-        query
-            .tsquery_all
-            .clone()
-            .unwrap_or_else(|| tsquery.to_owned())
-            .into(),
-    );
+    values.push(query.tsquery_all.clone().unwrap_or(every).into());
     values.push(tsquery.to_owned().into());
-    values.push(
-        words
-            .iter()
-            .map(|w| w.expr.clone())
-            .collect::<Vec<String>>()
-            .into(),
-    );
-    values.push(words.iter().map(|w| w.idf).collect::<Vec<f64>>().into());
+    values.push(oldest.into());
+    values.extend(words.iter().map(|w| Value::from(w.expr.clone())));
     fetch(tx, sql, values).await
 }
 

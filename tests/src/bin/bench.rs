@@ -47,6 +47,20 @@ async fn main() -> anyhow::Result<()> {
     {
         return search_at_scale(&env, chunks).await;
     }
+    if std::env::var("BENCH_SEARCH_QUALITY").is_ok_and(|v| v == "1") {
+        // The search evaluation alone, printed (BENCHMARKS.md is left as it is).
+        let mut services = Services::default();
+        Services::fresh_logs()?;
+        services.start(&env, "embedding")?;
+        let model = Arc::new(LocalModel::load(Path::new(
+            &env.config.embedding_model_dir,
+        ))?);
+        let quality = bench::search_quality(&env, model).await?;
+        services.stop_all();
+        println!("\n{}", render_quality(&quality));
+        env.cleanup().await;
+        return Ok(());
+    }
     if std::env::var("BENCH_INSIGHTS").is_ok_and(|v| v == "1") {
         let mut services = Services::default();
         Services::fresh_logs()?;
@@ -378,6 +392,11 @@ async fn main() -> anyhow::Result<()> {
     env.wait_ready().await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let quality = bench::search_quality(&env, model.clone()).await?;
+    // The search benchmark's table is the one it describes (one user's 100k chunks among 999
+    // users with 100 each): the first sync's 10,000 real-model vectors of another user would
+    // sit nearest every real question and make the user-filtered HNSW walk skip thousands.
+    // That crowding is real for tenants sharing one index; the notes in BENCHMARKS.md say so.
+    env.forget_user("bench-pipeline@example.com").await?;
     rows.extend(search_rows(&env, &model, SEARCH_CHUNKS).await?);
 
     // 5. Chat: time to first token through the event flow vs the model alone; whole turns
@@ -725,14 +744,24 @@ async fn search_at_scale(env: &bench::Env, chunks: i64) -> anyhow::Result<()> {
     services.stop_all();
     let table = render(&rows);
     println!("\n{table}");
+    let took = if bench::reuse() {
+        format!(
+            "measured on the database an earlier run loaded (`BENCH_SEARCH_REUSE=1`) in {:.0} s",
+            took.as_secs_f64()
+        )
+    } else {
+        format!(
+            "loading, indexing and measuring took {:.0} s",
+            took.as_secs_f64()
+        )
+    };
     let scale = format!(
         "{SCALE_HEADING}\n\n`BENCH_SEARCH_CHUNKS={chunks} make bench`, {} ({}): the search \
          benchmark alone, with {chunks} chunks of one user among 999 other users with {} chunks \
-         each; loading, indexing and measuring took {:.0} s.\n\n{table}\n",
+         each; {took}.\n\n{table}\n",
         chrono::Utc::now().format("%Y-%m-%d"),
         bench::machine(),
         SEARCH_OTHER_CHUNKS,
-        took.as_secs_f64()
     );
     write_section(SCALE_HEADING, &scale)?;
     env.cleanup().await;

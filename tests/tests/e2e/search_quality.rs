@@ -168,3 +168,50 @@ async fn exact_terms_names_and_times_over_the_evaluation_corpus() {
     assert_eq!(api, direct);
     assert_eq!(api.len(), 10);
 }
+
+/// A chunk with every word of the question is found however many newer chunks have only
+/// some of them: full text scores the newest 300 chunks with a rare word, and the newest exact
+/// matches besides.
+#[tokio::test]
+async fn an_old_exact_match_is_found_behind_hundreds_of_newer_partial_ones() {
+    use sea_orm::ConnectionTrait;
+    let app = TestApp::spawn_only(&[]).await;
+    let user = db::users::ensure(&app.db, "exact-match@example.com")
+        .await
+        .unwrap();
+    // The oldest chunk has both words; then 4,000 chunks, one in twelve with "alpha" (rare
+    // enough, at 8%, to choose candidates): 333 newer partial matches.
+    app.db
+        .execute_unprepared(&format!(
+            "INSERT INTO documents (id, user_id, source, kind, external_id, title, body, content_hash, indexed_hash)
+               SELECT gen_random_uuid(), '{user}', 'gmail', 'email', 'x-' || g, 'Note ' || g, '', 'h', 'h'
+               FROM generate_series(0, 4000) g;
+             INSERT INTO chunks (document_id, user_id, source, kind, ordinal, title, content, embedding)
+               SELECT d.id, d.user_id, d.source, d.kind, 0, d.title,
+                      CASE WHEN d.external_id = 'x-0' THEN 'alpha omega quarterly review'
+                           WHEN substr(d.external_id, 3)::int % 12 = 0 THEN 'alpha quarterly review'
+                           ELSE 'quarterly review number ' || d.external_id END,
+                      array_fill(0.05, ARRAY[384])::vector
+               FROM documents d WHERE d.user_id = '{user}'
+               ORDER BY substr(d.external_id, 3)::int;
+             ANALYZE chunks;",
+            user = user.0
+        ))
+        .await
+        .unwrap();
+    let hits = db::search::hybrid(
+        &app.db,
+        &db::search::SearchQuery {
+            user: Some(user),
+            tsquery: Some("'alpha' | 'omega'".into()),
+            tsquery_all: Some("'alpha' & 'omega'".into()),
+            top_k: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(hits.len(), 10);
+    assert_eq!(hits[0].title, "Note 0", "{hits:?}");
+    assert!(hits[1..].iter().all(|h| h.title != "Note 0"));
+}
