@@ -658,7 +658,10 @@ const NOTES: &str = "
 - **Search**: 100,000 chunks of one user (random unit vectors; text drawn Zipf-like from 20,000 \
   terms plus an advisor vocabulary) among 999 other users with 100 chunks each (one HNSW index over \
   all of them), the index and table prewarmed into Postgres' shared buffers as a serving database \
-  has them. 200 three-word queries through `GET /api/embeddings/search`, after 20 others that \
+  has them; the first sync's user and its 10,000 real-model vectors are deleted first (they sit \
+  nearest every real question and make the user-filtered HNSW walk skip thousands: tenants that \
+  share one index crowd each other so, which this row does not measure). 200 three-word queries \
+  through `GET /api/embeddings/search`, after 20 others that \
   warm the services' connections and caches and are not counted \
   (query embedded by the embedding service over NATS, HNSW + full text, fusion, snippets). Peer: a \
   bare `ORDER BY embedding <=> $1 LIMIT 10` on the same index with the same vectors. \
@@ -697,6 +700,8 @@ async fn search_rows(
         .synthetic_chunks(chunks, SEARCH_OTHER_USERS, SEARCH_OTHER_CHUNKS)
         .await?;
     let (hybrid, knn) = bench::search(env, user, model, SEARCH_QUERIES).await?;
+    // The goals: p99 ≤ 20 ms at 100k chunks of a user, ≤ 40 ms at a million.
+    let goal_ms = if chunks >= 1_000_000 { 40.0 } else { 20.0 };
     let breakdown = bench::search_breakdown(env, user, SEARCH_QUERIES).await?;
     Ok(vec![
         row(
@@ -711,8 +716,12 @@ async fn search_rows(
             ),
             format!("bare pgvector kNN: p50 {} p99 {}", ms(knn.p50), ms(knn.p99)),
             format!(
-                "p99 {:.2}× the 50 ms goal; {:.1}× the kNN p50",
-                hybrid.p99.as_secs_f64() / 0.05,
+                "goal p99 ≤ {goal_ms:.0} ms: {}; {:.1}× the kNN p50",
+                if hybrid.p99.as_secs_f64() * 1e3 <= goal_ms {
+                    "met"
+                } else {
+                    "not met"
+                },
                 hybrid.p50.as_secs_f64() / knn.p50.as_secs_f64()
             ),
         ),
