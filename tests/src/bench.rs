@@ -21,11 +21,15 @@ const SECRET: &str = "whsec_YmVuY2htYXJrLXNlY3JldC1rZXktMzItYnl0ZXMh";
 
 /// How many documents `user` has stored.
 pub async fn count_documents(env: &Env, user: UserId) -> anyhow::Result<i64> {
-    let row = env
-        .db
+    count_rows(&env.db, "documents", user).await
+}
+
+/// How many rows of `table` (`documents`, `chunks`) belong to `user`.
+async fn count_rows(db: &DatabaseConnection, table: &str, user: UserId) -> anyhow::Result<i64> {
+    let row = db
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT count(*) AS n FROM documents WHERE user_id = $1",
+            format!("SELECT count(*) AS n FROM {table} WHERE user_id = $1"),
             [user.0.into()],
         ))
         .await?
@@ -213,7 +217,7 @@ impl Env {
         per_other: i64,
     ) -> anyhow::Result<UserId> {
         let user = db::users::ensure(&self.db, "bench-search@example.com").await?;
-        if reuse() && self.chunks_of(user).await? >= n {
+        if reuse() && count_rows(&self.db, "chunks", user).await? >= n {
             // Loaded by an earlier run: in memory again, as a serving database has it.
             self.db
                 .execute_unprepared(
@@ -283,18 +287,6 @@ impl Env {
             .await?;
         self.db.execute_unprepared(&sql).await?;
         Ok(user)
-    }
-
-    async fn chunks_of(&self, user: UserId) -> anyhow::Result<i64> {
-        let row = self
-            .db
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT count(*) AS n FROM chunks WHERE user_id = $1",
-                [user.0.into()],
-            ))
-            .await?;
-        Ok(row.map_or(Ok(0), |r| r.try_get::<i64>("", "n"))?)
     }
 
     pub async fn cleanup(&self) {
