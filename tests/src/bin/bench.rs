@@ -88,6 +88,24 @@ async fn main() -> anyhow::Result<()> {
     env.wait_ready().await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle = services.rss_all();
+    if std::env::var("BENCH_PIPELINE_ONLY").is_ok_and(|v| v == "1") {
+        let docs = bench::pipeline_docs(PIPELINE_DOCS);
+        let pipeline_rate = bench::pipeline(&env, &docs).await?;
+        services.stop("embedding");
+        let model = LocalModel::load(Path::new(&env.config.embedding_model_dir))?;
+        let texts: Vec<String> = docs
+            .iter()
+            .map(|d| format!("{}\n{}", d.title, d.body))
+            .collect();
+        let alone_rate = bench::embed_rate(&model, &texts, 32);
+        println!(
+            "first sync: {pipeline_rate:.1} docs/s; the embedder alone {alone_rate:.1} texts/s: {:.2}×",
+            pipeline_rate / alone_rate
+        );
+        services.stop_all();
+        env.cleanup().await;
+        return Ok(());
+    }
 
     // 1. Webhook intake: gateway vs raw JetStream publish, consumers stopped so they do not
     //    compete for the two cores.
