@@ -859,6 +859,16 @@ pub fn onnx_peer(
     }))
 }
 
+/// The first sync's peer: the model alone on the same texts (title and body, as the pipeline
+/// embeds a one-chunk email), in batches of 32, texts per second.
+pub fn embed_rate_of_docs(model: &LocalModel, docs: &[DocumentInput]) -> f64 {
+    let texts: Vec<String> = docs
+        .iter()
+        .map(|d| format!("{}\n{}", d.title, d.body))
+        .collect();
+    embed_rate(model, &texts, 32)
+}
+
 /// Texts per second embedding `texts` in batches of `batch`.
 pub fn embed_rate(model: &LocalModel, texts: &[String], batch: usize) -> f64 {
     let _ = model.embed(&texts[..1]);

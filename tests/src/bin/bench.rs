@@ -93,11 +93,7 @@ async fn main() -> anyhow::Result<()> {
         let pipeline_rate = bench::pipeline(&env, &docs).await?;
         services.stop("embedding");
         let model = LocalModel::load(Path::new(&env.config.embedding_model_dir))?;
-        let texts: Vec<String> = docs
-            .iter()
-            .map(|d| format!("{}\n{}", d.title, d.body))
-            .collect();
-        let alone_rate = bench::embed_rate(&model, &texts, 32);
+        let alone_rate = bench::embed_rate_of_docs(&model, &docs);
         println!(
             "first sync: {pipeline_rate:.1} docs/s; the embedder alone {alone_rate:.1} texts/s: {:.2}×",
             pipeline_rate / alone_rate
@@ -288,11 +284,7 @@ async fn main() -> anyhow::Result<()> {
     let model = Arc::new(LocalModel::load(Path::new(
         &env.config.embedding_model_dir,
     ))?);
-    let texts: Vec<String> = docs
-        .iter()
-        .map(|d| format!("{}\n{}", d.title, d.body))
-        .collect();
-    let alone_rate = bench::embed_rate(&model, &texts, 32);
+    let alone_rate = bench::embed_rate_of_docs(&model, &docs);
     rows.push(row(
         &format!(
             "First sync of {} emails (~60 tokens) → all searchable",
