@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Requests per intake measurement (`BENCH_INTAKE_REQUESTS` overrides it, for profiling).
 const INTAKE_REQUESTS: usize = 4_000;
 const INTAKE_CONCURRENCY: usize = 32;
 const PIPELINE_DOCS: usize = 10_000;
@@ -109,15 +110,19 @@ async fn main() -> anyhow::Result<()> {
         services.stop(name);
     }
     let (user, endpoint, secret) = env.webhook_user().await?;
+    let intake_requests = std::env::var("BENCH_INTAKE_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(INTAKE_REQUESTS);
     // The ceiling first, on the same server and middleware.
-    let http = bench::http_ceiling(&env, INTAKE_REQUESTS, INTAKE_CONCURRENCY).await?;
+    let http = bench::http_ceiling(&env, intake_requests, INTAKE_CONCURRENCY).await?;
     let sampler = services.sample_rss("gateway");
     let gateway =
-        bench::intake_gateway(&env, endpoint, &secret, INTAKE_REQUESTS, INTAKE_CONCURRENCY).await?;
+        bench::intake_gateway(&env, endpoint, &secret, intake_requests, INTAKE_CONCURRENCY).await?;
     let gateway_peak = sampler.stop().await;
     let (_, intake_token) = env.user_token("bench-intake@example.com").await?;
     let documents =
-        bench::intake_documents(&env.url, &intake_token, INTAKE_REQUESTS, INTAKE_CONCURRENCY)
+        bench::intake_documents(&env.url, &intake_token, intake_requests, INTAKE_CONCURRENCY)
             .await?;
     let payload = Envelope::new(
         user,
@@ -129,13 +134,13 @@ async fn main() -> anyhow::Result<()> {
         }),
     )
     .to_bytes();
-    let raw = bench::intake_raw(&env, user, payload, INTAKE_REQUESTS, INTAKE_CONCURRENCY).await?;
+    let raw = bench::intake_raw(&env, user, payload, intake_requests, INTAKE_CONCURRENCY).await?;
     let peer = match bench::FastApiPeer::start(&env.config.secret_key).await? {
         Some(peer) => Some(
             bench::intake_documents(
                 &peer.url,
                 &intake_token,
-                INTAKE_REQUESTS,
+                intake_requests,
                 INTAKE_CONCURRENCY,
             )
             .await?,
