@@ -9,9 +9,10 @@ cd "$root"
 if [ ! -f .env ]; then
   secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
   token_key="k1:$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+  # This machine's own deployment: development, so the console offers the demo sign-in.
   sed -e "s/^SECRET_KEY=.*/SECRET_KEY=$secret/" -e "s|^TOKEN_ENCRYPTION_KEYS=.*|TOKEN_ENCRYPTION_KEYS=$token_key|" \
-    .env.example > .env
-  echo "created .env from .env.example with a fresh SECRET_KEY and TOKEN_ENCRYPTION_KEYS"
+    -e "s/^APP_ENV=.*/APP_ENV=development/" .env.example > .env
+  echo "created .env from .env.example with a fresh SECRET_KEY and TOKEN_ENCRYPTION_KEYS (APP_ENV=development)"
 fi
 bash scripts/setup.sh
 . scripts/dotenv.sh
@@ -48,10 +49,16 @@ curl -fs "$url/ready" >/dev/null || { echo "gateway did not become ready; see $l
 
 token=$("$bin/ctl" demo load)
 product_token=$("$bin/ctl" demo load-product)
+if [ "${APP_ENV:-production}" = development ]; then
+  console_how="open it and click \"Enter as the demo advisor\" (or product team)"
+else
+  console_how="Google sign-in only: APP_ENV=$APP_ENV (the demo sign-in needs APP_ENV=development)"
+fi
 cat <<MSG
 
-  The assistant backend is running.
+  The assistant is running.
 
+  Console:    $url/            ($console_how)
   API:        $url            (docs: $url/docs, spec: $url/openapi.json)
   Metrics:    $url/metrics
   Logs:       $logs/

@@ -254,6 +254,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub tokens: Tokens,
     running: HashMap<&'static str, Running>,
+    /// The address the next gateway start listens on, when bound in advance.
+    listener: Option<tokio::net::TcpListener>,
 }
 
 /// Values that must never appear in the logs (addresses, tokens, secrets, bodies), for the
@@ -292,7 +294,23 @@ impl TestApp {
         Self::spawn_with(test_config().await, services).await
     }
 
+    /// As [`Self::spawn_with`], with `PUBLIC_URL` the gateway's own address, as a browser
+    /// sees it: cookie-authenticated writes from its pages pass the same-origin check.
+    pub async fn spawn_served(mut config: Config, services: &[&'static str]) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        config.public_url = format!("http://{}", listener.local_addr().unwrap());
+        Self::spawn_inner(config, services, Some(listener)).await
+    }
+
     pub async fn spawn_with(config: Config, services: &[&'static str]) -> Self {
+        Self::spawn_inner(config, services, None).await
+    }
+
+    async fn spawn_inner(
+        config: Config,
+        services: &[&'static str],
+        listener: Option<tokio::net::TcpListener>,
+    ) -> Self {
         count_panics();
         capture_logs(&config);
         let db = db::connect(&config.database_url, 5).await.unwrap();
@@ -314,6 +332,7 @@ impl TestApp {
             url: String::new(),
             http: reqwest::Client::new(),
             running: HashMap::new(),
+            listener,
         };
         app.start("gateway").await;
         for s in services.iter().filter(|s| **s != "gateway") {
@@ -328,7 +347,10 @@ impl TestApp {
         let config = self.config.clone();
         let handle = match service {
             "gateway" => {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let listener = match self.listener.take() {
+                    Some(l) => l,
+                    None => tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+                };
                 self.url = format!("http://{}", listener.local_addr().unwrap());
                 let state = gateway::state(config).await.unwrap();
                 tokio::spawn(gateway::serve(state, listener, cancel.clone()))

@@ -242,13 +242,13 @@ enum KeysCommand {
 enum DemoCommand {
     /// Create the demo user, load its sample data and print its token.
     Load {
-        #[arg(long, default_value = "demo@advisor.example")]
+        #[arg(long, default_value = common::demo::ADVISOR_EMAIL)]
         email: String,
     },
     /// Create the product team's demo user (product intelligence on), load its customers,
     /// Slack feedback, call transcripts and emails, and print its token.
     LoadProduct {
-        #[arg(long, default_value = "demo@product.example")]
+        #[arg(long, default_value = common::demo::PRODUCT_EMAIL)]
         email: String,
     },
 }

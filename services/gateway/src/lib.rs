@@ -24,8 +24,8 @@ use common::intake::Limits;
 use db::DatabaseConnection;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use routes::{
-    approvals, chat, connections, conversations, ingest, insights, ops, provider_hooks, rules,
-    search, sign_in, sync, tasks, tokens, transcripts, webhooks,
+    approvals, chat, connections, console, conversations, documents, ingest, insights, ops,
+    provider_hooks, rules, search, sign_in, sync, tasks, tokens, transcripts, webhooks,
 };
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -99,6 +99,8 @@ impl AppState {
         sign_in::callback,
         sign_in::me,
         sign_in::logout,
+        sign_in::methods,
+        sign_in::demo_sign_in,
         connections::list_connections,
         connections::disconnect,
         sync::sync_now,
@@ -106,6 +108,7 @@ impl AppState {
         tokens::revoke_all,
         search::search_get,
         search::search_post,
+        documents::get_document,
         chat::chat_stream,
         chat::chat_message,
         chat::turn_events,
@@ -206,6 +209,8 @@ pub fn router(state: AppState) -> Router {
         .merge(sync::router())
         .merge(tokens::router())
         .merge(search::router())
+        .merge(documents::router())
+        .merge(console::router())
         .merge(chat::router())
         .merge(conversations::router())
         .merge(approvals::router())

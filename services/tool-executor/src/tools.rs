@@ -193,12 +193,10 @@ impl Context<'_> {
     pub async fn portal(&self) -> Option<&str> {
         self.hubspot_portal
             .get_or_init(|| async {
-                db::connections::list(self.db, self.user)
+                db::connections::hubspot_portal(self.db, self.user)
                     .await
-                    .ok()?
-                    .into_iter()
-                    .find(|c| c.provider == "hubspot")
-                    .map(|c| c.account_id)
+                    .ok()
+                    .flatten()
             })
             .await
             .as_deref()
@@ -615,36 +613,7 @@ pub fn citation_of(doc: &document::Model, hubspot_portal: Option<&str>) -> Citat
         kind: doc.kind.clone(),
         external_id: doc.external_id.clone(),
         occurred_at: doc.occurred_at.map(|d| d.with_timezone(&chrono::Utc)),
-        link: link(doc, hubspot_portal),
-    }
-}
-
-/// Where the user can open a document at its provider, when we know.
-fn link(doc: &document::Model, hubspot_portal: Option<&str>) -> Option<String> {
-    let m = &doc.metadata;
-    match doc.source.as_str() {
-        "gmail" => m["thread_id"]
-            .as_str()
-            .map(|t| format!("https://mail.google.com/mail/u/0/#all/{t}")),
-        "calendar" => m["html_link"].as_str().map(str::to_owned),
-        "hubspot" => {
-            let portal = hubspot_portal?;
-            let id = m["id"].as_str()?;
-            let object = match doc.kind.as_str() {
-                "contact" => "0-1",
-                "company" => "0-2",
-                "deal" => "0-3",
-                _ => return None,
-            };
-            Some(format!(
-                "https://app.hubspot.com/contacts/{portal}/record/{object}/{id}"
-            ))
-        }
-        _ => m["link"]
-            .as_str()
-            .or(m["url"].as_str())
-            .filter(|u| u.starts_with("https://"))
-            .map(str::to_owned),
+        link: db::documents::link(doc, hubspot_portal),
     }
 }
 

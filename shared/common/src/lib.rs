@@ -6,6 +6,7 @@ pub mod bus;
 pub mod chat;
 pub mod config;
 pub mod consumer;
+pub mod demo;
 pub mod email;
 pub mod events;
 pub mod ids;

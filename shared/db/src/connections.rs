@@ -194,6 +194,15 @@ pub async fn list(db: &DatabaseConnection, user: UserId) -> Result<Vec<Connectio
 }
 
 /// The provider refused our refresh token (`invalid_grant`): stop using it, say why.
+/// The user's HubSpot portal (its connection's account id), for record links.
+pub async fn hubspot_portal(db: &DatabaseConnection, user: UserId) -> Result<Option<String>> {
+    Ok(list(db, user)
+        .await?
+        .into_iter()
+        .find(|c| c.provider == "hubspot")
+        .map(|c| c.account_id))
+}
+
 pub async fn mark_revoked(
     db: &impl ConnectionTrait,
     user: UserId,

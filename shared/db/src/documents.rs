@@ -72,6 +72,40 @@ pub async fn get(db: &DatabaseConnection, id: DocumentId) -> Result<Option<docum
     Ok(document::Entity::find_by_id(id.0).one(db).await?)
 }
 
+/// Where the user can open a document at its provider (Gmail thread, Calendar event, HubSpot
+/// record, or an https link the source gave), when it is known. HubSpot record links need the
+/// portal (the connection's account id).
+pub fn link(doc: &document::Model, hubspot_portal: Option<&str>) -> Option<String> {
+    let m = &doc.metadata;
+    match doc.source.as_str() {
+        "gmail" => m["thread_id"]
+            .as_str()
+            .map(|t| format!("https://mail.google.com/mail/u/0/#all/{t}")),
+        "calendar" => m["html_link"]
+            .as_str()
+            .filter(|u| u.starts_with("https://"))
+            .map(str::to_owned),
+        "hubspot" => {
+            let portal = hubspot_portal?;
+            let id = m["id"].as_str()?;
+            let object = match doc.kind.as_str() {
+                "contact" => "0-1",
+                "company" => "0-2",
+                "deal" => "0-3",
+                _ => return None,
+            };
+            Some(format!(
+                "https://app.hubspot.com/contacts/{portal}/record/{object}/{id}"
+            ))
+        }
+        _ => m["link"]
+            .as_str()
+            .or(m["url"].as_str())
+            .filter(|u| u.starts_with("https://"))
+            .map(str::to_owned),
+    }
+}
+
 /// Deletes a document and, through the foreign key, its chunks. `Some(id)` if it existed.
 pub async fn delete(
     db: &DatabaseConnection,

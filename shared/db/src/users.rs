@@ -23,6 +23,21 @@ pub async fn ensure(db: &DatabaseConnection, email: &str) -> Result<UserId> {
     Ok(UserId(row.try_get("", "id")?))
 }
 
+/// The user with this email (compared case-insensitively), if there is one.
+pub async fn by_email(db: &DatabaseConnection, email: &str) -> Result<Option<UserId>> {
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT id FROM users WHERE email = $1",
+            [email.trim().to_lowercase().into()],
+        ))
+        .await?;
+    Ok(match row {
+        Some(r) => Some(UserId(r.try_get("", "id")?)),
+        None => None,
+    })
+}
+
 pub async fn find(db: &DatabaseConnection, id: UserId) -> Result<Option<user::Model>> {
     Ok(user::Entity::find_by_id(id.0).one(db).await?)
 }

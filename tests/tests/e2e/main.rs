@@ -5,6 +5,7 @@ mod assistant_writes;
 mod boundary;
 mod chat;
 mod connections;
+mod console;
 mod crm_fakes;
 mod edge;
 mod fairness;

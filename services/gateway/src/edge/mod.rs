@@ -23,16 +23,28 @@ const DOCS_CSP: &str = "default-src 'self'; script-src 'self' https://cdn.jsdeli
      img-src 'self' data: https:; connect-src 'self'; worker-src 'self' blob:; \
      frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
+/// The web console (`routes::console`): its own scripts, styles and API only; nothing inline,
+/// nothing from another origin.
+const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; font-src 'self'; frame-ancestors 'none'; \
+     base-uri 'none'; form-action 'self'";
+
 /// Adds the security headers to every response (HSTS only when PUBLIC_URL is https).
 pub async fn security_headers(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
-    let docs = request.uri().path() == "/docs";
+    let path = request.uri().path();
+    let csp = if path == "/docs" {
+        DOCS_CSP
+    } else if crate::routes::console::is_console_path(path) {
+        CONSOLE_CSP
+    } else {
+        API_CSP
+    };
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    let csp = if docs { DOCS_CSP } else { API_CSP };
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(csp),

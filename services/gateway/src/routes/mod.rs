@@ -5,7 +5,9 @@
 pub mod approvals;
 pub mod chat;
 pub mod connections;
+pub mod console;
 pub mod conversations;
+pub mod documents;
 pub mod ingest;
 pub mod insights;
 pub mod ops;

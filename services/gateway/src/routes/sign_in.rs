@@ -44,6 +44,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/auth/{provider}/callback", get(callback))
         .route("/api/auth/me", get(me))
         .route("/api/auth/logout", post(logout))
+        .route("/api/auth/methods", get(methods))
+        .route("/api/auth/demo", post(demo_sign_in))
 }
 
 pub(crate) fn random_token() -> String {
@@ -286,24 +288,7 @@ pub async fn callback(
         ),
     );
     if new_session {
-        // A new session id at every sign-in: a session fixed before login is worthless.
-        let cookie_name = session_cookie_name(&state.config.public_url);
-        if let Some(old) = cookie(&headers, cookie_name) {
-            sessions::delete(&state.db, old).await?;
-        }
-        let secret = random_token();
-        let ttl = chrono::Duration::hours(state.config.session_ttl_hours);
-        sessions::create(&state.db, &secret, user, Utc::now() + ttl).await?;
-        add_cookie(
-            &mut response,
-            set_cookie(
-                &state.config.public_url,
-                cookie_name,
-                &secret,
-                "/",
-                ttl.num_seconds(),
-            ),
-        );
+        self::new_session(&state, &headers, user, &mut response).await?;
     }
     Ok(response)
 }
@@ -358,6 +343,145 @@ fn add_cookie(response: &mut Response, value: String) {
     if let Ok(value) = HeaderValue::from_str(&value) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
+}
+
+/// A new session for `user`: the cookie to set (any session the browser had is ended).
+async fn new_session(
+    state: &AppState,
+    headers: &HeaderMap,
+    user: UserId,
+    response: &mut Response,
+) -> Result<(), ApiError> {
+    // A new session id at every sign-in: a session fixed before login is worthless.
+    let cookie_name = session_cookie_name(&state.config.public_url);
+    if let Some(old) = cookie(headers, cookie_name) {
+        sessions::delete(&state.db, old).await?;
+    }
+    let secret = random_token();
+    let ttl = chrono::Duration::hours(state.config.session_ttl_hours);
+    sessions::create(&state.db, &secret, user, Utc::now() + ttl).await?;
+    add_cookie(
+        response,
+        set_cookie(
+            &state.config.public_url,
+            cookie_name,
+            &secret,
+            "/",
+            ttl.num_seconds(),
+        ),
+    );
+    Ok(())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignInMethods {
+    /// Google sign-in is configured (`GET /api/auth/google/start`).
+    pub google: bool,
+    /// Demo users one can enter as (`POST /api/auth/demo`): only in development
+    /// (`APP_ENV=development`), and only those the demo tenant has (`make run` loads them).
+    pub demo: Vec<DemoMethod>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DemoMethod {
+    /// What `POST /api/auth/demo` takes as `user`.
+    #[schema(example = "advisor")]
+    pub user: &'static str,
+    pub email: &'static str,
+    pub label: &'static str,
+    pub description: &'static str,
+}
+
+/// The demo users that exist, in development only.
+async fn demo_users(
+    state: &AppState,
+) -> Result<Vec<(UserId, &'static common::demo::DemoUser)>, ApiError> {
+    if !state.config.is_development() {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    for demo in &common::demo::USERS {
+        if let Some(id) = db::users::by_email(&state.db, demo.email).await? {
+            found.push((id, demo));
+        }
+    }
+    Ok(found)
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/auth/methods",
+    tag = "auth",
+    responses((status = 200, description = "How one can sign in here", body = SignInMethods))
+)]
+pub async fn methods(State(state): State<AppState>) -> Result<Json<SignInMethods>, ApiError> {
+    let google = state
+        .providers
+        .as_ref()
+        .is_some_and(|p| p.oauth.enabled(Provider::Google));
+    let demo = demo_users(&state)
+        .await?
+        .into_iter()
+        .map(|(_, d)| DemoMethod {
+            user: d.key,
+            email: d.email,
+            label: d.label,
+            description: d.description,
+        })
+        .collect();
+    Ok(Json(SignInMethods { google, demo }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DemoSignIn {
+    /// `advisor` or `product`.
+    pub user: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/auth/demo",
+    tag = "auth",
+    request_body = DemoSignIn,
+    responses(
+        (status = 204, description = "Signed in as the demo user: a new session cookie"),
+        (status = 403, description = "Cross-origin request", body = ErrorBody),
+        (status = 404, description = "No demo sign-in here (not development, or that demo user was not loaded)", body = ErrorBody),
+        (status = 422, description = "`user` is not a demo user", body = ErrorBody),
+    )
+)]
+pub async fn demo_sign_in(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    // Signing someone in from another site (login CSRF) is refused like any cookie write.
+    if !crate::auth::same_origin(&headers, &state.config.public_url)
+        && !crate::auth::listed_origin(&headers, &state.config.cors_allowed_origins)
+    {
+        return Err(ApiError::Forbidden("cross-origin sign-in"));
+    }
+    let request: DemoSignIn = crate::error::parse_json(&body)?;
+    let Some(wanted) = common::demo::user(&request.user) else {
+        return Err(ApiError::Invalid(common::intake::FieldError::new(
+            "user",
+            "one of advisor, product",
+        )));
+    };
+    let user = demo_users(&state)
+        .await?
+        .into_iter()
+        .find(|(_, d)| d.key == wanted.key)
+        .map(|(id, _)| id)
+        .ok_or_else(|| {
+            ApiError::NotFound(
+                "no demo sign-in here: it exists only in development (APP_ENV=development) once `make run` has loaded the demo users".into(),
+            )
+        })?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    new_session(&state, &headers, user, &mut response).await?;
+    Ok(response)
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -1,0 +1,67 @@
+// Insights: what customers ask for, grouped into themes, with their quotes and the trend.
+import { api, query } from "../api.js";
+import { fill, h, time } from "../dom.js";
+import { barChart } from "./usage.js";
+
+const KINDS = { "": "Every kind", feature_request: "Feature requests", bug: "Bugs", pain_point: "Pain points", praise: "Praise", question: "Questions" };
+const SORTS = { mentions: "Mentions", accounts: "Accounts", revenue: "Revenue (open deals)", recent: "Most recent" };
+const money = new Intl.NumberFormat(undefined, { style: "currency", currency: "USD", maximumFractionDigits: 0 });
+
+export async function render(main, { route }) {
+  if (route.rest[0]) return theme(main, route.rest[0]);
+  const sort = route.params.get("sort") || "mentions";
+  const kind = route.params.get("kind") || "";
+  const change = () => {
+    location.hash = `#/insights${query({ sort: sortSel.value, kind: kindSel.value })}`;
+  };
+  const sortSel = h("select", { id: "themes-sort", onchange: change }, Object.entries(SORTS).map(([v, t]) => h("option", { value: v, selected: v === sort }, t)));
+  const kindSel = h("select", { id: "themes-kind", onchange: change }, Object.entries(KINDS).map(([v, t]) => h("option", { value: v, selected: v === kind }, t)));
+  const { themes } = await api.get(`/api/insights/themes${query({ sort, kind, limit: 100 })}`);
+  fill(main, h("h1", {}, "Insights"),
+    h("div", { class: "row" }, h("label", { for: "themes-sort" }, "Sort by"), sortSel, h("label", { for: "themes-kind" }, "Show"), kindSel),
+    themes.length ? h("div", { class: "table-wrap" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["Theme", "Kind", "Mentions", "Accounts", "Open deals", "Last seen"].map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, themes.map((t) => h("tr", {},
+        h("td", {}, h("a", { href: `#/insights/${t.id}` }, t.title), h("div", { class: "muted small" }, t.summary)),
+        h("td", {}, KINDS[t.kind] || t.kind), h("td", {}, String(t.items)), h("td", {}, String(t.accounts)),
+        h("td", {}, money.format(t.open_deal_amount)), h("td", {}, time(t.last_seen)))))))
+      : h("p", {}, "No themes yet. Turn on product intelligence in settings and connect Slack, Gmail or your call recorder."));
+}
+
+async function theme(main, id) {
+  const { theme: t, items } = await api.get(`/api/insights/themes/${id}${query({ limit: 500 })}`);
+  fill(main,
+    h("p", {}, h("a", { href: "#/insights" }, "← Insights")),
+    h("h1", {}, t.title),
+    h("p", { class: "muted" }, `${KINDS[t.kind] || t.kind} · ${t.items} mentions · ${t.accounts} accounts · ${money.format(t.open_deal_amount)} in open deals · first `, time(t.first_seen), ", last ", time(t.last_seen)),
+    h("h2", {}, "Mentions per week"), trend(items),
+    h("h2", {}, "What customers said"),
+    h("ul", { class: "list" }, items.map((i) => h("li", { class: "card", "data-item": i.id },
+      h("blockquote", {}, `“${i.quote}”`),
+      h("p", { class: "small" }, who(i.customer), i.company ? ` · ${i.company}` : "", " · ",
+        h("a", { href: `#/documents/${i.document_id}${query({ start: i.span_start, end: i.span_end })}`, "data-quote-source": "" },
+          i.document_title || `${i.source} ${i.external_id}`),
+        " · ", time(i.occurred_at))))));
+}
+
+function who(customer) {
+  if (!customer) return "Someone";
+  return customer.name || customer.email || "Someone";
+}
+
+/** Weekly counts of the theme's items (the last 12 weeks). */
+function trend(items) {
+  const week = 7 * 86400e3;
+  const now = Date.now();
+  const labels = [];
+  const counts = [];
+  for (let i = 11; i >= 0; i--) {
+    const start = now - (i + 1) * week;
+    labels.push(new Date(start).toISOString().slice(0, 10));
+    counts.push(items.filter((x) => {
+      const t = new Date(x.occurred_at).getTime();
+      return t >= start && t < start + week;
+    }).length);
+  }
+  return barChart(labels, counts, "Mentions per week");
+}

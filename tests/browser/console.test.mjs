@@ -1,0 +1,216 @@
+// The web console in a real Chromium (Debian's, driven by playwright-core), against the real
+// stack the Rust test `e2e::console` starts with the fake model. Run by that test; it passes
+// BASE_URL, CHROMIUM, SHOTS (where screenshots go) and UPDATE_SCREENSHOTS (also write the
+// README's screenshots to docs/screenshots).
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const BASE = process.env.BASE_URL;
+const SHOTS = process.env.SHOTS || "target/console-screenshots";
+const README_SHOTS = process.env.UPDATE_SCREENSHOTS === "1" ? process.env.README_SHOTS : null;
+mkdirSync(SHOTS, { recursive: true });
+if (README_SHOTS) mkdirSync(README_SHOTS, { recursive: true });
+
+let browser;
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-dev-shm-usage"],
+  });
+});
+after(async () => browser?.close());
+
+/** A fresh browser context (its own cookies) and page; screenshots on failure. */
+async function withPage(name, fn, options = {}) {
+  const context = await browser.newContext({ viewport: options.viewport || { width: 1280, height: 860 } });
+  // The sources' own sites are not reachable from here: answer for them, to see what opened.
+  await context.route(/^https:\/\/(mail\.google\.com|app\.hubspot\.com|www\.google\.com)\//, (route) =>
+    route.fulfill({ status: 200, contentType: "text/html", body: "<title>provider</title>provider page" }));
+  const page = await context.newPage();
+  const problems = [];
+  page.on("console", (m) => { if (m.type() === "error") problems.push(m.text()); });
+  page.on("pageerror", (e) => problems.push(String(e)));
+  try {
+    await fn(page, context);
+    const csp = problems.filter((p) => /Content Security Policy|Refused to/i.test(p));
+    assert.deepEqual(csp, [], "the console broke its Content-Security-Policy");
+  } catch (e) {
+    await page.screenshot({ path: `${SHOTS}/failure-${name}.png`, fullPage: true }).catch(() => {});
+    e.message += `\n(browser console: ${problems.join(" | ")})`;
+    throw e;
+  } finally {
+    await context.close();
+  }
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: `${SHOTS}/${name}.png` });
+  if (README_SHOTS) await page.screenshot({ path: `${README_SHOTS}/${name}.png` });
+}
+
+async function signIn(page, who) {
+  await page.goto(`${BASE}/#/chat`);
+  const button = page.getByRole("button", { name: `Enter as the demo ${who}` });
+  await button.waitFor();
+  await button.click();
+  // Signed in: the page header shows (the address in it only at desktop width).
+  await page.locator("header.top").waitFor();
+  await page.locator("main h1").first().waitFor();
+}
+
+/** Every form control on the page has a name a screen reader can say. */
+async function assertLabelled(page) {
+  const unlabelled = await page.evaluate(() => [...document.querySelectorAll("input, textarea, select, button")]
+    .filter((el) => el.offsetParent !== null || el.getClientRects().length)
+    .filter((el) => {
+      if (el.getAttribute("aria-label") || el.getAttribute("aria-labelledby")) return false;
+      if (el.tagName === "BUTTON") return !el.textContent.trim();
+      return !(el.id && document.querySelector(`label[for="${CSS.escape(el.id)}"]`)) && !el.closest("label");
+    })
+    .map((el) => el.outerHTML.slice(0, 80)));
+  assert.deepEqual(unlabelled, [], "controls without a label");
+}
+
+async function ask(page, message) {
+  const box = page.getByLabel("Message");
+  await box.fill(message);
+  await box.press("Enter");
+}
+
+test("demo sign-in, a cited answer streams, and its citation opens the source", async () => {
+  await withPage("cited-answer", async (page) => {
+    await signIn(page, "advisor");
+    await shot(page, "sign-in-done");
+    await ask(page, "What does Maria have in her old 401(k)?");
+    const answer = page.locator(".msg.assistant[data-done=true]").last();
+    // It streams: text shows before the turn is done.
+    await page.locator(".msg.assistant .body").last().filter({ hasText: "Maria" }).waitFor();
+    await answer.waitFor({ timeout: 30000 });
+    await assert.doesNotReject(answer.locator(".tool").filter({ hasText: "search_emails" }).waitFor());
+    const cite = answer.locator("a.cite").first();
+    await cite.waitFor();
+    const href = await cite.getAttribute("href");
+    assert.match(href, /^https:\/\/mail\.google\.com\/mail\/u\/0\/#all\/t-401k-maria$/);
+    await shot(page, "chat");
+    await assertLabelled(page);
+    const [popup] = await Promise.all([page.waitForEvent("popup"), cite.click()]);
+    await popup.waitForLoadState();
+    assert.equal(popup.url(), href, "the citation opened its Gmail thread");
+    // The conversation is listed and opens again with the same answer.
+    const conversation = page.locator(".conversations a[aria-current=true]");
+    await conversation.waitFor();
+    await page.reload();
+    await page.locator(".msg.assistant .body").filter({ hasText: "212,000" }).first().waitFor();
+  });
+});
+
+test("a send waits for approval, and once approved it is sent once", async () => {
+  await withPage("approval", async (page) => {
+    await signIn(page, "advisor");
+    await ask(page, "Send Maria an email about her rollover");
+    const card = page.locator(".approval").last();
+    await card.waitFor({ timeout: 30000 });
+    // Exactly what will be sent is shown before anything is.
+    await card.getByText("maria.alvarez@example.com").waitFor();
+    await card.getByText("Your 401(k) rollover").waitFor();
+    await page.locator(".msg.assistant[data-done=true]").last().getByText("Waiting for your approval.", { exact: true }).waitFor();
+    await page.getByRole("link", { name: /Approvals/ }).locator(".badge").filter({ hasText: "1" }).waitFor();
+    await shot(page, "approval");
+    await card.getByRole("button", { name: "Approve" }).click();
+    await card.getByText("Approved: it runs once.").waitFor();
+    await card.locator("[data-outcome=succeeded]").waitFor({ timeout: 30000 });
+    // The inbox is empty now.
+    await page.goto(`${BASE}/#/approvals`);
+    await page.getByText("Nothing is waiting for you.").waitFor();
+  });
+});
+
+test("a reload in the middle of an answer resumes it without repeating anything", async () => {
+  await withPage("reload", async (page) => {
+    await signIn(page, "advisor");
+    await ask(page, "Tell me slowly about Maria's 401(k)");
+    const body = page.locator(".msg.assistant .body").last();
+    await body.filter({ hasText: "Maria" }).waitFor();
+    const before = await body.textContent();
+    await page.reload();
+    const done = page.locator(".msg.assistant[data-done=true]").last();
+    await done.waitFor({ timeout: 30000 });
+    const shown = (await done.locator(".body").textContent()).trim();
+    // The stored answer, from the API, is what the page shows: once.
+    const id = page.url().split("#/chat/")[1];
+    const detail = await page.evaluate(async (c) => (await fetch(`/api/conversations/${c}`)).json(), id);
+    const stored = detail.turns.at(-1).final_text.trim();
+    assert.ok(before.length < stored.length, `the reload came mid-answer (${before.length} of ${stored.length})`);
+    assert.equal(shown, stored);
+    assert.equal(await page.locator(".msg.user").count(), 1, "the question is shown once");
+  });
+});
+
+test("a malformed rule shows its error at the line and column the compiler gives", async () => {
+  await withPage("rule-error", async (page) => {
+    await signIn(page, "advisor");
+    await page.goto(`${BASE}/#/rules`);
+    const text = "when gmail.email.received\nif from_domain = \"client.example\"\nthen notify message=";
+    await page.getByLabel("What should happen").fill(text);
+    await page.getByRole("button", { name: "Save rule" }).click();
+    const error = page.locator(".rule-error");
+    await error.waitFor();
+    const api = await page.evaluate(async (t) => (await fetch("/api/rules", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ text: t }),
+    })).json(), text);
+    assert.ok(api.position, JSON.stringify(api));
+    assert.equal(await error.getAttribute("data-line"), String(api.position.line));
+    assert.equal(await error.getAttribute("data-column"), String(api.position.column));
+    await error.getByText(`Line ${api.position.line}, column ${api.position.column}`).waitFor();
+    // The caret is at the place.
+    const lines = text.split("\n");
+    const offset = lines.slice(0, api.position.line - 1).reduce((n, l) => n + l.length + 1, 0) + api.position.column - 1;
+    const caret = await page.getByLabel("What should happen").evaluate((t) => t.selectionStart);
+    assert.equal(caret, offset);
+    await shot(page, "rules");
+    await assertLabelled(page);
+    // A good rule is saved and shown as it was understood.
+    await page.getByLabel("What should happen").fill("when hubspot.contact.created then create_task type=welcome_call contact={{event.id}}");
+    await page.getByRole("button", { name: "Save rule" }).click();
+    await page.locator("[data-compiled]").waitFor();
+    assert.match(await page.locator("[data-compiled]").textContent(), /hubspot\.contact\.created/);
+  });
+});
+
+test("a theme's quotes open their source, for the product team", async () => {
+  await withPage("insights", async (page) => {
+    await signIn(page, "product team");
+    await page.goto(`${BASE}/#/insights`);
+    const first = page.locator("tbody tr a").first();
+    await first.waitFor({ timeout: 30000 });
+    await shot(page, "insights");
+    await first.click();
+    const quote = page.locator("[data-item]").first();
+    await quote.waitFor();
+    const said = (await quote.locator("blockquote").textContent()).replace(/^“|”$/g, "");
+    await shot(page, "theme");
+    await quote.locator("[data-quote-source]").click();
+    const mark = page.locator(".document-body mark");
+    await mark.waitFor();
+    assert.equal((await mark.textContent()).trim(), said.trim(), "the source opens at the quote");
+  });
+});
+
+test("at phone width the menu opens and nothing scrolls sideways", async () => {
+  await withPage("phone", async (page) => {
+    await signIn(page, "advisor");
+    const menu = page.getByRole("button", { name: "Menu" });
+    await menu.click();
+    await page.getByRole("link", { name: "Rules" }).click();
+    await page.getByRole("heading", { name: "Rules", exact: true }).waitFor();
+    for (const route of ["#/chat", "#/rules", "#/approvals", "#/search?q=rollover"]) {
+      await page.goto(`${BASE}/${route}`);
+      await page.locator("main h1").first().waitFor();
+      const wide = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(wide <= 0, `${route} is ${wide}px wider than the phone`);
+    }
+    await shot(page, "phone");
+  }, { viewport: { width: 390, height: 844 } });
+});
