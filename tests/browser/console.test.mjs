@@ -24,7 +24,7 @@ after(async () => browser?.close());
 
 /** A fresh browser context (its own cookies) and page; screenshots on failure. */
 async function withPage(name, fn, options = {}) {
-  const context = await browser.newContext({ viewport: options.viewport || { width: 1280, height: 860 } });
+  const context = await browser.newContext({ locale: "en-US", timezoneId: "UTC", viewport: options.viewport || { width: 1280, height: 860 } });
   // The sources' own sites are not reachable from here: answer for them, to see what opened.
   await context.route(/^https:\/\/(mail\.google\.com|app\.hubspot\.com|www\.google\.com)\//, (route) =>
     route.fulfill({ status: 200, contentType: "text/html", body: "<title>provider</title>provider page" }));
@@ -145,6 +145,40 @@ test("a reload in the middle of an answer resumes it without repeating anything"
     assert.ok(before.length < stored.length, `the reload came mid-answer (${before.length} of ${stored.length})`);
     assert.equal(shown, stored);
     assert.equal(await page.locator(".msg.user").count(), 1, "the question is shown once");
+  });
+});
+
+test("Stop cancels an answer while it streams", async () => {
+  await withPage("cancel", async (page) => {
+    await signIn(page, "advisor");
+    await ask(page, "Tell me slowly about Maria's 401(k), then stop");
+    await page.locator(".msg.assistant .body").last().filter({ hasText: "Maria" }).waitFor();
+    await page.getByRole("button", { name: "Stop" }).click();
+    const done = page.locator(".msg.assistant[data-done=true]").last();
+    await done.getByText("Stopped.", { exact: true }).waitFor({ timeout: 30000 });
+    const id = page.url().split("#/chat/")[1];
+    const detail = await page.evaluate(async (c) => (await fetch(`/api/conversations/${c}`)).json(), id);
+    assert.equal(detail.turns.at(-1).status, "cancelled");
+    // The composer is usable again.
+    assert.equal(await page.getByRole("button", { name: "Send" }).isEnabled(), true);
+  });
+});
+
+test("usage shows tokens and their cost by day, as the API reports them", async () => {
+  await withPage("usage", async (page) => {
+    await signIn(page, "advisor");
+    await page.goto(`${BASE}/#/usage`);
+    await page.getByRole("heading", { name: "Cost per day" }).waitFor();
+    const report = await page.evaluate(async () => (await fetch("/api/usage")).json());
+    assert.ok(report.days.length > 0, "the chat tests used the model");
+    const cost = report.days.reduce((a, d) => a + d.cost_usd, 0);
+    const tokens = report.days.reduce((a, d) => a + d.input_tokens + d.output_tokens, 0);
+    const summary = await page.locator("main p.muted").first().textContent();
+    assert.ok(summary.includes(tokens.toLocaleString("en-US")), `${summary} (${tokens} tokens)`);
+    const dollars = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD", minimumFractionDigits: 2, maximumFractionDigits: 4 });
+    assert.ok(summary.includes(dollars.format(cost)), `${summary} (${cost})`);
+    assert.equal(await page.locator("svg.chart").count(), 2);
+    await shot(page, "usage");
   });
 });
 

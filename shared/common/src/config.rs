@@ -194,6 +194,9 @@ pub struct Config {
     pub insights_model_band: u8,
     /// Model tokens per user per day (UTC), for chat, compiling rules and tier 2.
     pub model_tokens_per_user_per_day: i64,
+    /// What each model costs, for the usage report: `model=input/output` in US dollars per
+    /// million tokens, comma-separated. A model not listed shows no cost.
+    pub model_prices: String,
     /// Turns a user may have queued or running at once (the gateway answers 429 past it; an
     /// agent replica takes at most this many of one user's turns at a time).
     pub chat_max_turns_per_user: i64,
@@ -345,6 +348,7 @@ impl Default for Config {
             insights_theme_regroup: 0.55,
             insights_model_band: 3,
             model_tokens_per_user_per_day: 2_000_000,
+            model_prices: DEFAULT_MODEL_PRICES.into(),
             chat_max_turns_per_user: 4,
             chat_max_streams_per_user: 16,
             chat_stream_check_secs: 20,
@@ -472,6 +476,7 @@ impl Config {
             "insights_theme_regroup",
             "insights_model_band",
             "model_tokens_per_user_per_day",
+            "model_prices",
             "chat_max_turns_per_user",
             "chat_max_streams_per_user",
             "chat_stream_check_secs",
@@ -599,6 +604,9 @@ impl Config {
         if !(0.0..=1.0).contains(&self.insights_theme_regroup) {
             return invalid("INSIGHTS_THEME_REGROUP", "must be between 0 and 1");
         }
+        if let Err(reason) = parse_prices(&self.model_prices) {
+            return invalid("MODEL_PRICES", &reason);
+        }
         if self.consumer_concurrency == 0 || self.embed_batch_size == 0 {
             return invalid("CONSUMER_CONCURRENCY", "must be at least 1");
         }
@@ -650,6 +658,15 @@ impl Config {
         })
     }
 
+    /// US dollars per million input and output tokens of `model`, if `MODEL_PRICES` lists it.
+    pub fn model_price(&self, model: &str) -> Option<(f64, f64)> {
+        parse_prices(&self.model_prices)
+            .ok()?
+            .into_iter()
+            .find(|(m, _, _)| m == model)
+            .map(|(_, input, output)| (input, output))
+    }
+
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.publish_timeout_ms)
     }
@@ -657,6 +674,34 @@ impl Config {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
+}
+
+/// OpenAI's list prices (US dollars per million input/output tokens) of the models this is
+/// usually pointed at; set `MODEL_PRICES` for others (a local model costs nothing to list).
+pub const DEFAULT_MODEL_PRICES: &str = "gpt-4o-mini=0.15/0.60,gpt-4o=2.50/10.00,gpt-4.1-nano=0.10/0.40,gpt-4.1-mini=0.40/1.60,gpt-4.1=2.00/8.00";
+
+/// `model=input/output,...` as `(model, input, output)`.
+fn parse_prices(list: &str) -> Result<Vec<(String, f64, f64)>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let bad =
+                || format!("`{entry}` is not `model=input/output` (dollars per million tokens)");
+            let (model, prices) = entry.split_once('=').ok_or_else(bad)?;
+            let (input, output) = prices.split_once('/').ok_or_else(bad)?;
+            let price = |p: &str| {
+                p.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite() && *v >= 0.0)
+            };
+            match (model.trim(), price(input), price(output)) {
+                (m, Some(i), Some(o)) if !m.is_empty() => Ok((m.to_owned(), i, o)),
+                _ => Err(bad()),
+            }
+        })
+        .collect()
 }
 
 /// `scheme://user:***@host/...` for a URL with a password; anything else unchanged.
@@ -673,6 +718,23 @@ fn without_password(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_prices_are_read_and_a_malformed_list_is_refused_naming_it() {
+        let mut config = production();
+        assert_eq!(config.model_price("gpt-4o-mini"), Some((0.15, 0.60)));
+        assert_eq!(config.model_price("llama3"), None);
+        config.model_prices = " llama3 = 0/0 , big=3/15".into();
+        assert_eq!(config.model_price("big"), Some((3.0, 15.0)));
+        assert_eq!(config.model_price("llama3"), Some((0.0, 0.0)));
+        for bad in ["big=3", "=1/2", "big=-1/2", "big=x/2"] {
+            config.model_prices = bad.into();
+            match config.validate() {
+                Err(ConfigError::Invalid { field, .. }) => assert_eq!(field, "MODEL_PRICES"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
 
     fn production() -> Config {
         Config {

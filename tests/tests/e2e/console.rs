@@ -95,6 +95,8 @@ async fn the_console_signs_in_chats_with_citations_approves_resumes_and_shows_th
     config.chat_model = "fake-model".into();
     google.configure(&mut config);
     config.sync_interval_secs = 0;
+    // The fake model's price, for the usage page's cost.
+    config.model_prices = "fake-model=1.00/2.00".into();
     let app = TestApp::spawn_served(config, &assistant_tests::SERVICES).await;
 
     // The demo tenant, as `make run` loads it.

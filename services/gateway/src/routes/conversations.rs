@@ -218,6 +218,8 @@ pub struct UsageRow {
     pub output_tokens: i64,
     /// Summed time in model calls.
     pub latency_ms: i64,
+    /// What those tokens cost in US dollars at `MODEL_PRICES`; absent for a model not listed.
+    pub cost_usd: Option<f64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -255,6 +257,9 @@ pub async fn usage(
         .await?
         .into_iter()
         .map(|u| UsageRow {
+            cost_usd: state.config.model_price(&u.model).map(|(input, output)| {
+                (u.input_tokens as f64 * input + u.output_tokens as f64 * output) / 1e6
+            }),
             day: u.day,
             provider: u.provider,
             model: u.model,
