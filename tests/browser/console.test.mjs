@@ -232,6 +232,62 @@ test("a theme's quotes open their source, for the product team", async () => {
   });
 });
 
+test("the header's search box finds a document, which opens with its provider link", async () => {
+  await withPage("search", async (page) => {
+    await signIn(page, "advisor");
+    const box = page.getByLabel("Search everything");
+    await box.fill("401(k) rollover");
+    await box.press("Enter");
+    const hits = page.locator("main ol > li");
+    await hits.first().waitFor();
+    const api = await page.evaluate(async () => (await fetch("/api/embeddings/search?q=401(k)%20rollover&top_k=20")).json());
+    assert.equal(await hits.count(), api.hits.length);
+    assert.equal((await hits.first().locator("h2").textContent()).trim(), api.hits[0].title);
+    await shot(page, "search");
+    await hits.first().locator("h2 a").click();
+    await page.locator(".document-body").waitFor();
+    const open = page.locator("[data-open-source]");
+    if (api.hits[0].source === "gmail") {
+      assert.match(await open.getAttribute("href"), /^https:\/\/mail\.google\.com\//);
+    }
+  });
+});
+
+test("connections show what is connected and how to connect the rest", async () => {
+  await withPage("connections", async (page) => {
+    await signIn(page, "advisor");
+    await page.goto(`${BASE}/#/connections`);
+    const google = page.locator("[data-provider=google]");
+    await google.getByRole("button", { name: "Disconnect" }).waitFor();
+    const hubspot = page.locator("[data-provider=hubspot]");
+    const connect = hubspot.getByRole("link", { name: "Connect HubSpot" });
+    assert.equal(await connect.getAttribute("href"), `/api/auth/hubspot/start?return_to=${encodeURIComponent("/#/connections")}`);
+    await shot(page, "connections");
+  });
+});
+
+test("keyboard alone signs in and moves between pages", async () => {
+  await withPage("keyboard", async (page) => {
+    await page.goto(`${BASE}/#/rules`);
+    await page.getByRole("button", { name: "Enter as the demo advisor" }).waitFor();
+    // The sign-in page puts focus on its first way in (Google, configured here); Tab reaches
+    // the demo sign-in.
+    assert.equal(await page.evaluate(() => document.activeElement.textContent), "Sign in with Google");
+    await page.keyboard.press("Tab");
+    assert.equal(await page.evaluate(() => document.activeElement.textContent), "Enter as the demo advisor");
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: "Rules", exact: true }).waitFor();
+    let reached = false;
+    for (let i = 0; i < 25 && !reached; i++) {
+      await page.keyboard.press("Tab");
+      reached = await page.evaluate(() => document.activeElement?.getAttribute("href") === "#/audit");
+    }
+    assert.ok(reached, "the Audit link is reachable with Tab");
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: "Audit", exact: true }).waitFor();
+  });
+});
+
 test("at phone width the menu opens and nothing scrolls sideways", async () => {
   await withPage("phone", async (page) => {
     await signIn(page, "advisor");
