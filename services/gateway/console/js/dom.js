@@ -80,13 +80,18 @@ export function fields(object) {
   return dl;
 }
 
+/** Text with `**bold**` spans (as models and search snippets write them) in <strong>. */
+function bold(text) {
+  return text.split(/\*\*(.+?)\*\*/g).map((part, i) => (i % 2 ? h("strong", {}, part) : part));
+}
+
 /** Answer text with `[n]` markers as links to the sources they cite. */
 export function cited(text, citations) {
   const out = [];
   const re = /\[(\d+)\]/g;
   let last = 0;
   for (const m of text.matchAll(re)) {
-    out.push(text.slice(last, m.index));
+    out.push(bold(text.slice(last, m.index)));
     const n = Number(m[1]);
     const source = citations.get(n);
     out.push(source
@@ -96,7 +101,7 @@ export function cited(text, citations) {
       : `[${n}]`);
     last = m.index + m[0].length;
   }
-  out.push(text.slice(last));
+  out.push(bold(text.slice(last)));
   return out;
 }
 
