@@ -148,7 +148,7 @@ test("a reload in the middle of an answer resumes it without repeating anything"
   });
 });
 
-test("Stop cancels an answer while it streams", async () => {
+test("Stop cancels an answer while it streams, and the conversation can be deleted", async () => {
   await withPage("cancel", async (page) => {
     await signIn(page, "advisor");
     await ask(page, "Tell me slowly about Maria's 401(k), then stop");
@@ -161,6 +161,14 @@ test("Stop cancels an answer while it streams", async () => {
     assert.equal(detail.turns.at(-1).status, "cancelled");
     // The composer is usable again.
     assert.equal(await page.getByRole("button", { name: "Send" }).isEnabled(), true);
+    // Reopened, it can be deleted: gone from the list and from the API.
+    await page.reload();
+    page.once("dialog", (d) => d.accept());
+    await page.getByRole("button", { name: "Delete conversation" }).click();
+    await page.waitForURL(/#\/chat$/);
+    assert.equal(await page.locator(`.conversations a[href="#/chat/${id}"]`).count(), 0);
+    const status = await page.evaluate(async (c) => (await fetch(`/api/conversations/${c}`)).status, id);
+    assert.equal(status, 404);
   });
 });
 

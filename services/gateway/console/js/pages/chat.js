@@ -56,7 +56,19 @@ async function showConversation(messages, id) {
     api.get("/api/approvals"),
   ]);
   const live = stored();
-  fill(messages);
+  fill(messages, h("div", { class: "row" }, h("h2", { class: "conversation-title" }, detail.title || "Conversation"),
+    h("button", { type: "button", class: "danger", onclick: async (e) => {
+      if (!confirm("Delete this conversation with its turns and messages?")) return;
+      e.currentTarget.disabled = true;
+      try {
+        await api.del(`/api/conversations/${id}`);
+        if (stored()?.conversationId === id) clear();
+        location.hash = "#/chat";
+      } catch (err) {
+        toast(err.message);
+        e.currentTarget.disabled = false;
+      }
+    } }, "Delete conversation")));
   for (const turn of detail.turns) {
     if (live && live.turnId === turn.id && !isFinal(turn.status)) continue; // resumed below
     messages.append(userMessage(turn.message));
