@@ -228,6 +228,20 @@ test("a theme's quotes open their source, for the product team", async () => {
     const first = page.locator("tbody tr a").first();
     await first.waitFor({ timeout: 30000 });
     await shot(page, "insights");
+    // Filtered by source and sorted by accounts: the same themes, in the same order, as the API.
+    await page.getByLabel("Sort by").selectOption("accounts");
+    await page.waitForURL(/sort=accounts/);
+    await page.getByLabel("Source").fill("slack");
+    await page.getByLabel("Source").press("Enter");
+    await page.waitForURL(/source=slack/);
+    await page.locator("tbody tr, main p").first().waitFor();
+    const api = await page.evaluate(async () => (await fetch("/api/insights/themes?sort=accounts&source=slack&limit=100")).json());
+    const shown = await page.locator("tbody tr td:first-child a").allTextContents();
+    assert.deepEqual(shown, api.themes.map((t) => t.title));
+    const all = await page.evaluate(async () => (await fetch("/api/insights/themes?limit=100")).json());
+    assert.ok(api.themes.length > 0 && api.themes.length < all.themes.length, `slack ${api.themes.length} of ${all.themes.length}`);
+    await page.goto(`${BASE}/#/insights`);
+    await first.waitFor();
     await first.click();
     const quote = page.locator("[data-item]").first();
     await quote.waitFor();
@@ -303,7 +317,7 @@ test("at phone width the menu opens and nothing scrolls sideways", async () => {
     await menu.click();
     await page.getByRole("link", { name: "Rules" }).click();
     await page.getByRole("heading", { name: "Rules", exact: true }).waitFor();
-    for (const route of ["#/chat", "#/rules", "#/approvals", "#/search?q=rollover"]) {
+    for (const route of ["#/chat", "#/rules", "#/approvals", "#/search?q=rollover", "#/insights", "#/usage", "#/connections"]) {
       await page.goto(`${BASE}/${route}`);
       await page.locator("main h1").first().waitFor();
       const wide = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);

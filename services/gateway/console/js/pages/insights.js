@@ -7,25 +7,42 @@ const KINDS = { "": "Every kind", feature_request: "Feature requests", bug: "Bug
 const SORTS = { mentions: "Mentions", accounts: "Accounts", revenue: "Revenue (open deals)", recent: "Most recent" };
 const money = new Intl.NumberFormat(undefined, { style: "currency", currency: "USD", maximumFractionDigits: 0 });
 
+const PERIODS = { "": "All time", 7: "Last 7 days", 30: "Last 30 days", 90: "Last 90 days" };
+
 export async function render(main, { route }) {
   if (route.rest[0]) return theme(main, route.rest[0]);
-  const sort = route.params.get("sort") || "mentions";
-  const kind = route.params.get("kind") || "";
-  const change = () => {
-    location.hash = `#/insights${query({ sort: sortSel.value, kind: kindSel.value })}`;
-  };
-  const sortSel = h("select", { id: "themes-sort", onchange: change }, Object.entries(SORTS).map(([v, t]) => h("option", { value: v, selected: v === sort }, t)));
-  const kindSel = h("select", { id: "themes-kind", onchange: change }, Object.entries(KINDS).map(([v, t]) => h("option", { value: v, selected: v === kind }, t)));
-  const { themes } = await api.get(`/api/insights/themes${query({ sort, kind, limit: 100 })}`);
+  const p = route.params;
+  const sort = p.get("sort") || "mentions";
+  const kind = p.get("kind") || "";
+  const days = p.get("days") || "";
+  const source = p.get("source") || "";
+  const area = p.get("product_area") || "";
+  const select = (id, options, value) => h("select", { id, onchange: change },
+    Object.entries(options).map(([v, t]) => h("option", { value: v, selected: v === value }, t)));
+  const sortSel = select("themes-sort", SORTS, sort);
+  const kindSel = select("themes-kind", KINDS, kind);
+  const daysSel = select("themes-days", PERIODS, days);
+  const sourceIn = h("input", { id: "themes-source", value: source, placeholder: "slack, gmail, feedback…", size: 14, onchange: change });
+  const areaIn = h("input", { id: "themes-area", value: area, placeholder: "any", size: 14, onchange: change });
+  function change() {
+    location.hash = `#/insights${query({ sort: sortSel.value, kind: kindSel.value, days: daysSel.value, source: sourceIn.value.trim(), product_area: areaIn.value.trim() })}`;
+  }
+  const since = days ? new Date(Date.now() - Number(days) * 86400e3).toISOString() : "";
+  const { themes } = await api.get(`/api/insights/themes${query({ sort, kind, since, source, product_area: area, limit: 100 })}`);
   fill(main, h("h1", {}, "Insights"),
-    h("div", { class: "row" }, h("label", { for: "themes-sort" }, "Sort by"), sortSel, h("label", { for: "themes-kind" }, "Show"), kindSel),
+    h("form", { class: "row filters", onsubmit: (e) => { e.preventDefault(); change(); } },
+      h("label", { for: "themes-sort" }, "Sort by"), sortSel,
+      h("label", { for: "themes-kind" }, "Show"), kindSel,
+      h("label", { for: "themes-days" }, "Said"), daysSel,
+      h("label", { for: "themes-source" }, "Source"), sourceIn,
+      h("label", { for: "themes-area" }, "Product area"), areaIn),
     themes.length ? h("div", { class: "table-wrap" }, h("table", {},
       h("thead", {}, h("tr", {}, ["Theme", "Kind", "Mentions", "Accounts", "Open deals", "Last seen"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, themes.map((t) => h("tr", {},
         h("td", {}, h("a", { href: `#/insights/${t.id}` }, t.title), h("div", { class: "muted small" }, t.summary)),
         h("td", {}, KINDS[t.kind] || t.kind), h("td", {}, String(t.items)), h("td", {}, String(t.accounts)),
         h("td", {}, money.format(t.open_deal_amount)), h("td", {}, time(t.last_seen)))))))
-      : h("p", {}, "No themes yet. Turn on product intelligence in settings and connect Slack, Gmail or your call recorder."));
+      : h("p", {}, source || area || days || kind ? "No themes match these filters." : "No themes yet. Turn on product intelligence in settings and connect Slack, Gmail or your call recorder."));
 }
 
 async function theme(main, id) {
