@@ -50,10 +50,7 @@ impl FromRequestParts<AppState> for AuthUser {
         )
         .ok_or(ApiError::Unauthorized)?;
         let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        if !safe
-            && !same_origin(&parts.headers, &state.config.public_url)
-            && !listed_origin(&parts.headers, &state.config.cors_allowed_origins)
-        {
+        if !safe && !from_our_frontend(&parts.headers, &state.config) {
             return Err(ApiError::Forbidden(
                 "cross-origin request with a session cookie",
             ));
@@ -111,6 +108,12 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 fn origin_of(url: &str) -> Option<String> {
     let parsed = url::Url::parse(url).ok()?;
     Some(parsed.origin().ascii_serialization())
+}
+
+/// Whether a browser request comes from a page of ours: `PUBLIC_URL`'s origin or one listed in
+/// `CORS_ALLOWED_ORIGINS`. Cookie writes and sign-ins need it (cross-site forgery).
+pub fn from_our_frontend(headers: &HeaderMap, config: &common::Config) -> bool {
+    same_origin(headers, &config.public_url) || listed_origin(headers, &config.cors_allowed_origins)
 }
 
 /// Whether the request's `Origin` is one of the browser frontends allowed by CORS.

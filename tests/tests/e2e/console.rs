@@ -165,6 +165,40 @@ async fn the_console_signs_in_chats_with_citations_approves_resumes_and_shows_th
         "{}",
         sent[0].1
     );
+
+    // The cost the usage page showed is the tokens at the configured price.
+    let token = app
+        .tokens
+        .issue(
+            advisor,
+            common::demo::ADVISOR_EMAIL,
+            chrono::Duration::minutes(5),
+        )
+        .unwrap();
+    let usage = crate::rules::get_json(&app, &token, "/api/usage").await;
+    let days = usage["days"].as_array().unwrap();
+    assert!(!days.is_empty(), "{usage}");
+    for day in days {
+        let expected = (day["input_tokens"].as_f64().unwrap() * 1.0
+            + day["output_tokens"].as_f64().unwrap() * 2.0)
+            / 1e6;
+        assert!(
+            (day["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12,
+            "{day}"
+        );
+    }
+}
+
+/// `GET /api/auth/methods`, unauthenticated as the sign-in page asks it.
+async fn sign_in_methods(app: &TestApp) -> Value {
+    let r = app
+        .http
+        .get(format!("{}/api/auth/methods", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
 }
 
 /// The session cookie a response sets, as `name=value`.
@@ -193,15 +227,7 @@ async fn demo_sign_in_exists_only_in_development_for_loaded_demo_users_and_from_
             .send()
     };
     // Before `make run` loads the demo users there is nothing to enter as.
-    let methods: Value = app
-        .http
-        .get(format!("{}/api/auth/methods", app.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let methods = sign_in_methods(&app).await;
     assert_eq!(methods["demo"], json!([]));
     assert_eq!(methods["google"], false);
     assert_eq!(
@@ -215,15 +241,7 @@ async fn demo_sign_in_exists_only_in_development_for_loaded_demo_users_and_from_
     let advisor = db::users::ensure(&app.db, common::demo::ADVISOR_EMAIL)
         .await
         .unwrap();
-    let methods: Value = app
-        .http
-        .get(format!("{}/api/auth/methods", app.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let methods = sign_in_methods(&app).await;
     assert_eq!(methods["demo"][0]["user"], "advisor");
     assert_eq!(methods["demo"].as_array().unwrap().len(), 1, "{methods}");
     // Another site cannot sign a browser in (login CSRF); an unknown name is a 422 naming it.
@@ -260,15 +278,7 @@ async fn outside_development_there_is_no_demo_sign_in_even_with_the_demo_users()
     db::users::ensure(&app.db, common::demo::ADVISOR_EMAIL)
         .await
         .unwrap();
-    let methods: Value = app
-        .http
-        .get(format!("{}/api/auth/methods", app.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let methods = sign_in_methods(&app).await;
     assert_eq!(methods["demo"], json!([]));
     let response = app
         .http

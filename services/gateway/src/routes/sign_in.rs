@@ -392,20 +392,15 @@ pub struct DemoMethod {
     pub description: &'static str,
 }
 
-/// The demo users that exist, in development only.
-async fn demo_users(
+/// The demo user's id, when demo sign-in is on (development only) and `make run` loaded it.
+async fn demo_user(
     state: &AppState,
-) -> Result<Vec<(UserId, &'static common::demo::DemoUser)>, ApiError> {
+    demo: &common::demo::DemoUser,
+) -> Result<Option<UserId>, ApiError> {
     if !state.config.is_development() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
-    let mut found = Vec::new();
-    for demo in &common::demo::USERS {
-        if let Some(id) = db::users::by_email(&state.db, demo.email).await? {
-            found.push((id, demo));
-        }
-    }
-    Ok(found)
+    Ok(db::users::by_email(&state.db, demo.email).await?)
 }
 
 #[utoipa::path(
@@ -419,16 +414,17 @@ pub async fn methods(State(state): State<AppState>) -> Result<Json<SignInMethods
         .providers
         .as_ref()
         .is_some_and(|p| p.oauth.enabled(Provider::Google));
-    let demo = demo_users(&state)
-        .await?
-        .into_iter()
-        .map(|(_, d)| DemoMethod {
-            user: d.key,
-            email: d.email,
-            label: d.label,
-            description: d.description,
-        })
-        .collect();
+    let mut demo = Vec::new();
+    for d in &common::demo::USERS {
+        if demo_user(&state, d).await?.is_some() {
+            demo.push(DemoMethod {
+                user: d.key,
+                email: d.email,
+                label: d.label,
+                description: d.description,
+            });
+        }
+    }
     Ok(Json(SignInMethods { google, demo }))
 }
 
@@ -457,9 +453,7 @@ pub async fn demo_sign_in(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     // Signing someone in from another site (login CSRF) is refused like any cookie write.
-    if !crate::auth::same_origin(&headers, &state.config.public_url)
-        && !crate::auth::listed_origin(&headers, &state.config.cors_allowed_origins)
-    {
+    if !crate::auth::from_our_frontend(&headers, &state.config) {
         return Err(ApiError::Forbidden("cross-origin sign-in"));
     }
     let request: DemoSignIn = crate::error::parse_json(&body)?;
@@ -469,16 +463,13 @@ pub async fn demo_sign_in(
             "one of advisor, product",
         )));
     };
-    let user = demo_users(&state)
-        .await?
-        .into_iter()
-        .find(|(_, d)| d.key == wanted.key)
-        .map(|(id, _)| id)
-        .ok_or_else(|| {
-            ApiError::NotFound(
-                "no demo sign-in here: it exists only in development (APP_ENV=development) once `make run` has loaded the demo users".into(),
-            )
-        })?;
+    let user = demo_user(&state, wanted).await?.ok_or_else(|| {
+        ApiError::NotFound(
+            "no demo sign-in here: it exists only in development (APP_ENV=development) \
+             once `make run` has loaded the demo users"
+                .into(),
+        )
+    })?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     new_session(&state, &headers, user, &mut response).await?;
     Ok(response)

@@ -148,7 +148,7 @@ async function followOutcome(id, status) {
     try {
       const { invocations } = await api.get(`/api/audit${query({ limit: 100 })}`);
       const inv = invocations.find((x) => x.id === id);
-      if (inv && ["succeeded", "failed", "dead"].includes(inv.status)) {
+      if (inv && ["succeeded", "failed"].includes(inv.status)) {
         fill(status, inv.status === "succeeded" ? "Done: it ran once." : `It failed: ${inv.error || inv.status}`);
         status.className = inv.status === "succeeded" ? "small ok" : "small error";
         status.dataset.outcome = inv.status;

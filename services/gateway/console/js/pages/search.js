@@ -21,9 +21,8 @@ export async function render(main, { route }) {
   fill(results,
     understood.length ? h("p", { class: "muted small" }, `Understood: ${understood.join(", ")}`) : "",
     r.hits.length ? h("ol", { class: "list" }, r.hits.map((hit) => h("li", { class: "card" },
-      h("h2", {}, hit.link
-        ? h("a", { href: hit.link, target: "_blank", rel: "noopener noreferrer" }, hit.title || "(untitled)")
-        : h("a", { href: `#/documents/${hit.document_id}` }, hit.title || "(untitled)")),
+      // The document view offers the provider's own link.
+      h("h2", {}, h("a", { href: `#/documents/${hit.document_id}` }, hit.title || "(untitled)")),
       h("p", {}, marked(hit.snippet)),
       h("p", { class: "muted small" }, `${hit.source} ${hit.kind} `, time(hit.occurred_at)))))
       : h("p", {}, "Nothing matches."));
