@@ -39,6 +39,7 @@ mod m20261205_000012_insights;
 mod m20261205_000013_insight_grouping;
 mod m20261205_000014_auth_invalidation;
 mod m20261205_000015_gin_pending;
+mod m20261206_000016_sync_progress;
 
 pub struct Migrator;
 
@@ -61,6 +62,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000013_insight_grouping::Migration),
             Box::new(m20261205_000014_auth_invalidation::Migration),
             Box::new(m20261205_000015_gin_pending::Migration),
+            Box::new(m20261206_000016_sync_progress::Migration),
         ]
     }
 }

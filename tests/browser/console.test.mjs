@@ -246,6 +246,16 @@ test("a theme's quotes open their source, for the product team", async () => {
     const quote = page.locator("[data-item]").first();
     await quote.waitFor();
     const said = (await quote.locator("blockquote").textContent()).replace(/^“|”$/g, "");
+    // The chart is the API's trend: mentions and accounts per week.
+    const id = page.url().split("#/insights/")[1];
+    const { theme } = await page.evaluate(async (t) => (await fetch(`/api/insights/themes/${t}`)).json(), id);
+    const quiet = Date.now() - new Date(theme.last_seen).getTime() > 12 * 7 * 86400e3;
+    const trendUrl = `/api/insights/themes/${id}/trend?weeks=12${quiet ? `&until=${encodeURIComponent(theme.last_seen)}` : ""}`;
+    const trend = await page.evaluate(async (u) => (await fetch(u)).json(), trendUrl);
+    const bars = await page.locator("svg.chart rect.bar title").allTextContents();
+    assert.deepEqual(bars, trend.weeks.map((w) => `${w.week}: ${w.items} from ${w.accounts} ${w.accounts === 1 ? "account" : "accounts"}`));
+    assert.ok(trend.weeks.some((w) => w.items > 0), "the demo theme has mentions in its window");
+    assert.equal(await page.locator("[data-change]").getAttribute("data-change"), String(trend.change.items_change ?? ""));
     await shot(page, "theme");
     await quote.locator("[data-quote-source]").click();
     const mark = page.locator(".document-body mark");
@@ -284,7 +294,44 @@ test("connections show what is connected and how to connect the rest", async () 
     const hubspot = page.locator("[data-provider=hubspot]");
     const connect = hubspot.getByRole("link", { name: "Connect HubSpot" });
     assert.equal(await connect.getAttribute("href"), `/api/auth/hubspot/start?return_to=${encodeURIComponent("/#/connections")}`);
+
+    // Sync now: while the pass runs it shows the items read of Gmail's estimate, then the
+    // outcome. The mailbox holds GMAIL_MESSAGES messages, each slow to read.
+    const messages = process.env.GMAIL_MESSAGES;
+    const gmail = google.locator("[data-resource=gmail]");
+    await gmail.getByRole("button", { name: "Sync now" }).click();
+    const progress = gmail.locator(".progress");
+    await page.waitForFunction(() => Number(document.querySelector("[data-resource=gmail] .progress")?.dataset.done) > 0);
+    assert.equal(await progress.getAttribute("data-total"), messages);
+    assert.match(await progress.textContent(), new RegExp(`Syncing · \\d+ of about ${messages} items`));
+    assert.equal(await gmail.getByRole("progressbar", { name: "gmail sync progress" }).getAttribute("max"), messages);
     await shot(page, "connections");
+    await gmail.getByText(`${messages} items · last sync`).waitFor({ timeout: 30_000 });
+    assert.equal(await progress.count(), 0);
+  });
+});
+
+test("a task shows its steps, what it waits for until when, and can be cancelled", async () => {
+  await withPage("tasks", async (page) => {
+    await signIn(page, "advisor");
+    await page.goto(`${BASE}/#/tasks`);
+    // The Rust side started one task: a rule's, waiting for an agenda email.
+    const { tasks } = await page.evaluate(async () => (await fetch("/api/tasks?state=waiting")).json());
+    assert.equal(tasks.length, 1);
+    await page.getByRole("link", { name: tasks[0].title }).click();
+    await page.locator("main [data-state=waiting]").waitFor();
+    const task = await page.evaluate(async (id) => (await fetch(`/api/tasks/${id}`)).json(), tasks[0].id);
+    const steps = await page.locator("main ol li").allTextContents();
+    assert.deepEqual(steps, task.steps);
+    const wait = page.locator("main .card").filter({ hasText: "waits for" });
+    assert.equal(await wait.locator("code").textContent(), task.waits[0].waits_for);
+    assert.equal(await wait.locator("time").getAttribute("datetime"), task.waits[0].until);
+    await shot(page, "tasks");
+    await page.getByRole("button", { name: "Cancel task" }).click();
+    await page.locator("main [data-state=cancelled]").waitFor();
+    assert.equal(await page.getByRole("button", { name: "Cancel task" }).count(), 0);
+    const after = await page.evaluate(async (id) => (await fetch(`/api/tasks/${id}`)).json(), tasks[0].id);
+    assert.equal(after.state, "cancelled");
   });
 });
 

@@ -125,27 +125,38 @@ pub fn last_message(body: &Value) -> &Value {
 /// When the request is the insights pipeline's tier 2, an answer as a model would give it:
 /// the message's first sentence as one feature request, quoted word for word.
 pub fn tier2_reply(body: &Value) -> Option<Reply> {
+    tier2_reply_picking(body, |sentences| sentences.first().copied())
+}
+
+/// When the request is the insights pipeline's tier 2: the message's sentence `pick` chooses
+/// as one feature request, quoted word for word (no item when it chooses none).
+pub fn tier2_reply_picking(
+    body: &Value,
+    pick: impl for<'a> Fn(&[&'a str]) -> Option<&'a str>,
+) -> Option<Reply> {
     let system = body["messages"][0]["content"].as_str()?;
     if !system.contains("list the product feedback") {
         return None;
     }
     let user = body["messages"][1]["content"].as_str()?;
     let text = user.split("\"\"\"\n").nth(1)?.trim_end_matches("\n\"\"\"");
-    let first = text
+    let sentences: Vec<&str> = text
         .split_inclusive(['.', '?', '!', '\n'])
-        .next()
-        .unwrap_or(text)
-        .trim();
-    let title: String = first
-        .split_whitespace()
-        .take(6)
-        .collect::<Vec<_>>()
-        .join(" ");
-    Some(Reply::text(
-        &json!({"items": [{"kind": "feature_request", "title": title, "quote": first}]})
-            .to_string(),
-        30,
-    ))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let items = match pick(&sentences) {
+        Some(quote) => {
+            let title: String = quote
+                .split_whitespace()
+                .take(6)
+                .collect::<Vec<_>>()
+                .join(" ");
+            json!([{"kind": "feature_request", "title": title, "quote": quote}])
+        }
+        None => json!([]),
+    };
+    Some(Reply::text(&json!({ "items": items }).to_string(), 30))
 }
 
 /// When the request is the insights pipeline's tier 1 with a model, its numbered messages.

@@ -136,6 +136,7 @@ impl AppState {
         insights::put_settings,
         insights::list_themes,
         insights::get_theme,
+        insights::theme_trend,
         insights::list_items,
         insights::progress,
         insights::import_feedback,

@@ -560,7 +560,7 @@ pub async fn themes(
     let sql = format!(
         "WITH f AS (
            SELECT i.id, i.theme_id, i.occurred_at,
-                  coalesce(i.company, i.customer->>'email', i.customer->>'name') AS account,
+                  {ACCOUNT} AS account,
                   CASE WHEN jsonb_typeof(i.customer->'open_deal_amount') = 'number'
                        THEN (i.customer->>'open_deal_amount')::float8 ELSE 0 END AS amount
            FROM insight_items i JOIN documents d ON d.id = i.document_id
@@ -589,6 +589,76 @@ pub async fn theme(db: &impl ConnectionTrait, user: UserId, id: Uuid) -> Result<
         ..Filter::default()
     };
     Ok(themes(db, user, &filter, "mentions", 1).await?.pop())
+}
+
+/// Whether the theme exists and is the user's.
+pub async fn owns_theme(db: &impl ConnectionTrait, user: UserId, id: Uuid) -> Result<bool> {
+    Ok(db
+        .query_one_raw(stmt(
+            "SELECT 1 AS one FROM insight_themes WHERE id = $1 AND user_id = $2",
+            vec![id.into(), user.0.into()],
+        ))
+        .await?
+        .is_some())
+}
+
+/// The account an item `i` speaks for: its company, else the customer's email or name.
+const ACCOUNT: &str = "coalesce(i.company, i.customer->>'email', i.customer->>'name')";
+
+/// One week (Monday 00:00 UTC onwards) of a theme.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Week {
+    pub week: chrono::NaiveDate,
+    pub items: i64,
+    /// Distinct accounts among that week's items.
+    pub accounts: i64,
+}
+
+/// The theme's items and distinct accounts per week, for the `weeks` weeks up to and
+/// including the one holding `until`, oldest first, weeks without items included.
+pub async fn weekly(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    theme: Uuid,
+    weeks: u32,
+    until: DateTime<Utc>,
+) -> Result<Vec<Week>> {
+    let sql = format!(
+        "WITH w AS (
+           SELECT generate_series(
+                    date_trunc('week', $3::timestamptz AT TIME ZONE 'UTC')
+                      - make_interval(weeks => $4 - 1),
+                    date_trunc('week', $3::timestamptz AT TIME ZONE 'UTC'),
+                    interval '1 week') AS week)
+         SELECT w.week::date AS week, count(i.id) AS items,
+                count(DISTINCT {ACCOUNT}) AS accounts
+         FROM w LEFT JOIN insight_items i
+           ON i.user_id = $1 AND i.theme_id = $2
+          AND i.occurred_at >= w.week AT TIME ZONE 'UTC'
+          AND i.occurred_at < (w.week + interval '1 week') AT TIME ZONE 'UTC'
+          AND i.occurred_at <= $3
+         GROUP BY w.week ORDER BY w.week"
+    );
+    let rows = db
+        .query_all_raw(stmt(
+            &sql,
+            vec![
+                user.0.into(),
+                theme.into(),
+                until.into(),
+                (weeks as i32).into(),
+            ],
+        ))
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(Week {
+                week: r.try_get("", "week")?,
+                items: r.try_get("", "items")?,
+                accounts: r.try_get("", "accounts")?,
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, FromQueryResult, Serialize)]

@@ -23,7 +23,7 @@ pub async fn ensure(db: &impl ConnectionTrait, user: UserId, resource: &str) -> 
 }
 
 /// Takes the lease for `lease_secs` and returns the cursor, or `None` while another run
-/// holds it.
+/// holds it. Opens a pass unless one is open (a continuation carries on its pass).
 pub async fn acquire(
     db: &impl ConnectionTrait,
     user: UserId,
@@ -33,7 +33,11 @@ pub async fn acquire(
     ensure(db, user, resource).await?;
     let row = db
         .query_one_raw(stmt(
-            "UPDATE sync_state SET lease_until = now() + make_interval(secs => $3)
+            "UPDATE sync_state SET lease_until = now() + make_interval(secs => $3),
+                 pass_open = true,
+                 pass_started_at = CASE WHEN pass_open THEN pass_started_at ELSE now() END,
+                 pass_done = CASE WHEN pass_open THEN pass_done ELSE 0 END,
+                 pass_totals = CASE WHEN pass_open THEN pass_totals ELSE '{}' END
              WHERE user_id = $1 AND resource = $2 AND (lease_until IS NULL OR lease_until < now())
              RETURNING cursor",
             vec![user.0.into(), resource.into(), (lease_secs as f64).into()],
@@ -82,25 +86,80 @@ pub async fn save_cursor(
     Ok(())
 }
 
+/// How a run ended.
+#[derive(Debug, Clone, Copy)]
+pub struct RunEnd<'a> {
+    /// Why it failed (`None`: it succeeded).
+    pub error: Option<&'a str>,
+    /// When a successful run's next safety-net run is due.
+    pub interval_secs: u64,
+    /// Items it read that [`progress`] has not counted yet.
+    pub unreported: u64,
+    /// Nothing is left to read: the pass is over (a run that stopped at its limit or failed
+    /// leaves it open for its continuation or retry).
+    pub pass_over: bool,
+}
+
 /// Ends a run: releases the lease and records the outcome. A successful run also pushes the
 /// next safety-net run `interval_secs` out.
 pub async fn finish(
     db: &impl ConnectionTrait,
     user: UserId,
     resource: &str,
-    error: Option<&str>,
-    interval_secs: u64,
+    end: RunEnd<'_>,
 ) -> Result<()> {
     db.execute_raw(stmt(
         "UPDATE sync_state SET lease_until = NULL, last_error = $3,
              last_sync_at = CASE WHEN $3 IS NULL THEN now() ELSE last_sync_at END,
-             next_run_at = CASE WHEN $3 IS NULL THEN now() + make_interval(secs => $4) ELSE next_run_at END
+             next_run_at = CASE WHEN $3 IS NULL THEN now() + make_interval(secs => $4) ELSE next_run_at END,
+             pass_done = pass_done + $5,
+             pass_open = pass_open AND NOT $6
          WHERE user_id = $1 AND resource = $2",
         vec![
             user.0.into(),
             resource.into(),
-            error.map(str::to_owned).into(),
-            (interval_secs as f64).into(),
+            end.error.map(str::to_owned).into(),
+            (end.interval_secs as f64).into(),
+            (end.unreported as i64).into(),
+            end.pass_over.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Counts `items` more read in the open pass.
+pub async fn progress(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    resource: &str,
+    items: u64,
+) -> Result<()> {
+    db.execute_raw(stmt(
+        "UPDATE sync_state SET pass_done = pass_done + $3 WHERE user_id = $1 AND resource = $2",
+        vec![user.0.into(), resource.into(), (items as i64).into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Records the provider's estimate of how many items of `part` the open pass has to read,
+/// once per pass (a later search of the same part counts only what is left).
+pub async fn estimate(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    resource: &str,
+    part: &str,
+    items: u64,
+) -> Result<()> {
+    db.execute_raw(stmt(
+        "UPDATE sync_state SET pass_totals = pass_totals || jsonb_build_object($3::text, $4::bigint)
+         WHERE user_id = $1 AND resource = $2 AND pass_open AND pass_totals -> $3::text IS NULL",
+        vec![
+            user.0.into(),
+            resource.into(),
+            part.into(),
+            (items as i64).into(),
         ],
     ))
     .await?;
@@ -169,13 +228,28 @@ pub struct ResourceStatus {
     pub last_sync_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub items_synced: i64,
+    pub pass: Option<Pass>,
+}
+
+/// A sync pass that has not finished: a run holds the lease, a continuation is queued, or a
+/// failed run waits for its retry.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Pass {
+    pub started_at: DateTime<Utc>,
+    /// Items read so far (stored, unchanged, deleted or skipped).
+    pub done: i64,
+    /// The provider's estimate of all the pass reads, when the provider gives one (Gmail's
+    /// `resultSizeEstimate`, HubSpot's search `total`; Calendar and Slack give none).
+    pub total: Option<i64>,
 }
 
 pub async fn statuses(db: &impl ConnectionTrait, user: UserId) -> Result<Vec<ResourceStatus>> {
     let rows = db
         .query_all_raw(stmt(
-            "SELECT resource, coalesce(lease_until > now(), false) AS syncing, last_sync_at,
-                    last_error, items_synced
+            "SELECT resource, coalesce(lease_until > now(), false) AS running, last_sync_at,
+                    last_error, items_synced, pass_open, pass_started_at, pass_done,
+                    (SELECT sum(value::bigint) FROM jsonb_each_text(pass_totals))::bigint
+                        AS pass_total
              FROM sync_state WHERE user_id = $1 ORDER BY resource",
             vec![user.0.into()],
         ))
@@ -183,12 +257,30 @@ pub async fn statuses(db: &impl ConnectionTrait, user: UserId) -> Result<Vec<Res
     rows.into_iter()
         .map(|r| {
             let last: Option<DateTime<FixedOffset>> = r.try_get("", "last_sync_at")?;
+            let running: bool = r.try_get("", "running")?;
+            let last_error: Option<String> = r.try_get("", "last_error")?;
+            let started: Option<DateTime<FixedOffset>> = r.try_get("", "pass_started_at")?;
+            let pass = match (r.try_get::<bool>("", "pass_open")?, started) {
+                (true, Some(started)) => {
+                    let done: i64 = r.try_get("", "pass_done")?;
+                    let total: Option<i64> = r.try_get("", "pass_total")?;
+                    Some(Pass {
+                        started_at: started.with_timezone(&Utc),
+                        done,
+                        // An estimate the pass has outgrown says nothing more.
+                        total: total.map(|t| t.max(done)),
+                    })
+                }
+                _ => None,
+            };
             Ok(ResourceStatus {
                 resource: r.try_get("", "resource")?,
-                syncing: r.try_get("", "syncing")?,
+                // Running, or its continuation queued; a failed pass is shown by its error.
+                syncing: running || (pass.is_some() && last_error.is_none()),
                 last_sync_at: last.map(|t| t.with_timezone(&Utc)),
-                last_error: r.try_get("", "last_error")?,
+                last_error,
                 items_synced: r.try_get("", "items_synced")?,
+                pass,
             })
         })
         .collect()

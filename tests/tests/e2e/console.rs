@@ -6,7 +6,7 @@
 use crate::assistant_writes::connect_google;
 use crate::fakes::FakeGoogle;
 use assistant_tests::fake_model::{
-    FakeModel, Reply, last_message, tier1_reply, tier2_reply, tool_results,
+    FakeModel, Reply, last_message, tier1_reply, tier2_reply_picking, tool_results,
 };
 use assistant_tests::{TestApp, eventually, test_config};
 use common::config::ChatProvider;
@@ -15,10 +15,49 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Whether the fake model takes a text for product feedback: a sentence of some length that
+/// asks for something or says what is wrong (not a greeting or small talk).
+fn feedback(text: &str) -> bool {
+    const CUES: [&str; 16] = [
+        "need",
+        "please",
+        "could we",
+        "would",
+        "wish",
+        "export",
+        "slow",
+        "takes",
+        "broken",
+        "fail",
+        "stopped",
+        "signs me out",
+        "can't",
+        "cannot",
+        "is there a way",
+        "missing",
+    ];
+    let lower = text.to_lowercase();
+    text.split_whitespace().count() >= 4 && CUES.iter().any(|c| lower.contains(c))
+}
+
+/// A transcript line's words without its `[00:01:02] Speaker: ` prefix, as a model quotes them.
+fn spoken(line: &str) -> &str {
+    match line.split_once(": ") {
+        Some((prefix, words)) if prefix.starts_with('[') => words,
+        _ => line,
+    }
+}
+
 /// What the fake model says: emails when asked to send, otherwise searches the mail and
 /// answers citing the 401(k) email (slowly, in many pieces, when asked to).
 fn console_model(request: &Value) -> Reply {
-    if let Some(reply) = tier1_reply(request, |_| 9).or_else(|| tier2_reply(request)) {
+    if let Some(reply) =
+        tier1_reply(request, |text| if feedback(text) { 9 } else { 2 }).or_else(|| {
+            tier2_reply_picking(request, |s| {
+                s.iter().copied().find(|s| feedback(s)).map(spoken)
+            })
+        })
+    {
         return reply;
     }
     let question = request["messages"]
@@ -61,6 +100,9 @@ fn console_model(request: &Value) -> Reply {
     }
 }
 
+/// Messages in the advisor's fake mailbox, read by the sync the browser starts.
+const GMAIL_MESSAGES: usize = 30;
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -94,7 +136,8 @@ async fn the_console_signs_in_chats_with_citations_approves_resumes_and_shows_th
     config.chat_base_url = fake.url.clone();
     config.chat_model = "fake-model".into();
     google.configure(&mut config);
-    config.sync_interval_secs = 0;
+    // Syncs run when the browser asks for them.
+    config.sync_interval_secs = 3600;
     // The fake model's price, for the usage page's cost.
     config.model_prices = "fake-model=1.00/2.00".into();
     let app = TestApp::spawn_served(config, &assistant_tests::SERVICES).await;
@@ -110,6 +153,26 @@ async fn the_console_signs_in_chats_with_citations_approves_resumes_and_shows_th
     let advisor_docs = ctl::load_demo(&app.bus, advisor, &limits).await.unwrap();
     ctl::load_demo_rules(&app.db, advisor).await.unwrap();
     connect_google(&app, &google, advisor).await;
+    // A mailbox that takes a while to read, so the connections page shows a sync's progress
+    // when the browser asks for one.
+    {
+        let mut g = google.state.lock().unwrap();
+        for i in 1..=GMAIL_MESSAGES {
+            g.deliver(
+                &format!("newsletter{i}"),
+                &format!("Weekly market newsletter {i}"),
+                "Markets were calm this week.",
+                &["INBOX"],
+            );
+        }
+        g.read_delay = Duration::from_millis(100);
+    }
+    db::sync_state::ensure(&app.db, advisor, "gmail")
+        .await
+        .unwrap();
+    db::sync_state::postpone(&app.db, advisor, "gmail", 3600)
+        .await
+        .unwrap();
     let product = db::users::ensure(&app.db, common::demo::PRODUCT_EMAIL)
         .await
         .unwrap();
@@ -132,6 +195,41 @@ async fn the_console_signs_in_chats_with_citations_approves_resumes_and_shows_th
     )
     .await;
 
+    // A task that waits: a review booked, and no agenda email yet.
+    let advisor_token = app
+        .tokens
+        .issue(
+            advisor,
+            common::demo::ADVISOR_EMAIL,
+            chrono::Duration::minutes(30),
+        )
+        .unwrap();
+    crate::rules::rule(
+        &app,
+        &advisor_token,
+        "when calendar.event.created if title contains \"review\" \
+         then log text=\"Review booked: {{event.title}}\"; \
+         wait for gmail.email.received if subject contains \"agenda\" within 3d \
+         else notify text=\"No agenda yet for {{event.title}}\"",
+        false,
+    )
+    .await;
+    crate::rules::publish(
+        &app,
+        advisor,
+        "calendar",
+        "calendar.event.created",
+        "review-1",
+        json!({"title": "Annual review with Maria Alvarez", "organizer": common::demo::ADVISOR_EMAIL}),
+    )
+    .await;
+    eventually("the task waits", Duration::from_secs(30), || async {
+        crate::rules::get_json(&app, &advisor_token, "/api/tasks?state=waiting").await["tasks"]
+            .as_array()
+            .is_some_and(|t| t.len() == 1)
+    })
+    .await;
+
     let shots = repo_root().join("target/console-screenshots");
     let output = tokio::process::Command::new("node")
         .args(["--test", "--test-reporter=spec", "--test-concurrency=1"])
@@ -140,6 +238,7 @@ async fn the_console_signs_in_chats_with_citations_approves_resumes_and_shows_th
         .env("BASE_URL", &app.url)
         .env("CHROMIUM", &chromium)
         .env("SHOTS", &shots)
+        .env("GMAIL_MESSAGES", GMAIL_MESSAGES.to_string())
         .env("README_SHOTS", repo_root().join("docs/screenshots"))
         .kill_on_drop(true)
         .output()
@@ -167,15 +266,7 @@ async fn the_console_signs_in_chats_with_citations_approves_resumes_and_shows_th
     );
 
     // The cost the usage page showed is the tokens at the configured price.
-    let token = app
-        .tokens
-        .issue(
-            advisor,
-            common::demo::ADVISOR_EMAIL,
-            chrono::Duration::minutes(5),
-        )
-        .unwrap();
-    let usage = crate::rules::get_json(&app, &token, "/api/usage").await;
+    let usage = crate::rules::get_json(&app, &advisor_token, "/api/usage").await;
     let days = usage["days"].as_array().unwrap();
     assert!(!days.is_empty(), "{usage}");
     for day in days {

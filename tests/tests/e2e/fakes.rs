@@ -72,6 +72,8 @@ pub struct Google {
     /// How long `messages.send` and `events.insert` take to answer (the effect is stored
     /// first): a process that dies meanwhile made it without learning so.
     pub write_delay: std::time::Duration,
+    /// How long `messages.get` takes to answer (a mailbox that takes a while to read).
+    pub read_delay: std::time::Duration,
 }
 
 impl Google {
@@ -457,7 +459,7 @@ fn gmail(g: &mut Google, r: &Request) -> ResponseTemplate {
             "expiration": (chrono::Utc::now() + chrono::Duration::days(7)).timestamp_millis().to_string(),
         })),
         ("GET", id) if id.starts_with("messages/") => match g.messages.get(id.trim_start_matches("messages/")) {
-            Some(m) => ResponseTemplate::new(200).set_body_json(m),
+            Some(m) => ResponseTemplate::new(200).set_body_json(m).set_delay(g.read_delay),
             None => ResponseTemplate::new(404).set_body_json(json!({"error": {"code": 404, "message": "Requested entity was not found.", "status": "NOT_FOUND"}})),
         },
         _ => ResponseTemplate::new(404),

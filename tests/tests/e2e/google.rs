@@ -909,3 +909,76 @@ async fn google_users_are_matched_by_account_not_address() {
         "no session for the newcomer"
     );
 }
+
+/// A first sync larger than one run shows its progress in `GET /api/connections`: items
+/// read of Gmail's estimate, never going back across the continuations that carry it, and
+/// no progress once the pass is over.
+#[tokio::test]
+async fn a_first_gmail_sync_reports_its_progress_across_continuations() {
+    let (app, fake) = google_app(&["ingest"], |c| {
+        c.sync_max_items = 4;
+        c.sync_interval_secs = 3600;
+    })
+    .await;
+    const MESSAGES: i64 = 24;
+    {
+        let mut g = fake.state.lock().unwrap();
+        for i in 1..=MESSAGES {
+            g.deliver(
+                &format!("m{i}"),
+                &format!("Subject {i}"),
+                &format!("Body {i}"),
+                &["INBOX"],
+            );
+        }
+        g.read_delay = Duration::from_millis(40);
+    }
+    let user = connect(&app, &fake, chrono::Duration::hours(1)).await;
+    let token = app
+        .tokens
+        .issue(user, EMAIL, chrono::Duration::hours(1))
+        .unwrap();
+    sync_gmail(&app, user).await;
+
+    let mut seen: Vec<(i64, Option<i64>)> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let finished = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sync did not finish: {seen:?}"
+        );
+        let body = crate::rules::get_json(&app, &token, "/api/connections").await;
+        let gmail = body["connections"][0]["resources"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["resource"] == "gmail"))
+            .cloned();
+        if let Some(gmail) = gmail {
+            match gmail["progress"].as_object() {
+                Some(p) => {
+                    assert_eq!(gmail["syncing"], true, "{gmail}");
+                    seen.push((p["done"].as_i64().unwrap(), p["total"].as_i64()));
+                }
+                None if gmail["last_sync_at"].is_string() && !seen.is_empty() => break gmail,
+                None => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(finished["syncing"], false, "{finished}");
+    assert_eq!(finished["items_synced"], MESSAGES, "{finished}");
+    assert!(
+        seen.windows(2).all(|w| w[0].0 <= w[1].0),
+        "progress never goes back: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|&(done, total)| done > 0 && done < MESSAGES && total == Some(MESSAGES)),
+        "a pass under way shows how far it is of Gmail's estimate: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|&(_, total)| total.is_none_or(|t| t == MESSAGES)),
+        "one estimate per pass, not one per continuation: {seen:?}"
+    );
+    assert_eq!(emails(&app, user).await, MESSAGES);
+}

@@ -1231,3 +1231,144 @@ async fn with_a_model_tier1_scores_uncertain_messages_in_batches() {
     let (calls, usage) = model_calls(&app, &token).await;
     assert_eq!(calls as usize, fake.calls(), "{usage}");
 }
+
+/// A theme's trend: items and distinct accounts per week (Monday 00:00 UTC), weeks without
+/// items included, nothing outside the window counted, and the last complete week against
+/// the mean of the four before it. Someone else's theme is not found.
+#[tokio::test]
+async fn a_themes_trend_counts_items_and_accounts_per_week() {
+    use db::insights::{Customer, Joining, NewItem};
+    let app = TestApp::spawn_only(&[]).await;
+    let (user, token) = app.user("pm@trend.example").await;
+    let joining = Joining {
+        join: 0.3,
+        ask: 0.3,
+        regroup: 0.8,
+    };
+    let said = [
+        ("2026-10-05T10:00:00Z", "Zeta"), // before the window
+        ("2026-10-13T10:00:00Z", "Acme"),
+        ("2026-10-21T10:00:00Z", "Acme"),
+        ("2026-10-22T10:00:00Z", "Brio"),
+        ("2026-11-02T00:00:00Z", "Acme"), // the first instant of its week
+        ("2026-11-08T23:59:59Z", "Cato"), // the last second of the same week
+        ("2026-11-10T10:00:00Z", "Acme"),
+        ("2026-11-11T10:00:00Z", "Brio"),
+        ("2026-11-12T10:00:00Z", "Brio"),
+        ("2026-11-17T10:00:00Z", "Dyna"),
+        ("2026-11-19T10:00:00Z", "Eon"), // after `until`
+    ];
+    let mut theme = None;
+    for (i, (at, company)) in said.iter().enumerate() {
+        let quote = format!("We need exports to the warehouse ({i}).");
+        let input = common::events::DocumentInput {
+            source: Source::parse("feedback").unwrap(),
+            kind: Source::parse("feedback").unwrap(),
+            external_id: format!("trend-{i}"),
+            title: String::new(),
+            body: quote.clone(),
+            metadata: json!({"company": company}),
+            occurred_at: None,
+        };
+        let (doc, _, _) = db::documents::upsert(&app.db, user, &input).await.unwrap();
+        let placed = db::insights::replace_items(
+            &app.db,
+            user,
+            doc,
+            vec![NewItem {
+                span_start: 0,
+                span_end: quote.len() as i32,
+                kind: "feature_request".into(),
+                title: "Warehouse export".into(),
+                description: String::new(),
+                quote,
+                score: 8,
+                customer: Customer {
+                    company: Some((*company).into()),
+                    ..Customer::default()
+                },
+                product_area: None,
+                sentiment: "neutral".into(),
+                urgency: "low".into(),
+                embedding: direction(&[(0, 1.0), (1 + i, 0.05)]),
+                occurred_at: at.parse().unwrap(),
+                confirmed: None,
+            }],
+            joining,
+        )
+        .await
+        .unwrap();
+        assert_eq!(*theme.get_or_insert(placed[0].theme), placed[0].theme);
+    }
+    let theme = theme.unwrap();
+    let trend = get(
+        &app,
+        &token,
+        &format!("/api/insights/themes/{theme}/trend?weeks=6&until=2026-11-18T12:00:00Z"),
+    )
+    .await;
+    let weeks: Vec<(String, i64, i64)> = trend["weeks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["week"].as_str().unwrap().to_owned(),
+                w["items"].as_i64().unwrap(),
+                w["accounts"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("2026-10-12", 1, 1),
+        ("2026-10-19", 2, 2),
+        ("2026-10-26", 0, 0),
+        ("2026-11-02", 2, 2),
+        ("2026-11-09", 3, 2),
+        ("2026-11-16", 1, 1),
+    ]
+    .map(|(w, i, a)| (w.to_owned(), i, a));
+    assert_eq!(weeks, expected, "{trend}");
+    let change = &trend["change"];
+    assert_eq!(change["week"], "2026-11-09", "{trend}");
+    assert_eq!(
+        (change["items"].as_i64(), change["accounts"].as_i64()),
+        (Some(3), Some(2))
+    );
+    assert_eq!(change["trailing_weeks"], 4);
+    assert_eq!(change["trailing_items"], 1.25);
+    assert_eq!(change["trailing_accounts"], 1.25);
+    assert!(
+        (change["items_change"].as_f64().unwrap() - 1.4).abs() < 1e-9,
+        "{trend}"
+    );
+
+    // Without `until`, the window ends this week: the theme's items are all older.
+    let now = get(&app, &token, &format!("/api/insights/themes/{theme}/trend")).await;
+    assert_eq!(now["weeks"].as_array().unwrap().len(), 12);
+
+    for (query, status) in [("weeks=2", 422), ("weeks=105", 422)] {
+        let r = app
+            .http
+            .get(format!(
+                "{}/api/insights/themes/{theme}/trend?{query}",
+                app.url
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["field"], "weeks", "{body}");
+    }
+    let (_, other) = app.user("pm@elsewhere.example").await;
+    let r = app
+        .http
+        .get(format!("{}/api/insights/themes/{theme}/trend", app.url))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

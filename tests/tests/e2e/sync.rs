@@ -78,6 +78,19 @@ async fn announced(app: &TestApp, user: UserId, source: &str, name: &str) -> usi
         .sum()
 }
 
+async fn resource_status(
+    app: &TestApp,
+    user: UserId,
+    resource: &str,
+) -> db::sync_state::ResourceStatus {
+    db::sync_state::statuses(&app.db, user)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.resource == resource)
+        .unwrap()
+}
+
 async fn cursor(app: &TestApp, user: UserId, resource: &str) -> Value {
     db::sync_state::cursor(&app.db, user, resource)
         .await
@@ -489,6 +502,17 @@ async fn hubspot_sync_is_incremental_and_misses_nothing_that_changes_between_run
     let c = cursor(&app, user, "hubspot").await;
     assert_eq!(c["since"]["contacts"], T + 3_000);
     assert_eq!(c["seen"]["contacts"], json!(["3"]));
+    let status = resource_status(&app, user, "hubspot").await;
+    let pass = status
+        .pass
+        .clone()
+        .expect("the pass goes on in its continuation");
+    assert_eq!(
+        (pass.done, pass.total),
+        (3, Some(7)),
+        "three read of the seven contacts HubSpot's search counts: {status:?}"
+    );
+    assert!(status.syncing, "{status:?}");
 
     // Between runs, an already-synced contact changes (it moves to the end of the order)
     // and HubSpot has a moment of trouble.
@@ -518,6 +542,9 @@ async fn hubspot_sync_is_incremental_and_misses_nothing_that_changes_between_run
         11,
         "7 contacts, 2 companies, 1 deal, 1 note"
     );
+    let status = resource_status(&app, user, "hubspot").await;
+    assert_eq!(status.pass, None, "the pass is over: {status:?}");
+    assert!(!status.syncing, "{status:?}");
     for id in 1..=7 {
         assert!(
             db::documents::get(

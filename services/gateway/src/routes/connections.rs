@@ -40,10 +40,27 @@ pub struct Connection {
 pub struct ResourceState {
     /// `gmail`, `calendar`, `hubspot` or `slack`.
     pub resource: String,
+    /// A run is reading, or a continuation of its pass is queued.
     pub syncing: bool,
     pub last_sync_at: Option<chrono::DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// New or changed items stored, over all syncs.
     pub items_synced: i64,
+    /// The sync pass under way (absent when none is): present from a pass's first run until
+    /// a run finds nothing left to read, across continuations and retries.
+    pub progress: Option<SyncProgress>,
+}
+
+/// How far a sync pass has come.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SyncProgress {
+    pub started_at: chrono::DateTime<Utc>,
+    /// Items read so far (stored, unchanged, deleted or skipped).
+    pub done: i64,
+    /// The provider's estimate of all the pass reads, never below `done`: Gmail's
+    /// `resultSizeEstimate` and HubSpot's search `total`; `null` for Calendar and Slack,
+    /// which give no count.
+    pub total: Option<i64>,
 }
 
 impl From<ResourceStatus> for ResourceState {
@@ -54,6 +71,11 @@ impl From<ResourceStatus> for ResourceState {
             last_sync_at: r.last_sync_at,
             last_error: r.last_error,
             items_synced: r.items_synced,
+            progress: r.pass.map(|p| SyncProgress {
+                started_at: p.started_at,
+                done: p.done,
+                total: p.total,
+            }),
         }
     }
 }

@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/api/insights/themes", get(list_themes))
         .route("/api/insights/themes/{id}", get(get_theme))
+        .route("/api/insights/themes/{id}/trend", get(theme_trend))
         .route("/api/insights/items", get(list_items))
         .route("/api/insights/progress", get(progress))
         .route("/api/insights/feedback", post(import_feedback))
@@ -377,6 +378,110 @@ pub async fn get_theme(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+pub struct TrendParams {
+    /// How many weeks, 3-104, default 12.
+    pub weeks: Option<u32>,
+    /// The last week is the one holding this time (default now).
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A theme over time, week by week (weeks start Monday 00:00 UTC).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ThemeTrend {
+    pub theme_id: Uuid,
+    /// Oldest first, weeks without items included. The last week is the one holding `until`,
+    /// so it is usually still going.
+    pub weeks: Vec<WeekCount>,
+    /// The last complete week (the one before the last) against the complete weeks before it.
+    pub change: TrendChange,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WeekCount {
+    /// The Monday the week starts.
+    pub week: chrono::NaiveDate,
+    pub items: i64,
+    /// Distinct accounts among the week's items.
+    pub accounts: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrendChange {
+    pub week: chrono::NaiveDate,
+    pub items: i64,
+    pub accounts: i64,
+    /// How many weeks before it the means are over (up to 4).
+    pub trailing_weeks: usize,
+    pub trailing_items: f64,
+    pub trailing_accounts: f64,
+    /// `items` over `trailing_items`, less one (0.5: half again as many); `null` when the
+    /// trailing weeks had no items.
+    pub items_change: Option<f64>,
+}
+
+/// Weeks the change is measured against.
+const TRAILING_WEEKS: usize = 4;
+
+fn trend_change(weeks: &[WeekCount]) -> TrendChange {
+    // The last week is still going; the one before it is the last complete one.
+    let last = weeks.len() - 2;
+    let trailing = &weeks[last.saturating_sub(TRAILING_WEEKS)..last];
+    let mean = |f: fn(&WeekCount) -> i64| {
+        trailing.iter().map(f).sum::<i64>() as f64 / trailing.len() as f64
+    };
+    let (trailing_items, trailing_accounts) = (mean(|w| w.items), mean(|w| w.accounts));
+    TrendChange {
+        week: weeks[last].week,
+        items: weeks[last].items,
+        accounts: weeks[last].accounts,
+        trailing_weeks: trailing.len(),
+        trailing_items,
+        trailing_accounts,
+        items_change: (trailing_items > 0.0)
+            .then(|| weeks[last].items as f64 / trailing_items - 1.0),
+    }
+}
+
+#[utoipa::path(get, path = "/api/insights/themes/{id}/trend", tag = "insights", params(("id" = Uuid, Path), TrendParams),
+    security(("bearer" = []), ("session" = [])),
+    responses((status = 200, description = "The theme's items and accounts per week", body = ThemeTrend),
+        (status = 404, description = "No such theme of yours", body = ErrorBody),
+        (status = 422, description = "`weeks` out of range", body = ErrorBody)))]
+pub async fn theme_trend(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<Uuid>,
+    Query(p): Query<TrendParams>,
+) -> Result<Json<ThemeTrend>, ApiError> {
+    let weeks = p.weeks.unwrap_or(12);
+    if !(3..=104).contains(&weeks) {
+        return Err(ApiError::Invalid(FieldError::new(
+            "weeks",
+            "must be between 3 and 104",
+        )));
+    }
+    if !db::insights::owns_theme(&state.db, user, id).await? {
+        return Err(ApiError::NotFound("no such theme".into()));
+    }
+    let until = p.until.unwrap_or_else(Utc::now);
+    let weeks: Vec<WeekCount> = db::insights::weekly(&state.db, user, id, weeks, until)
+        .await?
+        .into_iter()
+        .map(|w| WeekCount {
+            week: w.week,
+            items: w.items,
+            accounts: w.accounts,
+        })
+        .collect();
+    Ok(Json(ThemeTrend {
+        theme_id: id,
+        change: trend_change(&weeks),
+        weeks,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ItemParams {
     pub theme: Option<Uuid>,
     pub kind: Option<String>,
@@ -667,4 +772,50 @@ pub async fn import_feedback(
         StatusCode::ACCEPTED,
         Json(FeedbackResponse { accepted, refused }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weeks(items: &[i64]) -> Vec<WeekCount> {
+        let monday = chrono::NaiveDate::from_ymd_opt(2026, 9, 7).unwrap();
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| WeekCount {
+                week: monday + chrono::Duration::weeks(i as i64),
+                items: n,
+                accounts: n / 2,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_last_complete_week_is_compared_with_up_to_four_before_it() {
+        // The 9 is too old to count; the trailing 1 is the week still going.
+        let change = trend_change(&weeks(&[9, 1, 2, 3, 2, 6, 1]));
+        assert_eq!(
+            change.week,
+            chrono::NaiveDate::from_ymd_opt(2026, 10, 12).unwrap()
+        );
+        assert_eq!((change.items, change.accounts), (6, 3));
+        assert_eq!(change.trailing_weeks, 4);
+        assert_eq!(change.trailing_items, 2.0);
+        assert_eq!(change.trailing_accounts, 0.75);
+        assert_eq!(change.items_change, Some(2.0));
+    }
+
+    #[test]
+    fn a_theme_new_this_period_has_no_ratio() {
+        let change = trend_change(&weeks(&[0, 0, 3, 5]));
+        assert_eq!(change.items, 3);
+        assert_eq!(change.trailing_weeks, 2);
+        assert_eq!(change.items_change, None);
+        let shortest = trend_change(&weeks(&[4, 2, 0]));
+        assert_eq!(
+            (shortest.trailing_weeks, shortest.items_change),
+            (1, Some(-0.5))
+        );
+    }
 }

@@ -33,6 +33,7 @@ struct MessageList {
     #[serde(default)]
     messages: Vec<IdRef>,
     next_page_token: Option<String>,
+    result_size_estimate: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,6 +159,10 @@ async fn full(
         let list: MessageList = api
             .get(&format!("{}/messages", users_me(run)), &params)
             .await?;
+        if let Some(estimate) = list.result_size_estimate {
+            // The first page's estimate counts the whole window; recorded once per pass.
+            run.estimate("messages", estimate).await?;
+        }
         for m in &list.messages {
             fetch_and_store(run, &m.id).await?;
         }

@@ -67,6 +67,7 @@ fn singular(object_type: &str) -> &'static str {
 struct SearchPage {
     #[serde(default)]
     results: Vec<Value>,
+    total: Option<u64>,
     paging: Option<Paging>,
 }
 
@@ -162,6 +163,10 @@ async fn object_changes(
         }
         let url = format!("{}/crm/v3/objects/{object_type}/search", api_base(run));
         let page: SearchPage = run.api().post(&url, &body).await?;
+        if let Some(total) = page.total {
+            // The pass's first search of this type counts all it reads of it.
+            run.estimate(object_type, total).await?;
+        }
         let started_at = since;
         for object in &page.results {
             let Some(id) = object["id"].as_str() else {

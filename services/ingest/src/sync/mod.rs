@@ -23,12 +23,15 @@ use db::documents::Upserted;
 use db::{DatabaseConnection, sync_state};
 use providers::{Provider, ProviderError, Providers};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a run may hold the lease; a crashed run's lease lapses after this.
 const LEASE_SECS: i64 = 300;
 /// A command that finds the lease taken comes back after this long.
 const BUSY_RETRY: Duration = Duration::from_secs(10);
+/// How often a run counts its items into the pass's progress (at most one write per this
+/// long, so a fast sync does not write once per item).
+const REPORT_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Clone)]
 pub struct Sync {
@@ -65,6 +68,8 @@ pub struct Run<'a> {
     pub progress: Progress,
     /// Items already counted in `sync_state.items_synced` by an earlier cursor save.
     counted: u64,
+    /// Items read (`progress.touched()`) already counted in the pass's progress, and when.
+    reported: (u64, Instant),
     /// The run stopped at the limit; a continuation follows it.
     continuation: bool,
     /// First syncs and their continuations index in the bulk lane, so one user's 30 days of
@@ -144,6 +149,7 @@ impl<'a> Run<'a> {
             Upserted::Unchanged { .. } => self.progress.unchanged += 1,
             _ => self.progress.stored += 1,
         }
+        self.report().await?;
         if let Some(name) = name {
             let id = common::DocumentId::derive(self.user, &doc.source, &doc.external_id);
             self.announce(name, &doc.external_id, Some(id), doc.content_hash(), data)
@@ -166,6 +172,7 @@ impl<'a> Run<'a> {
         let removed =
             db::documents::delete(&self.sync.db, self.user, &self.source, external_id).await?;
         self.progress.deleted += 1;
+        self.report().await?;
         self.announce(name, external_id, removed, "deleted".into(), data)
             .await
     }
@@ -190,6 +197,7 @@ impl<'a> Run<'a> {
         )
         .await?;
         self.progress.skipped += 1;
+        self.report().await?;
         tracing::info!(user.id = %self.user, resource = self.resource.as_str(), reason, "item skipped");
         Ok(())
     }
@@ -219,6 +227,38 @@ impl<'a> Run<'a> {
             .publish(&event)
             .await
             .map_err(HandleError::retry)?;
+        Ok(())
+    }
+
+    /// Counts what this run has read into the pass's progress, at most every
+    /// [`REPORT_EVERY`]; the run's end counts the rest.
+    async fn report(&mut self) -> Result<(), HandleError> {
+        let (reported, at) = self.reported;
+        if at.elapsed() < REPORT_EVERY {
+            return Ok(());
+        }
+        let touched = self.progress.touched();
+        sync_state::progress(
+            &self.sync.db,
+            self.user,
+            self.resource.as_str(),
+            touched - reported,
+        )
+        .await?;
+        self.reported = (touched, Instant::now());
+        Ok(())
+    }
+
+    /// Records the provider's estimate of how many items of `part` this pass reads.
+    pub async fn estimate(&self, part: &str, items: u64) -> Result<(), HandleError> {
+        sync_state::estimate(
+            &self.sync.db,
+            self.user,
+            self.resource.as_str(),
+            part,
+            items,
+        )
+        .await?;
         Ok(())
     }
 
@@ -312,6 +352,7 @@ impl Sync {
             cause,
             progress: Progress::default(),
             counted: 0,
+            reported: (0, Instant::now()),
             continuation: false,
             lane,
             history,
@@ -357,15 +398,13 @@ impl Sync {
             Resource::Slack => slack::changes(run, cursor).await,
         };
         let error = result.as_ref().err().map(|e| e.to_string());
-        if let Err(e) = sync_state::finish(
-            &self.db,
-            run.user,
-            resource,
-            error.as_deref(),
-            self.config.sync_interval_secs,
-        )
-        .await
-        {
+        let end = sync_state::RunEnd {
+            error: error.as_deref(),
+            interval_secs: self.config.sync_interval_secs,
+            unreported: run.progress.touched() - run.reported.0,
+            pass_over: matches!(result, Ok(Outcome::Done)),
+        };
+        if let Err(e) = sync_state::finish(&self.db, run.user, resource, end).await {
             tracing::warn!(error = %e, "could not release the sync lease; it lapses in {LEASE_SECS} s");
         }
         if let Ok(outcome) = &result {

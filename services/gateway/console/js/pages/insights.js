@@ -45,13 +45,19 @@ export async function render(main, { route }) {
       : h("p", {}, source || area || days || kind ? "No themes match these filters." : "No themes yet. Turn on product intelligence in settings and connect Slack, Gmail or your call recorder."));
 }
 
+const WEEKS = 12;
+
 async function theme(main, id) {
   const { theme: t, items } = await api.get(`/api/insights/themes/${id}${query({ limit: 500 })}`);
+  // The weeks up to now; a theme quiet for longer shows the weeks up to its last mention.
+  const quiet = Date.now() - new Date(t.last_seen).getTime() > WEEKS * 7 * 86400e3;
+  const trend = await api.get(`/api/insights/themes/${id}/trend${query({ weeks: WEEKS, until: quiet ? t.last_seen : "" })}`);
   fill(main,
     h("p", {}, h("a", { href: "#/insights" }, "← Insights")),
     h("h1", {}, t.title),
     h("p", { class: "muted" }, `${KINDS[t.kind] || t.kind} · ${t.items} mentions · ${t.accounts} accounts · ${money.format(t.open_deal_amount)} in open deals · first `, time(t.first_seen), ", last ", time(t.last_seen)),
-    h("h2", {}, "Mentions per week"), trend(items),
+    h("h2", {}, "Mentions per week"), quiet ? h("p", { class: "muted small" }, "Up to its last mention.") : "",
+    trendChart(trend), change(trend.change),
     h("h2", {}, "What customers said"),
     h("ul", { class: "list" }, items.map((i) => h("li", { class: "card", "data-item": i.id },
       h("blockquote", {}, `“${i.quote}”`),
@@ -66,19 +72,21 @@ function who(customer) {
   return customer.name || customer.email || "Someone";
 }
 
-/** Weekly counts of the theme's items (the last 12 weeks). */
-function trend(items) {
-  const week = 7 * 86400e3;
-  const now = Date.now();
-  const labels = [];
-  const counts = [];
-  for (let i = 11; i >= 0; i--) {
-    const start = now - (i + 1) * week;
-    labels.push(new Date(start).toISOString().slice(0, 10));
-    counts.push(items.filter((x) => {
-      const t = new Date(x.occurred_at).getTime();
-      return t >= start && t < start + week;
-    }).length);
-  }
-  return barChart(labels, counts, "Mentions per week");
+/** Mentions per week (weeks start on Monday, UTC), with the week's distinct accounts. */
+function trendChart({ weeks }) {
+  const chart = barChart(weeks.map((w) => w.week), weeks.map((w) => w.items), "Mentions per week");
+  chart.querySelectorAll("rect.bar title").forEach((title, i) => {
+    title.textContent += ` from ${weeks[i].accounts} ${weeks[i].accounts === 1 ? "account" : "accounts"}`;
+  });
+  return chart;
+}
+
+/** The last complete week against the weeks before it. */
+function change(c) {
+  const plural = (n, one) => `${n.toLocaleString()} ${one}${n === 1 ? "" : "s"}`;
+  const versus = c.items_change == null
+    ? "none in the weeks before"
+    : `${c.items_change >= 0 ? "+" : "−"}${Math.round(Math.abs(c.items_change) * 100)}% against the ${c.trailing_weeks} weeks before (${c.trailing_items.toLocaleString(undefined, { maximumFractionDigits: 1 })} a week)`;
+  return h("p", { class: "small", "data-change": c.items_change ?? "" },
+    `Week of ${c.week}: ${plural(c.items, "mention")} from ${plural(c.accounts, "account")}, ${versus}.`);
 }

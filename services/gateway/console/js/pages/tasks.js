@@ -23,7 +23,7 @@ async function detail(main, id) {
     h("h2", {}, "Steps"),
     h("ol", {}, t.steps.map((s, i) => h("li", { class: i < t.step ? "muted" : i === t.step && open ? "warn" : "" }, s))),
     t.waits.length ? [h("h2", {}, "Waits"), h("ul", { class: "list" }, t.waits.map((w) => h("li", { class: "card" },
-      h("p", {}, `Step ${w.step + 1}: ${w.state}, waiting for `, h("code", {}, w.waits_for)),
+      h("p", {}, `Step ${w.step + 1} (${w.state}) waits for `, h("code", {}, w.waits_for)),
       w.until ? h("p", { class: "small" }, "Deadline ", time(w.until)) : "",
       w.resolved_at ? h("p", { class: "small muted" }, "Resolved ", time(w.resolved_at)) : "")))] : "",
     t.invocations.length ? [h("h2", {}, "Actions"), h("ul", { class: "list" }, t.invocations.map((i) => h("li", { class: "card" },
