@@ -40,6 +40,7 @@ mod m20261205_000013_insight_grouping;
 mod m20261205_000014_auth_invalidation;
 mod m20261205_000015_gin_pending;
 mod m20261206_000016_sync_progress;
+mod m20261206_000017_insight_curation;
 
 pub struct Migrator;
 
@@ -63,6 +64,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000014_auth_invalidation::Migration),
             Box::new(m20261205_000015_gin_pending::Migration),
             Box::new(m20261206_000016_sync_progress::Migration),
+            Box::new(m20261206_000017_insight_curation::Migration),
         ]
     }
 }

@@ -264,6 +264,45 @@ test("a theme's quotes open their source, for the product team", async () => {
   });
 });
 
+test("a product team renames a theme and dismisses a quote, then undoes it from the history", async () => {
+  await withPage("curate", async (page) => {
+    await signIn(page, "product team");
+    const api = (u) => page.evaluate(async (x) => (await fetch(x)).json(), u);
+    await page.goto(`${BASE}/#/insights`);
+    const first = page.locator("tbody tr a").first();
+    await first.waitFor({ timeout: 30000 });
+    await first.click();
+    await page.locator("[data-item]").first().waitFor();
+    const id = page.url().split("#/insights/")[1];
+    await page.getByText("Curate this theme").click();
+    await page.locator("#theme-title").fill("Invoice export to Excel and CSV");
+    await page.getByRole("button", { name: "Rename" }).click();
+    await page.locator("main h1", { hasText: "Invoice export to Excel and CSV" }).waitFor();
+    assert.equal((await api(`/api/insights/themes/${id}`)).theme.title, "Invoice export to Excel and CSV");
+    await assertLabelled(page);
+
+    // A quote that is not feedback leaves the theme.
+    const quote = page.locator("[data-item]").first();
+    const item = await quote.getAttribute("data-item");
+    await quote.getByRole("button", { name: "Not feedback" }).click();
+    await page.locator(`[data-item="${item}"]`).waitFor({ state: "detached" });
+    assert.ok(!(await api(`/api/insights/themes/${id}`)).items.some((i) => i.id === item));
+
+    // The history says who did what, newest first; undo brings the quote back.
+    await page.goto(`${BASE}/#/insights/curations`);
+    const latest = page.locator("[data-curation]").first();
+    await latest.waitFor();
+    assert.equal(await latest.getAttribute("data-action"), "dismiss");
+    assert.match(await latest.textContent(), /demo@product\.example/);
+    await shot(page, "curations");
+    await latest.getByRole("button", { name: "Undo" }).click();
+    await page.locator("[data-curation] >> text=undone by").first().waitFor();
+    assert.ok((await api(`/api/insights/themes/${id}`)).items.some((i) => i.id === item));
+    const { curations } = await api("/api/insights/curations");
+    assert.deepEqual(curations.map((c) => [c.action, Boolean(c.undone_at)]), [["dismiss", true], ["rename", false]]);
+  });
+});
+
 test("the header's search box finds a document, which opens with its provider link", async () => {
   await withPage("search", async (page) => {
     await signIn(page, "advisor");

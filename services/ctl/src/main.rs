@@ -160,7 +160,9 @@ enum InsightsCommand {
         until: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// Group a user's items into themes again, all at once (average link), as the pipeline
-    /// does by itself every 10% more items; theme ids and titles stay where their items stay.
+    /// does by itself every 10% more items; theme ids and titles stay where their items stay,
+    /// and every curation (merge, split, move, rename, dismiss) is kept.
+    #[command(alias = "recluster")]
     Regroup {
         /// The user's email or id.
         #[arg(long)]

@@ -24,8 +24,8 @@ use common::intake::Limits;
 use db::DatabaseConnection;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use routes::{
-    approvals, chat, connections, console, conversations, documents, ingest, insights, ops,
-    provider_hooks, rules, search, sign_in, sync, tasks, tokens, transcripts, webhooks,
+    approvals, chat, connections, console, conversations, curation, documents, ingest, insights,
+    ops, provider_hooks, rules, search, sign_in, sync, tasks, tokens, transcripts, webhooks,
 };
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -137,6 +137,13 @@ impl AppState {
         insights::list_themes,
         insights::get_theme,
         insights::theme_trend,
+        curation::merge,
+        curation::split,
+        curation::rename,
+        curation::move_item,
+        curation::dismiss,
+        curation::list,
+        curation::undo,
         insights::list_items,
         insights::progress,
         insights::import_feedback,
@@ -218,6 +225,7 @@ pub fn router(state: AppState) -> Router {
         .merge(rules::router())
         .merge(tasks::router())
         .merge(insights::router())
+        .merge(curation::router())
         .merge(ops::router())
         .route(
             "/openapi.json",

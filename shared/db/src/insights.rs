@@ -348,15 +348,26 @@ pub async fn replace_items(
     .await?;
     let old = txn
         .query_all_raw(stmt(
-            "DELETE FROM insight_items WHERE user_id = $1 AND document_id = $2 RETURNING id, theme_id",
+            "DELETE FROM insight_items WHERE user_id = $1 AND document_id = $2
+             RETURNING id, theme_id, pinned, dismissed_at",
             vec![user.0.into(), document.0.into()],
         ))
         .await?;
     let mut touched: Vec<Uuid> = Vec::new();
-    let mut old_ids = std::collections::HashSet::new();
+    // What people decided about the items found again (same document and span): a pinned
+    // item goes back to its theme and a dismissed one stays dismissed.
+    let mut curated: std::collections::HashMap<Uuid, Curated> = Default::default();
     for r in &old {
-        old_ids.insert(r.try_get::<Uuid>("", "id")?);
-        if let Some(t) = r.try_get::<Option<Uuid>>("", "theme_id")? {
+        let id = r.try_get::<Uuid>("", "id")?;
+        let theme = r.try_get::<Option<Uuid>>("", "theme_id")?;
+        let dismissed: Option<DateTime<Utc>> = r.try_get("", "dismissed_at")?;
+        let state = match (dismissed, theme) {
+            (Some(at), _) => Curated::Dismissed(at),
+            (None, Some(t)) if r.try_get::<bool>("", "pinned")? => Curated::Pinned(t),
+            _ => Curated::No,
+        };
+        curated.insert(id, state);
+        if let Some(t) = theme {
             touched.push(t);
         }
     }
@@ -378,33 +389,20 @@ pub async fn replace_items(
             .map(|r| Ok::<_, sea_orm::DbErr>((r.try_get("", "id")?, r.try_get("", "similarity")?)))
             .transpose()?;
         let similarity = nearest.map(|(_, s)| s as f32);
-        let (theme, new_theme) = match nearest {
-            Some((t, s)) if s as f32 >= joining.join => (t, false),
-            Some((t, s)) if s as f32 >= joining.ask && item.confirmed == Some(t) => (t, false),
-            _ => {
-                let t = Uuid::new_v4();
-                txn.execute_raw(stmt(
-                    "INSERT INTO insight_themes (id, user_id, title, summary, kind, centroid, first_seen, last_seen)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-                    vec![
-                        t.into(),
-                        user.0.into(),
-                        item.title.clone().into(),
-                        item.quote.clone().into(),
-                        item.kind.clone().into(),
-                        vector.clone().into(),
-                        item.occurred_at.into(),
-                    ],
-                ))
-                .await?;
-                (t, true)
+        let state = curated.get(&id).cloned().unwrap_or(Curated::No);
+        let (theme, new_theme) = match (&state, nearest) {
+            (Curated::Dismissed(_), _) => (None, false),
+            (Curated::Pinned(t), _) => (Some(*t), false),
+            (Curated::No, nearest) => {
+                let (t, new) = place(&txn, user, &item, &vector, nearest, joining).await?;
+                (Some(t), new)
             }
         };
         txn.execute_raw(stmt(
             "INSERT INTO insight_items (id, user_id, document_id, span_start, span_end, kind, title,
                description, quote, score, customer, company, product_area, sentiment, urgency,
-               theme_id, similarity, embedding, occurred_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+               theme_id, similarity, embedding, occurred_at, pinned, dismissed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
             vec![
                 id.into(),
                 user.0.into(),
@@ -427,16 +425,25 @@ pub async fn replace_items(
                 similarity.into(),
                 vector.into(),
                 item.occurred_at.into(),
+                matches!(state, Curated::Pinned(_)).into(),
+                match state {
+                    Curated::Dismissed(at) => Some(at),
+                    _ => None,
+                }
+                .into(),
             ],
         ))
         .await?;
+        let Some(theme) = theme else {
+            continue;
+        };
         // Later items of this document measure against the theme with this one in it.
         refresh(&txn, &[theme]).await?;
         touched.push(theme);
         placed.push(Placed {
             item: id,
             theme,
-            new_item: !old_ids.contains(&id),
+            new_item: !curated.contains_key(&id),
             new_theme,
             similarity,
         });
@@ -451,10 +458,51 @@ pub async fn replace_items(
     Ok(placed)
 }
 
+/// An item found again, as people left it.
+#[derive(Debug, Clone)]
+enum Curated {
+    No,
+    Pinned(Uuid),
+    Dismissed(DateTime<Utc>),
+}
+
+/// The theme a new item joins (the nearest, when similar enough) or starts.
+async fn place(
+    txn: &impl ConnectionTrait,
+    user: UserId,
+    item: &NewItem,
+    vector: &Vector,
+    nearest: Option<(Uuid, f64)>,
+    joining: Joining,
+) -> Result<(Uuid, bool)> {
+    Ok(match nearest {
+        Some((t, s)) if s as f32 >= joining.join => (t, false),
+        Some((t, s)) if s as f32 >= joining.ask && item.confirmed == Some(t) => (t, false),
+        _ => {
+            let t = Uuid::new_v4();
+            txn.execute_raw(stmt(
+                    "INSERT INTO insight_themes (id, user_id, title, summary, kind, centroid, first_seen, last_seen)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                    vec![
+                        t.into(),
+                        user.0.into(),
+                        item.title.clone().into(),
+                        item.quote.clone().into(),
+                        item.kind.clone().into(),
+                        vector.clone().into(),
+                        item.occurred_at.into(),
+                    ],
+                ))
+                .await?;
+            (t, true)
+        }
+    })
+}
+
 /// Recomputes counts, centroid, first and last seen, and the best quote of `themes` from
 /// their items. A theme with no items keeps its centroid (an item placed again finds it)
 /// and is removed by the caller if it stays empty.
-async fn refresh(db: &impl ConnectionTrait, themes: &[Uuid]) -> Result<()> {
+pub(crate) async fn refresh(db: &impl ConnectionTrait, themes: &[Uuid]) -> Result<()> {
     if themes.is_empty() {
         return Ok(());
     }
@@ -523,7 +571,8 @@ const FILTER: &str = "($2::text IS NULL OR i.kind = $2)
     AND ($6::uuid IS NULL OR i.theme_id = $6)
     AND ($7::uuid IS NULL OR i.document_id = $7)
     AND ($8::timestamptz IS NULL OR i.occurred_at >= $8)
-    AND ($9::timestamptz IS NULL OR i.occurred_at < $9)";
+    AND ($9::timestamptz IS NULL OR i.occurred_at < $9)
+    AND i.dismissed_at IS NULL";
 
 impl Filter {
     /// `$1` the user, then the values `FILTER` reads.
@@ -794,7 +843,7 @@ pub async fn regroup_if_due(
 ) -> Result<Option<Regrouped>> {
     let row = db
         .query_one_raw(stmt(
-            "SELECT (SELECT count(*) FROM insight_items WHERE user_id = $1) AS now,
+            "SELECT (SELECT count(*) FROM insight_items WHERE user_id = $1 AND dismissed_at IS NULL) AS now,
                     coalesce((SELECT items_then FROM insight_grouping WHERE user_id = $1), 0)::bigint AS then",
             vec![user.0.into()],
         ))
@@ -830,14 +879,15 @@ pub async fn regroup(db: &DatabaseConnection, user: UserId, threshold: f32) -> R
     .await?;
     let rows = txn
         .query_all_raw(stmt(
-            "SELECT id, theme_id, kind, title, quote, embedding, occurred_at FROM insight_items
-             WHERE user_id = $1 ORDER BY occurred_at DESC, id LIMIT $2",
+            "SELECT id, theme_id, pinned, kind, title, quote, embedding, occurred_at FROM insight_items
+             WHERE user_id = $1 AND dismissed_at IS NULL ORDER BY occurred_at DESC, id LIMIT $2",
             vec![user.0.into(), REGROUP_MAX_ITEMS.into()],
         ))
         .await?;
     struct Row {
         id: Uuid,
         theme: Option<Uuid>,
+        pinned: bool,
         kind: String,
         title: String,
         quote: String,
@@ -849,6 +899,7 @@ pub async fn regroup(db: &DatabaseConnection, user: UserId, threshold: f32) -> R
         items.push(Row {
             id: r.try_get("", "id")?,
             theme: r.try_get("", "theme_id")?,
+            pinned: r.try_get("", "pinned")?,
             kind: r.try_get("", "kind")?,
             title: r.try_get("", "title")?,
             quote: r.try_get("", "quote")?,
@@ -856,9 +907,13 @@ pub async fn regroup(db: &DatabaseConnection, user: UserId, threshold: f32) -> R
         });
         vectors.push(r.try_get::<Vector>("", "embedding")?.to_vec());
     }
+    // What people decided stays: pinned items with their theme, moved items apart.
+    let ids: Vec<Uuid> = items.iter().map(|i| i.id).collect();
+    let pins: Vec<Option<Uuid>> = items.iter().map(|i| i.theme.filter(|_| i.pinned)).collect();
+    let constraints = crate::curation::constraints(&txn, user, &ids, &pins).await?;
     let (groups, vectors) = tokio::task::spawn_blocking(move || {
         (
-            insights::cluster::average_link(&vectors, threshold),
+            insights::cluster::average_link_with(&vectors, threshold, &constraints),
             vectors,
         )
     })
@@ -880,6 +935,15 @@ pub async fn regroup(db: &DatabaseConnection, user: UserId, threshold: f32) -> R
     });
     let mut theme_of: HashMap<usize, Uuid> = HashMap::new();
     let mut taken: HashSet<Uuid> = HashSet::new();
+    // The group holding a theme's pinned items is that theme.
+    for (g, pin) in groups.iter().zip(&pins) {
+        if let Some(t) = pin
+            && !theme_of.contains_key(g)
+            && taken.insert(*t)
+        {
+            theme_of.insert(*g, *t);
+        }
+    }
     for ((g, t), _) in pairs {
         if !theme_of.contains_key(&g) && taken.insert(t) {
             theme_of.insert(g, t);
@@ -929,7 +993,6 @@ pub async fn regroup(db: &DatabaseConnection, user: UserId, threshold: f32) -> R
         out.created
             .push((id, first.kind.clone(), first.title.clone()));
     }
-    let ids: Vec<Uuid> = items.iter().map(|i| i.id).collect();
     let themes: Vec<Uuid> = groups.iter().map(|g| theme_of[g]).collect();
     out.moved = items
         .iter()

@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod chunks;
 pub mod connections;
+pub mod curation;
 pub mod dead_letters;
 pub mod documents;
 pub mod entities;

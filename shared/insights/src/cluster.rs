@@ -17,10 +17,31 @@ fn at(n: usize, i: usize, j: usize) -> usize {
     a * n - a * (a + 1) / 2 + (b - a - 1)
 }
 
+/// What people decided about the grouping, which a regrouping keeps (indexes into the
+/// vectors): each `must` list ends up in one group, and no group holds both of a `cannot`
+/// pair.
+#[derive(Debug, Clone, Default)]
+pub struct Constraints {
+    pub must: Vec<Vec<usize>>,
+    pub cannot: Vec<(usize, usize)>,
+}
+
 /// Groups `vectors` (unit length) by average link, merging while two groups are on average
 /// at least `threshold` similar. Returns each vector's group, numbered from 0 in order of
 /// each group's first member.
 pub fn average_link(vectors: &[Vec<f32>], threshold: f32) -> Vec<usize> {
+    average_link_with(vectors, threshold, &Constraints::default())
+}
+
+/// [`average_link`] under `constraints`. A cannot-link pair's similarity is −∞, which every
+/// average that includes it keeps, so no merge ever joins the pair (and average link stays
+/// reducible: a merged group is never closer to a third than its closest part). Must-link
+/// lists are merged before the rest, however far apart their members are.
+pub fn average_link_with(
+    vectors: &[Vec<f32>],
+    threshold: f32,
+    constraints: &Constraints,
+) -> Vec<usize> {
     let n = vectors.len();
     if n == 0 {
         return Vec::new();
@@ -31,6 +52,11 @@ pub fn average_link(vectors: &[Vec<f32>], threshold: f32) -> Vec<usize> {
             sim[at(n, i, j)] = crate::classify::dot(&vectors[i], &vectors[j]);
         }
     }
+    for &(a, b) in &constraints.cannot {
+        if a != b {
+            sim[at(n, a, b)] = f32::NEG_INFINITY;
+        }
+    }
     let mut size = vec![1usize; n];
     // Alive and may still merge; a group whose nearest neighbour is under the threshold
     // never will (average link cannot bring a merged group closer than its closest part).
@@ -38,6 +64,41 @@ pub fn average_link(vectors: &[Vec<f32>], threshold: f32) -> Vec<usize> {
     let mut parent: Vec<usize> = (0..n).collect();
     let mut chain: Vec<usize> = Vec::new();
     let mut remaining = n;
+    // Merges b into a: a's similarity to each other open group becomes the size-weighted
+    // mean of a's and b's.
+    let merge = |sim: &mut [f32],
+                 size: &mut [usize],
+                 open: &mut [bool],
+                 parent: &mut [usize],
+                 a: usize,
+                 b: usize| {
+        for k in 0..n {
+            if open[k] && k != a && k != b {
+                let v = (sim[at(n, a, k)] * size[a] as f32 + sim[at(n, b, k)] * size[b] as f32)
+                    / (size[a] + size[b]) as f32;
+                sim[at(n, a, k)] = v;
+            }
+        }
+        size[a] += size[b];
+        open[b] = false;
+        parent[b] = a;
+    };
+    let root_of = |parent: &[usize], mut i: usize| {
+        while parent[i] != i {
+            i = parent[i];
+        }
+        i
+    };
+    for list in &constraints.must {
+        let Some(&first) = list.first() else { continue };
+        for &other in &list[1..] {
+            let (a, b) = (root_of(&parent, first), root_of(&parent, other));
+            if a != b {
+                merge(&mut sim, &mut size, &mut open, &mut parent, a, b);
+                remaining -= 1;
+            }
+        }
+    }
     let nearest = |sim: &[f32], open: &[bool], a: usize, prefer: Option<usize>| {
         let mut best: Option<(f32, usize)> = prefer.map(|p| (sim[at(n, a, p)], p));
         for k in 0..n {
@@ -80,30 +141,15 @@ pub fn average_link(vectors: &[Vec<f32>], threshold: f32) -> Vec<usize> {
         // a and b are each other's nearest: merge b into a.
         chain.pop();
         chain.pop();
-        for k in 0..n {
-            if open[k] && k != a && k != b {
-                let v = (sim[at(n, a, k)] * size[a] as f32 + sim[at(n, b, k)] * size[b] as f32)
-                    / (size[a] + size[b]) as f32;
-                sim[at(n, a, k)] = v;
-            }
-        }
-        size[a] += size[b];
-        open[b] = false;
-        parent[b] = a;
+        merge(&mut sim, &mut size, &mut open, &mut parent, a, b);
         remaining -= 1;
     }
     // Each vector's root, numbered by first appearance.
-    let root = |mut i: usize| {
-        while parent[i] != i {
-            i = parent[i];
-        }
-        i
-    };
     let mut number = std::collections::HashMap::new();
     (0..n)
         .map(|i| {
             let next = number.len();
-            *number.entry(root(i)).or_insert(next)
+            *number.entry(root_of(&parent, i)).or_insert(next)
         })
         .collect()
 }
@@ -119,12 +165,32 @@ mod tests {
 
     /// The O(n³) definition: merge the globally closest pair while it reaches the threshold.
     fn naive(vectors: &[Vec<f32>], threshold: f32) -> Vec<usize> {
+        naive_with(vectors, threshold, &Constraints::default())
+    }
+
+    /// The same under constraints: must-link lists start as groups, and a pair of groups
+    /// that would join a cannot-link pair is never the closest.
+    fn naive_with(vectors: &[Vec<f32>], threshold: f32, c: &Constraints) -> Vec<usize> {
         let n = vectors.len();
-        let mut groups: Vec<Vec<usize>> = (0..n).map(|i| vec![i]).collect();
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for i in 0..n {
+            match c.must.iter().find(|m| m.contains(&i)) {
+                Some(m) if m[0] != i => {}
+                Some(m) => groups.push(m.clone()),
+                None => groups.push(vec![i]),
+            }
+        }
         loop {
             let mut best = (f32::MIN, 0, 0);
             for a in 0..groups.len() {
                 for b in a + 1..groups.len() {
+                    let apart = c.cannot.iter().any(|&(x, y)| {
+                        (groups[a].contains(&x) && groups[b].contains(&y))
+                            || (groups[a].contains(&y) && groups[b].contains(&x))
+                    });
+                    if apart {
+                        continue;
+                    }
                     let mut total = 0.0;
                     for &i in &groups[a] {
                         for &j in &groups[b] {
@@ -197,6 +263,76 @@ mod tests {
                 naive(&vectors, threshold),
                 "threshold {threshold}"
             );
+        }
+    }
+
+    #[test]
+    fn must_link_holds_far_items_together_and_cannot_link_keeps_close_ones_apart() {
+        let v = vec![
+            unit(&[1.0, 0.0, 0.0]),
+            unit(&[0.98, 0.02, 0.0]),
+            unit(&[0.97, 0.0, 0.03]),
+            unit(&[0.0, 0.0, 1.0]),
+        ];
+        assert_eq!(average_link(&v, 0.8), vec![0, 0, 0, 1]);
+        let c = Constraints {
+            must: vec![vec![0, 3]],
+            cannot: vec![(1, 2)],
+        };
+        // 0 and 3 are together although orthogonal; 1 and 2 are apart although nearly equal.
+        let g = average_link_with(&v, 0.4, &c);
+        assert_eq!(g[0], g[3]);
+        assert_ne!(g[1], g[2]);
+        assert_eq!(g, naive_with(&v, 0.4, &c));
+        // Cannot-link reaches whole groups: 1 cannot join 2's group, whoever else is in it.
+        let c = Constraints {
+            must: vec![vec![0, 2]],
+            cannot: vec![(1, 2)],
+        };
+        let g = average_link_with(&v, -1.0, &c);
+        assert_eq!(g[0], g[2]);
+        assert_ne!(g[1], g[0]);
+    }
+
+    #[test]
+    fn the_chain_keeps_agreeing_with_the_definition_under_constraints() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let vectors: Vec<Vec<f32>> = (0..60)
+            .map(|i| {
+                let mut v = vec![0f32; 6];
+                v[i % 4] = 1.0;
+                for x in v.iter_mut() {
+                    *x += (next() % 1000) as f32 / 2500.0;
+                }
+                unit(&v)
+            })
+            .collect();
+        let pick = |r: u64| (r % 60) as usize;
+        let c = Constraints {
+            must: (0..5)
+                .map(|k| vec![3 * k, 3 * k + 20, 3 * k + 41])
+                .collect(),
+            cannot: (0..12)
+                .map(|_| (pick(next()), pick(next())))
+                .filter(|(a, b)| a != b)
+                .collect(),
+        };
+        for threshold in [0.3, 0.6, 0.85] {
+            let g = average_link_with(&vectors, threshold, &c);
+            assert_eq!(
+                g,
+                naive_with(&vectors, threshold, &c),
+                "threshold {threshold}"
+            );
+            for m in &c.must {
+                assert!(m.iter().all(|&i| g[i] == g[m[0]]));
+            }
         }
     }
 }

@@ -1372,3 +1372,403 @@ async fn a_themes_trend_counts_items_and_accounts_per_week() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// Stores one feedback document with one item whose vector is `vector`; returns the item
+/// and its theme (none for an item dismissed before).
+async fn curated_item(
+    app: &TestApp,
+    user: UserId,
+    name: &str,
+    vector: Vec<f32>,
+    joining: db::insights::Joining,
+) -> Option<(uuid::Uuid, uuid::Uuid)> {
+    use db::insights::{Customer, NewItem};
+    let quote = format!("Feedback {name}: please improve this.");
+    let input = common::events::DocumentInput {
+        source: Source::parse("feedback").unwrap(),
+        kind: Source::parse("feedback").unwrap(),
+        external_id: format!("curated-{name}"),
+        title: String::new(),
+        body: quote.clone(),
+        metadata: json!({}),
+        occurred_at: None,
+    };
+    let (doc, _, _) = db::documents::upsert(&app.db, user, &input).await.unwrap();
+    let placed = db::insights::replace_items(
+        &app.db,
+        user,
+        doc,
+        vec![NewItem {
+            span_start: 0,
+            span_end: quote.len() as i32,
+            kind: "feature_request".into(),
+            title: format!("Item {name}"),
+            description: String::new(),
+            quote,
+            score: 8,
+            customer: Customer {
+                company: Some(format!("Company {name}")),
+                ..Customer::default()
+            },
+            product_area: None,
+            sentiment: "neutral".into(),
+            urgency: "low".into(),
+            embedding: vector,
+            occurred_at: chrono::Utc::now(),
+            confirmed: None,
+        }],
+        joining,
+    )
+    .await
+    .unwrap();
+    placed.first().map(|p| (p.item, p.theme))
+}
+
+async fn post_json(app: &TestApp, token: &str, path: &str, body: Value) -> (u16, Value) {
+    let r = app
+        .http
+        .post(format!("{}{path}", app.url))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Each item's theme, as the API lists them (dismissed items are in no list).
+async fn theme_of_items(app: &TestApp, token: &str) -> std::collections::HashMap<String, String> {
+    get(app, token, "/api/insights/items?limit=500").await["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap().to_owned(),
+                i["theme_id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Merges, splits, renames, moves and dismissals survive regrouping at any threshold and
+/// re-extraction of the same messages; each is recorded with who and when, and undone in
+/// reverse order (a curation that a later one built on waits for that one's undo).
+#[tokio::test]
+async fn curations_survive_regrouping_and_re_extraction_and_can_be_undone() {
+    let app = TestApp::spawn_only(&[]).await;
+    let (user, token) = app.user("pm@curate.example").await;
+    let joining = db::insights::Joining {
+        join: 0.5,
+        ask: 0.5,
+        regroup: 0.55,
+    };
+    // Three topics on three axes: six items of A, six of B, four of C.
+    let mut items: std::collections::HashMap<String, uuid::Uuid> = Default::default();
+    let mut theme_of_topic: std::collections::HashMap<char, uuid::Uuid> = Default::default();
+    for (topic, axis, n) in [('a', 0, 6), ('b', 1, 6), ('c', 2, 4)] {
+        for i in 0..n {
+            let name = format!("{topic}{i}");
+            let (item, theme) = curated_item(
+                &app,
+                user,
+                &name,
+                direction(&[(axis, 1.0), (10 + axis * 10 + i, 0.2)]),
+                joining,
+            )
+            .await
+            .unwrap();
+            assert_eq!(*theme_of_topic.entry(topic).or_insert(theme), theme);
+            items.insert(name, item);
+        }
+    }
+    let (a, b, c) = (
+        theme_of_topic[&'a'],
+        theme_of_topic[&'b'],
+        theme_of_topic[&'c'],
+    );
+    let id = |name: &str| items[name].to_string();
+
+    // Refusals name the field, and another user's themes do not exist for this one.
+    let (status, body) = post_json(
+        &app,
+        &token,
+        &format!("/api/insights/themes/{a}/merge"),
+        json!({"into": a}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("into")),
+        "{body}"
+    );
+    let (status, body) = post_json(
+        &app,
+        &token,
+        &format!("/api/insights/themes/{a}/split"),
+        json!({"items": [id("b1")]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("items")),
+        "{body}"
+    );
+    let (status, body) = post_json(
+        &app,
+        &token,
+        &format!("/api/insights/themes/{a}/rename"),
+        json!({"title": "  "}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("title")),
+        "{body}"
+    );
+    let (_, other) = app.user("pm@other.example").await;
+    let (status, _) = post_json(
+        &app,
+        &other,
+        &format!("/api/insights/themes/{a}/rename"),
+        json!({"title": "Mine"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // The team curates.
+    let (status, rename) = post_json(
+        &app,
+        &token,
+        &format!("/api/insights/themes/{a}/rename"),
+        json!({"title": "Bulk export"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{rename}");
+    assert_eq!(rename["actor"], "pm@curate.example");
+    let (status, merge) = post_json(
+        &app,
+        &token,
+        &format!("/api/insights/themes/{c}/merge"),
+        json!({"into": b}),
+    )
+    .await;
+    assert_eq!(status, 200, "{merge}");
+    let (status, split) = post_json(
+        &app,
+        &token,
+        &format!("/api/insights/themes/{a}/split"),
+        json!({"items": [id("a4"), id("a5")], "title": "Export to Excel"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{split}");
+    let n: uuid::Uuid = split["theme"].as_str().unwrap().parse().unwrap();
+    let (status, moved) = post_json(
+        &app,
+        &token,
+        &format!("/api/insights/items/{}/move", id("b0")),
+        json!({"theme": a}),
+    )
+    .await;
+    assert_eq!(status, 200, "{moved}");
+    let (status, dismissed) = post_json(
+        &app,
+        &token,
+        &format!("/api/insights/items/{}/dismiss", id("a3")),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{dismissed}");
+    let (status, _) = post_json(
+        &app,
+        &token,
+        &format!("/api/insights/items/{}/move", id("a3")),
+        json!({"theme": b}),
+    )
+    .await;
+    assert_eq!(status, 409, "a dismissed item is not moved");
+
+    // What the curations say must hold, now and after every regrouping.
+    let check = |when: &'static str| {
+        let app = &app;
+        let token = token.clone();
+        let id = &id;
+        async move {
+            let of = theme_of_items(app, &token).await;
+            let theme = |name: &str| of.get(&id(name)).cloned().unwrap_or_default();
+            assert!(
+                !of.contains_key(&id("a3")),
+                "{when}: the dismissed item is listed"
+            );
+            for x in ["a0", "a1", "a2", "b0"] {
+                assert_eq!(theme(x), a.to_string(), "{when}: {x} in the renamed theme");
+            }
+            for x in ["a4", "a5"] {
+                assert_eq!(
+                    theme(x),
+                    n.to_string(),
+                    "{when}: {x} in the split-off theme"
+                );
+            }
+            for x in ["b1", "b2", "b3", "b4", "b5", "c0", "c1", "c2", "c3"] {
+                assert_eq!(theme(x), b.to_string(), "{when}: {x} in the merged theme");
+            }
+            let themes = get(app, &token, "/api/insights/themes?limit=100").await;
+            let title = |t: uuid::Uuid| {
+                themes["themes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|x| x["id"] == t.to_string())
+                    .map(|x| {
+                        (
+                            x["title"].as_str().unwrap().to_owned(),
+                            x["items"].as_i64().unwrap(),
+                        )
+                    })
+            };
+            // Titles stay; counts may grow by the two items nobody curated.
+            assert!(
+                matches!(title(a), Some((t, 4..=6)) if t == "Bulk export"),
+                "{when}: {:?}",
+                title(a)
+            );
+            assert!(
+                matches!(title(n), Some((t, 2..=4)) if t == "Export to Excel"),
+                "{when}: {:?}",
+                title(n)
+            );
+            assert_eq!(title(c), None, "{when}: the merged-away theme is gone");
+        }
+    };
+    check("after curating").await;
+    // Two more items nobody curated, near A and near B.
+    curated_item(
+        &app,
+        user,
+        "new-a",
+        direction(&[(0, 1.0), (60, 0.2)]),
+        joining,
+    )
+    .await;
+    curated_item(
+        &app,
+        user,
+        "new-b",
+        direction(&[(1, 1.0), (61, 0.2)]),
+        joining,
+    )
+    .await;
+    for threshold in [0.99, 0.55, 0.0, -1.0] {
+        db::insights::regroup(&app.db, user, threshold)
+            .await
+            .unwrap();
+        check(match threshold {
+            0.99 => "regrouped at 0.99",
+            0.55 => "regrouped at 0.55",
+            0.0 => "regrouped at 0",
+            _ => "regrouped at -1",
+        })
+        .await;
+    }
+    // The same messages extracted again: the pinned item goes back to its theme and the
+    // dismissed one stays dismissed.
+    for name in ["b0", "a3"] {
+        let axis = if name == "b0" { 1 } else { 0 };
+        let i = name[1..].parse::<usize>().unwrap();
+        curated_item(
+            &app,
+            user,
+            name,
+            direction(&[(axis, 1.0), (10 + axis * 10 + i, 0.2)]),
+            joining,
+        )
+        .await;
+    }
+    check("extracted again").await;
+
+    // Recorded: who and when, newest first.
+    let list = get(&app, &token, "/api/insights/curations").await;
+    let actions: Vec<&str> = list["curations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["dismiss", "move", "split", "merge", "rename"]);
+    assert!(
+        list["curations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["actor"] == "pm@curate.example" && c["created_at"].is_string())
+    );
+
+    // Undo, newest first; the merge waits while the move (which took an item of B) stands.
+    let undo = |c: &Value| {
+        format!(
+            "/api/insights/curations/{}/undo",
+            c["id"].as_str().or(c["curation"]["id"].as_str()).unwrap()
+        )
+    };
+    let (status, _) = post_json(&app, &token, &undo(&dismissed), json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(theme_of_items(&app, &token).await[&id("a3")], a.to_string());
+    let (status, body) = post_json(&app, &token, &undo(&dismissed), json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = post_json(&app, &token, &undo(&merge), json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(moved["id"].as_str().unwrap()),
+        "{body}"
+    );
+    let (status, _) = post_json(&app, &token, &undo(&moved), json!({})).await;
+    assert_eq!(status, 200);
+    let (status, undone) = post_json(&app, &token, &undo(&merge), json!({})).await;
+    assert_eq!(status, 200, "{undone}");
+    assert_eq!(undone["undone_by"], "pm@curate.example");
+    let of = theme_of_items(&app, &token).await;
+    for x in ["c0", "c1", "c2", "c3"] {
+        assert_eq!(of[&id(x)], c.to_string(), "{x} back in C, under its old id");
+    }
+    assert_eq!(of[&id("b0")], b.to_string());
+    let (status, _) = post_json(&app, &token, &undo(&split), json!({})).await;
+    assert_eq!(status, 200);
+    let (status, _) = post_json(&app, &token, &undo(&rename), json!({})).await;
+    assert_eq!(status, 200);
+    let of = theme_of_items(&app, &token).await;
+    for x in ["a0", "a1", "a2", "a3", "a4", "a5"] {
+        assert_eq!(of[&id(x)], a.to_string(), "{x} back in A");
+    }
+    let theme = get(&app, &token, &format!("/api/insights/themes/{a}")).await;
+    assert_eq!(
+        theme["theme"]["title"], "Item a0",
+        "the title before the rename"
+    );
+    // The split-off theme ended with the split's undo, unless an item nobody curated joined
+    // it while it stood (then that item keeps it).
+    let r = app
+        .http
+        .get(format!("{}/api/insights/themes/{n}", app.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    if r.status() != 404 {
+        let left: Value = r.json().await.unwrap();
+        let titles: Vec<&str> = left["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["title"].as_str().unwrap())
+            .collect();
+        assert!(
+            !titles.is_empty() && titles.iter().all(|t| t.starts_with("Item new-")),
+            "{left}"
+        );
+    }
+}

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod connections;
 pub mod console;
 pub mod conversations;
+pub mod curation;
 pub mod documents;
 pub mod ingest;
 pub mod insights;
