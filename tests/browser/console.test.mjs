@@ -238,6 +238,12 @@ test("a theme's quotes open their source, for the product team", async () => {
     const api = await page.evaluate(async () => (await fetch("/api/insights/themes?sort=accounts&source=slack&limit=100")).json());
     const shown = await page.locator("tbody tr td:first-child a").allTextContents();
     assert.deepEqual(shown, api.themes.map((t) => t.title));
+    // Its export holds the same items: one CSV row per mention.
+    const href = await page.locator("[data-export=csv]").getAttribute("href");
+    assert.match(href, /source=slack/);
+    const csv = await page.evaluate(async (u) => (await fetch(u)).text(), href);
+    const rows = csv.trim().split("\n").filter((l) => /^[0-9a-f]{8}-/.test(l));
+    assert.equal(rows.length, api.themes.reduce((n, t) => n + t.items, 0));
     const all = await page.evaluate(async () => (await fetch("/api/insights/themes?limit=100")).json());
     assert.ok(api.themes.length > 0 && api.themes.length < all.themes.length, `slack ${api.themes.length} of ${all.themes.length}`);
     await page.goto(`${BASE}/#/insights`);

@@ -24,8 +24,9 @@ use common::intake::Limits;
 use db::DatabaseConnection;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use routes::{
-    approvals, chat, connections, console, conversations, curation, documents, ingest, insights,
-    ops, provider_hooks, rules, search, sign_in, sync, tasks, tokens, transcripts, webhooks,
+    approvals, chat, connections, console, conversations, curation, documents, export, ingest,
+    insights, ops, provider_hooks, rules, search, sign_in, sync, tasks, tokens, transcripts,
+    webhooks,
 };
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -144,6 +145,7 @@ impl AppState {
         curation::dismiss,
         curation::list,
         curation::undo,
+        export::export,
         insights::list_items,
         insights::progress,
         insights::import_feedback,
@@ -226,6 +228,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tasks::router())
         .merge(insights::router())
         .merge(curation::router())
+        .merge(export::router())
         .merge(ops::router())
         .route(
             "/openapi.json",

@@ -76,8 +76,17 @@ pub async fn get(db: &DatabaseConnection, id: DocumentId) -> Result<Option<docum
 /// record, or an https link the source gave), when it is known. HubSpot record links need the
 /// portal (the connection's account id).
 pub fn link(doc: &document::Model, hubspot_portal: Option<&str>) -> Option<String> {
-    let m = &doc.metadata;
-    match doc.source.as_str() {
+    link_to(&doc.source, &doc.kind, &doc.metadata, hubspot_portal)
+}
+
+/// [`link`] from a document's source, kind and metadata.
+pub fn link_to(
+    source: &str,
+    kind: &str,
+    m: &serde_json::Value,
+    hubspot_portal: Option<&str>,
+) -> Option<String> {
+    match source {
         "gmail" => m["thread_id"]
             .as_str()
             .map(|t| format!("https://mail.google.com/mail/u/0/#all/{t}")),
@@ -88,7 +97,7 @@ pub fn link(doc: &document::Model, hubspot_portal: Option<&str>) -> Option<Strin
         "hubspot" => {
             let portal = hubspot_portal?;
             let id = m["id"].as_str()?;
-            let object = match doc.kind.as_str() {
+            let object = match kind {
                 "contact" => "0-1",
                 "company" => "0-2",
                 "deal" => "0-3",

@@ -794,6 +794,55 @@ async fn query_items(
     Ok(Item::find_by_statement(stmt(&sql, values)).all(db).await?)
 }
 
+/// An item with its theme and its document's kind and metadata (for its link), as exported.
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct ExportRow {
+    pub id: Uuid,
+    pub theme_id: Uuid,
+    pub theme_title: String,
+    pub theme_kind: String,
+    pub kind: String,
+    pub title: String,
+    pub quote: String,
+    pub customer: serde_json::Value,
+    pub company: Option<String>,
+    pub product_area: Option<String>,
+    pub sentiment: String,
+    pub urgency: String,
+    pub document_id: Uuid,
+    pub source: String,
+    pub document_kind: String,
+    pub document_title: String,
+    pub document_metadata: serde_json::Value,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// The items within `filter` with their themes, a theme's items together (the most
+/// mentioned theme first, its newest item first), at most `limit`.
+pub async fn export(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    filter: &Filter,
+    limit: u64,
+) -> Result<Vec<ExportRow>> {
+    let sql = format!(
+        "SELECT i.id, i.theme_id, t.title AS theme_title, t.kind AS theme_kind, i.kind, i.title,
+                i.quote, i.customer, i.company, i.product_area, i.sentiment, i.urgency,
+                i.document_id, d.source, d.kind AS document_kind, d.title AS document_title,
+                d.metadata AS document_metadata, i.occurred_at
+         FROM insight_items i JOIN documents d ON d.id = i.document_id
+              JOIN insight_themes t ON t.id = i.theme_id
+         WHERE i.user_id = $1 AND {FILTER}
+         ORDER BY t.items DESC, t.id, i.occurred_at DESC, i.id
+         LIMIT $10"
+    );
+    let mut values = filter.values(user);
+    values.push((limit as i64).into());
+    Ok(ExportRow::find_by_statement(stmt(&sql, values))
+        .all(db)
+        .await?)
+}
+
 /// Per source and outcome, how many messages the pipeline has looked at.
 #[derive(Debug, Clone, FromQueryResult, Serialize)]
 pub struct Progress {

@@ -1772,3 +1772,153 @@ async fn curations_survive_regrouping_and_re_extraction_and_can_be_undone() {
         );
     }
 }
+
+/// Export, as CSV and JSON: the themes' items with quotes, customers, accounts and links,
+/// filtered as the lists are; a quote a spreadsheet would run as a formula is not one there.
+#[tokio::test]
+async fn themes_export_as_csv_and_json_filtered_as_listed() {
+    use db::insights::{Customer, NewItem};
+    let app = TestApp::spawn_only(&[]).await;
+    let (user, token) = app.user("pm@export.example").await;
+    let joining = db::insights::Joining {
+        join: 0.5,
+        ask: 0.5,
+        regroup: 0.55,
+    };
+    let said = [
+        ("Acme", 0, "Please add a bulk export of invoices."),
+        (
+            "Brio",
+            0,
+            "=HYPERLINK(\"https://evil.example\",\"export\") would help us.",
+        ),
+        ("Acme", 1, "The iOS app signs me out every day."),
+    ];
+    for (i, (company, axis, quote)) in said.iter().enumerate() {
+        let input = common::events::DocumentInput {
+            source: Source::parse("feedback").unwrap(),
+            kind: Source::parse("feedback").unwrap(),
+            external_id: format!("export-{i}"),
+            title: format!("Ticket {i}"),
+            body: (*quote).to_owned(),
+            metadata: json!({"company": company, "url": format!("https://support.example/tickets/{i}")}),
+            occurred_at: None,
+        };
+        let (doc, _, _) = db::documents::upsert(&app.db, user, &input).await.unwrap();
+        db::insights::replace_items(
+            &app.db,
+            user,
+            doc,
+            vec![NewItem {
+                span_start: 0,
+                span_end: quote.len() as i32,
+                kind: if *axis == 0 { "feature_request" } else { "bug" }.into(),
+                title: format!("Item {i}"),
+                description: String::new(),
+                quote: (*quote).to_owned(),
+                score: 8,
+                customer: Customer {
+                    company: Some((*company).into()),
+                    name: Some(format!("Person {i}")),
+                    email: Some(format!("p{i}@{}.example", company.to_lowercase())),
+                    open_deal_amount: 1000.0 * (i + 1) as f64,
+                    ..Customer::default()
+                },
+                product_area: None,
+                sentiment: "neutral".into(),
+                urgency: "low".into(),
+                embedding: direction(&[(*axis, 1.0), (5 + i, 0.1)]),
+                occurred_at: chrono::Utc::now() - chrono::Duration::hours(i as i64),
+                confirmed: None,
+            }],
+            joining,
+        )
+        .await
+        .unwrap();
+    }
+    let fetch = |query: &'static str| {
+        let app = &app;
+        let token = token.clone();
+        async move {
+            app.http
+                .get(format!("{}/api/insights/export{query}", app.url))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+
+    let r = fetch("").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("insights.csv")
+    );
+    let text = r.text().await.unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let rows: Vec<std::collections::HashMap<String, String>> = reader
+        .records()
+        .map(|r| {
+            header
+                .iter()
+                .map(String::from)
+                .zip(r.unwrap().iter().map(String::from))
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    // The theme of two items first, its newest item first.
+    assert_eq!(rows[0]["company"], "Acme");
+    assert_eq!(rows[0]["theme_id"], rows[1]["theme_id"]);
+    assert_ne!(rows[0]["theme_id"], rows[2]["theme_id"]);
+    assert_eq!(rows[0]["quote"], "Please add a bulk export of invoices.");
+    assert_eq!(rows[0]["customer_email"], "p0@acme.example");
+    assert_eq!(rows[0]["open_deal_amount"], "1000");
+    assert_eq!(rows[0]["link"], "https://support.example/tickets/0");
+    assert_eq!(
+        rows[1]["quote"],
+        "'=HYPERLINK(\"https://evil.example\",\"export\") would help us."
+    );
+
+    // JSON: themes with their items; the same filters as the lists.
+    let r = fetch("?format=json&company=acme").await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["truncated"], false);
+    let themes = body["themes"].as_array().unwrap();
+    assert_eq!(themes.len(), 2, "{body}");
+    let quotes: Vec<&str> = themes
+        .iter()
+        .flat_map(|t| t["items"].as_array().unwrap())
+        .map(|i| i["quote"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        quotes,
+        [
+            "Please add a bulk export of invoices.",
+            "The iOS app signs me out every day."
+        ]
+    );
+    let r = fetch("?format=json&kind=bug").await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["themes"][0]["items"][0]["company"], "Acme");
+    assert_eq!(body["themes"].as_array().unwrap().len(), 1);
+
+    let r = fetch("?format=xml").await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.json::<Value>().await.unwrap()["field"], "format");
+    let (_, other) = app.user("pm@nobody.example").await;
+    let r = app
+        .http
+        .get(format!("{}/api/insights/export?format=json", app.url))
+        .bearer_auth(other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["themes"], json!([]));
+}

@@ -241,7 +241,7 @@ pub struct Themes {
     pub themes: Vec<ThemeView>,
 }
 
-fn kind_param(kind: Option<String>) -> Result<Option<String>, ApiError> {
+pub(crate) fn kind_param(kind: Option<String>) -> Result<Option<String>, ApiError> {
     match kind {
         Some(k) if insights::Kind::parse(&k).is_none() => Err(ApiError::Invalid(FieldError::new(
             "kind",

@@ -9,6 +9,7 @@ pub mod console;
 pub mod conversations;
 pub mod curation;
 pub mod documents;
+pub mod export;
 pub mod ingest;
 pub mod insights;
 pub mod ops;

@@ -30,7 +30,9 @@ export async function render(main, { route }) {
   const since = days ? new Date(Date.now() - Number(days) * 86400e3).toISOString() : "";
   const { themes } = await api.get(`/api/insights/themes${query({ sort, kind, since, source, product_area: area, limit: 100 })}`);
   fill(main, h("h1", {}, "Insights"),
-    h("p", { class: "small" }, h("a", { href: "#/insights/curations" }, "Curation history")),
+    h("p", { class: "small row" }, h("a", { href: "#/insights/curations" }, "Curation history"),
+      h("a", { href: `/api/insights/export${query({ kind, since, source, product_area: area })}`, download: "insights.csv", "data-export": "csv" }, "Export CSV"),
+      h("a", { href: `/api/insights/export${query({ format: "json", kind, since, source, product_area: area })}`, download: "insights.json" }, "Export JSON")),
     h("form", { class: "row filters", onsubmit: (e) => { e.preventDefault(); change(); } },
       h("label", { for: "themes-sort" }, "Sort by"), sortSel,
       h("label", { for: "themes-kind" }, "Show"), kindSel,
