@@ -876,7 +876,7 @@ fn direction(axis: &[(usize, f32)]) -> Vec<f32> {
 /// recomputed, and regrouping unchanged items changes nothing.
 #[tokio::test]
 async fn regrouping_parts_what_arrival_order_merged_and_keeps_theme_ids() {
-    use db::insights::{Customer, Joining, NewItem};
+    use db::insights::Joining;
     let app = TestApp::spawn_only(&[]).await;
     let (user, token) = app.user("pm@regroup.example").await;
     // Lenient joining online, a strict cut when regrouping.
@@ -895,44 +895,13 @@ async fn regrouping_parts_what_arrival_order_merged_and_keeps_theme_ids() {
     }
     let mut docs = Vec::new();
     for (i, (topic, vector)) in vectors.iter().enumerate() {
-        let input = common::events::DocumentInput {
-            source: Source::parse("feedback").unwrap(),
-            kind: Source::parse("feedback").unwrap(),
-            external_id: format!("row-{i}"),
-            title: String::new(),
-            body: format!("Request {i} about {topic}."),
-            metadata: json!({"company": format!("Company {i}")}),
-            occurred_at: None,
-        };
-        let (doc, _, _) = db::documents::upsert(&app.db, user, &input).await.unwrap();
         let quote = format!("Request {i} about {topic}.");
-        let placed = db::insights::replace_items(
-            &app.db,
-            user,
-            doc,
-            vec![NewItem {
-                span_start: 0,
-                span_end: quote.len() as i32,
-                kind: "feature_request".into(),
-                title: format!("{topic} {i}"),
-                description: String::new(),
-                quote,
-                score: 8,
-                customer: Customer {
-                    company: Some(format!("Company {i}")),
-                    ..Customer::default()
-                },
-                product_area: None,
-                sentiment: "neutral".into(),
-                urgency: "low".into(),
-                embedding: vector.clone(),
-                occurred_at: chrono::Utc::now(),
-                confirmed: None,
-            }],
-            joining,
-        )
-        .await
-        .unwrap();
+        let mut f = Feedback::new(format!("row-{i}"), &quote, vector.clone());
+        f.title = Some(format!("{topic} {i}"));
+        f.customer.company = Some(format!("Company {i}"));
+        f.metadata = json!({"company": format!("Company {i}")});
+        let (doc, placed) = store_feedback(&app, user, f, joining).await;
+        let placed = vec![placed.unwrap()];
         // Online, everything joined the first item's theme.
         assert!(!placed[0].new_theme || i == 0, "item {i} started a theme");
         let due = db::insights::regroup_if_due(&app.db, user, joining)
@@ -1237,7 +1206,7 @@ async fn with_a_model_tier1_scores_uncertain_messages_in_batches() {
 /// the mean of the four before it. Someone else's theme is not found.
 #[tokio::test]
 async fn a_themes_trend_counts_items_and_accounts_per_week() {
-    use db::insights::{Customer, Joining, NewItem};
+    use db::insights::Joining;
     let app = TestApp::spawn_only(&[]).await;
     let (user, token) = app.user("pm@trend.example").await;
     let joining = Joining {
@@ -1261,44 +1230,19 @@ async fn a_themes_trend_counts_items_and_accounts_per_week() {
     let mut theme = None;
     for (i, (at, company)) in said.iter().enumerate() {
         let quote = format!("We need exports to the warehouse ({i}).");
-        let input = common::events::DocumentInput {
-            source: Source::parse("feedback").unwrap(),
-            kind: Source::parse("feedback").unwrap(),
-            external_id: format!("trend-{i}"),
-            title: String::new(),
-            body: quote.clone(),
-            metadata: json!({"company": company}),
-            occurred_at: None,
-        };
-        let (doc, _, _) = db::documents::upsert(&app.db, user, &input).await.unwrap();
-        let placed = db::insights::replace_items(
-            &app.db,
-            user,
-            doc,
-            vec![NewItem {
-                span_start: 0,
-                span_end: quote.len() as i32,
-                kind: "feature_request".into(),
-                title: "Warehouse export".into(),
-                description: String::new(),
-                quote,
-                score: 8,
-                customer: Customer {
-                    company: Some((*company).into()),
-                    ..Customer::default()
-                },
-                product_area: None,
-                sentiment: "neutral".into(),
-                urgency: "low".into(),
-                embedding: direction(&[(0, 1.0), (1 + i, 0.05)]),
-                occurred_at: at.parse().unwrap(),
-                confirmed: None,
-            }],
-            joining,
-        )
-        .await
-        .unwrap();
-        assert_eq!(*theme.get_or_insert(placed[0].theme), placed[0].theme);
+        let mut f = Feedback::new(
+            format!("trend-{i}"),
+            &quote,
+            direction(&[(0, 1.0), (1 + i, 0.05)]),
+        );
+        f.customer.company = Some((*company).into());
+        f.at = at.parse().unwrap();
+        let placed = store_feedback(&app, user, f, joining)
+            .await
+            .1
+            .unwrap()
+            .theme;
+        assert_eq!(*theme.get_or_insert(placed), placed);
     }
     let theme = theme.unwrap();
     let trend = get(
@@ -1373,24 +1317,49 @@ async fn a_themes_trend_counts_items_and_accounts_per_week() {
     assert_eq!(r.status(), 404);
 }
 
-/// Stores one feedback document with one item whose vector is `vector`; returns the item
-/// and its theme (none for an item dismissed before).
-async fn curated_item(
+/// One feedback message with one item, stored and placed as the pipeline places it.
+struct Feedback<'a> {
+    external_id: String,
+    /// The item's title (default `Item <external id>`).
+    title: Option<String>,
+    quote: &'a str,
+    kind: &'a str,
+    customer: db::insights::Customer,
+    vector: Vec<f32>,
+    at: chrono::DateTime<chrono::Utc>,
+    metadata: Value,
+}
+
+impl Feedback<'_> {
+    fn new(external_id: String, quote: &str, vector: Vec<f32>) -> Feedback<'_> {
+        Feedback {
+            external_id,
+            title: None,
+            quote,
+            kind: "feature_request",
+            customer: db::insights::Customer::default(),
+            vector,
+            at: chrono::Utc::now(),
+            metadata: json!({}),
+        }
+    }
+}
+
+/// Stores the message and its item; returns the document and where the item went (none for
+/// an item dismissed before).
+async fn store_feedback(
     app: &TestApp,
     user: UserId,
-    name: &str,
-    vector: Vec<f32>,
+    f: Feedback<'_>,
     joining: db::insights::Joining,
-) -> Option<(uuid::Uuid, uuid::Uuid)> {
-    use db::insights::{Customer, NewItem};
-    let quote = format!("Feedback {name}: please improve this.");
+) -> (DocumentId, Option<db::insights::Placed>) {
     let input = common::events::DocumentInput {
         source: Source::parse("feedback").unwrap(),
         kind: Source::parse("feedback").unwrap(),
-        external_id: format!("curated-{name}"),
+        external_id: f.external_id,
         title: String::new(),
-        body: quote.clone(),
-        metadata: json!({}),
+        body: f.quote.to_owned(),
+        metadata: f.metadata,
         occurred_at: None,
     };
     let (doc, _, _) = db::documents::upsert(&app.db, user, &input).await.unwrap();
@@ -1398,30 +1367,44 @@ async fn curated_item(
         &app.db,
         user,
         doc,
-        vec![NewItem {
+        vec![db::insights::NewItem {
             span_start: 0,
-            span_end: quote.len() as i32,
-            kind: "feature_request".into(),
-            title: format!("Item {name}"),
+            span_end: f.quote.len() as i32,
+            kind: f.kind.into(),
+            title: f
+                .title
+                .unwrap_or_else(|| format!("Item {}", input.external_id)),
             description: String::new(),
-            quote,
+            quote: f.quote.to_owned(),
             score: 8,
-            customer: Customer {
-                company: Some(format!("Company {name}")),
-                ..Customer::default()
-            },
+            customer: f.customer,
             product_area: None,
             sentiment: "neutral".into(),
             urgency: "low".into(),
-            embedding: vector,
-            occurred_at: chrono::Utc::now(),
+            embedding: f.vector,
+            occurred_at: f.at,
             confirmed: None,
         }],
         joining,
     )
     .await
     .unwrap();
-    placed.first().map(|p| (p.item, p.theme))
+    (doc, placed.into_iter().next())
+}
+
+/// A curation test's item `name`: its own message, company and vector.
+async fn curated_item(
+    app: &TestApp,
+    user: UserId,
+    name: &str,
+    vector: Vec<f32>,
+    joining: db::insights::Joining,
+) -> Option<(uuid::Uuid, uuid::Uuid)> {
+    let quote = format!("Feedback {name}: please improve this.");
+    let mut f = Feedback::new(name.to_owned(), &quote, vector);
+    f.customer.company = Some(format!("Company {name}"));
+    let (_, placed) = store_feedback(app, user, f, joining).await;
+    placed.map(|p| (p.item, p.theme))
 }
 
 async fn post_json(app: &TestApp, token: &str, path: &str, body: Value) -> (u16, Value) {
@@ -1777,7 +1760,7 @@ async fn curations_survive_regrouping_and_re_extraction_and_can_be_undone() {
 /// filtered as the lists are; a quote a spreadsheet would run as a formula is not one there.
 #[tokio::test]
 async fn themes_export_as_csv_and_json_filtered_as_listed() {
-    use db::insights::{Customer, NewItem};
+    use db::insights::Customer;
     let app = TestApp::spawn_only(&[]).await;
     let (user, token) = app.user("pm@export.example").await;
     let joining = db::insights::Joining {
@@ -1795,46 +1778,23 @@ async fn themes_export_as_csv_and_json_filtered_as_listed() {
         ("Acme", 1, "The iOS app signs me out every day."),
     ];
     for (i, (company, axis, quote)) in said.iter().enumerate() {
-        let input = common::events::DocumentInput {
-            source: Source::parse("feedback").unwrap(),
-            kind: Source::parse("feedback").unwrap(),
-            external_id: format!("export-{i}"),
-            title: format!("Ticket {i}"),
-            body: (*quote).to_owned(),
-            metadata: json!({"company": company, "url": format!("https://support.example/tickets/{i}")}),
-            occurred_at: None,
+        let mut f = Feedback::new(
+            format!("export-{i}"),
+            quote,
+            direction(&[(*axis, 1.0), (5 + i, 0.1)]),
+        );
+        f.kind = if *axis == 0 { "feature_request" } else { "bug" };
+        f.customer = Customer {
+            company: Some((*company).into()),
+            name: Some(format!("Person {i}")),
+            email: Some(format!("p{i}@{}.example", company.to_lowercase())),
+            open_deal_amount: 1000.0 * (i + 1) as f64,
+            ..Customer::default()
         };
-        let (doc, _, _) = db::documents::upsert(&app.db, user, &input).await.unwrap();
-        db::insights::replace_items(
-            &app.db,
-            user,
-            doc,
-            vec![NewItem {
-                span_start: 0,
-                span_end: quote.len() as i32,
-                kind: if *axis == 0 { "feature_request" } else { "bug" }.into(),
-                title: format!("Item {i}"),
-                description: String::new(),
-                quote: (*quote).to_owned(),
-                score: 8,
-                customer: Customer {
-                    company: Some((*company).into()),
-                    name: Some(format!("Person {i}")),
-                    email: Some(format!("p{i}@{}.example", company.to_lowercase())),
-                    open_deal_amount: 1000.0 * (i + 1) as f64,
-                    ..Customer::default()
-                },
-                product_area: None,
-                sentiment: "neutral".into(),
-                urgency: "low".into(),
-                embedding: direction(&[(*axis, 1.0), (5 + i, 0.1)]),
-                occurred_at: chrono::Utc::now() - chrono::Duration::hours(i as i64),
-                confirmed: None,
-            }],
-            joining,
-        )
-        .await
-        .unwrap();
+        f.at = chrono::Utc::now() - chrono::Duration::hours(i as i64);
+        f.metadata =
+            json!({"company": company, "url": format!("https://support.example/tickets/{i}")});
+        assert!(store_feedback(&app, user, f, joining).await.1.is_some());
     }
     let fetch = |query: &'static str| {
         let app = &app;
