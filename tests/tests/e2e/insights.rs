@@ -901,9 +901,11 @@ async fn regrouping_parts_what_arrival_order_merged_and_keeps_theme_ids() {
         f.customer.company = Some(format!("Company {i}"));
         f.metadata = json!({"company": format!("Company {i}")});
         let (doc, placed) = store_feedback(&app, user, f, joining).await;
-        let placed = vec![placed.unwrap()];
         // Online, everything joined the first item's theme.
-        assert!(!placed[0].new_theme || i == 0, "item {i} started a theme");
+        assert!(
+            !placed.unwrap().new_theme || i == 0,
+            "item {i} started a theme"
+        );
         let due = db::insights::regroup_if_due(&app.db, user, joining)
             .await
             .unwrap();
