@@ -11,6 +11,7 @@ use assistant_tests::fake_model::{
 use assistant_tests::{TestApp, eventually, test_config};
 use common::config::ChatProvider;
 use common::intake::Limits;
+use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -167,10 +168,14 @@ async fn the_console_signs_in_chats_with_citations_approves_resumes_and_shows_th
         }
         g.read_delay = Duration::from_millis(100);
     }
-    db::sync_state::ensure(&app.db, advisor, "gmail")
-        .await
-        .unwrap();
-    db::sync_state::postpone(&app.db, advisor, "gmail", 3600)
+    // Not due (in one statement, so the scheduler never sees it due): the first sync is the
+    // browser's.
+    app.db
+        .execute_unprepared(&format!(
+            "INSERT INTO sync_state (user_id, resource, next_run_at)
+             VALUES ('{}', 'gmail', now() + interval '1 hour')",
+            advisor.0
+        ))
         .await
         .unwrap();
     let product = db::users::ensure(&app.db, common::demo::PRODUCT_EMAIL)

@@ -35,7 +35,10 @@ export async function render(main, { route }) {
   if (live && live.conversationId === conversationId && !live.finished) {
     composer.follow(new LiveTurn(messages, live));
   }
-  composer.focus();
+  // Ready to type, unless the person already went elsewhere (the header's search box) while
+  // the page loaded.
+  const active = document.activeElement;
+  if (!active || active === document.body || main.contains(active)) composer.focus();
 }
 
 async function listConversations(list, selected) {
