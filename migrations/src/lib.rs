@@ -41,6 +41,7 @@ mod m20261205_000014_auth_invalidation;
 mod m20261205_000015_gin_pending;
 mod m20261206_000016_sync_progress;
 mod m20261206_000017_insight_curation;
+mod m20261206_000018_insight_trending;
 
 pub struct Migrator;
 
@@ -65,6 +66,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000015_gin_pending::Migration),
             Box::new(m20261206_000016_sync_progress::Migration),
             Box::new(m20261206_000017_insight_curation::Migration),
+            Box::new(m20261206_000018_insight_trending::Migration),
         ]
     }
 }

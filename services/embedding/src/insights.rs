@@ -441,6 +441,17 @@ impl Insights {
                 ));
             }
         }
+        // A theme whose week rises beyond its usual range is announced once that week.
+        let mut themes: Vec<uuid::Uuid> = placed.iter().map(|p| p.theme).collect();
+        themes.sort();
+        themes.dedup();
+        let mut rising = Vec::new();
+        for theme in themes {
+            if let Some((event, t)) = trending(&self.db, user, theme, id).await? {
+                events.push(event);
+                rising.push(t);
+            }
+        }
         // As items accumulate, all of them are grouped again at once (`store::regroup`); the
         // themes that starts are announced like those an item starts.
         if !placed.is_empty()
@@ -468,6 +479,9 @@ impl Insights {
                 .publish_all(&events)
                 .await
                 .map_err(HandleError::retry)?;
+        }
+        for t in &rising {
+            store::record_trending(&self.db, user, t).await?;
         }
         store::record(&self.db, user, &outcome).await?;
         Ok(())
@@ -637,6 +651,61 @@ pub async fn call_model(
 
 /// A domain event `insight.<name>` (`insight.item.extracted`, `insight.theme.created`), which
 /// rules can act on like any provider's.
+/// `insight.theme.trending` when the theme's mentions this week (so far) rise beyond its
+/// usual range (`insights::trend`: a Poisson test against the trailing weeks), unless that
+/// week was announced already (`store::record_trending` remembers it once published).
+async fn trending(
+    db: &DatabaseConnection,
+    user: UserId,
+    theme: uuid::Uuid,
+    document: DocumentId,
+) -> Result<Option<(Envelope, store::Trending)>, HandleError> {
+    let test = insights::trend::TrendTest::default();
+    let weeks = store::weekly(
+        db,
+        user,
+        theme,
+        test.trailing as u32 + 1,
+        chrono::Utc::now(),
+    )
+    .await?;
+    let counts: Vec<u32> = weeks
+        .iter()
+        .map(|w| u32::try_from(w.items).unwrap_or(u32::MAX))
+        .collect();
+    let Some(rise) = test.rise(&counts) else {
+        return Ok(None);
+    };
+    let week = weeks.last().expect("a rise has a week");
+    if store::trending_announced(db, theme, week.week).await? {
+        return Ok(None);
+    }
+    let Some(t) = store::theme(db, user, theme).await? else {
+        return Ok(None);
+    };
+    metrics::counter!("insights_trending_total").increment(1);
+    let record = store::Trending {
+        theme,
+        week: week.week,
+        items: i64::from(rise.count),
+        baseline: rise.baseline,
+        p_value: rise.p_value,
+    };
+    let event = domain(
+        user,
+        "theme.trending",
+        theme.to_string(),
+        week.week.to_string(),
+        document,
+        serde_json::json!({
+            "theme_id": theme, "title": t.title, "kind": t.kind, "week": week.week,
+            "items": rise.count, "accounts": week.accounts,
+            "baseline": rise.baseline, "p_value": rise.p_value,
+        }),
+    );
+    Ok(Some((event, record)))
+}
+
 fn domain(
     user: UserId,
     name: &str,

@@ -651,6 +651,51 @@ pub async fn owns_theme(db: &impl ConnectionTrait, user: UserId, id: Uuid) -> Re
         .is_some())
 }
 
+/// A theme's week announced as trending.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trending {
+    pub theme: Uuid,
+    pub week: chrono::NaiveDate,
+    pub items: i64,
+    pub baseline: f64,
+    pub p_value: f64,
+}
+
+/// Whether the theme's week was announced as trending already.
+pub async fn trending_announced(
+    db: &impl ConnectionTrait,
+    theme: Uuid,
+    week: chrono::NaiveDate,
+) -> Result<bool> {
+    Ok(db
+        .query_one_raw(stmt(
+            "SELECT 1 AS one FROM insight_trending WHERE theme_id = $1 AND week = $2",
+            vec![theme.into(), week.into()],
+        ))
+        .await?
+        .is_some())
+}
+
+/// Records that the theme's week was announced (after the announcement is published: a crash
+/// in between announces it again under the same message id, which JetStream drops).
+pub async fn record_trending(db: &impl ConnectionTrait, user: UserId, t: &Trending) -> Result<()> {
+    db.execute_raw(stmt(
+        "INSERT INTO insight_trending (theme_id, week, user_id, items, baseline, p_value)
+         SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM insight_themes WHERE id = $1)
+         ON CONFLICT DO NOTHING",
+        vec![
+            t.theme.into(),
+            t.week.into(),
+            user.0.into(),
+            (t.items as i32).into(),
+            t.baseline.into(),
+            t.p_value.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// The account an item `i` speaks for: its company, else the customer's email or name.
 const ACCOUNT: &str = "coalesce(i.company, i.customer->>'email', i.customer->>'name')";
 

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod head;
 pub mod model;
 pub mod text;
+pub mod trend;
 
 pub use classify::{Kind, LocalClassifier, Verdict};
 pub use text::{Sentence, Span};

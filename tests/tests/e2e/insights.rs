@@ -1884,3 +1884,91 @@ async fn themes_export_as_csv_and_json_filtered_as_listed() {
         .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["themes"], json!([]));
 }
+
+/// A theme whose mentions this week rise beyond its usual range is announced as
+/// `insight.theme.trending`, once that week, and rules act on it; three mentions are not a
+/// trend.
+#[tokio::test]
+async fn a_rising_theme_is_announced_once_and_rules_act_on_it() {
+    let app = TestApp::spawn().await;
+    let (user, token) = app.user("pm@rising.example").await;
+    let r = post(
+        &app,
+        &token,
+        "/api/rules",
+        json!({"text": "when insight.theme.trending then notify text=\"Rising: {{event.title}}, {{event.items}} mentions this week\""}),
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}",
+        r.text().await.unwrap()
+    );
+    let companies = [
+        "Globex", "Initech", "Umbrella", "Hooli", "Acme", "Stark", "Wayne",
+    ];
+    let import = |from: usize, to: usize| {
+        let rows: Vec<Value> = (from..to)
+            .map(|i| {
+                json!({"external_id": format!("r-{i}"),
+                       "text": format!("Please add a bulk export of all our invoices to Excel ({}).", companies[i]),
+                       "company": companies[i], "occurred_at": chrono::Utc::now().to_rfc3339()})
+            })
+            .collect();
+        let app = &app;
+        let token = token.clone();
+        async move {
+            let r = post(
+                app,
+                &token,
+                "/api/insights/feedback",
+                json!({ "rows": rows }),
+            )
+            .await;
+            assert_eq!(r.status(), StatusCode::ACCEPTED);
+            for i in from..to {
+                wait_read(
+                    app,
+                    user,
+                    crate::doc_id(user, "feedback", &format!("r-{i}")),
+                )
+                .await;
+            }
+        }
+    };
+    let trending = || async {
+        app.subject_counts("EVENTS", &format!("events.{user}.insight.theme.trending"))
+            .await
+            .values()
+            .sum::<usize>()
+    };
+    // Three mentions in a theme that did not exist: not a trend.
+    import(0, 3).await;
+    let themes = get(&app, &token, "/api/insights/themes").await;
+    assert_eq!(themes["themes"].as_array().unwrap().len(), 1, "{themes}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(trending().await, 0);
+    // Six this week against nothing before: announced, and the rule's notification says so.
+    import(3, 6).await;
+    assistant_tests::eventually("the notification", Duration::from_secs(30), || async {
+        let seen = get(&app, &token, "/api/notifications").await;
+        !seen["notifications"].as_array().unwrap().is_empty()
+    })
+    .await;
+    let seen = get(&app, &token, "/api/notifications").await;
+    let text = seen["notifications"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        text.starts_with("Rising: ") && text.contains("mentions this week"),
+        "{text}"
+    );
+    // A seventh mention the same week announces nothing new.
+    import(6, 7).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(trending().await, 1);
+    let seen = get(&app, &token, "/api/notifications").await;
+    assert_eq!(seen["notifications"].as_array().unwrap().len(), 1, "{seen}");
+}
