@@ -732,19 +732,13 @@ async fn a_rule_acts_on_an_extracted_bug_from_a_named_company() {
     let (user, token) = app.user("pm@example.com").await;
     crm(&app, user, &token).await;
     enable(&app, &token, json!({"enabled": true, "sources": ["slack"]})).await;
-    let r = post(
+    crate::rules::rule(
         &app,
         &token,
-        "/api/rules",
-        json!({"text": "when insight.item.extracted if kind == \"bug\" and company == \"Acme Corp\" then notify text=\"Acme bug: {{event.title}}\""}),
+        "when insight.item.extracted if kind == \"bug\" and company == \"Acme Corp\" then notify text=\"Acme bug: {{event.title}}\"",
+        false,
     )
     .await;
-    assert_eq!(
-        r.status(),
-        StatusCode::CREATED,
-        "{}",
-        r.text().await.unwrap()
-    );
     let body = "Could you add a bulk export of invoices to Excel?\nAlso the calendar sync has been failing since Tuesday and meetings are missing.";
     let r = post(
         &app,
@@ -1892,19 +1886,13 @@ async fn themes_export_as_csv_and_json_filtered_as_listed() {
 async fn a_rising_theme_is_announced_once_and_rules_act_on_it() {
     let app = TestApp::spawn().await;
     let (user, token) = app.user("pm@rising.example").await;
-    let r = post(
+    crate::rules::rule(
         &app,
         &token,
-        "/api/rules",
-        json!({"text": "when insight.theme.trending then notify text=\"Rising: {{event.title}}, {{event.items}} mentions this week\""}),
+        "when insight.theme.trending then notify text=\"Rising: {{event.title}}, {{event.items}} mentions this week\"",
+        false,
     )
     .await;
-    assert_eq!(
-        r.status(),
-        StatusCode::CREATED,
-        "{}",
-        r.text().await.unwrap()
-    );
     let companies = [
         "Globex", "Initech", "Umbrella", "Hooli", "Acme", "Stark", "Wayne",
     ];
