@@ -136,7 +136,8 @@ pub async fn progress(
     items: u64,
 ) -> Result<()> {
     db.execute_raw(stmt(
-        "UPDATE sync_state SET pass_done = pass_done + $3 WHERE user_id = $1 AND resource = $2",
+        "UPDATE sync_state SET pass_done = pass_done + $3
+         WHERE user_id = $1 AND resource = $2 AND pass_open",
         vec![user.0.into(), resource.into(), (items as i64).into()],
     ))
     .await?;

@@ -70,6 +70,8 @@ pub struct Run<'a> {
     counted: u64,
     /// Items read (`progress.touched()`) already counted in the pass's progress, and when.
     reported: (u64, Instant),
+    /// Parts whose estimate this run has recorded (the store keeps each part's first).
+    estimated: Vec<String>,
     /// The run stopped at the limit; a continuation follows it.
     continuation: bool,
     /// First syncs and their continuations index in the bulk lane, so one user's 30 days of
@@ -250,7 +252,11 @@ impl<'a> Run<'a> {
     }
 
     /// Records the provider's estimate of how many items of `part` this pass reads.
-    pub async fn estimate(&self, part: &str, items: u64) -> Result<(), HandleError> {
+    pub async fn estimate(&mut self, part: &str, items: u64) -> Result<(), HandleError> {
+        if self.estimated.iter().any(|p| p == part) {
+            return Ok(());
+        }
+        self.estimated.push(part.to_owned());
         sync_state::estimate(
             &self.sync.db,
             self.user,
@@ -353,6 +359,7 @@ impl Sync {
             progress: Progress::default(),
             counted: 0,
             reported: (0, Instant::now()),
+            estimated: Vec::new(),
             continuation: false,
             lane,
             history,
