@@ -806,3 +806,28 @@ impl Handler for Insights {
         }
     }
 }
+
+/// Leaves each user the digest of the week that ended, once: checked hourly (and at start), so
+/// a week's digest arrives within the hour after Monday 00:00 UTC, and a replica or restart
+/// that checks again finds the notification already there.
+pub async fn digests(
+    db: DatabaseConnection,
+    every: std::time::Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match db::digest::send_due(&db, chrono::Utc::now()).await {
+            Ok(0) => {}
+            Ok(sent) => tracing::info!(sent, "weekly insights digests left"),
+            Err(e) => {
+                tracing::warn!(error = %e, "leaving weekly digests failed; trying again next hour")
+            }
+        }
+    }
+}

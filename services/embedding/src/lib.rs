@@ -276,6 +276,11 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     )
     .await?;
     let queries = tokio::spawn(serve_queries(backends.bus.clone(), batcher, cancel.clone()));
+    let digests = tokio::spawn(insights::digests(
+        backends.db.clone(),
+        Duration::from_secs(3_600),
+        cancel.clone(),
+    ));
     let indexing = indexing_options(&config);
     let (interactive, bulk, insights_interactive, insights_bulk, backlog) = tokio::join!(
         backends.consume_with(
@@ -295,6 +300,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     insights_bulk?;
     backlog?;
     queries.await??;
+    digests.await?;
     Ok(())
 }
 

@@ -138,6 +138,7 @@ impl AppState {
         insights::list_themes,
         insights::get_theme,
         insights::theme_trend,
+        insights::digest,
         curation::merge,
         curation::split,
         curation::rename,

@@ -7,6 +7,7 @@ pub mod chunks;
 pub mod connections;
 pub mod curation;
 pub mod dead_letters;
+pub mod digest;
 pub mod documents;
 pub mod entities;
 pub mod firings;

@@ -1960,3 +1960,180 @@ async fn a_rising_theme_is_announced_once_and_rules_act_on_it() {
     let seen = get(&app, &token, "/api/notifications").await;
     assert_eq!(seen["notifications"].as_array().unwrap().len(), 1, "{seen}");
 }
+
+/// The weekly digest lists the week's new themes and the ones that rose above their trailing
+/// weeks, with that week's quotes (one per account first, none dismissed); a steady theme and
+/// a later week's theme are not in it. The digest is left as a notification once, however
+/// often the check runs.
+#[tokio::test]
+async fn the_weekly_digest_lists_new_and_rising_themes_with_quotes_once() {
+    let app = TestApp::spawn_only(&[]).await;
+    let (user, token) = app.user("pm@digest.example").await;
+    let joining = db::insights::Joining {
+        join: 0.5,
+        ask: 0.5,
+        regroup: 0.55,
+    };
+    let week: chrono::DateTime<chrono::Utc> = "2026-11-16T00:00:00Z".parse().unwrap();
+    let day = chrono::Duration::days(1);
+    let mut n = 0;
+    let mut item = |topic: usize, title: &'static str, at, company: String| {
+        n += 1;
+        let (app, name) = (&app, format!("d{n}"));
+        async move {
+            let quote = format!("{title}: we need this ({company}).");
+            let mut f = Feedback::new(
+                name,
+                &quote,
+                direction(&[(topic, 1.0), (10 + topic * 20 + n % 15, 0.2)]),
+            );
+            f.title = Some(title.to_owned());
+            f.at = at;
+            f.customer.company = Some(company);
+            store_feedback(app, user, f, joining).await.1.unwrap()
+        }
+    };
+    // Export: once a week for eight weeks, then six accounts in the digest's week.
+    for w in 1..=8 {
+        item(
+            0,
+            "Bulk export",
+            week - chrono::Duration::weeks(w) + day,
+            format!("Old {w}"),
+        )
+        .await;
+    }
+    for c in 0..6 {
+        let company = if c < 4 {
+            format!("Acct {c}")
+        } else {
+            "Acct 0".into()
+        };
+        item(0, "Bulk export", week + day * (c % 6), company).await;
+    }
+    // Steady: twice a week before and in it.
+    for w in 0..=8 {
+        for k in 0..2 {
+            item(
+                1,
+                "Dark mode",
+                week - chrono::Duration::weeks(w) + day * (2 + k),
+                format!("S{k}"),
+            )
+            .await;
+        }
+    }
+    // SSO: first heard in the week, from two accounts; one of its items dismissed.
+    let mut sso = Vec::new();
+    for c in 0..3 {
+        sso.push(
+            item(
+                2,
+                "SAML single sign-on",
+                week + day * 3,
+                format!("Sso {}", c % 2),
+            )
+            .await,
+        );
+    }
+    let dismissed = sso[2].item;
+    let (status, _) = post_json(
+        &app,
+        &token,
+        &format!("/api/insights/items/{dismissed}/dismiss"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Audit log: first heard the week after.
+    item(
+        3,
+        "Audit log",
+        week + chrono::Duration::weeks(1) + day,
+        "Later".into(),
+    )
+    .await;
+
+    let digest = get(&app, &token, "/api/insights/digest?week=2026-11-19").await;
+    assert_eq!(digest["week"], "2026-11-16", "{digest}");
+    let titles = |section: &str| -> Vec<String> {
+        digest[section]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["title"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(titles("new"), ["SAML single sign-on"], "{digest}");
+    assert_eq!(titles("rising"), ["Bulk export"], "{digest}");
+    let sso = &digest["new"][0];
+    assert_eq!(
+        (sso["items"].as_i64(), sso["accounts"].as_i64()),
+        (Some(2), Some(2))
+    );
+    let quotes: Vec<&str> = sso["quotes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["item_id"].as_str().unwrap())
+        .collect();
+    assert!(!quotes.contains(&dismissed.to_string().as_str()), "{sso}");
+    let export = &digest["rising"][0];
+    assert_eq!(
+        (export["items"].as_i64(), export["accounts"].as_i64()),
+        (Some(6), Some(4))
+    );
+    assert_eq!(export["baseline"].as_f64(), Some(1.0));
+    assert!(export["p_value"].as_f64().unwrap() < 0.01, "{export}");
+    // Three quotes, from three different accounts before any account's second.
+    let companies: std::collections::HashSet<&str> = export["quotes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["company"].as_str().unwrap())
+        .collect();
+    assert_eq!(companies.len(), 3, "{export}");
+    // The week after holds only Audit log, as new; weeks are any day's Monday.
+    let after = get(&app, &token, "/api/insights/digest?week=2026-11-29").await;
+    assert_eq!(after["new"][0]["title"], "Audit log", "{after}");
+    assert_eq!(after["rising"], json!([]), "{after}");
+    let r = app
+        .http
+        .get(format!("{}/api/insights/digest?week=monday", app.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("week"));
+
+    // On the Tuesday after, the digest is left once, however often the check runs.
+    let tuesday = week + chrono::Duration::weeks(1) + day;
+    db::digest::send_due(&app.db, tuesday).await.unwrap();
+    db::digest::send_due(&app.db, tuesday + chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    let seen = get(&app, &token, "/api/notifications").await;
+    let texts: Vec<&str> = seen["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts.len(), 1, "{seen}");
+    assert!(
+        texts[0].starts_with("Insights digest, week of 16 Nov 2026: 1 new and 1 rising themes."),
+        "{}",
+        texts[0]
+    );
+    assert!(texts[0].contains("\nNew: SAML single sign-on (2 mentions, 2 accounts) — “SAML single sign-on: we need this (Sso"), "{}", texts[0]);
+    assert!(
+        texts[0].contains("\nRising: Bulk export (6 mentions, 4 accounts)"),
+        "{}",
+        texts[0]
+    );
+    assert_eq!(
+        seen["notifications"][0]["id"],
+        db::digest::notification_id(user, week.date_naive()).to_string()
+    );
+}

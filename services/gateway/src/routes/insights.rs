@@ -28,6 +28,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/insights/themes", get(list_themes))
         .route("/api/insights/themes/{id}", get(get_theme))
         .route("/api/insights/themes/{id}/trend", get(theme_trend))
+        .route("/api/insights/digest", get(digest))
         .route("/api/insights/items", get(list_items))
         .route("/api/insights/progress", get(progress))
         .route("/api/insights/feedback", post(import_feedback))
@@ -478,6 +479,30 @@ pub async fn theme_trend(
         change: trend_change(&weeks),
         weeks,
     }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DigestParams {
+    /// Any day of the week wanted (weeks start Monday, UTC); default the last complete week.
+    pub week: Option<chrono::NaiveDate>,
+}
+
+/// The week's new and rising themes with their quotes: what the weekly notification says.
+#[utoipa::path(get, path = "/api/insights/digest", tag = "insights", params(DigestParams),
+    security(("bearer" = []), ("session" = [])),
+    responses((status = 200, description = "The week's digest", body = db::digest::Digest),
+        (status = 400, description = "`week` is not a date (YYYY-MM-DD)", body = ErrorBody)))]
+pub async fn digest(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Query(p): Query<DigestParams>,
+) -> Result<Json<db::digest::Digest>, ApiError> {
+    let week = p.week.map_or_else(
+        || db::digest::last_complete_week(Utc::now()),
+        db::digest::week_of,
+    );
+    Ok(Json(db::digest::digest(&state.db, user, week).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
