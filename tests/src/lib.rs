@@ -23,6 +23,7 @@ pub mod fuzz;
 pub mod insights_eval;
 pub mod proxy;
 pub mod search_eval;
+pub mod trend_eval;
 
 pub const SERVICES: [&str; 5] = [
     "gateway",

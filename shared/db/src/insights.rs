@@ -730,7 +730,7 @@ pub async fn weekly(
            ON i.user_id = $1 AND i.theme_id = $2
           AND i.occurred_at >= w.week AT TIME ZONE 'UTC'
           AND i.occurred_at < (w.week + interval '1 week') AT TIME ZONE 'UTC'
-          AND i.occurred_at <= $3
+          AND i.occurred_at <= $3 AND i.dismissed_at IS NULL
          GROUP BY w.week ORDER BY w.week"
     );
     let rows = db
