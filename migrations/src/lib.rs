@@ -42,6 +42,7 @@ mod m20261205_000015_gin_pending;
 mod m20261206_000016_sync_progress;
 mod m20261206_000017_insight_curation;
 mod m20261206_000018_insight_trending;
+mod m20261206_000019_crm_history;
 
 pub struct Migrator;
 
@@ -67,6 +68,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000016_sync_progress::Migration),
             Box::new(m20261206_000017_insight_curation::Migration),
             Box::new(m20261206_000018_insight_trending::Migration),
+            Box::new(m20261206_000019_crm_history::Migration),
         ]
     }
 }

@@ -559,7 +559,7 @@ async fn main() -> anyhow::Result<()> {
                 kind,
                 ..Default::default()
             };
-            let themes = db::insights::themes(&db, user, &filter, "mentions", limit).await?;
+            let themes = db::insights::themes(&db, user, &filter, "mentions", 0, limit).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&themes)?);
             } else {

@@ -339,7 +339,14 @@ impl Insights {
                         if who.name.is_none() {
                             who.name = p.customer.clone();
                         }
-                        let customer = store::resolve_customer(&self.db, user, who).await?;
+                        let customer = store::resolve_customer(
+                            &self.db,
+                            user,
+                            who,
+                            occurred_at,
+                            &settings.revenue_properties,
+                        )
+                        .await?;
                         let quote = span.of(body);
                         let product_area = insights::extract::listed_area(
                             &settings.product_areas,
@@ -368,9 +375,14 @@ impl Insights {
             }
         } else if score >= min_score {
             for f in &found.items {
-                let customer =
-                    store::resolve_customer(&self.db, user, author(&doc, f.speaker.as_deref()))
-                        .await?;
+                let customer = store::resolve_customer(
+                    &self.db,
+                    user,
+                    author(&doc, f.speaker.as_deref()),
+                    occurred_at,
+                    &settings.revenue_properties,
+                )
+                .await?;
                 items.push(NewItem {
                     span_start: f.span.start as i32,
                     span_end: f.span.end as i32,

@@ -139,6 +139,7 @@ impl AppState {
         insights::get_theme,
         insights::theme_trend,
         insights::digest,
+        insights::churned,
         curation::merge,
         curation::split,
         curation::rename,

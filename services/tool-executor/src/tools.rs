@@ -534,7 +534,7 @@ async fn top_themes(ctx: &Context<'_>, sources: &mut Sources, args: &Value) -> O
         _ => return Outcome::error("sort must be mentions, accounts or recent"),
     };
     let limit = args["limit"].as_u64().unwrap_or(5).clamp(1, 10);
-    let themes = match db::insights::themes(ctx.db, ctx.user, &filter, sort, limit).await {
+    let themes = match db::insights::themes(ctx.db, ctx.user, &filter, sort, 0, limit).await {
         Ok(t) => t,
         Err(e) => return Outcome::error(format!("lookup failed: {e}")),
     };

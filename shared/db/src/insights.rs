@@ -30,6 +30,21 @@ pub struct Settings {
     /// area whose name or words its quote or title uses (or the one the model names).
     #[serde(default)]
     pub product_areas: Vec<String>,
+    /// HubSpot company properties that hold the account's revenue (`annualrevenue`, a custom
+    /// `arr`...), the first with a number counting.
+    #[serde(default = "default_revenue_properties")]
+    pub revenue_properties: Vec<String>,
+    /// Company lifecycle stages or deal stages that mean the account churned.
+    #[serde(default = "default_churn_stages")]
+    pub churn_stages: Vec<String>,
+}
+
+pub fn default_revenue_properties() -> Vec<String> {
+    vec!["annualrevenue".into()]
+}
+
+pub fn default_churn_stages() -> Vec<String> {
+    vec!["churned".into()]
 }
 
 impl Default for Settings {
@@ -40,6 +55,8 @@ impl Default for Settings {
             channels: Vec::new(),
             min_score: 6,
             product_areas: Vec::new(),
+            revenue_properties: default_revenue_properties(),
+            churn_stages: default_churn_stages(),
         }
     }
 }
@@ -47,7 +64,8 @@ impl Default for Settings {
 pub async fn settings(db: &impl ConnectionTrait, user: UserId) -> Result<Settings> {
     let row = db
         .query_one_raw(stmt(
-            "SELECT enabled, sources, channels, min_score, product_areas
+            "SELECT enabled, sources, channels, min_score, product_areas, revenue_properties,
+                    churn_stages
              FROM insight_settings WHERE user_id = $1",
             vec![user.0.into()],
         ))
@@ -59,6 +77,8 @@ pub async fn settings(db: &impl ConnectionTrait, user: UserId) -> Result<Setting
             channels: r.try_get("", "channels")?,
             min_score: r.try_get("", "min_score")?,
             product_areas: r.try_get("", "product_areas")?,
+            revenue_properties: r.try_get("", "revenue_properties")?,
+            churn_stages: r.try_get("", "churn_stages")?,
         },
         None => Settings::default(),
     })
@@ -73,10 +93,12 @@ pub async fn save_settings(
 ) -> Result<DateTime<Utc>> {
     let row = db
         .query_one_raw(stmt(
-            "INSERT INTO insight_settings (user_id, enabled, sources, channels, min_score, product_areas)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO insight_settings (user_id, enabled, sources, channels, min_score, product_areas,
+                                           revenue_properties, churn_stages)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (user_id) DO UPDATE SET enabled = $2, sources = $3, channels = $4,
-               min_score = $5, product_areas = $6, updated_at = now()
+               min_score = $5, product_areas = $6, revenue_properties = $7, churn_stages = $8,
+               updated_at = now()
              RETURNING updated_at",
             vec![
                 user.0.into(),
@@ -85,6 +107,8 @@ pub async fn save_settings(
                 s.channels.clone().into(),
                 s.min_score.into(),
                 s.product_areas.clone().into(),
+                s.revenue_properties.clone().into(),
+                s.churn_stages.clone().into(),
             ],
         ))
         .await?
@@ -169,18 +193,28 @@ pub struct Customer {
     pub company: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub company_id: Option<String>,
+    /// The account's open deals, their amount, lifecycle stage and revenue as they stood when
+    /// the words were said.
     #[serde(default)]
     pub open_deals: i64,
     #[serde(default)]
     pub open_deal_amount: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_stage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revenue: Option<f64>,
 }
 
 /// Finds the HubSpot contact by email (first) or exact name, with its company (the associated
-/// company record, else the contact's `company` property) and its open deals.
+/// company record, else the contact's `company` property), and the account as it stood `at`
+/// (when the words were said): from the company's recorded history, else (nothing recorded)
+/// the contact's current open deals and lifecycle stage.
 pub async fn resolve_customer(
     db: &impl ConnectionTrait,
     user: UserId,
     mut who: Customer,
+    at: DateTime<Utc>,
+    revenue_properties: &[String],
 ) -> Result<Customer> {
     let (email, name) = (
         who.email.as_deref().map(str::to_lowercase),
@@ -202,6 +236,7 @@ pub async fn resolve_customer(
                     coalesce(c.metadata->'properties'->>'email', c.metadata->>'email') AS email,
                     co.title AS company, co.metadata->>'id' AS company_id,
                     nullif(c.metadata->'properties'->>'company', '') AS company_property,
+                    nullif(c.metadata->'properties'->>'lifecyclestage', '') AS contact_stage,
                     (SELECT count(*) FROM documents d
                       WHERE d.user_id = $1 AND d.source = 'hubspot' AND d.kind = 'deal'
                         AND d.external_id IN (SELECT 'deal:' || jsonb_array_elements_text(
@@ -234,6 +269,15 @@ pub async fn resolve_customer(
         who.company_id = r.try_get("", "company_id")?;
         who.open_deals = r.try_get("", "open_deals")?;
         who.open_deal_amount = r.try_get("", "open_amount")?;
+        who.lifecycle_stage = r.try_get("", "contact_stage")?;
+    }
+    if let Some(company) = who.company_id.clone()
+        && let Some(then) = crate::accounts::at(db, user, &company, at, revenue_properties).await?
+    {
+        who.open_deals = then.open_deals;
+        who.open_deal_amount = then.open_deal_amount;
+        who.lifecycle_stage = then.lifecycle_stage.or(who.lifecycle_stage);
+        who.revenue = then.revenue;
     }
     Ok(who)
 }
@@ -543,8 +587,14 @@ pub struct Theme {
     pub items: i32,
     pub accounts: i32,
     /// The open deals of its distinct accounts, each account counted once (as recorded with
-    /// its latest item).
+    /// its latest item, when it was said).
     pub open_deal_amount: f64,
+    /// The same accounts' open deals now.
+    pub open_deal_amount_now: f64,
+    /// Its accounts' revenue (the team's revenue property) when they said it, each once.
+    pub revenue: f64,
+    /// The same accounts' revenue now.
+    pub revenue_now: f64,
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
 }
@@ -560,9 +610,11 @@ pub struct Filter {
     pub document: Option<DocumentId>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    /// The account's lifecycle stage when the words were said.
+    pub lifecycle: Option<String>,
 }
 
-/// The conditions of a `Filter` on items `i` of documents `d`, with its values as `$2`–`$9`
+/// The conditions of a `Filter` on items `i` of documents `d`, with its values as `$2`–`$10`
 /// (`Filter::values`).
 const FILTER: &str = "($2::text IS NULL OR i.kind = $2)
     AND ($3::text IS NULL OR d.source = $3)
@@ -572,6 +624,7 @@ const FILTER: &str = "($2::text IS NULL OR i.kind = $2)
     AND ($7::uuid IS NULL OR i.document_id = $7)
     AND ($8::timestamptz IS NULL OR i.occurred_at >= $8)
     AND ($9::timestamptz IS NULL OR i.occurred_at < $9)
+    AND ($10::text IS NULL OR lower(i.customer->>'lifecycle_stage') = lower($10))
     AND i.dismissed_at IS NULL";
 
 impl Filter {
@@ -587,49 +640,101 @@ impl Filter {
             self.document.map(|d| d.0).into(),
             self.since.into(),
             self.until.into(),
+            self.lifecycle.clone().into(),
         ]
     }
 }
 
-/// `mentions` (items), `accounts`, `revenue` (open-deal amount of its accounts), `recent`
-/// (last seen). Counts are of the items within the filter.
+/// How themes sort: by `mentions` (items), distinct `accounts`, `revenue` or `open_deals` of
+/// its accounts when they spoke, `revenue_now` or `open_deals_now`, or `recent` (last seen).
+pub const THEME_SORTS: [&str; 7] = [
+    "mentions",
+    "accounts",
+    "revenue",
+    "revenue_now",
+    "open_deals",
+    "open_deals_now",
+    "recent",
+];
+
+/// Themes with items within `filter`, sorted by one of `THEME_SORTS`, with at least
+/// `min_accounts` distinct accounts. Counts are of the items within the filter.
 pub async fn themes(
     db: &impl ConnectionTrait,
     user: UserId,
     filter: &Filter,
     sort: &str,
+    min_accounts: i32,
     limit: u64,
 ) -> Result<Vec<Theme>> {
     let order = match sort {
         "accounts" => "accounts DESC, items DESC, t.id",
-        "revenue" => "open_deal_amount DESC, items DESC, t.id",
+        "revenue" => "revenue DESC, items DESC, t.id",
+        "revenue_now" => "revenue_now DESC, items DESC, t.id",
+        "open_deals" => "open_deal_amount DESC, items DESC, t.id",
+        "open_deals_now" => "open_deal_amount_now DESC, items DESC, t.id",
         "recent" => "last_seen DESC, t.id",
         _ => "items DESC, last_seen DESC, t.id",
     };
+    let number = |path: &str| {
+        format!(
+            "CASE WHEN jsonb_typeof(i.customer->'{path}') = 'number'
+                  THEN (i.customer->>'{path}')::float8 ELSE 0 END"
+        )
+    };
+    let (amount, revenue) = (number("open_deal_amount"), number("revenue"));
+    let revenue_now = revenue_at("$1", "a.company_id", "now()", "r.properties");
     let sql = format!(
         "WITH f AS (
            SELECT i.id, i.theme_id, i.occurred_at,
-                  {ACCOUNT} AS account,
-                  CASE WHEN jsonb_typeof(i.customer->'open_deal_amount') = 'number'
-                       THEN (i.customer->>'open_deal_amount')::float8 ELSE 0 END AS amount
+                  {ACCOUNT} AS account, i.customer->>'company_id' AS company_id,
+                  {amount} AS amount, {revenue} AS revenue
            FROM insight_items i JOIN documents d ON d.id = i.document_id
            WHERE i.user_id = $1 AND i.theme_id IS NOT NULL AND {FILTER}),
          a AS (
-           SELECT DISTINCT ON (theme_id, account) theme_id, amount FROM f
-           WHERE account IS NOT NULL ORDER BY theme_id, account, occurred_at DESC)
+           SELECT DISTINCT ON (theme_id, account) theme_id, company_id, amount, revenue FROM f
+           WHERE account IS NOT NULL ORDER BY theme_id, account, occurred_at DESC),
+         r AS (
+           SELECT coalesce((SELECT revenue_properties FROM insight_settings WHERE user_id = $1),
+                           '{{annualrevenue}}') AS properties),
+         n AS (
+           SELECT a.company_id, acc.open_deal_amount AS amount_now, {revenue_now} AS revenue_now
+           FROM (SELECT DISTINCT company_id FROM a WHERE company_id IS NOT NULL) a, r,
+                LATERAL crm_account_at($1, a.company_id, now()) acc),
+         totals AS (
+           SELECT a.theme_id, sum(a.amount) AS amount, sum(a.revenue) AS revenue,
+                  coalesce(sum(n.amount_now), 0) AS amount_now,
+                  coalesce(sum(n.revenue_now), 0) AS revenue_now
+           FROM a LEFT JOIN n ON n.company_id = a.company_id GROUP BY a.theme_id)
          SELECT t.id, t.title, t.summary, t.kind,
                 count(f.id)::int AS items, count(DISTINCT f.account)::int AS accounts,
-                coalesce((SELECT sum(a.amount) FROM a WHERE a.theme_id = t.id), 0)::float8 AS open_deal_amount,
+                coalesce(max(x.amount), 0)::float8 AS open_deal_amount,
+                coalesce(max(x.amount_now), 0)::float8 AS open_deal_amount_now,
+                coalesce(max(x.revenue), 0)::float8 AS revenue,
+                coalesce(max(x.revenue_now), 0)::float8 AS revenue_now,
                 min(f.occurred_at) AS first_seen, max(f.occurred_at) AS last_seen
          FROM insight_themes t JOIN f ON f.theme_id = t.id
+              LEFT JOIN totals x ON x.theme_id = t.id
          WHERE t.user_id = $1
          GROUP BY t.id
+         HAVING count(DISTINCT f.account) >= $12
          ORDER BY {order}
-         LIMIT $10"
+         LIMIT $11"
     );
     let mut values = filter.values(user);
     values.push((limit as i64).into());
+    values.push(min_accounts.into());
     Ok(Theme::find_by_statement(stmt(&sql, values)).all(db).await?)
+}
+
+/// SQL for company `company`'s revenue as of `at`: the first of the properties `properties`
+/// (a text[]) holding a number (each argument an SQL expression).
+pub fn revenue_at(user: &str, company: &str, at: &str, properties: &str) -> String {
+    format!(
+        "(SELECT x.v::float8 FROM unnest({properties}) WITH ORDINALITY AS p(name, k),
+            LATERAL (SELECT crm_value_at({user}, 'company', {company}, p.name, {at}) AS v) x
+          WHERE x.v ~ '^-?[0-9]+(\\.[0-9]+)?$' ORDER BY p.k LIMIT 1)"
+    )
 }
 
 pub async fn theme(db: &impl ConnectionTrait, user: UserId, id: Uuid) -> Result<Option<Theme>> {
@@ -637,7 +742,7 @@ pub async fn theme(db: &impl ConnectionTrait, user: UserId, id: Uuid) -> Result<
         theme: Some(id),
         ..Filter::default()
     };
-    Ok(themes(db, user, &filter, "mentions", 1).await?.pop())
+    Ok(themes(db, user, &filter, "mentions", 0, 1).await?.pop())
 }
 
 /// Whether the theme exists and is the user's.
@@ -776,6 +881,23 @@ pub struct Item {
     pub span_start: i32,
     pub span_end: i32,
     pub occurred_at: DateTime<Utc>,
+    /// The account as it stands now (with a HubSpot company): beside `customer`'s values
+    /// from when it was said.
+    pub lifecycle_now: Option<String>,
+    pub open_deals_now: Option<i32>,
+    pub open_deal_amount_now: Option<f64>,
+    pub revenue_now: Option<f64>,
+}
+
+impl Item {
+    pub fn account_now(&self) -> Option<crate::accounts::Account> {
+        Some(crate::accounts::Account {
+            lifecycle_stage: self.lifecycle_now.clone(),
+            open_deals: i64::from(self.open_deals_now?),
+            open_deal_amount: self.open_deal_amount_now.unwrap_or(0.0),
+            revenue: self.revenue_now,
+        })
+    }
 }
 
 pub async fn items(
@@ -811,26 +933,38 @@ async fn query_items(
 ) -> Result<Vec<Item>> {
     let text = "to_tsvector('english', i.title || ' ' || i.quote)";
     let (matches, order) = match (&vector, query) {
-        (Some(_), _) => ("TRUE".to_owned(), "i.embedding <=> $11".to_owned()),
+        (Some(_), _) => ("TRUE".to_owned(), "i.embedding <=> $12".to_owned()),
         (None, Some(_)) => (
-            format!("{text} @@ plainto_tsquery('english', $12)"),
-            format!("ts_rank({text}, plainto_tsquery('english', $12)) DESC"),
+            format!("{text} @@ plainto_tsquery('english', $13)"),
+            format!("ts_rank({text}, plainto_tsquery('english', $13)) DESC"),
         ),
         (None, None) => (
             "TRUE".to_owned(),
             "i.occurred_at DESC, i.span_start".to_owned(),
         ),
     };
+    let revenue_now = revenue_at(
+        "$1",
+        "(i.customer->>'company_id')",
+        "now()",
+        "coalesce((SELECT revenue_properties FROM insight_settings WHERE user_id = $1), '{annualrevenue}')",
+    );
     let sql = format!(
         "SELECT i.id, i.theme_id, i.kind, i.title, i.description, i.quote, i.score, i.customer,
                 i.company, i.product_area, i.sentiment, i.urgency, i.document_id, d.source,
-                d.external_id, d.title AS document_title, i.span_start, i.span_end, i.occurred_at
+                d.external_id, d.title AS document_title, i.span_start, i.span_end, i.occurred_at,
+                n.lifecycle_stage AS lifecycle_now, n.open_deals AS open_deals_now,
+                n.open_deal_amount AS open_deal_amount_now, n.revenue AS revenue_now
          FROM insight_items i JOIN documents d ON d.id = i.document_id
+         LEFT JOIN LATERAL (
+           SELECT acc.lifecycle_stage, acc.open_deals, acc.open_deal_amount, {revenue_now} AS revenue
+           FROM crm_account_at($1, i.customer->>'company_id', now()) acc
+           WHERE i.customer->>'company_id' IS NOT NULL) n ON TRUE
          WHERE i.user_id = $1 AND {FILTER}
-           AND ($11::vector IS NULL OR TRUE) AND ($12::text IS NULL OR TRUE)
+           AND ($12::vector IS NULL OR TRUE) AND ($13::text IS NULL OR TRUE)
            AND {matches}
          ORDER BY {order}
-         LIMIT $10"
+         LIMIT $11"
     );
     let mut values = filter.values(user);
     values.push((limit as i64).into());
@@ -879,7 +1013,7 @@ pub async fn export(
               JOIN insight_themes t ON t.id = i.theme_id
          WHERE i.user_id = $1 AND {FILTER}
          ORDER BY t.items DESC, t.id, i.occurred_at DESC, i.id
-         LIMIT $10"
+         LIMIT $11"
     );
     let mut values = filter.values(user);
     values.push((limit as i64).into());

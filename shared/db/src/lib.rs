@@ -2,6 +2,7 @@
 //! work leans on Postgres itself (upserts, vector and full-text search). Every service shares
 //! these functions, so HTTP handlers, consumers and `ctl` do the same thing the same way.
 
+pub mod accounts;
 pub mod chat;
 pub mod chunks;
 pub mod connections;

@@ -59,6 +59,8 @@ pub struct HubSpot {
     /// How long a new or changed object stays out of search results (HubSpot's search index
     /// trails writes by a few seconds): a lookup made meanwhile finds nothing.
     pub search_lag: std::time::Duration,
+    /// "contacts:1" → every version put, oldest first: what `propertiesWithHistory` reports.
+    pub versions: HashMap<String, Vec<(i64, Value)>>,
 }
 
 impl HubSpot {
@@ -75,6 +77,10 @@ impl HubSpot {
 
     /// Creates or changes an object, last modified at `modified` ms.
     pub fn put(&mut self, object_type: &str, id: &str, modified: i64, properties: Value) {
+        self.versions
+            .entry(format!("{object_type}:{id}"))
+            .or_default()
+            .push((modified, properties.clone()));
         self.objects
             .entry(object_type.to_owned())
             .or_default()
@@ -382,6 +388,26 @@ fn crm(h: &mut HubSpot, r: &Request) -> ResponseTemplate {
                     .map(|(k, v)| (k, json!({"results": v})))
                     .collect::<serde_json::Map<_, _>>()
                     .into();
+            }
+            // Each asked property's values, newest first, one entry per change.
+            if let Some(asked) = query(r).get("propertiesWithHistory") {
+                let versions = &h.versions[&format!("{object_type}:{id}")];
+                let mut history = serde_json::Map::new();
+                for property in asked.split(',') {
+                    let mut changes: Vec<Value> = Vec::new();
+                    let mut last: Option<&Value> = None;
+                    for (ms, p) in versions {
+                        let Some(v) = p.get(property) else { continue };
+                        if last != Some(v) {
+                            changes.push(json!({"value": v, "timestamp": iso(*ms),
+                                                "sourceType": "API", "sourceId": "fake"}));
+                            last = Some(v);
+                        }
+                    }
+                    changes.reverse();
+                    history.insert(property.to_owned(), Value::Array(changes));
+                }
+                object["propertiesWithHistory"] = Value::Object(history);
             }
             ResponseTemplate::new(200).set_body_json(object)
         }

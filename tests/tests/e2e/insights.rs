@@ -2137,3 +2137,305 @@ async fn the_weekly_digest_lists_new_and_rising_themes_with_quotes_once() {
         db::digest::notification_id(user, week.date_naive()).to_string()
     );
 }
+
+/// Who asked, and what they were worth then: the HubSpot sync keeps each account's lifecycle
+/// stage, revenue properties and deals with when each changed (`propertiesWithHistory`); an
+/// item records its account as it stood when it was said, and shows it as it stands now
+/// beside it; later CRM changes (and re-reading the message) leave the record as it was;
+/// themes sort and filter by it; and the accounts that churned are found with what they asked
+/// for in the days before.
+#[tokio::test]
+async fn items_keep_what_their_account_was_worth_when_said_and_churned_accounts_are_found() {
+    let hubspot = crate::crm_fakes::FakeHubSpot::start().await;
+    let mut config = assistant_tests::test_config().await;
+    hubspot.configure(&mut config);
+    config.sync_interval_secs = 0;
+    let app = TestApp::spawn_with(config, &["ingest", "embedding"]).await;
+    let (user, token) = app.user("pm@accounts.example").await;
+    crate::assistant_writes::connect_hubspot(&app, &hubspot, user).await;
+    db::sync_state::ensure(&app.db, user, "hubspot")
+        .await
+        .unwrap();
+    // The team's revenue lives in a custom `arr`, else `annualrevenue`; a bad name is refused.
+    let r = app
+        .http
+        .put(format!("{}/api/insights/settings", app.url))
+        .bearer_auth(&token)
+        .json(&json!({"enabled": true, "revenue_properties": ["arr", "Annual Revenue"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["field"],
+        "revenue_properties[1]"
+    );
+    enable(
+        &app,
+        &token,
+        json!({"enabled": true, "revenue_properties": ["arr", "annualrevenue"], "churn_stages": ["Churned"]}),
+    )
+    .await;
+
+    let ms = |day: &str| {
+        format!("{day}T00:00:00Z")
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+            .timestamp_millis()
+    };
+    let sync = || async {
+        crate::sync::syncer(&app)
+            .handle(
+                user,
+                crate::sync::command(
+                    common::events::Resource::Hubspot,
+                    common::events::SyncScope::Changes,
+                ),
+                format!("TEST:{}", uuid::Uuid::new_v4()),
+            )
+            .await
+            .unwrap();
+    };
+    {
+        let mut h = hubspot.state.lock().unwrap();
+        h.put(
+            "contacts",
+            "1",
+            ms("2026-03-01"),
+            json!({"firstname": "Dana", "lastname": "Reyes", "email": "dana@acme.example"}),
+        );
+        h.put(
+            "contacts",
+            "2",
+            ms("2026-03-01"),
+            json!({"firstname": "Lee", "lastname": "Park", "email": "lee@globex.example"}),
+        );
+        h.associate("contacts:1", "companies:9001");
+        h.associate("contacts:2", "companies:9002");
+        // Acme: a customer paying 90k with a 48k renewal open, until it churned on 1 September.
+        h.put("companies", "9001", ms("2026-03-01"), json!({"name": "Acme Corp", "lifecyclestage": "customer", "arr": "90000", "annualrevenue": "1000000"}));
+        h.put("companies", "9001", ms("2026-09-01"), json!({"name": "Acme Corp", "lifecyclestage": "churned", "arr": "0", "annualrevenue": "1000000"}));
+        h.put(
+            "deals",
+            "7001",
+            ms("2026-03-01"),
+            json!({"dealname": "Acme renewal", "amount": "48000", "dealstage": "contractsent"}),
+        );
+        h.put(
+            "deals",
+            "7001",
+            ms("2026-09-01"),
+            json!({"dealname": "Acme renewal", "amount": "48000", "dealstage": "closedlost"}),
+        );
+        h.associate("companies:9001", "deals:7001");
+        // Globex: 50k, growing to 80k and in renewal since October, with a 20k expansion from
+        // August (associated from the deal's side).
+        h.put(
+            "companies",
+            "9002",
+            ms("2026-03-01"),
+            json!({"name": "Globex", "lifecyclestage": "customer", "arr": "50000"}),
+        );
+        h.put(
+            "companies",
+            "9002",
+            ms("2026-10-01"),
+            json!({"name": "Globex", "lifecyclestage": "renewal", "arr": "80000"}),
+        );
+        h.put("deals", "7002", ms("2026-08-01"), json!({"dealname": "Globex expansion", "amount": "20000", "dealstage": "appointmentscheduled"}));
+        h.associate("deals:7002", "companies:9002");
+    }
+    sync().await;
+
+    let rows = |rows: &[(&str, &str, &str, &str)]| {
+        json!({"rows": rows.iter().map(|(id, email, text, at)| json!({
+            "external_id": id, "customer_email": email, "text": text, "occurred_at": format!("{at}T12:00:00Z"),
+        })).collect::<Vec<_>>()})
+    };
+    let feedback = [
+        (
+            "a-early",
+            "dana@acme.example",
+            "Please add single sign-on with Okta for our whole team.",
+            "2026-04-01",
+        ),
+        (
+            "a-late",
+            "dana@acme.example",
+            "Please add single sign-on with Okta, our security team insists.",
+            "2026-07-15",
+        ),
+        (
+            "g-early",
+            "lee@globex.example",
+            "Please add single sign-on with Okta for our staff.",
+            "2026-04-02",
+        ),
+        (
+            "g-late",
+            "lee@globex.example",
+            "Please add a bulk export of all invoices to Excel.",
+            "2026-11-16",
+        ),
+    ];
+    let r = post(&app, &token, "/api/insights/feedback", rows(&feedback)).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    for (id, ..) in &feedback {
+        wait_read(&app, user, crate::doc_id(user, "feedback", id)).await;
+    }
+    let item = |items: &Value, external_id: &str| -> Value {
+        items["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["external_id"] == external_id)
+            .unwrap_or_else(|| panic!("no item of {external_id}: {items}"))
+            .clone()
+    };
+    let items = get(&app, &token, "/api/insights/items").await;
+    // Acme in July: a customer at 90k (the first revenue property with a number), the renewal
+    // open; now churned, at 0, nothing open.
+    let a = item(&items, "a-late");
+    assert_eq!(a["company"], "Acme Corp");
+    assert_eq!(a["customer"]["lifecycle_stage"], "customer", "{a}");
+    assert_eq!(a["customer"]["revenue"], 90000.0, "{a}");
+    assert_eq!(
+        (
+            a["customer"]["open_deals"].as_i64(),
+            a["customer"]["open_deal_amount"].as_f64()
+        ),
+        (Some(1), Some(48000.0))
+    );
+    assert_eq!(
+        a["account_now"],
+        json!({"lifecycle_stage": "churned", "open_deals": 0, "open_deal_amount": 0.0, "revenue": 0.0})
+    );
+    // Globex in April: 50k, the expansion not yet created; now 80k in renewal with it open.
+    let g = item(&items, "g-early");
+    assert_eq!(g["customer"]["revenue"], 50000.0, "{g}");
+    assert_eq!(g["customer"]["open_deals"], 0, "{g}");
+    assert_eq!(
+        g["account_now"],
+        json!({"lifecycle_stage": "renewal", "open_deals": 1, "open_deal_amount": 20000.0, "revenue": 80000.0})
+    );
+    assert_eq!(
+        item(&items, "g-late")["customer"]["lifecycle_stage"],
+        "renewal"
+    );
+
+    // Themes by revenue then and now, by accounts, and by the stage they were in.
+    let themes = get(&app, &token, "/api/insights/themes?sort=revenue").await;
+    let themes = themes["themes"].as_array().unwrap().clone();
+    assert_eq!(themes.len(), 2, "{themes:?}");
+    let (sso, export) = (&themes[0], &themes[1]);
+    assert_eq!(
+        (sso["items"].as_i64(), sso["accounts"].as_i64()),
+        (Some(3), Some(2)),
+        "{sso}"
+    );
+    // Each account once, as of its latest item: Acme 90k in July + Globex 50k in April.
+    assert_eq!(sso["revenue"], 140000.0, "{sso}");
+    assert_eq!(sso["revenue_now"], 80000.0, "{sso}");
+    assert_eq!(sso["open_deal_amount"], 48000.0, "{sso}");
+    assert_eq!(sso["open_deal_amount_now"], 20000.0, "{sso}");
+    assert_eq!(
+        (export["revenue"].as_f64(), export["revenue_now"].as_f64()),
+        (Some(80000.0), Some(80000.0))
+    );
+    let titles = |v: Value| -> Vec<String> {
+        v["themes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (sso_id, export_id) = (
+        sso["id"].as_str().unwrap().to_owned(),
+        export["id"].as_str().unwrap().to_owned(),
+    );
+    let r = app
+        .http
+        .get(format!("{}/api/insights/themes?sort=arr", app.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("revenue_now"));
+    assert_eq!(
+        titles(get(&app, &token, "/api/insights/themes?min_accounts=2").await),
+        vec![sso_id.clone()]
+    );
+    assert_eq!(
+        titles(get(&app, &token, "/api/insights/themes?lifecycle=Renewal").await),
+        vec![export_id]
+    );
+    let renewal = get(&app, &token, "/api/insights/items?lifecycle=renewal").await;
+    assert_eq!(renewal["items"].as_array().unwrap().len(), 1, "{renewal}");
+
+    // Churn: Acme, on 1 September by its lifecycle stage; in the 90 days before it asked for
+    // SSO once (April is further back).
+    let churn = get(&app, &token, "/api/insights/churned").await;
+    assert_eq!(churn["accounts"].as_array().unwrap().len(), 1, "{churn}");
+    assert_eq!(churn["accounts"][0]["company"], "Acme Corp");
+    assert_eq!(churn["accounts"][0]["via"], "lifecycle");
+    assert_eq!(churn["accounts"][0]["churned_at"], "2026-09-01T00:00:00Z");
+    assert_eq!(
+        churn["themes"],
+        json!([{"theme_id": sso_id, "title": sso["title"], "kind": "feature_request", "items": 1, "accounts": 1}])
+    );
+    assert_eq!(
+        churn["items"][0]["quote"],
+        "Please add single sign-on with Okta, our security team insists."
+    );
+    let year = get(&app, &token, "/api/insights/churned?days=365").await;
+    assert_eq!(year["items"].as_array().unwrap().len(), 2, "{year}");
+    // A lost deal counts when the team says so.
+    enable(
+        &app,
+        &token,
+        json!({"enabled": true, "revenue_properties": ["arr"], "churn_stages": ["closedlost"]}),
+    )
+    .await;
+    let by_deal = get(&app, &token, "/api/insights/churned").await;
+    assert_eq!(by_deal["accounts"][0]["via"], "deal", "{by_deal}");
+    assert_eq!(by_deal["accounts"][0]["stage"], "closedlost");
+    let r = app
+        .http
+        .get(format!("{}/api/insights/churned?days=0", app.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Acme's revenue is corrected in the CRM later; the item read again keeps July's worth.
+    hubspot.state.lock().unwrap().put(
+        "companies",
+        "9001",
+        ms("2026-12-01"),
+        json!({"name": "Acme Corp", "lifecyclestage": "churned", "arr": "120000"}),
+    );
+    sync().await;
+    let id = crate::doc_id(user, "feedback", "a-late");
+    let before = read_at(&app, id).await;
+    ctl::reprocess_insights(
+        &app.db,
+        &app.bus,
+        user,
+        &db::documents::KeyFilter {
+            source: Some("feedback".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assistant_tests::eventually("read again", Duration::from_secs(30), || async {
+        read_at(&app, id).await > before
+    })
+    .await;
+    let a = item(&get(&app, &token, "/api/insights/items").await, "a-late");
+    assert_eq!(a["customer"]["revenue"], 90000.0, "{a}");
+    assert_eq!(a["account_now"]["revenue"], 120000.0, "{a}");
+}

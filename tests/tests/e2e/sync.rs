@@ -98,7 +98,7 @@ async fn cursor(app: &TestApp, user: UserId, resource: &str) -> Value {
 }
 
 /// The ingest sync handler, driven by the test one run at a time.
-fn syncer(app: &TestApp) -> ingest::sync::Sync {
+pub fn syncer(app: &TestApp) -> ingest::sync::Sync {
     let config = app.config.clone();
     ingest::sync::Sync {
         db: app.db.clone(),

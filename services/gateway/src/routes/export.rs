@@ -37,6 +37,8 @@ pub struct ExportParams {
     pub product_area: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    /// The account's lifecycle stage when the words were said.
+    pub lifecycle: Option<String>,
 }
 
 /// One exported item.
@@ -216,6 +218,7 @@ pub async fn export(
         document: None,
         since: p.since,
         until: p.until,
+        lifecycle: p.lifecycle,
     };
     let mut rows = db::insights::export(&state.db, user, &filter, EXPORT_MAX_ITEMS + 1).await?;
     let truncated = rows.len() as u64 > EXPORT_MAX_ITEMS;

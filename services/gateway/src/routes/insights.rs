@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/insights/themes/{id}", get(get_theme))
         .route("/api/insights/themes/{id}/trend", get(theme_trend))
         .route("/api/insights/digest", get(digest))
+        .route("/api/insights/churned", get(churned))
         .route("/api/insights/items", get(list_items))
         .route("/api/insights/progress", get(progress))
         .route("/api/insights/feedback", post(import_feedback))
@@ -54,11 +55,23 @@ pub struct InsightSettings {
     /// the model names among these.
     #[serde(default)]
     pub product_areas: Vec<String>,
+    /// HubSpot company properties holding an account's revenue (`annualrevenue`, a custom
+    /// `arr`...), the first with a number counting; default `["annualrevenue"]`. Read from
+    /// the next sync of each company.
+    #[serde(default = "db::insights::default_revenue_properties")]
+    pub revenue_properties: Vec<String>,
+    /// Company lifecycle stages or deal stages meaning the account churned; default
+    /// `["churned"]`.
+    #[serde(default = "db::insights::default_churn_stages")]
+    pub churn_stages: Vec<String>,
 }
 
 fn default_min_score() -> i16 {
     6
 }
+
+const MAX_REVENUE_PROPERTIES: usize = 10;
+const MAX_CHURN_STAGES: usize = 20;
 
 const MAX_SOURCES: usize = 50;
 const MAX_CHANNELS: usize = 500;
@@ -108,6 +121,38 @@ impl InsightSettings {
         if !(0..=10).contains(&self.min_score) {
             return Err(FieldError::new("min_score", "must be between 0 and 10"));
         }
+        if self.revenue_properties.len() > MAX_REVENUE_PROPERTIES {
+            return Err(FieldError::new(
+                "revenue_properties",
+                format!("at most {MAX_REVENUE_PROPERTIES}"),
+            ));
+        }
+        for (i, p) in self.revenue_properties.iter().enumerate() {
+            // A HubSpot property's internal name: it goes into the CRM API's query.
+            let valid = (1..=100).contains(&p.len())
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !valid {
+                return Err(FieldError::new(
+                    format!("revenue_properties[{i}]"),
+                    "a HubSpot property's internal name: 1 to 100 of a-z, 0-9 and _",
+                ));
+            }
+        }
+        if self.churn_stages.len() > MAX_CHURN_STAGES {
+            return Err(FieldError::new(
+                "churn_stages",
+                format!("at most {MAX_CHURN_STAGES}"),
+            ));
+        }
+        for (i, c) in self.churn_stages.iter().enumerate() {
+            if c.trim().is_empty() || c.chars().count() > MAX_CHANNEL_CHARS {
+                return Err(FieldError::new(
+                    format!("churn_stages[{i}]"),
+                    format!("1 to {MAX_CHANNEL_CHARS} characters"),
+                ));
+            }
+        }
         Ok(db::insights::Settings {
             enabled: self.enabled,
             sources: self.sources,
@@ -122,6 +167,12 @@ impl InsightSettings {
                 .into_iter()
                 .map(|a| a.trim().to_owned())
                 .collect(),
+            revenue_properties: self.revenue_properties,
+            churn_stages: self
+                .churn_stages
+                .into_iter()
+                .map(|c| c.trim().to_owned())
+                .collect(),
         })
     }
 }
@@ -134,6 +185,8 @@ impl From<db::insights::Settings> for InsightSettings {
             channels: s.channels,
             min_score: s.min_score,
             product_areas: s.product_areas,
+            revenue_properties: s.revenue_properties,
+            churn_stages: s.churn_stages,
         }
     }
 }
@@ -197,8 +250,13 @@ pub struct ThemeParams {
     pub since: Option<DateTime<Utc>>,
     /// Only items said before this time.
     pub until: Option<DateTime<Utc>>,
-    /// `mentions` (default), `accounts`, `revenue` (open-deal amount of its accounts) or
-    /// `recent`.
+    /// Only items from accounts at this lifecycle stage when they said it (`customer`,
+    /// `renewal`...).
+    pub lifecycle: Option<String>,
+    /// Only themes raised by at least this many distinct accounts.
+    pub min_accounts: Option<i32>,
+    /// `mentions` (default), `accounts`, `revenue` or `open_deals` of its accounts when they
+    /// said it, `revenue_now` or `open_deals_now`, or `recent`.
     pub sort: Option<String>,
     /// 1-500, default 100.
     pub limit: Option<u64>,
@@ -215,8 +273,14 @@ pub struct ThemeView {
     pub items: i32,
     /// Distinct accounts (companies, or customers without one) within the filter.
     pub accounts: i32,
-    /// The open-deal amount of those accounts, each counted once.
+    /// The open-deal amount of those accounts when they said it, each counted once.
     pub open_deal_amount: f64,
+    /// The same accounts' open-deal amount now.
+    pub open_deal_amount_now: f64,
+    /// Those accounts' revenue (your revenue property) when they said it, each counted once.
+    pub revenue: f64,
+    /// The same accounts' revenue now.
+    pub revenue_now: f64,
     pub first_seen: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
 }
@@ -231,6 +295,9 @@ impl From<db::insights::Theme> for ThemeView {
             items: t.items,
             accounts: t.accounts,
             open_deal_amount: t.open_deal_amount,
+            open_deal_amount_now: t.open_deal_amount_now,
+            revenue: t.revenue,
+            revenue_now: t.revenue_now,
             first_seen: t.first_seen,
             last_seen: t.last_seen,
         }
@@ -263,10 +330,17 @@ pub async fn list_themes(
 ) -> Result<Json<Themes>, ApiError> {
     let limit = super::list_limit(p.limit)?;
     let sort = p.sort.unwrap_or_else(|| "mentions".into());
-    if !["mentions", "accounts", "revenue", "recent"].contains(&sort.as_str()) {
+    if !db::insights::THEME_SORTS.contains(&sort.as_str()) {
         return Err(ApiError::Invalid(FieldError::new(
             "sort",
-            "one of mentions, accounts, revenue, recent",
+            format!("one of {}", db::insights::THEME_SORTS.join(", ")),
+        )));
+    }
+    let min_accounts = p.min_accounts.unwrap_or(0);
+    if min_accounts < 0 {
+        return Err(ApiError::Invalid(FieldError::new(
+            "min_accounts",
+            "must not be negative",
         )));
     }
     let filter = db::insights::Filter {
@@ -276,9 +350,10 @@ pub async fn list_themes(
         product_area: p.product_area,
         since: p.since,
         until: p.until,
+        lifecycle: p.lifecycle,
         ..Default::default()
     };
-    let themes = db::insights::themes(&state.db, user, &filter, &sort, limit).await?;
+    let themes = db::insights::themes(&state.db, user, &filter, &sort, min_accounts, limit).await?;
     Ok(Json(Themes {
         themes: themes.into_iter().map(ThemeView::from).collect(),
     }))
@@ -295,9 +370,12 @@ pub struct ItemView {
     pub quote: String,
     /// Tier 1's relevance score, 0–10.
     pub score: i16,
-    /// Who said it: name, email, HubSpot contact and company, open deals.
+    /// Who said it: name, email, HubSpot contact and company, and the account as it stood
+    /// when it was said (`open_deals`, `open_deal_amount`, `lifecycle_stage`, `revenue`).
     #[schema(value_type = Object)]
     pub customer: serde_json::Value,
+    /// The same account as it stands now (items of a HubSpot company).
+    pub account_now: Option<db::accounts::Account>,
     pub company: Option<String>,
     pub product_area: Option<String>,
     pub sentiment: String,
@@ -315,6 +393,7 @@ pub struct ItemView {
 impl From<db::insights::Item> for ItemView {
     fn from(i: db::insights::Item) -> Self {
         Self {
+            account_now: i.account_now(),
             id: i.id,
             theme_id: i.theme_id,
             kind: i.kind,
@@ -507,6 +586,91 @@ pub async fn digest(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+pub struct ChurnParams {
+    /// How many days before each churn to look, 1-730, default 90.
+    pub days: Option<i32>,
+}
+
+/// A theme as accounts that later churned raised it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChurnTheme {
+    pub theme_id: Uuid,
+    pub title: String,
+    pub kind: String,
+    pub items: usize,
+    /// Distinct churned accounts that raised it.
+    pub accounts: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BeforeChurn {
+    pub days: i32,
+    /// The lifecycle or deal stages that count as churn (your settings' `churn_stages`).
+    pub churn_stages: Vec<String>,
+    /// Accounts that churned, with when and how.
+    pub accounts: Vec<db::accounts::Churned>,
+    /// What they raised in the days before, the most accounts first.
+    pub themes: Vec<ChurnTheme>,
+    /// Their items, newest first.
+    pub items: Vec<db::accounts::BeforeChurn>,
+}
+
+/// What accounts that later churned asked for in the days before they did.
+#[utoipa::path(get, path = "/api/insights/churned", tag = "insights", params(ChurnParams),
+    security(("bearer" = []), ("session" = [])),
+    responses((status = 200, description = "Churned accounts and what they raised before", body = BeforeChurn),
+        (status = 422, description = "`days` out of range", body = ErrorBody)))]
+pub async fn churned(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Query(p): Query<ChurnParams>,
+) -> Result<Json<BeforeChurn>, ApiError> {
+    let days = p.days.unwrap_or(90);
+    if !(1..=730).contains(&days) {
+        return Err(ApiError::Invalid(FieldError::new(
+            "days",
+            "must be between 1 and 730",
+        )));
+    }
+    let settings = db::insights::settings(&state.db, user).await?;
+    let accounts = db::accounts::churned(&state.db, user, &settings.churn_stages).await?;
+    let items = db::accounts::said_before_churn(&state.db, user, &accounts, days).await?;
+    let mut themes: Vec<(ChurnTheme, std::collections::HashSet<&str>)> = Vec::new();
+    for i in &items {
+        let at = match themes.iter().position(|(t, _)| t.theme_id == i.theme_id) {
+            Some(at) => at,
+            None => {
+                themes.push((
+                    ChurnTheme {
+                        theme_id: i.theme_id,
+                        title: i.theme_title.clone(),
+                        kind: i.kind.clone(),
+                        items: 0,
+                        accounts: 0,
+                    },
+                    Default::default(),
+                ));
+                themes.len() - 1
+            }
+        };
+        let (theme, seen) = &mut themes[at];
+        theme.items += 1;
+        seen.insert(&i.company_id);
+        theme.accounts = seen.len();
+    }
+    let mut themes: Vec<ChurnTheme> = themes.into_iter().map(|(t, _)| t).collect();
+    themes.sort_by_key(|t| std::cmp::Reverse((t.accounts, t.items)));
+    Ok(Json(BeforeChurn {
+        days,
+        churn_stages: settings.churn_stages,
+        accounts,
+        themes,
+        items,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ItemParams {
     pub theme: Option<Uuid>,
     pub kind: Option<String>,
@@ -516,6 +680,8 @@ pub struct ItemParams {
     pub product_area: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    /// The account's lifecycle stage when the words were said.
+    pub lifecycle: Option<String>,
     /// 1-500, default 100.
     pub limit: Option<u64>,
 }
@@ -544,6 +710,7 @@ pub async fn list_items(
         document: p.document.map(common::DocumentId),
         since: p.since,
         until: p.until,
+        lifecycle: p.lifecycle,
     };
     let items = db::insights::items(&state.db, user, &filter, limit).await?;
     Ok(Json(Items {

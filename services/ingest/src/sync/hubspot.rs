@@ -46,6 +46,16 @@ fn properties(object_type: &str) -> &'static [&'static str] {
     }
 }
 
+/// Properties whose history is kept (`db::accounts`): what an account was worth when.
+fn tracked(object_type: &str) -> &'static [&'static str] {
+    match object_type {
+        "companies" => &["lifecyclestage"],
+        "contacts" => &["lifecyclestage"],
+        "deals" => &["dealstage", "amount"],
+        _ => &[],
+    }
+}
+
 fn modified_property(object_type: &str) -> &'static str {
     if object_type == "contacts" {
         "lastmodifieddate"
@@ -222,10 +232,30 @@ pub async fn one(run: &mut Run<'_>, object_type: &str, id: &str, deleted: bool) 
         return Ok(());
     }
     let url = format!("{}/crm/v3/objects/{object_type}/{id}", api_base(run));
-    let query = [
-        ("properties", properties(object_type).join(",")),
+    // Companies also bring the revenue properties the team named, with their history.
+    let mut history: Vec<String> = tracked(object_type).iter().map(|p| p.to_string()).collect();
+    if object_type == "companies" {
+        let settings = db::insights::settings(&run.sync.db, run.user).await?;
+        history.extend(settings.revenue_properties);
+    }
+    let mut wanted: Vec<String> = properties(object_type)
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    wanted.extend(
+        history
+            .iter()
+            .filter(|p| !wanted.contains(p))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    let mut query = vec![
+        ("properties", wanted.join(",")),
         ("associations", "contacts,companies,deals".to_owned()),
     ];
+    if !history.is_empty() {
+        query.push(("propertiesWithHistory", history.join(",")));
+    }
     let object: Value = match run.api().get(&url, &query).await {
         Ok(o) => o,
         Err(ProviderError::Status { status: 404, .. }) => {
@@ -249,6 +279,11 @@ pub async fn one(run: &mut Run<'_>, object_type: &str, id: &str, deleted: bool) 
         return Ok(());
     }
     let doc = to_document(object_type, &object);
+    if !history.is_empty() {
+        let modified = doc.occurred_at.unwrap_or_else(Utc::now);
+        let values = history_values(&object, &history);
+        db::accounts::record_history(&run.sync.db, run.user, name, id, modified, &values).await?;
+    }
     if doc.body.len() > run.sync.config.sync_max_item_bytes {
         let size = doc.body.len() as i64;
         run.skip(
@@ -285,6 +320,40 @@ pub async fn one(run: &mut Run<'_>, object_type: &str, id: &str, deleted: bool) 
     )
     .await?;
     Ok(())
+}
+
+/// The tracked properties' values: each with when it was set where HubSpot gave its history
+/// (`propertiesWithHistory`, newest first), else the current value alone.
+fn history_values(object: &Value, properties: &[String]) -> Vec<db::accounts::PropertyValue> {
+    let mut out = Vec::new();
+    for property in properties {
+        let changes = object["propertiesWithHistory"][property].as_array();
+        let timed: Vec<_> = changes
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                let at = DateTime::<Utc>::from_timestamp_millis(millis(&c["timestamp"])?)?;
+                Some(db::accounts::PropertyValue {
+                    property: property.clone(),
+                    value: c["value"].as_str().map(str::to_owned),
+                    set_at: Some(at),
+                })
+            })
+            .collect();
+        if timed.is_empty() {
+            out.push(db::accounts::PropertyValue {
+                property: property.clone(),
+                value: object["properties"][property]
+                    .as_str()
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_owned),
+                set_at: None,
+            });
+        } else {
+            out.extend(timed);
+        }
+    }
+    out
 }
 
 /// Association ids by type: `{"contacts": ["1"], "companies": [..]}`.
