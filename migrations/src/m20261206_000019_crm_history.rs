@@ -58,6 +58,11 @@ LANGUAGE sql STABLE AS $$
               FROM crm_company_deals(u, company) d) st) s
 $$;
 
+-- Curated items teach new ones (a quote like a dismissed one is dismissed, one like a quote
+-- placed by hand goes where it was placed): a user's curated items, found without a scan.
+CREATE INDEX IF NOT EXISTS insight_items_curated ON insight_items (user_id)
+    WHERE pinned OR dismissed_at IS NOT NULL;
+
 -- Per team: which company properties hold revenue, and which lifecycle or deal stages mean
 -- the account churned.
 ALTER TABLE insight_settings
@@ -77,6 +82,7 @@ ON CONFLICT DO NOTHING;
 "#;
 
 const DOWN: &str = "
+DROP INDEX IF EXISTS insight_items_curated;
 ALTER TABLE insight_settings DROP COLUMN IF EXISTS revenue_properties,
     DROP COLUMN IF EXISTS churn_stages;
 DROP FUNCTION IF EXISTS crm_account_at(uuid, text, timestamptz);

@@ -433,10 +433,29 @@ pub async fn replace_items(
             .map(|r| Ok::<_, sea_orm::DbErr>((r.try_get("", "id")?, r.try_get("", "similarity")?)))
             .transpose()?;
         let similarity = nearest.map(|(_, s)| s as f32);
-        let state = curated.get(&id).cloned().unwrap_or(Curated::No);
+        let mut state = curated.get(&id).cloned().unwrap_or(Curated::No);
+        // What people curated elsewhere teaches this item: one like a quote they dismissed
+        // is not feedback either, and one closer to a quote they placed by hand than to any
+        // theme's centroid goes where they put it.
+        let mut nearest = nearest;
+        if matches!(state, Curated::No)
+            && let Some(taught) = nearest_curated(&txn, user, document, &vector).await?
+        {
+            match taught {
+                (None, s) if s >= DISMISSED_LIKE => {
+                    metrics::counter!("insights_items_like_dismissed_total").increment(1);
+                    continue;
+                }
+                (Some(t), s) if s as f32 >= joining.join && nearest.is_none_or(|(_, c)| s > c) => {
+                    nearest = Some((t, s));
+                    state = Curated::Taught(t);
+                }
+                _ => {}
+            }
+        }
         let (theme, new_theme) = match (&state, nearest) {
             (Curated::Dismissed(_), _) => (None, false),
-            (Curated::Pinned(t), _) => (Some(*t), false),
+            (Curated::Pinned(t), _) | (Curated::Taught(t), _) => (Some(*t), false),
             (Curated::No, nearest) => {
                 let (t, new) = place(&txn, user, &item, &vector, nearest, joining).await?;
                 (Some(t), new)
@@ -502,12 +521,40 @@ pub async fn replace_items(
     Ok(placed)
 }
 
-/// An item found again, as people left it.
+/// An item found again, as people left it (or placed as they placed one like it).
 #[derive(Debug, Clone)]
 enum Curated {
     No,
     Pinned(Uuid),
     Dismissed(DateTime<Utc>),
+    /// Goes to this theme, where a person placed an item closer to it than any centroid.
+    Taught(Uuid),
+}
+
+/// How similar to a dismissed quote an item must be to be dismissed with it: a paraphrase,
+/// not a neighbour.
+pub const DISMISSED_LIKE: f64 = 0.9;
+
+/// The curated item (of another document) nearest `vector`: the theme a person placed it in
+/// (`None`: dismissed), and its similarity. Curated items are few, found by their own index.
+async fn nearest_curated(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    document: DocumentId,
+    vector: &Vector,
+) -> Result<Option<(Option<Uuid>, f64)>> {
+    let row = db
+        .query_one_raw(stmt(
+            "SELECT CASE WHEN dismissed_at IS NULL THEN theme_id END AS theme_id,
+                    1 - (embedding <=> $3) AS similarity
+             FROM insight_items
+             WHERE user_id = $1 AND document_id <> $2 AND (pinned OR dismissed_at IS NOT NULL)
+             ORDER BY embedding <=> $3 LIMIT 1",
+            vec![user.0.into(), document.0.into(), vector.clone().into()],
+        ))
+        .await?;
+    row.map(|r| Ok((r.try_get("", "theme_id")?, r.try_get("", "similarity")?)))
+        .transpose()
 }
 
 /// The theme a new item joins (the nearest, when similar enough) or starts.

@@ -2439,3 +2439,73 @@ async fn items_keep_what_their_account_was_worth_when_said_and_churned_accounts_
     assert_eq!(a["customer"]["revenue"], 90000.0, "{a}");
     assert_eq!(a["account_now"]["revenue"], 120000.0, "{a}");
 }
+
+/// Curations are labelled data: a new quote like one a person dismissed is not feedback
+/// either, and one closer to a quote they moved than to any theme's centroid goes where they
+/// moved it. A quote merely near a dismissed one, or a person's move made in the same
+/// message, teaches nothing.
+#[tokio::test]
+async fn new_items_learn_from_dismissed_and_moved_quotes() {
+    let app = TestApp::spawn_only(&[]).await;
+    let (user, token) = app.user("pm@taught.example").await;
+    let joining = db::insights::Joining {
+        join: 0.5,
+        ask: 0.5,
+        regroup: 0.55,
+    };
+    let item = |name: &'static str, vector: Vec<f32>| {
+        let app = &app;
+        async move { curated_item(app, user, name, vector, joining).await }
+    };
+    // Two themes, A on axis 0 and B on axis 1.
+    let (_, a) = item("a0", direction(&[(0, 1.0), (10, 0.1)])).await.unwrap();
+    item("a1", direction(&[(0, 1.0), (11, 0.1)])).await.unwrap();
+    let (_, b) = item("b0", direction(&[(1, 1.0), (12, 0.1)])).await.unwrap();
+    item("b1", direction(&[(1, 1.0), (13, 0.1)])).await.unwrap();
+    // A quote between them, nearer A: it joins A; a person moves it to B.
+    let between = direction(&[(0, 0.8), (1, 0.6)]);
+    let (moved, theme) = item("m0", between.clone()).await.unwrap();
+    assert_eq!(theme, a);
+    let (status, _) = post_json(
+        &app,
+        &token,
+        &format!("/api/insights/items/{moved}/move"),
+        json!({"theme": b}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // The same kind of quote again goes to B, where the person put the first.
+    let (_, theme) = item("m1", direction(&[(0, 0.8), (1, 0.6), (14, 0.05)]))
+        .await
+        .unwrap();
+    assert_eq!(theme, b, "taught by the move");
+    // One squarely on A still goes to A.
+    let (_, theme) = item("a2", direction(&[(0, 1.0), (15, 0.1)])).await.unwrap();
+    assert_eq!(theme, a);
+
+    // A chat-noise quote on axis 5, dismissed as not feedback.
+    let (noise, _) = item("n0", direction(&[(5, 1.0)])).await.unwrap();
+    let (status, _) = post_json(
+        &app,
+        &token,
+        &format!("/api/insights/items/{noise}/dismiss"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // A paraphrase of it is dismissed with it: not stored, in no theme.
+    assert!(
+        item("n1", direction(&[(5, 1.0), (16, 0.2)]))
+            .await
+            .is_none(),
+        "like the dismissed quote"
+    );
+    // A neighbour that is not a paraphrase (similarity 0.8) is kept.
+    assert!(
+        item("n2", direction(&[(5, 0.8), (17, 0.6)]))
+            .await
+            .is_some()
+    );
+    let stored = theme_of_items(&app, &token).await;
+    assert_eq!(stored.len(), 8, "{stored:?}");
+}
