@@ -2461,7 +2461,11 @@ async fn new_items_learn_from_dismissed_and_moved_quotes() {
     let (_, a) = item("a0", direction(&[(0, 1.0), (10, 0.1)])).await.unwrap();
     item("a1", direction(&[(0, 1.0), (11, 0.1)])).await.unwrap();
     let (_, b) = item("b0", direction(&[(1, 1.0), (12, 0.1)])).await.unwrap();
-    item("b1", direction(&[(1, 1.0), (13, 0.1)])).await.unwrap();
+    for (name, noise) in [("b1", 13), ("b2", 18), ("b3", 19)] {
+        item(name, direction(&[(1, 1.0), (noise, 0.1)]))
+            .await
+            .unwrap();
+    }
     // A quote between them, nearer A: it joins A; a person moves it to B.
     let between = direction(&[(0, 0.8), (1, 0.6)]);
     let (moved, theme) = item("m0", between.clone()).await.unwrap();
@@ -2507,5 +2511,5 @@ async fn new_items_learn_from_dismissed_and_moved_quotes() {
             .is_some()
     );
     let stored = theme_of_items(&app, &token).await;
-    assert_eq!(stored.len(), 8, "{stored:?}");
+    assert_eq!(stored.len(), 10, "{stored:?}");
 }
