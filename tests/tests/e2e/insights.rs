@@ -48,6 +48,23 @@ async fn enable(app: &TestApp, token: &str, settings: Value) {
     assert_eq!(r.status(), StatusCode::OK);
 }
 
+/// Settings the API refuses (422): the field it names.
+async fn settings_refused(app: &TestApp, token: &str, settings: Value) -> String {
+    let r = app
+        .http
+        .put(format!("{}/api/insights/settings", app.url))
+        .bearer_auth(token)
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    r.json::<Value>().await.unwrap()["field"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Waits until the pipeline recorded an outcome for this version of the document.
 async fn wait_read(app: &TestApp, user: UserId, id: DocumentId) -> Value {
     assistant_tests::eventually("insights outcome", Duration::from_secs(60), || async {
@@ -127,27 +144,17 @@ async fn a_slack_thread_becomes_quoted_items_tied_to_the_contact_company_and_ope
     // Settings: off until turned on; a bad field is named.
     let s = get(&app, &token, "/api/insights/settings").await;
     assert_eq!(s["enabled"], false);
-    let r = app
-        .http
-        .put(format!("{}/api/insights/settings", app.url))
-        .bearer_auth(&token)
-        .json(&json!({"enabled": true, "min_score": 11}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.json::<Value>().await.unwrap()["field"], "min_score");
-    let r = app
-        .http
-        .put(format!("{}/api/insights/settings", app.url))
-        .bearer_auth(&token)
-        .json(&json!({"enabled": true, "product_areas": ["Reporting", " : export"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
-        r.json::<Value>().await.unwrap()["field"],
+        settings_refused(&app, &token, json!({"enabled": true, "min_score": 11})).await,
+        "min_score"
+    );
+    assert_eq!(
+        settings_refused(
+            &app,
+            &token,
+            json!({"enabled": true, "product_areas": ["Reporting", " : export"]})
+        )
+        .await,
         "product_areas[1]"
     );
     enable(
@@ -2157,17 +2164,13 @@ async fn items_keep_what_their_account_was_worth_when_said_and_churned_accounts_
         .await
         .unwrap();
     // The team's revenue lives in a custom `arr`, else `annualrevenue`; a bad name is refused.
-    let r = app
-        .http
-        .put(format!("{}/api/insights/settings", app.url))
-        .bearer_auth(&token)
-        .json(&json!({"enabled": true, "revenue_properties": ["arr", "Annual Revenue"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
-        r.json::<Value>().await.unwrap()["field"],
+        settings_refused(
+            &app,
+            &token,
+            json!({"enabled": true, "revenue_properties": ["arr", "Annual Revenue"]})
+        )
+        .await,
         "revenue_properties[1]"
     );
     enable(
