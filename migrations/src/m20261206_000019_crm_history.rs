@@ -30,6 +30,12 @@ RETURNS text LANGUAGE sql STABLE AS $$
   ORDER BY changed_at DESC LIMIT 1
 $$;
 
+-- Deals by the companies they are associated with (`crm_company_deals`' second half), so a
+-- theme list's accounts do not each scan the user's deals.
+CREATE INDEX IF NOT EXISTS documents_deal_companies
+    ON documents USING gin ((metadata->'associations'->'companies'))
+    WHERE source = 'hubspot' AND kind = 'deal';
+
 -- A company's deals, associated from either side.
 CREATE OR REPLACE FUNCTION crm_company_deals(u uuid, company text)
 RETURNS SETOF text LANGUAGE sql STABLE AS $$
@@ -83,6 +89,7 @@ ON CONFLICT DO NOTHING;
 
 const DOWN: &str = "
 DROP INDEX IF EXISTS insight_items_curated;
+DROP INDEX IF EXISTS documents_deal_companies;
 ALTER TABLE insight_settings DROP COLUMN IF EXISTS revenue_properties,
     DROP COLUMN IF EXISTS churn_stages;
 DROP FUNCTION IF EXISTS crm_account_at(uuid, text, timestamptz);
