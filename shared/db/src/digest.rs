@@ -4,6 +4,7 @@
 //! ends.
 
 use crate::Result;
+use crate::insights::ACCOUNT;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use common::UserId;
 use insights::trend::TrendTest;
@@ -138,17 +139,18 @@ pub async fn digest(db: &impl ConnectionTrait, user: UserId, week: NaiveDate) ->
     let test = rising_test();
     let from = start(week);
     let rows = Row::find_by_statement(stmt(
-        "SELECT i.theme_id, t.title, t.kind,
+        &format!(
+            "SELECT i.theme_id, t.title, t.kind,
                 count(*) FILTER (WHERE i.occurred_at >= $2) AS items,
-                count(DISTINCT coalesce(i.company, i.customer->>'email', i.customer->>'name'))
-                  FILTER (WHERE i.occurred_at >= $2) AS accounts,
+                count(DISTINCT {ACCOUNT}) FILTER (WHERE i.occurred_at >= $2) AS accounts,
                 count(*) FILTER (WHERE i.occurred_at >= $2 - make_interval(weeks => $4)
                                    AND i.occurred_at < $2) AS before,
                 min(i.occurred_at) AS first_seen
          FROM insight_items i JOIN insight_themes t ON t.id = i.theme_id
          WHERE i.user_id = $1 AND i.dismissed_at IS NULL AND i.occurred_at < $3
          GROUP BY i.theme_id, t.title, t.kind
-         HAVING count(*) FILTER (WHERE i.occurred_at >= $2) > 0",
+         HAVING count(*) FILTER (WHERE i.occurred_at >= $2) > 0"
+        ),
         vec![
             user.0.into(),
             from.into(),
@@ -177,16 +179,10 @@ pub async fn digest(db: &impl ConnectionTrait, user: UserId, week: NaiveDate) ->
         }
         // The trailing weeks as the test reads them: only their mean matters.
         let mean = r.before as f64 / test.trailing as f64;
-        let count = u32::try_from(r.items).unwrap_or(u32::MAX);
-        let baseline = mean.max(test.floor);
-        if count >= test.min_count
-            && f64::from(count) >= test.ratio * baseline
-            && let p = insights::trend::poisson_tail(count, baseline)
-            && p < test.alpha
-        {
+        if let Some(rise) = test.rise_over(u32::try_from(r.items).unwrap_or(u32::MAX), mean) {
             rising.push(DigestTheme {
                 baseline: Some(mean),
-                p_value: Some(p),
+                p_value: Some(rise.p_value),
                 ..theme(r)
             });
         }

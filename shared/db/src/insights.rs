@@ -849,7 +849,7 @@ pub async fn record_trending(db: &impl ConnectionTrait, user: UserId, t: &Trendi
 }
 
 /// The account an item `i` speaks for: its company, else the customer's email or name.
-const ACCOUNT: &str = "coalesce(i.company, i.customer->>'email', i.customer->>'name')";
+pub(crate) const ACCOUNT: &str = "coalesce(i.company, i.customer->>'email', i.customer->>'name')";
 
 /// One week (Monday 00:00 UTC onwards) of a theme.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -88,6 +88,11 @@ impl TrendTest {
         } else {
             trailing.iter().map(|&c| f64::from(c)).sum::<f64>() / trailing.len() as f64
         };
+        self.rise_over(count, mean)
+    }
+
+    /// Tests a week's `count` against `mean`, the trailing weeks' mean mentions.
+    pub fn rise_over(&self, count: u32, mean: f64) -> Option<Rise> {
         let baseline = mean.max(self.floor);
         if count < self.min_count || f64::from(count) < self.ratio * baseline {
             return None;
