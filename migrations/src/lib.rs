@@ -43,6 +43,7 @@ mod m20261206_000016_sync_progress;
 mod m20261206_000017_insight_curation;
 mod m20261206_000018_insight_trending;
 mod m20261206_000019_crm_history;
+mod m20261207_000020_insight_previews;
 
 pub struct Migrator;
 
@@ -69,6 +70,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000017_insight_curation::Migration),
             Box::new(m20261206_000018_insight_trending::Migration),
             Box::new(m20261206_000019_crm_history::Migration),
+            Box::new(m20261207_000020_insight_previews::Migration),
         ]
     }
 }

@@ -166,17 +166,7 @@ pub fn grouping(truth: &[usize], found: &[usize]) -> Grouping {
     } else {
         1.0
     };
-    let pairs = |c: usize| (c * c.saturating_sub(1)) as f64 / 2.0;
-    let index: f64 = table.values().map(|c| pairs(*c)).sum();
-    let a: f64 = by_found.values().map(|c| pairs(*c)).sum();
-    let b: f64 = by_truth.values().map(|c| pairs(*c)).sum();
-    let expected = a * b / pairs(truth.len());
-    let max = (a + b) / 2.0;
-    let ari = if max - expected != 0.0 {
-        (index - expected) / (max - expected)
-    } else {
-        1.0
-    };
+    let ari = insights::cluster::adjusted_rand(found, truth);
     Grouping {
         accuracy: matched as f64 / n,
         nmi,

@@ -362,3 +362,206 @@ pub async fn load_demo_rules(db: &DatabaseConnection, user: UserId) -> anyhow::R
     }
     Ok(texts.len())
 }
+
+/// `--setting K=V` pairs as the settings a preview tries: `V` is JSON where it parses (`4`,
+/// `0.6`, `["a","b"]`, `null`), else text; a list setting takes each text value given for
+/// it as one element (`--setting sources=slack --setting sources=gmail`).
+pub fn setting_patch(
+    pairs: &[String],
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    use serde_json::Value;
+    let lists = serde_json::to_value(db::insights::Settings::default())?;
+    let mut patch = serde_json::Map::new();
+    for pair in pairs {
+        let (key, raw) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--setting {pair}: expected NAME=VALUE"))?;
+        let key = key.trim();
+        let value = serde_json::from_str::<Value>(raw).unwrap_or_else(|_| Value::from(raw));
+        match (&lists[key], value) {
+            (Value::Array(_), Value::String(text)) => {
+                let slot = patch
+                    .entry(key.to_owned())
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                match slot {
+                    Value::Array(list) => list.push(Value::String(text)),
+                    _ => anyhow::bail!("--setting {key}: given both as a list and as text"),
+                }
+            }
+            (_, value) => {
+                patch.insert(key.to_owned(), value);
+            }
+        }
+    }
+    Ok(patch)
+}
+
+/// A preview's report as the operator reads it.
+pub fn preview_text(p: &db::previews::Preview) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "preview {} ({}) of {} .. {}: {}/{} messages read",
+        p.id, p.status, p.from, p.to, p.read, p.messages
+    );
+    if let Some(e) = &p.error {
+        let _ = writeln!(out, "failed: {e}");
+    }
+    let Some(r) = &p.report else {
+        return out;
+    };
+    let m = &r.messages;
+    let _ = writeln!(
+        out,
+        "messages: {} read, {} extracted, {} below the bar, {} skipped (live: {} read, {} extracted)",
+        m.read, m.extracted, m.below, m.skipped, m.live_read, m.live_extracted
+    );
+    let i = &r.items;
+    let _ = writeln!(
+        out,
+        "items: {} (live {}): {} added, {} removed, {} kept, {} of another kind, {} like a dismissed quote",
+        i.preview, i.live, i.added, i.removed, i.kept, i.changed_kind, i.like_dismissed
+    );
+    for (label, examples) in [
+        ("added", &i.examples_added),
+        ("removed", &i.examples_removed),
+        ("other kind", &i.examples_changed_kind),
+    ] {
+        for e in examples {
+            let was = e
+                .was
+                .as_deref()
+                .map(|w| format!(" (was {w})"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  {label}: [{}{was}] {}", e.kind, e.quote);
+        }
+    }
+    let t = &r.themes;
+    let _ = writeln!(
+        out,
+        "themes: {} (live {}): {} formed, {} merged, {} split, {} gone",
+        t.preview,
+        t.live,
+        t.formed.len(),
+        t.merged.len(),
+        t.split.len(),
+        t.gone.len()
+    );
+    for f in &t.formed {
+        let _ = writeln!(out, "  formed: {} ({} items)", f.title, f.items);
+    }
+    let names = |parts: &[db::previews::ThemeRef]| {
+        parts
+            .iter()
+            .map(|p| format!("{} ({})", p.title, p.items))
+            .collect::<Vec<_>>()
+            .join(" + ")
+    };
+    for g in &t.merged {
+        let _ = writeln!(out, "  merged: {} <- {}", g.theme.title, names(&g.parts));
+    }
+    for g in &t.split {
+        let _ = writeln!(out, "  split: {} -> {}", g.theme.title, names(&g.parts));
+    }
+    for g in &t.gone {
+        let _ = writeln!(out, "  gone: {} ({} items)", g.title, g.items);
+    }
+    match r.agreement {
+        Some(ari) => {
+            let _ = writeln!(
+                out,
+                "agreement with the live grouping: ARI {ari:.3} over {} items",
+                r.compared
+            );
+        }
+        None => {
+            let _ = writeln!(out, "agreement with the live grouping: no items in common");
+        }
+    }
+    let c = &r.curations;
+    let _ = writeln!(
+        out,
+        "curations: {} considered, {} kept only as constraints, {} pinned items no longer found",
+        c.considered,
+        c.kept_by_constraint.len(),
+        c.lost.len()
+    );
+    for k in &c.kept_by_constraint {
+        let _ = writeln!(
+            out,
+            "  kept by constraint: {} by {} at {} ({})",
+            k.action, k.actor, k.created_at, k.id
+        );
+    }
+    out
+}
+
+/// Stores a preview of the candidate settings (`patch` over the user's) on `[from, to)` and
+/// queues its reading; the embedding service reads it into shadow tables.
+pub async fn request_preview(
+    db: &DatabaseConnection,
+    bus: &Bus,
+    config: &common::Config,
+    user: UserId,
+    requested_by: &str,
+    window: (DateTime<Utc>, DateTime<Utc>),
+    patch: &serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<db::previews::Preview> {
+    let live = db::insights::settings(db, user).await?;
+    let (from, to) = window;
+    let settings = db::previews::candidate(&live, from, to, patch)
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.reason))?;
+    if settings
+        .model
+        .as_deref()
+        .is_some_and(|m| m != db::insights::LOCAL_MODEL)
+        && config.chat_provider == common::config::ChatProvider::None
+    {
+        anyhow::bail!(
+            "--model: this deployment has no model endpoint (CHAT_PROVIDER); only `local` can be chosen"
+        );
+    }
+    let preview = db::previews::create(db, user, requested_by, from, to, &settings).await?;
+    if let Err(e) = bus
+        .publish(&common::events::insights_preview(
+            user,
+            preview.id,
+            uuid::Uuid::nil(),
+        ))
+        .await
+    {
+        db::previews::discard(db, user, preview.id).await?;
+        return Err(e.into());
+    }
+    Ok(preview)
+}
+
+/// Waits for a preview to be read and grouped (or to fail), calling `progress` as it reads.
+pub async fn await_preview(
+    db: &DatabaseConnection,
+    user: UserId,
+    id: uuid::Uuid,
+    timeout: Duration,
+    mut progress: impl FnMut(&db::previews::Preview),
+) -> anyhow::Result<db::previews::Preview> {
+    let started = std::time::Instant::now();
+    loop {
+        let p = db::previews::get(db, user, id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("preview {id} is gone"))?;
+        progress(&p);
+        if !matches!(p.status.as_str(), "queued" | "running") {
+            return Ok(p);
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "preview {id} is still {} after {} s ({} of {} messages read); it goes on reading: GET /api/insights/previews/{id} shows it, and `ctl insights apply` applies it once ready",
+            p.status,
+            timeout.as_secs(),
+            p.read,
+            p.messages
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

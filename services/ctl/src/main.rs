@@ -167,9 +167,53 @@ enum InsightsCommand {
         /// The user's email or id.
         #[arg(long)]
         user: String,
-        /// Average similarity that keeps two groups together; default INSIGHTS_THEME_REGROUP.
+        /// Average similarity that keeps two groups together; default the user's
+        /// `theme_regroup` setting, else INSIGHTS_THEME_REGROUP.
         #[arg(long)]
         threshold: Option<f32>,
+    },
+    /// Try candidate settings on a window of stored messages: they are read again (by the
+    /// embedding service, on the bulk lane) into shadow tables and grouped, and the report says
+    /// what would change (items added, removed and of another kind; themes formed, merged and
+    /// split; agreement with the live themes; curations kept only as constraints). Nothing
+    /// live changes unless `--apply`.
+    Preview {
+        /// The user's email or id.
+        #[arg(long)]
+        user: String,
+        /// Messages said at or after this time (RFC 3339).
+        #[arg(long)]
+        from: chrono::DateTime<chrono::Utc>,
+        /// Messages said before this time (RFC 3339).
+        #[arg(long)]
+        to: chrono::DateTime<chrono::Utc>,
+        /// A setting to try, NAME=VALUE (repeat for several, and for several elements of a
+        /// list): min_score, sources, channels, product_areas, theme_join, theme_regroup...
+        #[arg(long = "setting")]
+        settings: Vec<String>,
+        /// Tier 2's model: `local` (the extractive classifier) or a model of the deployment's
+        /// endpoint.
+        #[arg(long)]
+        model: Option<String>,
+        /// Promote it once ready: the settings become the user's and the window's items and
+        /// themes the preview's.
+        #[arg(long)]
+        apply: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// How long to wait for the report.
+        #[arg(long, default_value_t = 3600)]
+        wait_secs: u64,
+    },
+    /// Promote a ready preview (made by `preview` or the API).
+    Apply {
+        /// The user's email or id.
+        #[arg(long)]
+        user: String,
+        /// The preview's id.
+        #[arg(long)]
+        preview: uuid::Uuid,
     },
 }
 
@@ -270,6 +314,14 @@ async fn bus(config: &Config) -> anyhow::Result<Bus> {
         config.publish_timeout(),
     )
     .await?)
+}
+
+fn joining(config: &Config) -> db::insights::Joining {
+    db::insights::Joining {
+        join: config.insights_theme_join,
+        ask: config.insights_theme_ask,
+        regroup: config.insights_theme_regroup,
+    }
 }
 
 async fn db(config: &Config) -> anyhow::Result<db::DatabaseConnection> {
@@ -588,13 +640,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Insights {
             command: InsightsCommand::Regroup { user, threshold },
         } => {
-            let threshold = threshold.unwrap_or(config.insights_theme_regroup);
+            let db = db(&config).await?;
+            let user = user_by(&db, &user).await?;
+            let settings = db::insights::settings(&db, user).await?;
+            let threshold = threshold.unwrap_or(settings.joining(joining(&config)).regroup);
             anyhow::ensure!(
                 (0.0..=1.0).contains(&threshold),
                 "--threshold must be between 0 and 1"
             );
-            let db = db(&config).await?;
-            let user = user_by(&db, &user).await?;
             let r = db::insights::regroup(&db, user, threshold).await?;
             println!(
                 "regrouped {} items: {} moved; {} themes before, {} after ({} started, {} removed)",
@@ -604,6 +657,73 @@ async fn main() -> anyhow::Result<()> {
                 r.themes_after,
                 r.created.len(),
                 r.removed
+            );
+        }
+        Command::Insights {
+            command:
+                InsightsCommand::Preview {
+                    user,
+                    from,
+                    to,
+                    settings,
+                    model,
+                    apply,
+                    json,
+                    wait_secs,
+                },
+        } => {
+            let db = db(&config).await?;
+            let who = user.clone();
+            let user = user_by(&db, &user).await?;
+            let mut patch = ctl::setting_patch(&settings)?;
+            if let Some(m) = model {
+                patch.insert("model".into(), m.into());
+            }
+            let bus = bus(&config).await?;
+            let p =
+                ctl::request_preview(&db, &bus, &config, user, &who, (from, to), &patch).await?;
+            let bar = indicatif::ProgressBar::new(p.messages.max(0) as u64).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} reading {pos}/{len} messages {wide_bar} {eta}",
+                )?,
+            );
+            let p = ctl::await_preview(
+                &db,
+                user,
+                p.id,
+                std::time::Duration::from_secs(wait_secs),
+                |p| bar.set_position(p.read.max(0) as u64),
+            )
+            .await?;
+            bar.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                print!("{}", ctl::preview_text(&p));
+            }
+            anyhow::ensure!(p.status == "ready", "the preview is {}", p.status);
+            if apply {
+                let a = db::previews::apply(&db, user, p.id).await?;
+                println!(
+                    "applied: {} items replaced by {}; {} themes started, {} removed",
+                    a.removed, a.stored, a.themes_created, a.themes_removed
+                );
+            } else {
+                println!(
+                    "nothing live changed; apply with `ctl insights apply --user {who} --preview {}`",
+                    p.id
+                );
+            }
+        }
+        Command::Insights {
+            command: InsightsCommand::Apply { user, preview },
+        } => {
+            let db = db(&config).await?;
+            let user = user_by(&db, &user).await?;
+            let a = db::previews::apply(&db, user, preview).await?;
+            println!(
+                "applied: {} items replaced by {}; {} themes started, {} removed",
+                a.removed, a.stored, a.themes_created, a.themes_removed
             );
         }
         Command::Rules {

@@ -217,197 +217,40 @@ impl Insights {
             return Ok(());
         }
         // What derives the items here: a change of it reads messages again.
-        let extractor = if self.model.is_some() {
-            MODEL_EXTRACTOR
-        } else {
-            LOCAL_CLASSIFIER
-        };
-        if !again && store::seen(&self.db, user, id, &doc.content_hash, extractor).await? {
+        let model = self.model_for(&settings);
+        let classifier = extractor(&settings, model.as_ref());
+        if !again && store::seen(&self.db, user, id, &doc.content_hash, &classifier).await? {
             return Ok(());
         }
-        let feedback = doc.source == FEEDBACK_SOURCE;
+        let analysis = self
+            .analyse(user, &doc, &settings, model.as_ref(), true, priority)
+            .await?;
         let mut outcome = Outcome {
             document: id,
             content_hash: &doc.content_hash,
             source: &doc.source,
-            status: "below",
-            reason: None,
-            score: None,
-            kinds: Vec::new(),
+            status: analysis.status,
+            reason: analysis.reason,
+            score: analysis.score,
+            kinds: analysis.kinds,
             items: 0,
-            classifier: extractor,
+            classifier: &classifier,
         };
-        if doc.body.len() > text::MAX_TEXT_BYTES {
-            outcome.status = "skipped";
-            outcome.reason = Some(format!(
-                "too_large: {} bytes, over {}",
-                doc.body.len(),
-                text::MAX_TEXT_BYTES
-            ));
-            metrics::counter!("insights_messages_total", "outcome" => "skipped", "source" => doc.source.clone()).increment(1);
-            // Items of an earlier, smaller version no longer stand for this text.
-            store::replace_items(&self.db, user, id, Vec::new(), self.joining).await?;
+        let joining = settings.joining(self.joining);
+        if outcome.status == "skipped" {
+            metrics::counter!("insights_messages_total", "outcome" => "skipped", "source" => doc.source.clone())
+                .increment(1);
+            // Items of an earlier version no longer stand for this text.
+            store::replace_items(&self.db, user, id, Vec::new(), joining).await?;
             store::record(&self.db, user, &outcome).await?;
             return Ok(());
         }
-        let body = doc.body.as_str();
-        let covered_to = text::chunks(body).last().map(|c| c.end).unwrap_or(0);
-        let sentences = text::sentences(body, covered_to, doc.kind == "transcript");
-        let vectors = self
-            .batcher
-            .embed_many(
-                sentences
-                    .iter()
-                    .map(|s| s.span.of(body).to_owned())
-                    .collect(),
-                priority,
-            )
-            .await
-            .map_err(HandleError::retry)?;
-        let scored: Vec<Scored> = sentences
-            .into_iter()
-            .zip(vectors)
-            .map(|(sentence, vector)| Scored {
-                verdict: self.classifier.classify(&vector),
-                sentence,
-                vector,
-            })
-            .collect();
-        // Imported feedback is feedback: tier 1 only names its kind.
-        let min_score = if feedback {
-            0
-        } else {
-            settings.min_score.clamp(0, 10) as u8
-        };
-        let found = insights::extract_local(body, &scored, min_score);
-        let allowance = self.model.is_some()
-            && db::quota::tokens_today(&self.db, user, self.tokens_per_day)
-                .await?
-                .is_ok();
-        // With a model, a score near the threshold is the model's to give (batched with the
-        // user's other messages arriving together); clear verdicts stay local.
-        let mut score = found.score;
-        if let Some(tier1) = self.tier1.as_ref().filter(|_| allowance && !feedback) {
-            let band = self.model_band;
-            if score.saturating_add(band) >= min_score
-                && score < min_score.saturating_add(band)
-                && let Some(scored) = tier1.score(user, &body[..covered_to]).await
-            {
-                score = scored;
-            }
-        }
-        outcome.score = Some(score as i16);
-        outcome.kinds = found.kinds.iter().map(|k| k.as_str().to_owned()).collect();
-        let occurred_at = doc
-            .occurred_at
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .unwrap_or_else(|| doc.created_at.with_timezone(&chrono::Utc));
-        let mut items = Vec::with_capacity(found.items.len());
-        let use_model = score >= min_score && allowance;
-        if use_model {
-            let covered = &body[..covered_to];
-            match self.model_tier2(user, covered).await? {
-                ModelTier2::Unusable(reason) => {
-                    outcome.status = "skipped";
-                    outcome.reason = Some(reason);
-                    metrics::counter!("insights_messages_total", "outcome" => "skipped", "source" => doc.source.clone())
-                        .increment(1);
-                    store::replace_items(&self.db, user, id, Vec::new(), self.joining).await?;
-                    store::record(&self.db, user, &outcome).await?;
-                    return Ok(());
-                }
-                ModelTier2::Items(proposed) => {
-                    let vectors = self
-                        .batcher
-                        .embed_many(
-                            proposed
-                                .iter()
-                                .map(|(p, _)| format!("{}. {}", p.title, p.description))
-                                .collect(),
-                            priority,
-                        )
-                        .await
-                        .map_err(HandleError::retry)?;
-                    for ((p, span), vector) in proposed.into_iter().zip(vectors) {
-                        // The speaker of the sentence the quote starts in.
-                        let speaker = scored
-                            .iter()
-                            .rev()
-                            .find(|s| s.sentence.span.start <= span.start)
-                            .and_then(|s| s.sentence.speaker.clone());
-                        let mut who = author(&doc, speaker.as_deref());
-                        if who.name.is_none() {
-                            who.name = p.customer.clone();
-                        }
-                        let customer = store::resolve_customer(
-                            &self.db,
-                            user,
-                            who,
-                            occurred_at,
-                            &settings.revenue_properties,
-                        )
-                        .await?;
-                        let quote = span.of(body);
-                        let product_area = insights::extract::listed_area(
-                            &settings.product_areas,
-                            p.product_area.as_deref(),
-                            &format!("{} {quote}", p.title),
-                        );
-                        items.push(NewItem {
-                            span_start: span.start as i32,
-                            span_end: span.end as i32,
-                            kind: p.kind.as_str().to_owned(),
-                            title: p.title,
-                            description: p.description,
-                            // The source's own words at the span, whatever the model wrote.
-                            quote: quote.to_owned(),
-                            score: score as i16,
-                            customer,
-                            product_area,
-                            sentiment: p.sentiment.to_owned(),
-                            urgency: p.urgency.to_owned(),
-                            embedding: vector,
-                            occurred_at,
-                            confirmed: None,
-                        });
-                    }
-                }
-            }
-        } else if score >= min_score {
-            for f in &found.items {
-                let customer = store::resolve_customer(
-                    &self.db,
-                    user,
-                    author(&doc, f.speaker.as_deref()),
-                    occurred_at,
-                    &settings.revenue_properties,
-                )
+        let mut items = analysis.items;
+        if let Some(model) = model.as_ref().filter(|_| analysis.used_model) {
+            self.confirm_themes(model, user, &mut items, joining)
                 .await?;
-                items.push(NewItem {
-                    span_start: f.span.start as i32,
-                    span_end: f.span.end as i32,
-                    kind: f.kind.as_str().to_owned(),
-                    title: f.title.clone(),
-                    description: f.description.clone(),
-                    quote: f.quote.clone(),
-                    score: f.score as i16,
-                    customer,
-                    product_area: insights::extract::product_area(
-                        &settings.product_areas,
-                        &format!("{} {}", f.title, f.quote),
-                    ),
-                    sentiment: f.sentiment.to_owned(),
-                    urgency: f.urgency.to_owned(),
-                    embedding: f.vector.clone(),
-                    occurred_at,
-                    confirmed: None,
-                });
-            }
         }
-        if use_model {
-            self.confirm_themes(user, &mut items).await?;
-        }
-        let placed = store::replace_items(&self.db, user, id, items.clone(), self.joining).await?;
+        let placed = store::replace_items(&self.db, user, id, items.clone(), joining).await?;
         outcome.items = placed.len() as i32;
         let status = if placed.is_empty() {
             "below"
@@ -467,7 +310,7 @@ impl Insights {
         // As items accumulate, all of them are grouped again at once (`store::regroup`); the
         // themes that starts are announced like those an item starts.
         if !placed.is_empty()
-            && let Some(regrouped) = store::regroup_if_due(&self.db, user, self.joining).await?
+            && let Some(regrouped) = store::regroup_if_due(&self.db, user, joining).await?
         {
             metrics::counter!("insights_regroupings_total").increment(1);
             tracing::info!(user.id = %user, items = regrouped.items, moved = regrouped.moved,
@@ -500,14 +343,241 @@ impl Insights {
     }
 }
 
+/// What the pipeline made of one document version, before anything is stored.
+pub struct Analysis {
+    /// `skipped` (with `reason`), `below` or `extracted` (when items are found).
+    pub status: &'static str,
+    pub reason: Option<String>,
+    pub score: Option<i16>,
+    pub kinds: Vec<String>,
+    pub items: Vec<NewItem>,
+    /// Whether tier 2 asked the model.
+    pub used_model: bool,
+}
+
+/// The classifier name an outcome is recorded with: what derives the items.
+pub fn extractor(settings: &Settings, model: Option<&ModelClient>) -> String {
+    match (model, settings.model.as_deref()) {
+        (None, _) => LOCAL_CLASSIFIER.to_owned(),
+        (Some(_), None) => MODEL_EXTRACTOR.to_owned(),
+        (Some(m), Some(_)) => format!("{MODEL_EXTRACTOR}:{}", m.model),
+    }
+}
+
+impl Insights {
+    /// The model tier 2 asks under these settings: none for `local` (or without an endpoint),
+    /// the named one at the deployment's endpoint, else the deployment's.
+    pub fn model_for(&self, settings: &Settings) -> Option<ModelClient> {
+        match settings.model.as_deref() {
+            Some(store::LOCAL_MODEL) => None,
+            Some(name) => self.model.clone().map(|mut m| {
+                m.model = name.to_owned();
+                m
+            }),
+            None => self.model.clone(),
+        }
+    }
+
+    /// Scores a document version (tier 1) and extracts its items (tier 2) under `settings`
+    /// with `model`, reading the CRM for who said each; writes nothing but the model's usage.
+    /// `tier1`: whether a score near the bar may be the model's (batched with the user's
+    /// other live messages).
+    pub async fn analyse(
+        &self,
+        user: UserId,
+        doc: &document::Model,
+        settings: &Settings,
+        model: Option<&ModelClient>,
+        tier1: bool,
+        priority: Priority,
+    ) -> Result<Analysis, HandleError> {
+        let feedback = doc.source == FEEDBACK_SOURCE;
+        let mut outcome = Analysis {
+            status: "below",
+            reason: None,
+            score: None,
+            kinds: Vec::new(),
+            items: Vec::new(),
+            used_model: false,
+        };
+        if doc.body.len() > text::MAX_TEXT_BYTES {
+            outcome.status = "skipped";
+            outcome.reason = Some(format!(
+                "too_large: {} bytes, over {}",
+                doc.body.len(),
+                text::MAX_TEXT_BYTES
+            ));
+            return Ok(outcome);
+        }
+        let body = doc.body.as_str();
+        let covered_to = text::chunks(body).last().map(|c| c.end).unwrap_or(0);
+        let sentences = text::sentences(body, covered_to, doc.kind == "transcript");
+        let vectors = self
+            .batcher
+            .embed_many(
+                sentences
+                    .iter()
+                    .map(|s| s.span.of(body).to_owned())
+                    .collect(),
+                priority,
+            )
+            .await
+            .map_err(HandleError::retry)?;
+        let scored: Vec<Scored> = sentences
+            .into_iter()
+            .zip(vectors)
+            .map(|(sentence, vector)| Scored {
+                verdict: self.classifier.classify(&vector),
+                sentence,
+                vector,
+            })
+            .collect();
+        // Imported feedback is feedback: tier 1 only names its kind.
+        let min_score = if feedback {
+            0
+        } else {
+            settings.min_score.clamp(0, 10) as u8
+        };
+        let found = insights::extract_local(body, &scored, min_score);
+        let allowance = model.is_some()
+            && db::quota::tokens_today(&self.db, user, self.tokens_per_day)
+                .await?
+                .is_ok();
+        // With a model, a score near the threshold is the model's to give (batched with the
+        // user's other messages arriving together); clear verdicts stay local.
+        let mut score = found.score;
+        if let Some(tier1) = self
+            .tier1
+            .as_ref()
+            .filter(|_| allowance && !feedback && tier1)
+        {
+            let band = self.model_band;
+            if score.saturating_add(band) >= min_score
+                && score < min_score.saturating_add(band)
+                && let Some(scored) = tier1.score(user, &body[..covered_to]).await
+            {
+                score = scored;
+            }
+        }
+        outcome.score = Some(score as i16);
+        outcome.kinds = found.kinds.iter().map(|k| k.as_str().to_owned()).collect();
+        let occurred_at = doc
+            .occurred_at
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_else(|| doc.created_at.with_timezone(&chrono::Utc));
+        let mut items = Vec::with_capacity(found.items.len());
+        let use_model = score >= min_score && allowance;
+        if use_model {
+            let covered = &body[..covered_to];
+            let model = model.expect("allowance needs a model");
+            outcome.used_model = true;
+            match self.model_tier2(model, user, covered).await? {
+                ModelTier2::Unusable(reason) => {
+                    outcome.status = "skipped";
+                    outcome.reason = Some(reason);
+                    return Ok(outcome);
+                }
+                ModelTier2::Items(proposed) => {
+                    let vectors = self
+                        .batcher
+                        .embed_many(
+                            proposed
+                                .iter()
+                                .map(|(p, _)| format!("{}. {}", p.title, p.description))
+                                .collect(),
+                            priority,
+                        )
+                        .await
+                        .map_err(HandleError::retry)?;
+                    for ((p, span), vector) in proposed.into_iter().zip(vectors) {
+                        // The speaker of the sentence the quote starts in.
+                        let speaker = scored
+                            .iter()
+                            .rev()
+                            .find(|s| s.sentence.span.start <= span.start)
+                            .and_then(|s| s.sentence.speaker.clone());
+                        let mut who = author(doc, speaker.as_deref());
+                        if who.name.is_none() {
+                            who.name = p.customer.clone();
+                        }
+                        let customer = store::resolve_customer(
+                            &self.db,
+                            user,
+                            who,
+                            occurred_at,
+                            &settings.revenue_properties,
+                        )
+                        .await?;
+                        let quote = span.of(body);
+                        let product_area = insights::extract::listed_area(
+                            &settings.product_areas,
+                            p.product_area.as_deref(),
+                            &format!("{} {quote}", p.title),
+                        );
+                        items.push(NewItem {
+                            span_start: span.start as i32,
+                            span_end: span.end as i32,
+                            kind: p.kind.as_str().to_owned(),
+                            title: p.title,
+                            description: p.description,
+                            // The source's own words at the span, whatever the model wrote.
+                            quote: quote.to_owned(),
+                            score: score as i16,
+                            customer,
+                            product_area,
+                            sentiment: p.sentiment.to_owned(),
+                            urgency: p.urgency.to_owned(),
+                            embedding: vector,
+                            occurred_at,
+                            confirmed: None,
+                        });
+                    }
+                }
+            }
+        } else if score >= min_score {
+            for f in &found.items {
+                let customer = store::resolve_customer(
+                    &self.db,
+                    user,
+                    author(doc, f.speaker.as_deref()),
+                    occurred_at,
+                    &settings.revenue_properties,
+                )
+                .await?;
+                items.push(NewItem {
+                    span_start: f.span.start as i32,
+                    span_end: f.span.end as i32,
+                    kind: f.kind.as_str().to_owned(),
+                    title: f.title.clone(),
+                    description: f.description.clone(),
+                    quote: f.quote.clone(),
+                    score: f.score as i16,
+                    customer,
+                    product_area: insights::extract::product_area(
+                        &settings.product_areas,
+                        &format!("{} {}", f.title, f.quote),
+                    ),
+                    sentiment: f.sentiment.to_owned(),
+                    urgency: f.urgency.to_owned(),
+                    embedding: f.vector.clone(),
+                    occurred_at,
+                    confirmed: None,
+                });
+            }
+        }
+        outcome.items = items;
+        Ok(outcome)
+    }
+}
+
 impl Insights {
     /// One call to the model, recorded in the user's usage (`call_model`).
     async fn call_model(
         &self,
+        model: &ModelClient,
         user: UserId,
         messages: Vec<async_openai::types::ChatCompletionRequestMessage>,
     ) -> Result<Result<providers::model::Completion, ModelError>, HandleError> {
-        let model = self.model.as_ref().expect("called with a model");
         call_model(&self.db, model, user, messages).await
     }
 
@@ -515,7 +585,13 @@ impl Insights {
     /// `join` similar), asks the model whether it belongs there; a yes is recorded on the item
     /// (`NewItem::confirmed`). An unusable answer or an unavailable model leaves it to
     /// similarity alone (the item starts a theme).
-    async fn confirm_themes(&self, user: UserId, items: &mut [NewItem]) -> Result<(), HandleError> {
+    async fn confirm_themes(
+        &self,
+        model: &ModelClient,
+        user: UserId,
+        items: &mut [NewItem],
+        joining: Joining,
+    ) -> Result<(), HandleError> {
         use async_openai::types::{
             ChatCompletionRequestMessage as Message, ChatCompletionRequestSystemMessage,
             ChatCompletionRequestUserMessage,
@@ -526,7 +602,7 @@ impl Insights {
             else {
                 continue;
             };
-            if similarity >= self.joining.join || similarity < self.joining.ask {
+            if similarity >= joining.join || similarity < joining.ask {
                 continue;
             }
             let messages = vec![
@@ -539,7 +615,7 @@ impl Insights {
                     item.title, item.quote
                 ))),
             ];
-            let answer = self.call_model(user, messages).await?;
+            let answer = self.call_model(model, user, messages).await?;
             match answer.map(|c| insights::model::parse_same(&c.text)) {
                 Ok(Ok(true)) => item.confirmed = Some(theme),
                 Ok(Ok(false)) => {}
@@ -557,7 +633,12 @@ impl Insights {
     /// Asks the model for the items of `text`; an answer that does not fit the schema goes
     /// back once with what is wrong. Quotes not found in the text are dropped. Each call is
     /// recorded in the user's usage.
-    async fn model_tier2(&self, user: UserId, text: &str) -> Result<ModelTier2, HandleError> {
+    async fn model_tier2(
+        &self,
+        model: &ModelClient,
+        user: UserId,
+        text: &str,
+    ) -> Result<ModelTier2, HandleError> {
         use async_openai::types::{
             ChatCompletionRequestMessage as Message, ChatCompletionRequestSystemMessage,
             ChatCompletionRequestUserMessage,
@@ -572,7 +653,7 @@ impl Insights {
         ];
         let mut problem = String::new();
         for _ in 0..2 {
-            let completion = match self.call_model(user, messages.clone()).await? {
+            let completion = match self.call_model(model, user, messages.clone()).await? {
                 Ok(c) => c,
                 // Worth another delivery later.
                 Err(e @ ModelError::Unavailable(_)) => return Err(HandleError::retry(e)),
@@ -790,6 +871,78 @@ impl Insights {
     }
 }
 
+pub use common::events::INSIGHTS_PREVIEW as PREVIEW;
+/// Messages a preview reads per delivery.
+const PREVIEW_PAGE: u64 = 100;
+
+impl Insights {
+    /// Reads the next page of a preview's window through its candidate settings into the
+    /// shadow tables (`db::previews`), then announces the page after it; past the last page,
+    /// groups what was found and writes the report. Bulk priority: a preview waits behind
+    /// everyone's new messages for the model.
+    async fn preview(
+        &self,
+        user: UserId,
+        id: uuid::Uuid,
+        data: &serde_json::Value,
+    ) -> Result<(), HandleError> {
+        let after = data["after"]
+            .as_str()
+            .and_then(|a| a.parse::<uuid::Uuid>().ok())
+            .ok_or_else(|| HandleError::poison("preview event without `after`"))?;
+        let Some(preview) = db::previews::get(&self.db, user, id).await? else {
+            return Ok(()); // its user is gone
+        };
+        if !db::previews::start(&self.db, id).await? {
+            return Ok(()); // finished, discarded or applied: a repeat
+        }
+        let settings = &preview.settings;
+        let model = self.model_for(settings);
+        if let Some(name) = settings.model.as_deref()
+            && name != store::LOCAL_MODEL
+            && model.is_none()
+        {
+            return Err(HandleError::poison(format!(
+                "the model `{name}` was asked for, and this deployment has no model endpoint (MODEL_URL)"
+            )));
+        }
+        let classifier = extractor(settings, model.as_ref());
+        let page = db::previews::page(&self.db, user, &preview, after, PREVIEW_PAGE).await?;
+        let Some(&last) = page.last() else {
+            let started = Instant::now();
+            let report = db::previews::finish(&self.db, user, id, self.joining).await?;
+            tracing::info!(preview.id = %id, items = report.items.preview, themes = report.themes.preview,
+                grouping_ms = started.elapsed().as_millis() as u64, "insights preview ready");
+            return Ok(());
+        };
+        for document in page {
+            let Some(doc) = db::documents::get(&self.db, DocumentId(document)).await? else {
+                continue; // deleted since
+            };
+            let analysis = self
+                .analyse(user, &doc, settings, model.as_ref(), false, Priority::Bulk)
+                .await?;
+            let outcome = Outcome {
+                document: DocumentId(document),
+                content_hash: &doc.content_hash,
+                source: &doc.source,
+                status: analysis.status,
+                reason: analysis.reason,
+                score: analysis.score,
+                kinds: analysis.kinds,
+                items: analysis.items.len() as i32,
+                classifier: &classifier,
+            };
+            db::previews::store(&self.db, user, id, &outcome, &analysis.items).await?;
+        }
+        self.bus
+            .publish(&common::events::insights_preview(user, id, last).in_lane(Lane::Bulk))
+            .await
+            .map_err(HandleError::retry)?;
+        Ok(())
+    }
+}
+
 impl Handler for Insights {
     async fn handle(&self, delivery: Delivery) -> Result<(), HandleError> {
         let priority = match delivery.envelope.lane {
@@ -812,8 +965,21 @@ impl Handler for Insights {
             Event::Domain(d) if d.source.as_str() == "insight" && d.name == BACKLOG => {
                 self.backlog(user, &d.data).await
             }
+            Event::Domain(d) if d.source.as_str() == "insight" && d.name == PREVIEW => {
+                let preview = d.data["preview"]
+                    .as_str()
+                    .and_then(|a| a.parse::<uuid::Uuid>().ok())
+                    .ok_or_else(|| HandleError::poison("preview event without `preview`"))?;
+                match self.preview(user, preview, &d.data).await {
+                    Err(HandleError::Poison(why)) => {
+                        db::previews::fail(&self.db, preview, &why.to_string()).await?;
+                        Ok(())
+                    }
+                    other => other,
+                }
+            }
             _ => Err(HandleError::poison(
-                "insights handles doc.upserted and insight.backlog.requested",
+                "insights handles doc.upserted, insight.backlog.requested and insight.preview.requested",
             )),
         }
     }

@@ -282,7 +282,7 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         cancel.clone(),
     ));
     let indexing = indexing_options(&config);
-    let (interactive, bulk, insights_interactive, insights_bulk, backlog) = tokio::join!(
+    let (interactive, bulk, insights_interactive, insights_bulk, backlog, previews) = tokio::join!(
         backends.consume_with(
             "embedding",
             indexer.clone(),
@@ -292,13 +292,20 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         backends.consume_with("embedding-bulk", indexer, indexing, cancel.clone()),
         backends.consume("insights", insights.clone(), &config, cancel.clone()),
         backends.consume("insights-bulk", insights.clone(), &config, cancel.clone()),
-        backends.consume("insights-backlog", insights, &config, cancel),
+        backends.consume(
+            "insights-backlog",
+            insights.clone(),
+            &config,
+            cancel.clone()
+        ),
+        backends.consume("insights-preview", insights, &config, cancel),
     );
     interactive?;
     bulk?;
     insights_interactive?;
     insights_bulk?;
     backlog?;
+    previews?;
     queries.await??;
     digests.await?;
     Ok(())

@@ -25,8 +25,8 @@ use db::DatabaseConnection;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use routes::{
     approvals, chat, connections, console, conversations, curation, documents, export, ingest,
-    insights, ops, provider_hooks, rules, search, sign_in, sync, tasks, tokens, transcripts,
-    webhooks,
+    insights, ops, previews, provider_hooks, rules, search, sign_in, sync, tasks, tokens,
+    transcripts, webhooks,
 };
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -147,6 +147,11 @@ impl AppState {
         curation::dismiss,
         curation::list,
         curation::undo,
+        previews::create_preview,
+        previews::list_previews,
+        previews::get_preview,
+        previews::apply_preview,
+        previews::discard_preview,
         export::export,
         insights::list_items,
         insights::progress,
@@ -230,6 +235,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tasks::router())
         .merge(insights::router())
         .merge(curation::router())
+        .merge(previews::router())
         .merge(export::router())
         .merge(ops::router())
         .route(

@@ -471,6 +471,26 @@ pub fn insights_backlog(
     )
 }
 
+/// The domain event that reads the next page of a preview of candidate insights settings
+/// (`insight.preview.requested`, `{"preview", "after": <document id>}`); the page after the
+/// last groups what was found and writes the report.
+pub const INSIGHTS_PREVIEW: &str = "preview.requested";
+
+pub fn insights_preview(user: UserId, preview: uuid::Uuid, after: uuid::Uuid) -> Envelope {
+    Envelope::new(
+        user,
+        Event::Domain(DomainEvent {
+            source: Source::parse("insight").expect("valid source"),
+            name: INSIGHTS_PREVIEW.to_owned(),
+            entity_id: format!("preview:{preview}"),
+            document_id: None,
+            version: after.to_string(),
+            data: serde_json::json!({"preview": preview, "after": after}),
+            history: false,
+        }),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,6 +37,16 @@ pub struct Settings {
     /// Company lifecycle stages or deal stages that mean the account churned.
     #[serde(default = "default_churn_stages")]
     pub churn_stages: Vec<String>,
+    /// Similarity (0–1) an arriving item needs to join a theme; `None`: the deployment's.
+    #[serde(default)]
+    pub theme_join: Option<f32>,
+    /// Similarity (0–1) at which regrouping joins groups; `None`: the deployment's.
+    #[serde(default)]
+    pub theme_regroup: Option<f32>,
+    /// Tier 2's model: `None` the deployment's, `local` the extractive classifier (no model),
+    /// else a model of the deployment's endpoint by name.
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 pub fn default_revenue_properties() -> Vec<String> {
@@ -57,15 +67,180 @@ impl Default for Settings {
             product_areas: Vec::new(),
             revenue_properties: default_revenue_properties(),
             churn_stages: default_churn_stages(),
+            theme_join: None,
+            theme_regroup: None,
+            model: None,
         }
     }
 }
+
+/// The `model` setting that means no model: tier 2 extracts locally.
+pub const LOCAL_MODEL: &str = "local";
+
+const MAX_REVENUE_PROPERTIES: usize = 10;
+const MAX_CHURN_STAGES: usize = 20;
+const MAX_SOURCES: usize = 50;
+const MAX_CHANNELS: usize = 500;
+const MAX_CHANNEL_CHARS: usize = 200;
+const MAX_AREAS: usize = 100;
+const MAX_AREA_CHARS: usize = 500;
+
+impl Settings {
+    /// The grouping thresholds: the team's where set, else the deployment's. The band in which
+    /// the model is asked stays below the join threshold.
+    pub fn joining(&self, deployment: Joining) -> Joining {
+        let join = self.theme_join.unwrap_or(deployment.join);
+        Joining {
+            join,
+            ask: deployment.ask.min(join),
+            regroup: self.theme_regroup.unwrap_or(deployment.regroup),
+        }
+    }
+
+    /// Trims names and checks every field; the error names the first one that is wrong.
+    pub fn validated(mut self) -> std::result::Result<Self, common::intake::FieldError> {
+        use common::intake::FieldError;
+        let trim = |v: &mut Vec<String>| v.iter_mut().for_each(|x| *x = x.trim().to_owned());
+        trim(&mut self.channels);
+        trim(&mut self.product_areas);
+        trim(&mut self.churn_stages);
+        if self.sources.len() > MAX_SOURCES {
+            return Err(FieldError::new("sources", format!("at most {MAX_SOURCES}")));
+        }
+        for (i, s) in self.sources.iter().enumerate() {
+            common::ids::Source::parse(s)
+                .map_err(|r| FieldError::new(format!("sources[{i}]"), r))?;
+        }
+        let names = |field: &str, list: &[String], max: usize, chars: usize| {
+            if list.len() > max {
+                return Err(FieldError::new(field, format!("at most {max}")));
+            }
+            match list
+                .iter()
+                .position(|c| c.is_empty() || c.chars().count() > chars)
+            {
+                Some(i) => Err(FieldError::new(
+                    format!("{field}[{i}]"),
+                    format!("1 to {chars} characters"),
+                )),
+                None => Ok(()),
+            }
+        };
+        names("channels", &self.channels, MAX_CHANNELS, MAX_CHANNEL_CHARS)?;
+        if self.product_areas.len() > MAX_AREAS {
+            return Err(FieldError::new(
+                "product_areas",
+                format!("at most {MAX_AREAS}"),
+            ));
+        }
+        for (i, a) in self.product_areas.iter().enumerate() {
+            let name = a.split_once(':').map_or(a.as_str(), |(n, _)| n);
+            if name.trim().is_empty() || a.chars().count() > MAX_AREA_CHARS {
+                return Err(FieldError::new(
+                    format!("product_areas[{i}]"),
+                    format!(
+                        "a name, then optionally `: words`; at most {MAX_AREA_CHARS} characters"
+                    ),
+                ));
+            }
+        }
+        if !(0..=10).contains(&self.min_score) {
+            return Err(FieldError::new("min_score", "must be between 0 and 10"));
+        }
+        if self.revenue_properties.len() > MAX_REVENUE_PROPERTIES {
+            return Err(FieldError::new(
+                "revenue_properties",
+                format!("at most {MAX_REVENUE_PROPERTIES}"),
+            ));
+        }
+        for (i, p) in self.revenue_properties.iter().enumerate() {
+            // A HubSpot property's internal name: it goes into the CRM API's query.
+            let valid = (1..=100).contains(&p.len())
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !valid {
+                return Err(FieldError::new(
+                    format!("revenue_properties[{i}]"),
+                    "a HubSpot property's internal name: 1 to 100 of a-z, 0-9 and _",
+                ));
+            }
+        }
+        names(
+            "churn_stages",
+            &self.churn_stages,
+            MAX_CHURN_STAGES,
+            MAX_CHANNEL_CHARS,
+        )?;
+        for (field, v) in [
+            ("theme_join", self.theme_join),
+            ("theme_regroup", self.theme_regroup),
+        ] {
+            if v.is_some_and(|v| !(v > 0.0 && v < 1.0)) {
+                return Err(FieldError::new(
+                    field,
+                    "a similarity between 0 and 1 (exclusive)",
+                ));
+            }
+        }
+        if let Some(m) = &self.model {
+            let valid = (1..=100).contains(&m.len())
+                && m.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b));
+            if !valid {
+                return Err(FieldError::new(
+                    "model",
+                    "`local`, or a model name of 1 to 100 letters, digits and - _ . : /",
+                ));
+            }
+        }
+        Ok(self)
+    }
+
+    /// These settings with `patch`'s fields (a JSON object of setting names and values) in
+    /// place of theirs, checked; the error names the setting.
+    pub fn patched(
+        &self,
+        patch: &serde_json::Map<String, serde_json::Value>,
+    ) -> std::result::Result<Self, common::intake::FieldError> {
+        use common::intake::FieldError;
+        let mut json = serde_json::to_value(self).expect("settings serialize");
+        for (key, value) in patch {
+            if json.get(key).is_none() {
+                return Err(FieldError::new(
+                    format!("settings.{key}"),
+                    format!("not a setting; one of {}", SETTING_NAMES.join(", ")),
+                ));
+            }
+            json[key] = value.clone();
+            serde_json::from_value::<Settings>(json.clone())
+                .map_err(|e| FieldError::new(format!("settings.{key}"), e.to_string()))?;
+        }
+        let merged: Settings = serde_json::from_value(json).expect("checked above");
+        merged
+            .validated()
+            .map_err(|e| FieldError::new(format!("settings.{}", e.field), e.reason))
+    }
+}
+
+/// The settings a preview can try.
+pub const SETTING_NAMES: [&str; 10] = [
+    "enabled",
+    "sources",
+    "channels",
+    "min_score",
+    "product_areas",
+    "revenue_properties",
+    "churn_stages",
+    "theme_join",
+    "theme_regroup",
+    "model",
+];
 
 pub async fn settings(db: &impl ConnectionTrait, user: UserId) -> Result<Settings> {
     let row = db
         .query_one_raw(stmt(
             "SELECT enabled, sources, channels, min_score, product_areas, revenue_properties,
-                    churn_stages
+                    churn_stages, theme_join, theme_regroup, model
              FROM insight_settings WHERE user_id = $1",
             vec![user.0.into()],
         ))
@@ -79,6 +254,9 @@ pub async fn settings(db: &impl ConnectionTrait, user: UserId) -> Result<Setting
             product_areas: r.try_get("", "product_areas")?,
             revenue_properties: r.try_get("", "revenue_properties")?,
             churn_stages: r.try_get("", "churn_stages")?,
+            theme_join: r.try_get("", "theme_join")?,
+            theme_regroup: r.try_get("", "theme_regroup")?,
+            model: r.try_get("", "model")?,
         },
         None => Settings::default(),
     })
@@ -94,11 +272,12 @@ pub async fn save_settings(
     let row = db
         .query_one_raw(stmt(
             "INSERT INTO insight_settings (user_id, enabled, sources, channels, min_score, product_areas,
-                                           revenue_properties, churn_stages)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                           revenue_properties, churn_stages, theme_join,
+                                           theme_regroup, model)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (user_id) DO UPDATE SET enabled = $2, sources = $3, channels = $4,
                min_score = $5, product_areas = $6, revenue_properties = $7, churn_stages = $8,
-               updated_at = now()
+               theme_join = $9, theme_regroup = $10, model = $11, updated_at = now()
              RETURNING updated_at",
             vec![
                 user.0.into(),
@@ -109,6 +288,9 @@ pub async fn save_settings(
                 s.product_areas.clone().into(),
                 s.revenue_properties.clone().into(),
                 s.churn_stages.clone().into(),
+                s.theme_join.into(),
+                s.theme_regroup.into(),
+                s.model.clone().into(),
             ],
         ))
         .await?
@@ -537,7 +719,7 @@ pub const DISMISSED_LIKE: f64 = 0.9;
 
 /// The curated item (of another document) nearest `vector`: the theme a person placed it in
 /// (`None`: dismissed), and its similarity. Curated items are few, found by their own index.
-async fn nearest_curated(
+pub(crate) async fn nearest_curated(
     db: &impl ConnectionTrait,
     user: UserId,
     document: DocumentId,
@@ -1138,6 +1320,64 @@ pub async fn regroup_if_due(
     Ok(Some(regroup(db, user, joining.regroup).await?))
 }
 
+/// Which existing theme each group of a new grouping takes: the group holding a theme's
+/// pinned items is that theme; then, largest overlaps first (ties by theme id, so the same
+/// items regroup the same way), each group takes the theme it shares the most items with,
+/// each theme going to one group. `current`: each item's theme now; `pins`: its pinned theme.
+pub(crate) fn take_themes(
+    groups: &[usize],
+    current: &[Option<Uuid>],
+    pins: &[Option<Uuid>],
+) -> std::collections::HashMap<usize, Uuid> {
+    use std::collections::{HashMap, HashSet};
+    let mut overlap: HashMap<(usize, Uuid), usize> = HashMap::new();
+    for (theme, &g) in current.iter().zip(groups) {
+        if let Some(t) = theme {
+            *overlap.entry((g, *t)).or_default() += 1;
+        }
+    }
+    let mut pairs: Vec<((usize, Uuid), usize)> = overlap.into_iter().collect();
+    pairs.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then(a.0.1.cmp(&b.0.1))
+            .then(a.0.0.cmp(&b.0.0))
+    });
+    let mut theme_of: HashMap<usize, Uuid> = HashMap::new();
+    let mut taken: HashSet<Uuid> = HashSet::new();
+    for (g, pin) in groups.iter().zip(pins) {
+        if let Some(t) = pin
+            && !theme_of.contains_key(g)
+            && taken.insert(*t)
+        {
+            theme_of.insert(*g, *t);
+        }
+    }
+    for ((g, t), _) in pairs {
+        if !theme_of.contains_key(&g) && taken.insert(t) {
+            theme_of.insert(g, t);
+        }
+    }
+    theme_of
+}
+
+/// The member of a group nearest its mean: the item a theme it starts is titled by.
+pub(crate) fn central(members: &[usize], vectors: &[Vec<f32>]) -> usize {
+    let dim = vectors[members[0]].len();
+    let mut mean = vec![0f32; dim];
+    for &i in members {
+        for (m, x) in mean.iter_mut().zip(&vectors[i]) {
+            *m += x;
+        }
+    }
+    *members
+        .iter()
+        .max_by(|&&a, &&b| {
+            insights::classify::dot(&vectors[a], &mean)
+                .total_cmp(&insights::classify::dot(&vectors[b], &mean))
+        })
+        .expect("a group has members")
+}
+
 /// Groups the user's items (the newest `REGROUP_MAX_ITEMS`) again all at once by average link
 /// at `threshold` (`insights::cluster`). Theme ids stay where they can: each group takes the
 /// existing theme it shares the most items with (each theme goes to one group, largest
@@ -1145,7 +1385,7 @@ pub async fn regroup_if_due(
 /// most central item. Counts, centroids and quotes are recomputed and each item's similarity
 /// is to its theme's new centroid.
 pub async fn regroup(db: &DatabaseConnection, user: UserId, threshold: f32) -> Result<Regrouped> {
-    use std::collections::{HashMap, HashSet};
+    use std::collections::HashSet;
     // One regrouping at a time per process: each holds up to 72 MB of similarities and a core.
     static REGROUPING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
     let _turn = REGROUPING
@@ -1201,35 +1441,8 @@ pub async fn regroup(db: &DatabaseConnection, user: UserId, threshold: f32) -> R
     .await
     .map_err(|e| DbErr::Custom(format!("regrouping stopped: {e}")))?;
     let before: HashSet<Uuid> = items.iter().filter_map(|i| i.theme).collect();
-    // Largest overlaps first; ties by theme id, so the same items regroup the same way.
-    let mut overlap: HashMap<(usize, Uuid), usize> = HashMap::new();
-    for (item, &g) in items.iter().zip(&groups) {
-        if let Some(t) = item.theme {
-            *overlap.entry((g, t)).or_default() += 1;
-        }
-    }
-    let mut pairs: Vec<((usize, Uuid), usize)> = overlap.into_iter().collect();
-    pairs.sort_by(|a, b| {
-        b.1.cmp(&a.1)
-            .then(a.0.1.cmp(&b.0.1))
-            .then(a.0.0.cmp(&b.0.0))
-    });
-    let mut theme_of: HashMap<usize, Uuid> = HashMap::new();
-    let mut taken: HashSet<Uuid> = HashSet::new();
-    // The group holding a theme's pinned items is that theme.
-    for (g, pin) in groups.iter().zip(&pins) {
-        if let Some(t) = pin
-            && !theme_of.contains_key(g)
-            && taken.insert(*t)
-        {
-            theme_of.insert(*g, *t);
-        }
-    }
-    for ((g, t), _) in pairs {
-        if !theme_of.contains_key(&g) && taken.insert(t) {
-            theme_of.insert(g, t);
-        }
-    }
+    let current: Vec<Option<Uuid>> = items.iter().map(|i| i.theme).collect();
+    let mut theme_of = take_themes(&groups, &current, &pins);
     let mut out = Regrouped {
         items: items.len(),
         themes_before: before.len(),
@@ -1241,20 +1454,7 @@ pub async fn regroup(db: &DatabaseConnection, user: UserId, threshold: f32) -> R
             continue;
         }
         let members: Vec<usize> = (0..items.len()).filter(|&i| groups[i] == g).collect();
-        let dim = vectors[members[0]].len();
-        let mut mean = vec![0f32; dim];
-        for &i in &members {
-            for (m, x) in mean.iter_mut().zip(&vectors[i]) {
-                *m += x;
-            }
-        }
-        let central = *members
-            .iter()
-            .max_by(|&&a, &&b| {
-                insights::classify::dot(&vectors[a], &mean)
-                    .total_cmp(&insights::classify::dot(&vectors[b], &mean))
-            })
-            .expect("a group has members");
+        let central = central(&members, &vectors);
         let (id, first) = (Uuid::new_v4(), &items[central]);
         txn.execute_raw(stmt(
             "INSERT INTO insight_themes (id, user_id, title, summary, kind, centroid, first_seen, last_seen)
@@ -1329,10 +1529,11 @@ pub async fn regroup(db: &DatabaseConnection, user: UserId, threshold: f32) -> R
 /// never read for feedback, whatever the settings.
 pub const RECORD_KINDS: [&str; 5] = ["contact", "company", "deal", "event", "meeting"];
 
-/// Documents within the user's settings (or imported feedback) whose current version the
-/// pipeline has no outcome for: `$1` user, `$2` after this id, `$3` sources, `$4` channels
-/// (lower case, no `#`), `$5` whether it is on.
-const UNREAD: &str = "
+/// The documents (`d`) settings cover: `$1` user, `$2` after this id, `$3` sources, `$4`
+/// channels (lower case, no `#`), `$5` whether it is on, `$6` the record kinds never read.
+macro_rules! covered {
+    () => {
+        "
     FROM documents d
     WHERE d.user_id = $1 AND d.id > $2
       AND (d.source = 'feedback' OR ($5 AND d.kind <> ALL($6)
@@ -1344,12 +1545,23 @@ const UNREAD: &str = "
              OR (d.source = 'gmail' AND EXISTS (
                    SELECT 1 FROM jsonb_array_elements_text(CASE WHEN jsonb_typeof(d.metadata->'labels') = 'array'
                                                              THEN d.metadata->'labels' ELSE '[]' END) l
-                   WHERE lower(l) = ANY($4))))))
+                   WHERE lower(l) = ANY($4))))))"
+    };
+}
+pub(crate) use covered;
+
+/// Documents within the user's settings (or imported feedback) whose current version the
+/// pipeline has no outcome for: `$1` user, `$2` after this id, `$3` sources, `$4` channels
+/// (lower case, no `#`), `$5` whether it is on.
+const UNREAD: &str = concat!(
+    covered!(),
+    "
       AND NOT EXISTS (SELECT 1 FROM insight_messages m
                       WHERE m.user_id = d.user_id AND m.document_id = d.id
-                        AND m.content_hash = d.content_hash)";
+                        AND m.content_hash = d.content_hash)"
+);
 
-fn unread_values(user: UserId, after: Uuid, settings: &Settings) -> Vec<Value> {
+pub(crate) fn unread_values(user: UserId, after: Uuid, settings: &Settings) -> Vec<Value> {
     let channels: Vec<String> = settings
         .channels
         .iter()

@@ -14,6 +14,7 @@ pub mod entities;
 pub mod firings;
 pub mod insights;
 pub mod invocations;
+pub mod previews;
 pub mod quota;
 pub mod rules;
 pub mod search;

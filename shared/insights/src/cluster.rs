@@ -336,3 +336,43 @@ mod tests {
         }
     }
 }
+
+/// The adjusted Rand index of two groupings of the same items: 1 when they agree on every
+/// pair, about 0 for agreement by chance (Hubert and Arabie, 1985).
+pub fn adjusted_rand(a: &[usize], b: &[usize]) -> f64 {
+    use std::collections::HashMap;
+    let mut table: HashMap<(usize, usize), usize> = HashMap::new();
+    let (mut by_a, mut by_b): (HashMap<usize, usize>, HashMap<usize, usize>) =
+        (HashMap::new(), HashMap::new());
+    for (x, y) in a.iter().zip(b) {
+        *table.entry((*x, *y)).or_default() += 1;
+        *by_a.entry(*x).or_default() += 1;
+        *by_b.entry(*y).or_default() += 1;
+    }
+    let pairs = |c: usize| (c * c.saturating_sub(1)) as f64 / 2.0;
+    let index: f64 = table.values().map(|c| pairs(*c)).sum();
+    let sa: f64 = by_a.values().map(|c| pairs(*c)).sum();
+    let sb: f64 = by_b.values().map(|c| pairs(*c)).sum();
+    let expected = sa * sb / pairs(a.len().min(b.len()));
+    let max = (sa + sb) / 2.0;
+    if max - expected != 0.0 {
+        (index - expected) / (max - expected)
+    } else {
+        1.0
+    }
+}
+
+#[cfg(test)]
+mod rand_tests {
+    use super::adjusted_rand;
+
+    #[test]
+    fn adjusted_rand_is_one_for_the_same_partition_under_other_names_and_low_for_unrelated() {
+        assert_eq!(adjusted_rand(&[0, 0, 1, 1, 2], &[5, 5, 3, 3, 9]), 1.0);
+        // Every item alone against all together: no pair agrees beyond chance.
+        assert!(adjusted_rand(&[0, 1, 2, 3], &[0, 0, 0, 0]).abs() < 1e-9);
+        // One item moved: between.
+        let moved = adjusted_rand(&[0, 0, 0, 1, 1, 1], &[0, 0, 1, 1, 1, 1]);
+        assert!(moved > 0.0 && moved < 1.0, "{moved}");
+    }
+}

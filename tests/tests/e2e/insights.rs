@@ -2516,3 +2516,318 @@ async fn new_items_learn_from_dismissed_and_moved_quotes() {
     let stored = theme_of_items(&app, &token).await;
     assert_eq!(stored.len(), 10, "{stored:?}");
 }
+
+/// Everything live about a user's product intelligence, as one text: items with their themes,
+/// kinds and curation; themes with titles and counts; message outcomes; settings.
+async fn live_tables(app: &TestApp, user: UserId) -> String {
+    use sea_orm::ConnectionTrait;
+    let mut out = String::new();
+    for sql in [
+        "SELECT id::text || theme_id::text || kind || pinned::text || coalesce(dismissed_at::text, '')
+                || similarity::text AS r FROM insight_items WHERE user_id = $1 ORDER BY id",
+        "SELECT id::text || title || items::text || accounts::text || centroid::text AS r
+         FROM insight_themes WHERE user_id = $1 ORDER BY id",
+        "SELECT document_id::text || status || coalesce(score::text, '') || items::text || classifier AS r
+         FROM insight_messages WHERE user_id = $1 ORDER BY document_id",
+        "SELECT min_score::text || coalesce(theme_regroup::text, '-') || updated_at::text AS r
+         FROM insight_settings WHERE user_id = $1",
+    ] {
+        for row in app
+            .db
+            .query_all_raw(sea_orm::Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                sql,
+                vec![user.0.into()],
+            ))
+            .await
+            .unwrap()
+        {
+            out.push_str(&r_str(&row, "r"));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Waits for a preview to be read and grouped; its JSON.
+async fn preview_ready(app: &TestApp, token: &str, id: &str) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let p = get(app, token, &format!("/api/insights/previews/{id}")).await;
+        if !matches!(p["status"].as_str(), Some("queued" | "running")) {
+            assert_eq!(p["status"], "ready", "{p}");
+            return p;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "preview not ready: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A team tries candidate settings on a window of its messages before they apply: the same
+/// settings agree with the live grouping exactly and keep a moved item only as a
+/// constraint; a higher bar and a tighter grouping report the items they would drop and the
+/// themes they would split; nothing live changes until applied, applying makes the live
+/// tables the preview's, and a preview made against other live items is refused.
+#[tokio::test]
+async fn a_preview_reports_what_candidate_settings_would_change_and_applies_only_when_asked() {
+    let app = TestApp::spawn_only(&["ingest", "embedding"]).await;
+    let (user, token) = app.user("pm@preview.example").await;
+    let limits = common::intake::Limits {
+        max_batch: 100,
+        max_body_bytes: 256 * 1024,
+    };
+    let accepted = ctl::load_product_demo(&app.db, &app.bus, user, &limits)
+        .await
+        .unwrap();
+    for a in accepted
+        .iter()
+        .filter(|a| !a.external_id.contains(':') || a.external_id.starts_with("C0"))
+    {
+        wait_read(&app, user, a.id).await;
+    }
+    // A person moves an item of the largest theme into another theme; the pipeline then
+    // regroups everything at once at the deployment's threshold, keeping the move.
+    let themes = get(&app, &token, "/api/insights/themes?limit=100").await;
+    let themes = themes["themes"].as_array().unwrap().clone();
+    assert!(themes.len() >= 3, "{themes:?}");
+    let (big, other) = (&themes[0]["id"], &themes[1]["id"]);
+    let items = get(&app, &token, "/api/insights/items?limit=500").await;
+    let moved = items["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| &i["theme_id"] == big)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, curation) = post_json(
+        &app,
+        &token,
+        &format!("/api/insights/items/{moved}/move"),
+        json!({"theme": other}),
+    )
+    .await;
+    assert_eq!(status, 200, "{curation}");
+    let regroup = app.config.insights_theme_regroup;
+    db::insights::regroup(&app.db, user, regroup).await.unwrap();
+    let live_before = live_tables(&app, user).await;
+    let live_items = items["items"].as_array().unwrap().len() as u64;
+
+    // Refusals name the field.
+    let window = json!({"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"});
+    for (body, field) in [
+        (
+            json!({"from": "2026-11-01T00:00:00Z", "to": "2026-11-01T00:00:00Z"}),
+            "to",
+        ),
+        (
+            json!({"from": "2020-01-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}),
+            "to",
+        ),
+        (
+            json!({"from": window["from"], "to": window["to"], "settings": {"min_score": 42}}),
+            "settings.min_score",
+        ),
+        (
+            json!({"from": window["from"], "to": window["to"], "settings": {"min_score": "high"}}),
+            "settings.min_score",
+        ),
+        (
+            json!({"from": window["from"], "to": window["to"], "settings": {"colour": "red"}}),
+            "settings.colour",
+        ),
+        (
+            json!({"from": window["from"], "to": window["to"], "settings": {"theme_regroup": 1.5}}),
+            "settings.theme_regroup",
+        ),
+        (
+            json!({"from": window["from"], "to": window["to"], "settings": {"model": "gpt-4o-mini"}}),
+            "settings.model",
+        ),
+    ] {
+        let (status, answer) = post_json(&app, &token, "/api/insights/previews", body).await;
+        assert_eq!(
+            (status, answer["field"].as_str()),
+            (422, Some(field)),
+            "{answer}"
+        );
+    }
+
+    // The same settings, through the operator's CLI functions.
+    let same = ctl::request_preview(
+        &app.db,
+        &app.bus,
+        &app.config,
+        user,
+        "ops@preview.example",
+        (
+            "2026-11-01T00:00:00Z".parse().unwrap(),
+            "2026-12-01T00:00:00Z".parse().unwrap(),
+        ),
+        &ctl::setting_patch(&["model=local".into()]).unwrap(),
+    )
+    .await
+    .unwrap();
+    let same = preview_ready(&app, &token, &same.id.to_string()).await;
+    let r = &same["report"];
+    let messages = same["messages"].as_u64().unwrap();
+    assert!(messages >= 20, "{same}");
+    assert_eq!(same["read"].as_u64(), Some(messages), "{same}");
+    assert_eq!(r["messages"]["read"].as_u64(), Some(messages), "{r}");
+    assert_eq!(r["messages"]["live_read"].as_u64(), Some(messages), "{r}");
+    assert_eq!(r["items"]["preview"].as_u64(), Some(live_items), "{r}");
+    assert_eq!(
+        (
+            &r["items"]["added"],
+            &r["items"]["removed"],
+            &r["items"]["changed_kind"]
+        ),
+        (&json!(0), &json!(0), &json!(0)),
+        "{r}"
+    );
+    assert_eq!(r["agreement"].as_f64(), Some(1.0), "{r}");
+    assert_eq!(r["compared"].as_u64(), Some(live_items), "{r}");
+    for change in ["formed", "merged", "split", "gone"] {
+        assert_eq!(r["themes"][change], json!([]), "{change}: {r}");
+    }
+    // Grouped freely, the moved item would go back: the move is kept as a constraint.
+    let kept: Vec<&str> = r["curations"]["kept_by_constraint"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(kept, vec![curation["id"].as_str().unwrap()], "{r}");
+    assert_eq!(
+        live_tables(&app, user).await,
+        live_before,
+        "a preview wrote live rows"
+    );
+
+    // A higher bar and a tighter grouping.
+    let (status, tight) = post_json(
+        &app,
+        &token,
+        "/api/insights/previews",
+        json!({"from": window["from"], "to": window["to"],
+               "settings": {"min_score": 8, "theme_regroup": 0.8}}),
+    )
+    .await;
+    assert_eq!(status, 202, "{tight}");
+    assert_eq!(tight["requested_by"], "pm@preview.example");
+    let tight = preview_ready(&app, &token, tight["id"].as_str().unwrap()).await;
+    let t = &tight["report"];
+    let kept_items = t["items"]["preview"].as_u64().unwrap();
+    assert!(kept_items > 0 && kept_items < live_items, "{t}");
+    assert_eq!(t["items"]["added"], 0, "a higher bar adds nothing: {t}");
+    assert_eq!(
+        t["items"]["removed"].as_u64(),
+        Some(live_items - kept_items),
+        "{t}"
+    );
+    assert!(
+        t["messages"]["below"].as_u64() > same["report"]["messages"]["below"].as_u64(),
+        "{t}"
+    );
+    assert!(
+        t["themes"]["preview"].as_u64() > t["themes"]["live"].as_u64(),
+        "a tighter grouping splits: {t}"
+    );
+    assert!(t["agreement"].as_f64().unwrap() < 1.0, "{t}");
+    assert_eq!(
+        live_tables(&app, user).await,
+        live_before,
+        "a preview wrote live rows"
+    );
+    let listed = get(&app, &token, "/api/insights/previews").await;
+    assert_eq!(listed["previews"].as_array().unwrap().len(), 2, "{listed}");
+
+    // Applying promotes it; the earlier preview was made against other live items.
+    let id = tight["id"].as_str().unwrap();
+    let (status, applied) = post_json(
+        &app,
+        &token,
+        &format!("/api/insights/previews/{id}/apply"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{applied}");
+    assert_eq!(applied["stored"].as_u64(), Some(kept_items), "{applied}");
+    let settings = get(&app, &token, "/api/insights/settings").await;
+    assert_eq!(
+        (&settings["min_score"], settings["theme_regroup"].as_f64()),
+        (&json!(8), Some(0.8)),
+        "{settings}"
+    );
+    let now = get(&app, &token, "/api/insights/items?limit=500").await;
+    let now = now["items"].as_array().unwrap();
+    assert_eq!(now.len() as u64, kept_items);
+    let themes_now = get(&app, &token, "/api/insights/themes?limit=500").await;
+    assert_eq!(
+        themes_now["themes"].as_array().unwrap().len() as u64,
+        t["themes"]["preview"].as_u64().unwrap()
+    );
+    if let Some(m) = now.iter().find(|i| i["id"] == moved.as_str()) {
+        assert_eq!(
+            &m["theme_id"], other,
+            "the moved item stays where it was put"
+        );
+    }
+    let (status, again) = post_json(
+        &app,
+        &token,
+        &format!("/api/insights/previews/{id}/apply"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 409, "{again}");
+    let (status, stale) = post_json(
+        &app,
+        &token,
+        &format!(
+            "/api/insights/previews/{}/apply",
+            same["id"].as_str().unwrap()
+        ),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 409, "{stale}");
+    assert!(
+        stale["detail"].as_str().unwrap().contains("changed"),
+        "{stale}"
+    );
+    // Another user sees none of it.
+    let (_, other_token) = app.user("pm@elsewhere.example").await;
+    let r = app
+        .http
+        .get(format!("{}/api/insights/previews/{id}", app.url))
+        .bearer_auth(&other_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn setting_pairs_become_the_settings_a_preview_tries() {
+    let patch = ctl::setting_patch(&[
+        "min_score=4".into(),
+        "sources=slack".into(),
+        "sources=gmail".into(),
+        "product_areas=Billing: invoice, payment".into(),
+        "theme_regroup=0.7".into(),
+        "channels=[]".into(),
+    ])
+    .unwrap();
+    assert_eq!(
+        Value::Object(patch),
+        json!({"min_score": 4, "sources": ["slack", "gmail"],
+               "product_areas": ["Billing: invoice, payment"], "theme_regroup": 0.7,
+               "channels": []})
+    );
+    assert!(ctl::setting_patch(&["min_score".into()]).is_err());
+}

@@ -78,7 +78,7 @@ impl From<CurationError> for ApiError {
 }
 
 /// Who is curating: their email, as the record names them.
-async fn actor(state: &AppState, user: UserId) -> Result<String, ApiError> {
+pub(crate) async fn actor(state: &AppState, user: UserId) -> Result<String, ApiError> {
     Ok(db::users::find(&state.db, user)
         .await?
         .map(|u| u.email)

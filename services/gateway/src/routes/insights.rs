@@ -64,116 +64,57 @@ pub struct InsightSettings {
     /// `["churned"]`.
     #[serde(default = "db::insights::default_churn_stages")]
     pub churn_stages: Vec<String>,
+    /// Similarity (0–1) an arriving item needs to join a theme; absent: the deployment's
+    /// `INSIGHTS_THEME_JOIN`. Try a change with a preview first (`/api/insights/previews`).
+    #[serde(default)]
+    pub theme_join: Option<f32>,
+    /// Similarity (0–1) at which regrouping joins groups; absent: the deployment's
+    /// `INSIGHTS_THEME_REGROUP`.
+    #[serde(default)]
+    pub theme_regroup: Option<f32>,
+    /// Tier 2's model: absent, the deployment's `MODEL`; `local`, the extractive classifier
+    /// (no model); else a model of the deployment's endpoint by name.
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 fn default_min_score() -> i16 {
     6
 }
 
-const MAX_REVENUE_PROPERTIES: usize = 10;
-const MAX_CHURN_STAGES: usize = 20;
-
-const MAX_SOURCES: usize = 50;
-const MAX_CHANNELS: usize = 500;
-const MAX_CHANNEL_CHARS: usize = 200;
-const MAX_AREAS: usize = 100;
-const MAX_AREA_CHARS: usize = 500;
+/// Whether the settings' model can be reached: a named model needs this deployment's model
+/// endpoint.
+pub(crate) fn model_available(
+    config: &common::Config,
+    settings: &db::insights::Settings,
+    field: &str,
+) -> Result<(), FieldError> {
+    match settings.model.as_deref() {
+        Some(m)
+            if m != db::insights::LOCAL_MODEL
+                && config.chat_provider == common::config::ChatProvider::None =>
+        {
+            Err(crate::routes::previews::no_model(field))
+        }
+        _ => Ok(()),
+    }
+}
 
 impl InsightSettings {
     fn validate(self) -> Result<db::insights::Settings, FieldError> {
-        if self.sources.len() > MAX_SOURCES {
-            return Err(FieldError::new("sources", format!("at most {MAX_SOURCES}")));
-        }
-        for (i, s) in self.sources.iter().enumerate() {
-            Source::parse(s).map_err(|r| FieldError::new(format!("sources[{i}]"), r))?;
-        }
-        if self.channels.len() > MAX_CHANNELS {
-            return Err(FieldError::new(
-                "channels",
-                format!("at most {MAX_CHANNELS}"),
-            ));
-        }
-        for (i, c) in self.channels.iter().enumerate() {
-            if c.trim().is_empty() || c.chars().count() > MAX_CHANNEL_CHARS {
-                return Err(FieldError::new(
-                    format!("channels[{i}]"),
-                    format!("1 to {MAX_CHANNEL_CHARS} characters"),
-                ));
-            }
-        }
-        if self.product_areas.len() > MAX_AREAS {
-            return Err(FieldError::new(
-                "product_areas",
-                format!("at most {MAX_AREAS}"),
-            ));
-        }
-        for (i, a) in self.product_areas.iter().enumerate() {
-            let name = a.split_once(':').map_or(a.as_str(), |(n, _)| n);
-            if name.trim().is_empty() || a.chars().count() > MAX_AREA_CHARS {
-                return Err(FieldError::new(
-                    format!("product_areas[{i}]"),
-                    format!(
-                        "a name, then optionally `: words`; at most {MAX_AREA_CHARS} characters"
-                    ),
-                ));
-            }
-        }
-        if !(0..=10).contains(&self.min_score) {
-            return Err(FieldError::new("min_score", "must be between 0 and 10"));
-        }
-        if self.revenue_properties.len() > MAX_REVENUE_PROPERTIES {
-            return Err(FieldError::new(
-                "revenue_properties",
-                format!("at most {MAX_REVENUE_PROPERTIES}"),
-            ));
-        }
-        for (i, p) in self.revenue_properties.iter().enumerate() {
-            // A HubSpot property's internal name: it goes into the CRM API's query.
-            let valid = (1..=100).contains(&p.len())
-                && p.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-            if !valid {
-                return Err(FieldError::new(
-                    format!("revenue_properties[{i}]"),
-                    "a HubSpot property's internal name: 1 to 100 of a-z, 0-9 and _",
-                ));
-            }
-        }
-        if self.churn_stages.len() > MAX_CHURN_STAGES {
-            return Err(FieldError::new(
-                "churn_stages",
-                format!("at most {MAX_CHURN_STAGES}"),
-            ));
-        }
-        for (i, c) in self.churn_stages.iter().enumerate() {
-            if c.trim().is_empty() || c.chars().count() > MAX_CHANNEL_CHARS {
-                return Err(FieldError::new(
-                    format!("churn_stages[{i}]"),
-                    format!("1 to {MAX_CHANNEL_CHARS} characters"),
-                ));
-            }
-        }
-        Ok(db::insights::Settings {
+        db::insights::Settings {
             enabled: self.enabled,
             sources: self.sources,
-            channels: self
-                .channels
-                .into_iter()
-                .map(|c| c.trim().to_owned())
-                .collect(),
+            channels: self.channels,
             min_score: self.min_score,
-            product_areas: self
-                .product_areas
-                .into_iter()
-                .map(|a| a.trim().to_owned())
-                .collect(),
+            product_areas: self.product_areas,
             revenue_properties: self.revenue_properties,
-            churn_stages: self
-                .churn_stages
-                .into_iter()
-                .map(|c| c.trim().to_owned())
-                .collect(),
-        })
+            churn_stages: self.churn_stages,
+            theme_join: self.theme_join,
+            theme_regroup: self.theme_regroup,
+            model: self.model,
+        }
+        .validated()
     }
 }
 
@@ -187,6 +128,9 @@ impl From<db::insights::Settings> for InsightSettings {
             product_areas: s.product_areas,
             revenue_properties: s.revenue_properties,
             churn_stages: s.churn_stages,
+            theme_join: s.theme_join,
+            theme_regroup: s.theme_regroup,
+            model: s.model,
         }
     }
 }
@@ -216,6 +160,7 @@ pub async fn put_settings(
 ) -> Result<Json<InsightSettings>, ApiError> {
     let request: InsightSettings = parse_json(&body)?;
     let settings = request.validate().map_err(ApiError::Invalid)?;
+    model_available(&state.config, &settings, "model").map_err(ApiError::Invalid)?;
     let saved_at = db::insights::save_settings(&state.db, user, &settings).await?;
     // What was stored before (a first sync, a source newly covered) is read too: the pipeline
     // pages through it. Answered once JetStream holds the request.

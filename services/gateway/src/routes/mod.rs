@@ -13,6 +13,7 @@ pub mod export;
 pub mod ingest;
 pub mod insights;
 pub mod ops;
+pub mod previews;
 pub mod provider_hooks;
 pub mod rules;
 pub mod search;
