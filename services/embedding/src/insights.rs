@@ -874,6 +874,8 @@ impl Insights {
 pub use common::events::INSIGHTS_PREVIEW as PREVIEW;
 /// Messages a preview reads per delivery.
 const PREVIEW_PAGE: u64 = 100;
+/// Messages of a page read at once.
+const PREVIEW_PARALLEL: usize = 16;
 
 impl Insights {
     /// Reads the next page of a preview's window through its candidate settings into the
@@ -903,7 +905,7 @@ impl Insights {
             && model.is_none()
         {
             return Err(HandleError::poison(format!(
-                "the model `{name}` was asked for, and this deployment has no model endpoint (MODEL_URL)"
+                "the model `{name}` was asked for, and this deployment has no model endpoint (CHAT_PROVIDER)"
             )));
         }
         let classifier = extractor(settings, model.as_ref());
@@ -915,15 +917,32 @@ impl Insights {
                 grouping_ms = started.elapsed().as_millis() as u64, "insights preview ready");
             return Ok(());
         };
-        for document in page {
-            let Some(doc) = db::documents::get(&self.db, DocumentId(document)).await? else {
-                continue; // deleted since
+        // The page's messages are read together, so the model batches their sentences as it
+        // does for messages arriving together; then stored (not while reads hold connections).
+        use futures::StreamExt;
+        let reads: Vec<_> = futures::stream::iter(page)
+            .map(|document| {
+                let model = model.as_ref();
+                async move {
+                    let Some(doc) = db::documents::get(&self.db, DocumentId(document)).await?
+                    else {
+                        return Ok(None); // deleted since
+                    };
+                    let analysis = self
+                        .analyse(user, &doc, settings, model, false, Priority::Bulk)
+                        .await?;
+                    Ok::<_, HandleError>(Some((doc, analysis)))
+                }
+            })
+            .buffered(PREVIEW_PARALLEL)
+            .collect()
+            .await;
+        for read in reads {
+            let Some((doc, analysis)) = read? else {
+                continue;
             };
-            let analysis = self
-                .analyse(user, &doc, settings, model.as_ref(), false, Priority::Bulk)
-                .await?;
             let outcome = Outcome {
-                document: DocumentId(document),
+                document: DocumentId(doc.id),
                 content_hash: &doc.content_hash,
                 source: &doc.source,
                 status: analysis.status,

@@ -1002,6 +1002,7 @@ async fn insights_section(env: &bench::Env, services: &mut Services) -> anyhow::
     ];
     let mut rows = rows;
     rows.extend(trend_rows(env, 1e3 / c.tier1_rate).await?);
+    rows.extend(preview_rows(env, services).await?);
     Ok(format!(
         "{INSIGHTS_HEADING}\n\nWith no model, on public labelled data (`tests/data/insights`, sources and \
          licences in its README), each on the held-out third of its rows (chosen by a hash of the \
@@ -1013,6 +1014,150 @@ async fn insights_section(env: &bench::Env, services: &mut Services) -> anyhow::
          runs as items accumulate; the baseline groups the same vectors all at once.\n\n{}\n",
         render(&rows)
     ))
+}
+
+/// Messages a preview reads in the bench.
+const PREVIEW_MESSAGES: usize = 10_000;
+
+/// A preview of candidate settings over 10,000 stored messages (the realistic stream, about
+/// one in ten feedback, repeated), which the live pipeline read first: how long it takes
+/// beside the live pipeline reading the same messages, and that the live tables were left
+/// as they were.
+async fn preview_rows(
+    env: &bench::Env,
+    services: &mut Services,
+) -> anyhow::Result<Vec<[String; 4]>> {
+    use assistant_tests::insights_eval as eval;
+    use sea_orm::ConnectionTrait;
+    let user = db::users::ensure(&env.db, "bench-preview@example.com").await?;
+    let stream = eval::realistic_stream()?;
+    let start = chrono::DateTime::parse_from_rfc3339("2026-01-05T00:00:00Z")?.to_utc();
+    for i in 0..PREVIEW_MESSAGES {
+        let (text, _) = &stream[i % stream.len()];
+        let input = common::events::DocumentInput {
+            source: Source::parse("slack").map_err(anyhow::Error::msg)?,
+            kind: Source::parse("message").map_err(anyhow::Error::msg)?,
+            external_id: format!("C0BENCH:{i}"),
+            title: String::new(),
+            body: text.clone(),
+            metadata: serde_json::json!({"channel": "C0BENCH", "user_name": format!("Customer {}", i % 300)}),
+            occurred_at: Some(start + chrono::Duration::minutes(4 * i as i64)),
+        };
+        db::documents::upsert(&env.db, user, &input).await?;
+    }
+    let count = |sql: &'static str| {
+        let db = env.db.clone();
+        async move {
+            let row = db
+                .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                    sea_orm::DbBackend::Postgres,
+                    sql,
+                    vec![user.0.into()],
+                ))
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no row"))?;
+            Ok::<String, anyhow::Error>(row.try_get("", "r")?)
+        }
+    };
+    const READ: &str = "SELECT count(*)::text AS r FROM insight_messages WHERE user_id = $1";
+    const LIVE: &str = "SELECT md5(coalesce((SELECT string_agg(id::text || theme_id::text || kind || similarity::text, ',' ORDER BY id)
+                                    FROM insight_items WHERE user_id = $1), '')
+                        || coalesce((SELECT string_agg(id::text || title || items::text || centroid::text, ',' ORDER BY id)
+                                    FROM insight_themes WHERE user_id = $1), '')
+                        || coalesce((SELECT string_agg(document_id::text || status || items::text, ',' ORDER BY document_id)
+                                    FROM insight_messages WHERE user_id = $1), '')
+                        || coalesce((SELECT updated_at::text FROM insight_settings WHERE user_id = $1), '')) AS r";
+    services.start(env, "embedding")?;
+    // The live pipeline reads them (turning it on queues what was stored before).
+    let live_started = std::time::Instant::now();
+    let saved = db::insights::save_settings(
+        &env.db,
+        user,
+        &db::insights::Settings {
+            enabled: true,
+            ..Default::default()
+        },
+    )
+    .await?;
+    env.bus
+        .publish(&common::events::insights_backlog(
+            user,
+            "bench-preview",
+            uuid::Uuid::nil(),
+            saved,
+        ))
+        .await?;
+    while count(READ).await?.parse::<usize>()? < PREVIEW_MESSAGES {
+        anyhow::ensure!(
+            live_started.elapsed() < Duration::from_secs(3_600),
+            "the live pipeline did not read the preview bench's messages"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let live_took = live_started.elapsed();
+    let before = count(LIVE).await?;
+    let started = std::time::Instant::now();
+    let mut patch = serde_json::Map::new();
+    patch.insert("min_score".into(), 7.into());
+    patch.insert("theme_regroup".into(), 0.6.into());
+    let preview = ctl::request_preview(
+        &env.db,
+        &env.bus,
+        &env.config,
+        user,
+        "bench",
+        (start, start + chrono::Duration::days(30)),
+        &patch,
+    )
+    .await?;
+    let preview = ctl::await_preview(
+        &env.db,
+        user,
+        preview.id,
+        Duration::from_secs(3_600),
+        |_| {},
+    )
+    .await?;
+    let took = started.elapsed();
+    services.stop("embedding");
+    let after = count(LIVE).await?;
+    anyhow::ensure!(
+        preview.status == "ready",
+        "the bench preview {}: {:?}",
+        preview.status,
+        preview.error
+    );
+    let report = preview.report.unwrap_or_default();
+    Ok(vec![row(
+        &format!(
+            "Preview of candidate settings (min_score 7, theme_regroup 0.60) over {} stored messages the live pipeline read: read again, grouped, reported",
+            thousands(preview.messages as usize)
+        ),
+        format!(
+            "{:.1} s ({:.0} messages/s); {} items against {} live, {} themes against {}, ARI {:.2}; live tables {}",
+            took.as_secs_f64(),
+            preview.messages as f64 / took.as_secs_f64(),
+            report.items.preview,
+            report.items.live,
+            report.themes.preview,
+            report.themes.live,
+            report.agreement.unwrap_or(0.0),
+            if before == after {
+                "untouched (same checksum before and after)"
+            } else {
+                "CHANGED"
+            }
+        ),
+        format!(
+            "the live pipeline reading the same messages: {:.1} s ({:.0} messages/s)",
+            live_took.as_secs_f64(),
+            PREVIEW_MESSAGES as f64 / live_took.as_secs_f64()
+        ),
+        format!(
+            "{:.2}× the live time",
+            took.as_secs_f64() / live_took.as_secs_f64()
+        ),
+    )])
 }
 
 /// The trend detector on synthetic streams (false alarms with no change, delay on a real rise),

@@ -72,7 +72,7 @@ pub struct InsightSettings {
     /// `INSIGHTS_THEME_REGROUP`.
     #[serde(default)]
     pub theme_regroup: Option<f32>,
-    /// Tier 2's model: absent, the deployment's `MODEL`; `local`, the extractive classifier
+    /// Tier 2's model: absent, the deployment's `CHAT_MODEL`; `local`, the extractive classifier
     /// (no model); else a model of the deployment's endpoint by name.
     #[serde(default)]
     pub model: Option<String>,
