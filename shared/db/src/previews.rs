@@ -179,6 +179,9 @@ pub enum PreviewError {
     /// The live items of the window changed since the preview was grouped.
     #[error("the window's live items changed since the preview was made; preview again")]
     Stale,
+    /// Another preview of the user's is still being read.
+    #[error("your preview {0} is still being read; wait for it or discard it")]
+    Busy(Uuid),
     #[error(transparent)]
     Db(#[from] crate::DbError),
 }
@@ -254,15 +257,33 @@ pub fn candidate(
     Ok(settings)
 }
 
-/// Stores a preview of `settings` over the messages said in `[from, to)`, to be read.
+/// Stores a preview of `settings` over the messages said in `[from, to)`, to be read. A user
+/// has one preview being read at a time: each reads up to two years of messages on the
+/// shared model.
 pub async fn create(
-    db: &impl ConnectionTrait,
+    db: &DatabaseConnection,
     user: UserId,
     requested_by: &str,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     settings: &Settings,
-) -> Result<Preview> {
+) -> std::result::Result<Preview, PreviewError> {
+    let txn = db.begin().await?;
+    txn.execute_raw(stmt(
+        "SELECT pg_advisory_xact_lock(hashtextextended('insights-preview:' || $1::text, 0))",
+        vec![user.0.to_string().into()],
+    ))
+    .await?;
+    let busy = txn
+        .query_one_raw(stmt(
+            "SELECT id FROM insight_previews WHERE user_id = $1 AND status IN ('queued', 'running')
+             ORDER BY created_at LIMIT 1",
+            vec![user.0.into()],
+        ))
+        .await?;
+    if let Some(r) = busy {
+        return Err(PreviewError::Busy(r.try_get("", "id")?));
+    }
     let mut values = window_values(user, settings, Uuid::nil(), from, to);
     values.extend([
         Uuid::new_v4().into(),
@@ -284,7 +305,9 @@ pub async fn create(
         ))
         .await?
         .ok_or(crate::DbError::NotFound)?;
-    preview_from(&row)
+    let preview = preview_from(&row)?;
+    txn.commit().await?;
+    Ok(preview)
 }
 
 pub async fn get(db: &impl ConnectionTrait, user: UserId, id: Uuid) -> Result<Option<Preview>> {
@@ -358,6 +381,17 @@ pub async fn store(
     items: &[NewItem],
 ) -> Result<()> {
     let txn = db.begin().await?;
+    // A preview discarded while its page was read keeps no rows.
+    let reading = txn
+        .query_one_raw(stmt(
+            "SELECT 1 AS one FROM insight_previews WHERE id = $1 AND status IN ('queued', 'running')
+             FOR SHARE",
+            vec![preview.into()],
+        ))
+        .await?;
+    if reading.is_none() {
+        return Ok(());
+    }
     let document = outcome.document;
     txn.execute_raw(stmt(
         "DELETE FROM insight_preview_items WHERE preview_id = $1 AND document_id = $2",
@@ -441,7 +475,8 @@ pub async fn store(
            RETURNING (xmax = 0) AS first)
          UPDATE insight_previews SET read = read + (SELECT count(*) FROM m WHERE first)::int,
            report = jsonb_set(coalesce(report, '{}'), '{items,like_dismissed}',
-             to_jsonb(coalesce((report->'items'->>'like_dismissed')::int, 0) + $12))
+             to_jsonb(coalesce((report->'items'->>'like_dismissed')::int, 0)
+                      + CASE WHEN (SELECT bool_or(first) FROM m) THEN $12 ELSE 0 END))
          WHERE id = $1",
         vec![
             preview.into(),
@@ -622,7 +657,8 @@ pub async fn finish(
     .await?;
     let mut titles: HashMap<usize, String> = HashMap::new();
     for (g, m) in members.iter().enumerate() {
-        let central = &items[crate::insights::central(m, &vectors)];
+        let at = crate::insights::central(m, &vectors);
+        let central = &items[at];
         let (theme, is_live) = match theme_of.get(&g) {
             Some(t) => (*t, true),
             None => (Uuid::new_v4(), false),
@@ -658,7 +694,7 @@ pub async fn finish(
                 title.into(),
                 central.quote.clone().into(),
                 central.kind.clone().into(),
-                Vector::from(vectors[crate::insights::central(m, &vectors)].clone()).into(),
+                Vector::from(vectors[at].clone()).into(),
                 (m.len() as i32).into(),
                 first.into(),
                 last.into(),

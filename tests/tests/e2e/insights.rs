@@ -2719,6 +2719,15 @@ async fn a_preview_reports_what_candidate_settings_would_change_and_applies_only
     .await;
     assert_eq!(status, 202, "{tight}");
     assert_eq!(tight["requested_by"], "pm@preview.example");
+    // One preview at a time per user: each reads its window on the shared model.
+    let (status, busy) = post_json(
+        &app,
+        &token,
+        "/api/insights/previews",
+        json!({"from": window["from"], "to": window["to"]}),
+    )
+    .await;
+    assert_eq!(status, 409, "{busy}");
     let tight = preview_ready(&app, &token, tight["id"].as_str().unwrap()).await;
     let t = &tight["report"];
     let kept_items = t["items"]["preview"].as_u64().unwrap();

@@ -118,7 +118,7 @@ impl From<PreviewError> for ApiError {
     fn from(e: PreviewError) -> Self {
         match e {
             PreviewError::NotFound => ApiError::NotFound("no such preview of yours".into()),
-            e @ (PreviewError::NotReady(_) | PreviewError::Stale) => {
+            e @ (PreviewError::NotReady(_) | PreviewError::Stale | PreviewError::Busy(_)) => {
                 ApiError::Conflict(e.to_string())
             }
             PreviewError::Db(e) => e.into(),
@@ -131,6 +131,7 @@ impl From<PreviewError> for ApiError {
     responses(
         (status = 202, description = "Stored and queued: the window is read on the bulk lane, into shadow tables; poll the preview for its report", body = PreviewView),
         (status = 400, description = "Not JSON, or not the expected shape", body = ErrorBody),
+        (status = 409, description = "Another preview of yours is still being read (one at a time)", body = ErrorBody),
         (status = 422, description = "`from`, `to` or a setting (`settings.<name>`) is invalid", body = ErrorBody),
         (status = 503, description = "The event bus did not take the request; nothing was stored", body = ErrorBody),
     ))]
