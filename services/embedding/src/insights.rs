@@ -225,17 +225,7 @@ impl Insights {
         let analysis = self
             .analyse(user, &doc, &settings, model.as_ref(), true, priority)
             .await?;
-        let mut outcome = Outcome {
-            document: id,
-            content_hash: &doc.content_hash,
-            source: &doc.source,
-            status: analysis.status,
-            reason: analysis.reason,
-            score: analysis.score,
-            kinds: analysis.kinds,
-            items: 0,
-            classifier: &classifier,
-        };
+        let mut outcome = analysis.outcome(&doc, &classifier);
         let joining = settings.joining(self.joining);
         if outcome.status == "skipped" {
             metrics::counter!("insights_messages_total", "outcome" => "skipped", "source" => doc.source.clone())
@@ -353,6 +343,23 @@ pub struct Analysis {
     pub items: Vec<NewItem>,
     /// Whether tier 2 asked the model.
     pub used_model: bool,
+}
+
+impl Analysis {
+    /// The outcome to record for `doc`, with the items found counted.
+    pub fn outcome<'a>(&self, doc: &'a document::Model, classifier: &'a str) -> Outcome<'a> {
+        Outcome {
+            document: DocumentId(doc.id),
+            content_hash: &doc.content_hash,
+            source: &doc.source,
+            status: self.status,
+            reason: self.reason.clone(),
+            score: self.score,
+            kinds: self.kinds.clone(),
+            items: self.items.len() as i32,
+            classifier,
+        }
+    }
 }
 
 /// The classifier name an outcome is recorded with: what derives the items.
@@ -941,17 +948,7 @@ impl Insights {
             let Some((doc, analysis)) = read? else {
                 continue;
             };
-            let outcome = Outcome {
-                document: DocumentId(doc.id),
-                content_hash: &doc.content_hash,
-                source: &doc.source,
-                status: analysis.status,
-                reason: analysis.reason,
-                score: analysis.score,
-                kinds: analysis.kinds,
-                items: analysis.items.len() as i32,
-                classifier: &classifier,
-            };
+            let outcome = analysis.outcome(&doc, &classifier);
             db::previews::store(&self.db, user, id, &outcome, &analysis.items).await?;
         }
         self.bus

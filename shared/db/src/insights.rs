@@ -648,24 +648,10 @@ pub async fn replace_items(
                description, quote, score, customer, company, product_area, sentiment, urgency,
                theme_id, similarity, embedding, occurred_at, pinned, dismissed_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
-            vec![
-                id.into(),
-                user.0.into(),
-                document.0.into(),
-                item.span_start.into(),
-                item.span_end.into(),
-                item.kind.clone().into(),
-                item.title.clone().into(),
-                item.description.clone().into(),
-                item.quote.clone().into(),
-                item.score.into(),
-                serde_json::to_value(&item.customer)
-                    .unwrap_or_default()
-                    .into(),
-                item.customer.company.clone().into(),
-                item.product_area.clone().into(),
-                item.sentiment.clone().into(),
-                item.urgency.clone().into(),
+            [
+                vec![id.into(), user.0.into(), document.0.into()],
+                item_values(&item),
+                vec![
                 theme.into(),
                 similarity.into(),
                 vector.into(),
@@ -676,7 +662,9 @@ pub async fn replace_items(
                     _ => None,
                 }
                 .into(),
-            ],
+                ],
+            ]
+            .concat(),
         ))
         .await?;
         let Some(theme) = theme else {
@@ -701,6 +689,26 @@ pub async fn replace_items(
     .await?;
     txn.commit().await?;
     Ok(placed)
+}
+
+/// An item's own columns, `span_start` to `urgency`, in the order the item tables hold them.
+pub(crate) fn item_values(item: &NewItem) -> Vec<Value> {
+    vec![
+        item.span_start.into(),
+        item.span_end.into(),
+        item.kind.clone().into(),
+        item.title.clone().into(),
+        item.description.clone().into(),
+        item.quote.clone().into(),
+        item.score.into(),
+        serde_json::to_value(&item.customer)
+            .unwrap_or_default()
+            .into(),
+        item.customer.company.clone().into(),
+        item.product_area.clone().into(),
+        item.sentiment.clone().into(),
+        item.urgency.clone().into(),
+    ]
 }
 
 /// An item found again, as people left it (or placed as they placed one like it).

@@ -428,31 +428,18 @@ pub async fn store(
                sentiment, urgency, theme_id, embedding, occurred_at, pinned, dismissed_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
                      $18, $19, $20, $21)",
-            vec![
-                preview.into(),
-                id.into(),
-                user.0.into(),
-                document.0.into(),
-                item.span_start.into(),
-                item.span_end.into(),
-                item.kind.clone().into(),
-                item.title.clone().into(),
-                item.description.clone().into(),
-                item.quote.clone().into(),
-                item.score.into(),
-                serde_json::to_value(&item.customer)
-                    .unwrap_or_default()
-                    .into(),
-                item.customer.company.clone().into(),
-                item.product_area.clone().into(),
-                item.sentiment.clone().into(),
-                item.urgency.clone().into(),
-                pinned_to.into(),
-                vector.into(),
-                item.occurred_at.into(),
-                pinned_to.is_some().into(),
-                dismissed_at.into(),
-            ],
+            [
+                vec![preview.into(), id.into(), user.0.into(), document.0.into()],
+                crate::insights::item_values(item),
+                vec![
+                    pinned_to.into(),
+                    vector.into(),
+                    item.occurred_at.into(),
+                    pinned_to.is_some().into(),
+                    dismissed_at.into(),
+                ],
+            ]
+            .concat(),
         ))
         .await?;
         stored += 1;
@@ -1103,6 +1090,19 @@ pub async fn apply(
     ))
     .await?;
     // The shadow rows have done their work.
+    drop_shadow(&txn, id).await?;
+    txn.commit().await?;
+    Ok(Applied {
+        removed: old.len(),
+        stored: stored.len(),
+        themes_created: created,
+        themes_removed,
+        messages,
+    })
+}
+
+/// Deletes a preview's shadow rows.
+async fn drop_shadow(txn: &impl ConnectionTrait, id: Uuid) -> Result<()> {
     for table in [
         "insight_preview_items",
         "insight_preview_themes",
@@ -1114,14 +1114,7 @@ pub async fn apply(
         ))
         .await?;
     }
-    txn.commit().await?;
-    Ok(Applied {
-        removed: old.len(),
-        stored: stored.len(),
-        themes_created: created,
-        themes_removed,
-        messages,
-    })
+    Ok(())
 }
 
 /// Discards a preview that was not applied, with its shadow rows; false when there is none
@@ -1138,17 +1131,7 @@ pub async fn discard(db: &DatabaseConnection, user: UserId, id: Uuid) -> Result<
     if res.rows_affected() == 0 {
         return Ok(false);
     }
-    for table in [
-        "insight_preview_items",
-        "insight_preview_themes",
-        "insight_preview_messages",
-    ] {
-        txn.execute_raw(stmt(
-            &format!("DELETE FROM {table} WHERE preview_id = $1"),
-            vec![id.into()],
-        ))
-        .await?;
-    }
+    drop_shadow(&txn, id).await?;
     txn.commit().await?;
     Ok(true)
 }
