@@ -532,12 +532,8 @@ async fn imported_feedback_refuses_bad_rows_by_number_and_keeps_the_good_ones() 
     );
 }
 
-/// `make run`'s product team demo: with no key, its feedback forms themes a product manager
-/// would recognise, quoted and tied to the accounts, and small talk stays out.
-#[tokio::test]
-async fn the_product_demo_forms_themes_across_accounts_with_no_model() {
-    let app = TestApp::spawn_only(&["ingest", "embedding"]).await;
-    let (user, token) = app.user("demo@product.example").await;
+/// Loads the product demo for `user` and waits until the pipeline read its messages.
+async fn load_product_demo(app: &TestApp, user: UserId) {
     let limits = common::intake::Limits {
         max_batch: 100,
         max_body_bytes: 256 * 1024,
@@ -549,8 +545,17 @@ async fn the_product_demo_forms_themes_across_accounts_with_no_model() {
         .iter()
         .filter(|a| !a.external_id.contains(':') || a.external_id.starts_with("C0"))
     {
-        wait_read(&app, user, a.id).await;
+        wait_read(app, user, a.id).await;
     }
+}
+
+/// `make run`'s product team demo: with no key, its feedback forms themes a product manager
+/// would recognise, quoted and tied to the accounts, and small talk stays out.
+#[tokio::test]
+async fn the_product_demo_forms_themes_across_accounts_with_no_model() {
+    let app = TestApp::spawn_only(&["ingest", "embedding"]).await;
+    let (user, token) = app.user("demo@product.example").await;
+    load_product_demo(&app, user).await;
     let themes = get(&app, &token, "/api/insights/themes?sort=accounts").await;
     let themes = themes["themes"].as_array().unwrap().clone();
     let summary: Vec<String> = themes
@@ -2575,19 +2580,7 @@ async fn preview_ready(app: &TestApp, token: &str, id: &str) -> Value {
 async fn a_preview_reports_what_candidate_settings_would_change_and_applies_only_when_asked() {
     let app = TestApp::spawn_only(&["ingest", "embedding"]).await;
     let (user, token) = app.user("pm@preview.example").await;
-    let limits = common::intake::Limits {
-        max_batch: 100,
-        max_body_bytes: 256 * 1024,
-    };
-    let accepted = ctl::load_product_demo(&app.db, &app.bus, user, &limits)
-        .await
-        .unwrap();
-    for a in accepted
-        .iter()
-        .filter(|a| !a.external_id.contains(':') || a.external_id.starts_with("C0"))
-    {
-        wait_read(&app, user, a.id).await;
-    }
+    load_product_demo(&app, user).await;
     // A person moves an item of the largest theme into another theme; the pipeline then
     // regroups everything at once at the deployment's threshold, keeping the move.
     let themes = get(&app, &token, "/api/insights/themes?limit=100").await;
