@@ -524,7 +524,6 @@ async fn live_print(
 
 struct Shadow {
     id: Uuid,
-    document: Uuid,
     kind: String,
     title: String,
     quote: String,
@@ -545,7 +544,7 @@ pub async fn finish(
     let threshold = preview.settings.joining(deployment).regroup;
     let rows = db
         .query_all_raw(stmt(
-            "SELECT id, document_id, kind, title, quote, pinned, theme_id, embedding, occurred_at
+            "SELECT id, kind, title, quote, pinned, theme_id, embedding, occurred_at
              FROM insight_preview_items WHERE preview_id = $1 AND dismissed_at IS NULL
              ORDER BY occurred_at DESC, id LIMIT $2",
             vec![id.into(), crate::insights::REGROUP_MAX_ITEMS.into()],
@@ -557,7 +556,6 @@ pub async fn finish(
         let pinned: bool = r.try_get("", "pinned")?;
         items.push(Shadow {
             id: r.try_get("", "id")?,
-            document: r.try_get("", "document_id")?,
             kind: r.try_get("", "kind")?,
             title: r.try_get("", "title")?,
             quote: r.try_get("", "quote")?,
@@ -705,6 +703,16 @@ pub async fn finish(
         vec![id.into(), ids.clone().into(), themes.into()],
     ))
     .await?;
+    // Items past the newest `REGROUP_MAX_ITEMS` are not grouped: each joins the theme nearest
+    // it, as an arriving item does.
+    txn.execute_raw(stmt(
+        "UPDATE insight_preview_items p SET theme_id = (
+           SELECT t.id FROM insight_preview_themes t WHERE t.preview_id = $1
+           ORDER BY t.centroid <=> p.embedding LIMIT 1)
+         WHERE p.preview_id = $1 AND p.dismissed_at IS NULL AND p.theme_id IS NULL",
+        vec![id.into()],
+    ))
+    .await?;
     // Each item's similarity to its group's centroid, as live.
     txn.execute_raw(stmt(
         &format!(
@@ -736,10 +744,35 @@ pub async fn finish(
             was,
             quote: quote.to_owned(),
         };
-    let found: HashSet<Uuid> = ids.iter().copied().collect();
-    report.items.preview = items.len();
+    // Every item found counts, grouped or not.
+    let all = txn
+        .query_all_raw(stmt(
+            "SELECT id, document_id, kind, quote FROM insight_preview_items
+             WHERE preview_id = $1 AND dismissed_at IS NULL ORDER BY id",
+            vec![id.into()],
+        ))
+        .await?;
+    struct Found {
+        id: Uuid,
+        document: Uuid,
+        kind: String,
+        quote: String,
+    }
+    let all = all
+        .iter()
+        .map(|r| {
+            Ok(Found {
+                id: r.try_get("", "id")?,
+                document: r.try_get("", "document_id")?,
+                kind: r.try_get("", "kind")?,
+                quote: r.try_get("", "quote")?,
+            })
+        })
+        .collect::<std::result::Result<Vec<_>, DbErr>>()?;
+    let found: HashSet<Uuid> = all.iter().map(|f| f.id).collect();
+    report.items.preview = all.len();
     report.items.live = live.len();
-    for s in &items {
+    for s in &all {
         match live.get(&s.id) {
             None => {
                 report.items.added += 1;
