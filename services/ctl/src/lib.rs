@@ -512,16 +512,9 @@ pub async fn request_preview(
     let (from, to) = window;
     let settings = db::previews::candidate(&live, from, to, patch)
         .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.reason))?;
-    if settings
-        .model
-        .as_deref()
-        .is_some_and(|m| m != db::insights::LOCAL_MODEL)
-        && config.chat_provider == common::config::ChatProvider::None
-    {
-        anyhow::bail!(
-            "--model: this deployment has no model endpoint (CHAT_PROVIDER); only `local` can be chosen"
-        );
-    }
+    settings
+        .model_reachable(config, "--model")
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.reason))?;
     let preview = db::previews::create(db, user, requested_by, from, to, &settings).await?;
     if let Err(e) = bus
         .publish(&common::events::insights_preview(

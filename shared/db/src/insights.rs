@@ -196,6 +196,27 @@ impl Settings {
         Ok(self)
     }
 
+    /// Whether the settings' model can be reached: a named model needs the deployment's model
+    /// endpoint (`CHAT_PROVIDER`); `field` names the setting in the error.
+    pub fn model_reachable(
+        &self,
+        config: &common::Config,
+        field: &str,
+    ) -> std::result::Result<(), common::intake::FieldError> {
+        match self.model.as_deref() {
+            Some(m)
+                if m != LOCAL_MODEL
+                    && config.chat_provider == common::config::ChatProvider::None =>
+            {
+                Err(common::intake::FieldError::new(
+                    field,
+                    "this deployment has no model endpoint (CHAT_PROVIDER); only `local` can be chosen",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// These settings with `patch`'s fields (a JSON object of setting names and values) in
     /// place of theirs, checked; the error names the setting.
     pub fn patched(

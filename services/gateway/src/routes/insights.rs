@@ -82,24 +82,6 @@ fn default_min_score() -> i16 {
     6
 }
 
-/// Whether the settings' model can be reached: a named model needs this deployment's model
-/// endpoint.
-pub(crate) fn model_available(
-    config: &common::Config,
-    settings: &db::insights::Settings,
-    field: &str,
-) -> Result<(), FieldError> {
-    match settings.model.as_deref() {
-        Some(m)
-            if m != db::insights::LOCAL_MODEL
-                && config.chat_provider == common::config::ChatProvider::None =>
-        {
-            Err(crate::routes::previews::no_model(field))
-        }
-        _ => Ok(()),
-    }
-}
-
 impl InsightSettings {
     fn validate(self) -> Result<db::insights::Settings, FieldError> {
         db::insights::Settings {
@@ -160,7 +142,9 @@ pub async fn put_settings(
 ) -> Result<Json<InsightSettings>, ApiError> {
     let request: InsightSettings = parse_json(&body)?;
     let settings = request.validate().map_err(ApiError::Invalid)?;
-    model_available(&state.config, &settings, "model").map_err(ApiError::Invalid)?;
+    settings
+        .model_reachable(&state.config, "model")
+        .map_err(ApiError::Invalid)?;
     let saved_at = db::insights::save_settings(&state.db, user, &settings).await?;
     // What was stored before (a first sync, a source newly covered) is read too: the pipeline
     // pages through it. Answered once JetStream holds the request.

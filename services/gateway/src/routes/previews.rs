@@ -13,7 +13,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use common::intake::FieldError;
 use db::previews::{Preview, PreviewError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -144,7 +143,8 @@ pub async fn create_preview(
     let live = db::insights::settings(&state.db, user).await?;
     let settings = db::previews::candidate(&live, request.from, request.to, &request.settings)
         .map_err(ApiError::Invalid)?;
-    crate::routes::insights::model_available(&state.config, &settings, "settings.model")
+    settings
+        .model_reachable(&state.config, "settings.model")
         .map_err(ApiError::Invalid)?;
     let who = crate::routes::curation::actor(&state, user).await?;
     let preview =
@@ -231,12 +231,4 @@ pub async fn discard_preview(
     } else {
         Err(PreviewError::NotFound.into())
     }
-}
-
-/// A field error, for a setting that names a model this deployment cannot reach.
-pub(crate) fn no_model(field: &str) -> FieldError {
-    FieldError::new(
-        field,
-        "this deployment has no model endpoint (CHAT_PROVIDER); only `local` can be chosen",
-    )
 }
