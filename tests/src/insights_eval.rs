@@ -41,12 +41,24 @@ pub fn realistic_stream() -> anyhow::Result<Vec<(String, bool)>> {
 
 /// Held out: a third of the rows, chosen by a hash of the text (FNV-1a), the same every run.
 pub fn held_out(text: &str) -> bool {
+    fnv(text).is_multiple_of(3)
+}
+
+fn fnv(text: &str) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in text.bytes() {
         h ^= b as u64;
         h = h.wrapping_mul(0x100000001b3);
     }
-    h.is_multiple_of(3)
+    h
+}
+
+/// Rows in the order they arrive in a stream: by a hash of each text (salted, so not in the
+/// order of `held_out`'s hash), which spreads a dataset sorted by label over time, the same
+/// every run.
+fn in_time_order<T>(mut rows: Vec<T>, text: impl Fn(&T) -> &str) -> Vec<T> {
+    rows.sort_by_cached_key(|r| fnv(&format!("arrival:{}", text(r))));
+    rows
 }
 
 fn rows(csv_text: &str) -> anyhow::Result<Vec<(String, String)>> {
@@ -359,6 +371,95 @@ pub struct Themes {
     pub held_out: usize,
 }
 
+/// One message stored as the pipeline stores an item found in it (the whole text as its
+/// quote), by the product's store: the document, and whether an item was placed (one like a
+/// dismissed quote is not).
+async fn store_item(
+    db: &DatabaseConnection,
+    user: UserId,
+    number: usize,
+    text: &str,
+    vector: &[f32],
+    joining: Joining,
+) -> anyhow::Result<(uuid::Uuid, bool)> {
+    let input = DocumentInput {
+        source: Source::parse("eval").expect("valid"),
+        kind: Source::parse("feedback").expect("valid"),
+        external_id: format!("eval-{number}"),
+        title: String::new(),
+        body: text.to_owned(),
+        metadata: serde_json::json!({}),
+        occurred_at: None,
+    };
+    let (doc, _, _) = db::documents::upsert(db, user, &input).await?;
+    let placed = db::insights::replace_items(
+        db,
+        user,
+        doc,
+        vec![NewItem {
+            span_start: 0,
+            span_end: text.len() as i32,
+            kind: "question".into(),
+            title: text.to_owned(),
+            description: text.to_owned(),
+            quote: text.to_owned(),
+            score: 10,
+            customer: Customer::default(),
+            product_area: None,
+            sentiment: "neutral".into(),
+            urgency: "low".into(),
+            embedding: vector.to_vec(),
+            occurred_at: chrono::Utc::now(),
+            confirmed: None,
+        }],
+        joining,
+    )
+    .await?;
+    Ok((doc.0, !placed.is_empty()))
+}
+
+/// Each stored item's document, theme and id (dismissed ones have no theme).
+async fn stored_items(
+    db: &DatabaseConnection,
+    user: UserId,
+) -> anyhow::Result<HashMap<uuid::Uuid, (Option<uuid::Uuid>, uuid::Uuid)>> {
+    use sea_orm::ConnectionTrait;
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT document_id, theme_id, id FROM insight_items WHERE user_id = $1",
+            [user.0.into()],
+        ))
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok((
+                r.try_get("", "document_id")?,
+                (r.try_get("", "theme_id")?, r.try_get("", "id")?),
+            ))
+        })
+        .collect()
+}
+
+/// Themes as numbers (in order of first appearance) for the items of `documents`.
+fn numbered(
+    documents: &[uuid::Uuid],
+    items: &HashMap<uuid::Uuid, (Option<uuid::Uuid>, uuid::Uuid)>,
+) -> anyhow::Result<Vec<usize>> {
+    let mut number: HashMap<uuid::Uuid, usize> = HashMap::new();
+    documents
+        .iter()
+        .map(|d| {
+            let theme = items
+                .get(d)
+                .and_then(|(t, _)| *t)
+                .context("every item has a theme")?;
+            let next = number.len();
+            Ok(*number.entry(theme).or_insert(next))
+        })
+        .collect()
+}
+
 /// Every request stored as an item, one at a time, by the product's store, for a fresh user,
 /// regrouping when due (as the pipeline does) if `regroup`; the theme each is in at the end.
 async fn store_grouping(
@@ -369,69 +470,14 @@ async fn store_grouping(
     joining: Joining,
     regroup: bool,
 ) -> anyhow::Result<Vec<usize>> {
-    use sea_orm::ConnectionTrait;
     let mut documents = Vec::with_capacity(texts.len());
     for (i, (text, vector)) in texts.iter().zip(vectors).enumerate() {
-        let input = DocumentInput {
-            source: Source::parse("eval").expect("valid"),
-            kind: Source::parse("feedback").expect("valid"),
-            external_id: format!("eval-{i}"),
-            title: String::new(),
-            body: text.clone(),
-            metadata: serde_json::json!({}),
-            occurred_at: None,
-        };
-        let (doc, _, _) = db::documents::upsert(db, user, &input).await?;
-        db::insights::replace_items(
-            db,
-            user,
-            doc,
-            vec![NewItem {
-                span_start: 0,
-                span_end: text.len() as i32,
-                kind: "question".into(),
-                title: text.clone(),
-                description: text.clone(),
-                quote: text.clone(),
-                score: 10,
-                customer: Customer::default(),
-                product_area: None,
-                sentiment: "neutral".into(),
-                urgency: "low".into(),
-                embedding: vector.clone(),
-                occurred_at: chrono::Utc::now(),
-                confirmed: None,
-            }],
-            joining,
-        )
-        .await?;
+        documents.push(store_item(db, user, i, text, vector, joining).await?.0);
         if regroup {
             db::insights::regroup_if_due(db, user, joining).await?;
         }
-        documents.push(doc.0);
     }
-    let rows = db
-        .query_all_raw(sea_orm::Statement::from_sql_and_values(
-            sea_orm::DbBackend::Postgres,
-            "SELECT document_id, theme_id FROM insight_items WHERE user_id = $1",
-            [user.0.into()],
-        ))
-        .await?;
-    let mut theme_of = HashMap::new();
-    for r in rows {
-        let doc: uuid::Uuid = r.try_get("", "document_id")?;
-        let theme: uuid::Uuid = r.try_get("", "theme_id")?;
-        theme_of.insert(doc, theme);
-    }
-    let mut number: HashMap<uuid::Uuid, usize> = HashMap::new();
-    documents
-        .iter()
-        .map(|d| {
-            let theme = *theme_of.get(d).context("every item has a theme")?;
-            let next = number.len();
-            Ok(*number.entry(theme).or_insert(next))
-        })
-        .collect()
+    numbered(&documents, &stored_items(db, user).await?)
 }
 
 /// BANKING77 requests grouped into themes: the store as items arrive (with and without its
@@ -548,6 +594,343 @@ pub async fn themes(
         batch_threshold: batch_best.1,
         held_out: test_texts.len(),
     })
+}
+
+/// The shares of a stream, from its start, that a team has curated when its last quarter (held
+/// out by time) is measured.
+pub const CURATED_SHARES: [f64; 3] = [0.25, 0.5, 0.75];
+
+/// Tier 1 on the last quarter of the team channel, after the team dismissed every item of the
+/// first `share` of it that was not feedback.
+#[derive(Debug, Clone, Default)]
+pub struct Dismissing {
+    pub share: f64,
+    pub dismissed: usize,
+    /// Feedback among the last quarter's messages kept as items: they passed tier 1 and were
+    /// not like a dismissed quote.
+    pub kept: Prf,
+    /// Last-quarter messages that passed tier 1 and were dropped as like a dismissed quote,
+    /// and how many of those were feedback.
+    pub dropped: usize,
+    pub dropped_feedback: usize,
+}
+
+/// Themes of the last quarter of a stream of requests, after the team merged the themes of
+/// the first `share` that hold the same intent and moved misplaced items to their intent's
+/// theme.
+#[derive(Debug, Clone, Default)]
+pub struct Moving {
+    pub share: f64,
+    pub merges: usize,
+    pub moves: usize,
+    pub last_quarter: Grouping,
+    /// Moved items still in the theme they were moved to at the end, after every regrouping.
+    pub intact: usize,
+}
+
+/// The team's own curations as labelled data, held out by time (`curation`).
+#[derive(Debug, Clone, Default)]
+pub struct Curation {
+    pub messages: usize,
+    pub last_quarter: usize,
+    pub last_quarter_feedback: usize,
+    /// No curation, then each of `CURATED_SHARES`.
+    pub dismissing: Vec<Dismissing>,
+    pub requests: usize,
+    pub last_quarter_requests: usize,
+    /// No curation, then each of `CURATED_SHARES`.
+    pub moving: Vec<Moving>,
+    /// What other bars for "like a dismissed quote" would do with the most curated share
+    /// (computed beside the store: the last quarter's messages that passed tier 1, dropped
+    /// when a dismissed quote is at least the bar similar), the shipped bar
+    /// (`db::insights::DISMISSED_LIKE`) first.
+    pub bars: Vec<(f64, Dismissing)>,
+}
+
+/// What a team's curations teach, measured on what arrives after them. Two streams in time
+/// order, each stored one message at a time by the product's store, for a fresh user per run:
+///
+/// - the team channel (`realistic_stream`) through the shipped tier 1 at `min_score`; the team
+///   dismisses every item of the stream's first part that is not feedback (dismissals are
+///   tier 1's negatives: a later quote like one dismissed is dropped);
+/// - BANKING77's held-out requests, regrouped when due as the pipeline does; the team merges
+///   the themes of the first part that hold the same intent (most of their items) and moves
+///   every item whose theme holds another intent to its intent's theme (moves correct the
+///   theme match: a later item closest to a moved one goes where it was put).
+///
+/// The last quarter of each is measured with no curation and with the first quarter, half and
+/// three quarters curated; nothing is tuned on it. `limit` caps each stream, for a quick run.
+pub async fn curation(
+    db: &DatabaseConnection,
+    model: &LocalModel,
+    classifier: &LocalClassifier,
+    min_score: u8,
+    joining: Joining,
+    limit: usize,
+) -> anyhow::Result<Curation> {
+    let mut stream = in_time_order(realistic_stream()?, |(t, _)| t);
+    stream.truncate(limit);
+    let texts: Vec<String> = stream.iter().map(|(t, _)| t.clone()).collect();
+    let passed: Vec<bool> = best_verdicts(model, classifier, &texts)?
+        .into_iter()
+        .map(|v| v.is_some_and(|v| v.score >= min_score))
+        .collect();
+    let vectors = embed_all(model, &texts)?;
+    let mut requests = in_time_order(
+        rows(BANKING)?
+            .into_iter()
+            .filter(|(t, _)| held_out(t))
+            .collect::<Vec<_>>(),
+        |(t, _)| t,
+    );
+    requests.truncate(limit);
+    let request_texts: Vec<String> = requests.iter().map(|(t, _)| t.clone()).collect();
+    let request_vectors = embed_all(model, &request_texts)?;
+    let intents: Vec<usize> = {
+        let mut names: Vec<&str> = requests.iter().map(|(_, l)| l.as_str()).collect();
+        names.sort();
+        names.dedup();
+        requests
+            .iter()
+            .map(|(_, l)| names.binary_search(&l.as_str()).expect("an intent"))
+            .collect()
+    };
+    let shares = std::iter::once(0.0).chain(CURATED_SHARES);
+    let bars = [db::insights::DISMISSED_LIKE, 0.85, 0.8, 0.75, 0.7]
+        .into_iter()
+        .map(|bar| (bar, dismissing_at(&stream, &passed, &vectors, bar)))
+        .collect();
+    let mut out = Curation {
+        bars,
+        messages: stream.len(),
+        last_quarter: stream.len() - stream.len() * 3 / 4,
+        last_quarter_feedback: stream[stream.len() * 3 / 4..]
+            .iter()
+            .filter(|(_, f)| *f)
+            .count(),
+        requests: requests.len(),
+        last_quarter_requests: requests.len() - requests.len() * 3 / 4,
+        ..Default::default()
+    };
+    for (run, share) in shares.enumerate() {
+        let email = format!("curation-eval-{}-{run}@example.com", std::process::id());
+        let user = db::users::ensure(db, &email).await?;
+        out.dismissing
+            .push(dismissing(db, user, &stream, &passed, &vectors, joining, share).await?);
+        out.moving.push(
+            moving(
+                db,
+                user,
+                &request_texts,
+                &intents,
+                &request_vectors,
+                joining,
+                share,
+            )
+            .await?,
+        );
+        use sea_orm::ConnectionTrait;
+        db.execute_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "DELETE FROM users WHERE id = $1",
+            [user.0.into()],
+        ))
+        .await?;
+    }
+    Ok(out)
+}
+
+/// The team channel's last quarter if, with the most curated share dismissed, a message that
+/// passed tier 1 were dropped when a dismissed quote is at least `bar` similar.
+fn dismissing_at(
+    stream: &[(String, bool)],
+    passed: &[bool],
+    vectors: &[Vec<f32>],
+    bar: f64,
+) -> Dismissing {
+    let share = CURATED_SHARES[CURATED_SHARES.len() - 1];
+    let n = stream.len();
+    let (cut, tail) = ((n as f64 * share) as usize, n * 3 / 4);
+    let dismissed: Vec<&Vec<f32>> = (0..cut)
+        .filter(|&i| passed[i] && !stream[i].1)
+        .map(|i| &vectors[i])
+        .collect();
+    let like_dismissed = |i: usize| {
+        dismissed
+            .iter()
+            .any(|d| insights::classify::dot(&vectors[i], d) as f64 >= bar)
+    };
+    let kept: Vec<bool> = (tail..n).map(|i| passed[i] && !like_dismissed(i)).collect();
+    let dropped: Vec<usize> = (tail..n)
+        .filter(|&i| passed[i] && !kept[i - tail])
+        .collect();
+    let label = |b: bool| if b { "feedback" } else { "other" };
+    let truth: Vec<&str> = stream[tail..].iter().map(|(_, f)| label(*f)).collect();
+    let predicted: Vec<&str> = kept.iter().map(|k| label(*k)).collect();
+    Dismissing {
+        share,
+        dismissed: dismissed.len(),
+        kept: prf(&truth, &predicted, "feedback"),
+        dropped: dropped.len(),
+        dropped_feedback: dropped.iter().filter(|&&i| stream[i].1).count(),
+    }
+}
+
+/// One run of the team channel (see `curation`), for `user`, who has no items yet.
+async fn dismissing(
+    db: &DatabaseConnection,
+    user: UserId,
+    stream: &[(String, bool)],
+    passed: &[bool],
+    vectors: &[Vec<f32>],
+    joining: Joining,
+    share: f64,
+) -> anyhow::Result<Dismissing> {
+    let n = stream.len();
+    let (cut, tail) = ((n as f64 * share) as usize, n * 3 / 4);
+    let mut documents: Vec<Option<uuid::Uuid>> = vec![None; n];
+    let mut kept = vec![false; n];
+    let mut dismissed = 0;
+    for i in 0..n {
+        if i == cut && cut > 0 {
+            // The team reads what it has so far and dismisses what is not feedback.
+            let items = stored_items(db, user).await?;
+            for j in 0..cut {
+                if let (false, Some(d)) = (stream[j].1, documents[j])
+                    && let Some((Some(_), id)) = items.get(&d)
+                {
+                    db::curation::dismiss(db, user, "curation-eval", *id).await?;
+                    dismissed += 1;
+                }
+            }
+        }
+        if passed[i] {
+            let (document, placed) =
+                store_item(db, user, i, &stream[i].0, &vectors[i], joining).await?;
+            documents[i] = Some(document);
+            kept[i] = placed;
+        }
+    }
+    let label = |b: bool| if b { "feedback" } else { "other" };
+    let truth: Vec<&str> = stream[tail..].iter().map(|(_, f)| label(*f)).collect();
+    let predicted: Vec<&str> = kept[tail..].iter().map(|k| label(*k)).collect();
+    let dropped: Vec<usize> = (tail..n).filter(|&i| passed[i] && !kept[i]).collect();
+    Ok(Dismissing {
+        share,
+        dismissed,
+        kept: prf(&truth, &predicted, "feedback"),
+        dropped: dropped.len(),
+        dropped_feedback: dropped.iter().filter(|&&i| stream[i].1).count(),
+    })
+}
+
+/// One run of the requests (see `curation`), for `user`, who has no items yet.
+async fn moving(
+    db: &DatabaseConnection,
+    user: UserId,
+    texts: &[String],
+    intents: &[usize],
+    vectors: &[Vec<f32>],
+    joining: Joining,
+    share: f64,
+) -> anyhow::Result<Moving> {
+    let n = texts.len();
+    let (cut, tail) = ((n as f64 * share) as usize, n * 3 / 4);
+    let mut documents = Vec::with_capacity(n);
+    let (mut merges, mut moved) = (0, Vec::new());
+    for i in 0..n {
+        if i == cut && cut > 0 {
+            (merges, moved) = curate_themes(db, user, &documents, &intents[..cut]).await?;
+        }
+        documents.push(
+            store_item(db, user, i, &texts[i], &vectors[i], joining)
+                .await?
+                .0,
+        );
+        db::insights::regroup_if_due(db, user, joining).await?;
+    }
+    let items = stored_items(db, user).await?;
+    let theme_of: HashMap<uuid::Uuid, Option<uuid::Uuid>> =
+        items.values().map(|(theme, id)| (*id, *theme)).collect();
+    Ok(Moving {
+        share,
+        merges,
+        moves: moved.len(),
+        last_quarter: grouping(&intents[tail..], &numbered(&documents[tail..], &items)?),
+        intact: moved
+            .iter()
+            .filter(|(item, theme)| theme_of.get(item) == Some(&Some(*theme)))
+            .count(),
+    })
+}
+
+/// The team's curation of the themes holding `documents` (whose intents are `intents`): themes
+/// whose items are mostly of one intent are merged into the largest of them, then every item
+/// in a theme of another intent is moved to its own intent's theme, where there is one. The
+/// merges, and each moved item with the theme it was moved to.
+async fn curate_themes(
+    db: &DatabaseConnection,
+    user: UserId,
+    documents: &[uuid::Uuid],
+    intents: &[usize],
+) -> anyhow::Result<(usize, Vec<(uuid::Uuid, uuid::Uuid)>)> {
+    // Each theme's intent (most of its items; ties to the lower number) and size.
+    let themes = async || -> anyhow::Result<_> {
+        let items = stored_items(db, user).await?;
+        let mut counts: HashMap<uuid::Uuid, HashMap<usize, usize>> = HashMap::new();
+        for (d, intent) in documents.iter().zip(intents) {
+            if let Some((Some(theme), _)) = items.get(d) {
+                *counts
+                    .entry(*theme)
+                    .or_default()
+                    .entry(*intent)
+                    .or_default() += 1;
+            }
+        }
+        let mut of: Vec<(uuid::Uuid, usize, usize)> = counts
+            .into_iter()
+            .map(|(theme, c)| {
+                let size = c.values().sum();
+                let intent = c
+                    .into_iter()
+                    .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+                    .expect("a theme here has items")
+                    .0;
+                (theme, intent, size)
+            })
+            .collect();
+        // Largest first, then by id: each intent's home is its largest theme.
+        of.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        Ok((items, of))
+    };
+    let (_, of) = themes().await?;
+    let mut home: HashMap<usize, uuid::Uuid> = HashMap::new();
+    let mut merges = 0;
+    for (theme, intent, _) in of {
+        match home.get(&intent) {
+            Some(&into) => {
+                db::curation::merge(db, user, "curation-eval", theme, into).await?;
+                merges += 1;
+            }
+            None => {
+                home.insert(intent, theme);
+            }
+        }
+    }
+    let (items, of) = themes().await?;
+    let intent_of: HashMap<uuid::Uuid, usize> = of.iter().map(|(t, i, _)| (*t, *i)).collect();
+    let mut moved = Vec::new();
+    for (d, intent) in documents.iter().zip(intents) {
+        if let Some((Some(theme), id)) = items.get(d)
+            && intent_of.get(theme) != Some(intent)
+            && let Some(&to) = home.get(intent)
+            && intent_of.get(&to) == Some(intent)
+        {
+            db::curation::move_item(db, user, "curation-eval", *id, to).await?;
+            moved.push((*id, to));
+        }
+    }
+    Ok((merges, moved))
 }
 
 #[cfg(test)]

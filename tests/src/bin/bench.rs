@@ -62,6 +62,18 @@ async fn main() -> anyhow::Result<()> {
         env.cleanup().await;
         return Ok(());
     }
+    if std::env::var("BENCH_CURATION").is_ok_and(|v| v == "1") {
+        // The team's own curations held out by time alone, printed (BENCHMARKS.md is left as
+        // it is): a quick check of a change to what curations teach.
+        use assistant_tests::insights_eval as eval;
+        let model = LocalModel::load(Path::new(&env.config.embedding_model_dir))?;
+        let joining = configured_joining(&env);
+        let classifier = eval::local_classifier(&model)?;
+        let c = eval::curation(&env.db, &model, &classifier, 6, joining, usize::MAX).await?;
+        println!("\n{}", render(&curation_rows(&c)));
+        env.cleanup().await;
+        return Ok(());
+    }
     if std::env::var("BENCH_INSIGHTS").is_ok_and(|v| v == "1") {
         let mut services = Services::default();
         Services::fresh_logs()?;
@@ -858,11 +870,7 @@ async fn insights_section(env: &bench::Env, services: &mut Services) -> anyhow::
         tier1_messages.load(Ordering::Relaxed),
     );
     let sweep = [0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75];
-    let joining = db::insights::Joining {
-        join: env.config.insights_theme_join,
-        ask: env.config.insights_theme_ask,
-        regroup: env.config.insights_theme_regroup,
-    };
+    let joining = configured_joining(env);
     let t = eval::themes(&env.db, &model, joining, 40, &sweep).await?;
     let prf = |p: &eval::Prf| format!("P {:.2} R {:.2} F1 {:.2}", p.precision, p.recall, p.f1);
     let g = |g: &eval::Grouping| {
@@ -1001,6 +1009,9 @@ async fn insights_section(env: &bench::Env, services: &mut Services) -> anyhow::
         ),
     ];
     let mut rows = rows;
+    rows.extend(curation_rows(
+        &eval::curation(&env.db, &model, &classifier, 6, joining, usize::MAX).await?,
+    ));
     rows.extend(trend_rows(env, 1e3 / c.tier1_rate).await?);
     rows.extend(preview_rows(env, services).await?);
     Ok(format!(
@@ -1011,9 +1022,118 @@ async fn insights_section(env: &bench::Env, services: &mut Services) -> anyhow::
          that are not feedback); a title counts as a feature request or bug when its \
          best sentence scores ≥ 6 with that kind. Themes are formed by the product's store, one \
          request at a time, the number of intents not given, with the regrouping the pipeline \
-         runs as items accumulate; the baseline groups the same vectors all at once.\n\n{}\n",
+         runs as items accumulate; the baseline groups the same vectors all at once. A team's \
+         own curations are measured held out by time: both streams arrive in a fixed order, a \
+         simulated team curates the first part with the labels (dismisses what is not \
+         feedback; merges themes of one intent, moves misplaced requests), and the last \
+         quarter, which nobody curated, is scored.\n\n{}\n",
         render(&rows)
     ))
+}
+
+/// The team's own curations as labelled data, held out by time (`insights_eval::curation`):
+/// the last quarter of each stream with the first quarter, half and three quarters curated,
+/// beside no curation.
+fn curation_rows(c: &assistant_tests::insights_eval::Curation) -> Vec<[String; 4]> {
+    let prf = |p: &assistant_tests::insights_eval::Prf| {
+        format!("P {:.2} R {:.2} F1 {:.2}", p.precision, p.recall, p.f1)
+    };
+    let g = |g: &assistant_tests::insights_eval::Grouping| {
+        format!(
+            "1:1 accuracy {:.2}, NMI {:.2}, ARI {:.2}, {} themes",
+            g.accuracy, g.nmi, g.ari, g.groups
+        )
+    };
+    let mut rows = Vec::new();
+    let (Some(none), Some(ungrouped)) = (c.dismissing.first(), c.moving.first()) else {
+        return rows;
+    };
+    for d in &c.dismissing[1..] {
+        rows.push(row(
+            &format!(
+                "Tier 1 taught by the team's dismissals, held out by time: the team channel's last {} messages ({} feedback), after dismissing what was not feedback in its first {:.0}% ({} dismissals)",
+                c.last_quarter,
+                c.last_quarter_feedback,
+                100.0 * d.share,
+                d.dismissed
+            ),
+            format!(
+                "{}; {} dropped as like a dismissed quote, {} of them feedback",
+                prf(&d.kept),
+                d.dropped,
+                d.dropped_feedback
+            ),
+            format!("no curation: {}", prf(&none.kept)),
+            format!(
+                "precision {:+.2}, recall {:+.2}",
+                d.kept.precision - none.kept.precision,
+                d.kept.recall - none.kept.recall
+            ),
+        ));
+    }
+    if let (Some((shipped, at)), Some(most)) = (c.bars.first(), c.dismissing.last()) {
+        rows.push(row(
+            &format!(
+                "Other bars for \"like a dismissed quote\", the first {:.0}% dismissed (computed beside the store, which drops at {:.2})",
+                100.0 * most.share,
+                shipped
+            ),
+            c.bars[1..]
+                .iter()
+                .map(|(bar, d)| {
+                    format!(
+                        "{bar:.2}: {}, {} dropped ({} feedback)",
+                        prf(&d.kept),
+                        d.dropped,
+                        d.dropped_feedback
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            format!(
+                "{shipped:.2}: {}, {} dropped ({} feedback); the store: {} dropped",
+                prf(&at.kept),
+                at.dropped,
+                at.dropped_feedback,
+                most.dropped
+            ),
+            "-".into(),
+        ));
+    }
+    for m in &c.moving[1..] {
+        rows.push(row(
+            &format!(
+                "Themes taught by the team's merges and moves, held out by time: the last {} of {} held-out BANKING77 requests, after curating the themes of the first {:.0}% ({} merges, {} moves)",
+                c.last_quarter_requests,
+                c.requests,
+                100.0 * m.share,
+                m.merges,
+                m.moves
+            ),
+            format!(
+                "{}; {} of {} moved items still where they were put",
+                g(&m.last_quarter),
+                m.intact,
+                m.moves
+            ),
+            format!("no curation: {}", g(&ungrouped.last_quarter)),
+            format!(
+                "NMI {:+.2}, 1:1 accuracy {:+.2}",
+                m.last_quarter.nmi - ungrouped.last_quarter.nmi,
+                m.last_quarter.accuracy - ungrouped.last_quarter.accuracy
+            ),
+        ));
+    }
+    rows
+}
+
+/// The deployment's thresholds for placing and regrouping items.
+fn configured_joining(env: &bench::Env) -> db::insights::Joining {
+    db::insights::Joining {
+        join: env.config.insights_theme_join,
+        ask: env.config.insights_theme_ask,
+        regroup: env.config.insights_theme_regroup,
+    }
 }
 
 /// Messages a preview reads in the bench.

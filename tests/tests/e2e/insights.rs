@@ -721,13 +721,69 @@ async fn the_evaluation_runs_on_a_slice_of_the_public_data() {
         assert!(g.groups >= 2 && g.groups <= t.held_out, "{g:?}");
         assert!((0.0..=1.0).contains(&g.accuracy) && (0.0..=1.0001).contains(&g.nmi));
     }
+    // The team's own curations, held out by time: the simulated team curates, every move
+    // survives the regroupings that follow, and the last quarter is scored for each share.
+    let cu = eval::curation(
+        &app.db,
+        &model,
+        &classifier,
+        6,
+        db::insights::Joining::default(),
+        160,
+    )
+    .await
+    .unwrap();
+    assert_eq!((cu.messages, cu.requests), (160, 160));
+    assert_eq!((cu.last_quarter, cu.last_quarter_requests), (40, 40));
+    assert_eq!(cu.dismissing.len(), 1 + eval::CURATED_SHARES.len());
+    assert_eq!(cu.moving.len(), 1 + eval::CURATED_SHARES.len());
+    assert_eq!(
+        (cu.dismissing[0].dismissed, cu.dismissing[0].dropped),
+        (0, 0)
+    );
+    assert_eq!((cu.moving[0].merges, cu.moving[0].moves), (0, 0));
+    // More of the stream curated, more curations.
+    let last = cu.dismissing.last().unwrap();
+    assert!(
+        last.dismissed > cu.dismissing[1].dismissed,
+        "{:?}",
+        cu.dismissing
+    );
+    let last = cu.moving.last().unwrap();
+    assert!(
+        last.merges + last.moves > cu.moving[1].merges + cu.moving[1].moves,
+        "{:?}",
+        cu.moving
+    );
+    for m in &cu.moving {
+        assert_eq!(m.intact, m.moves, "{m:?}");
+        let g = m.last_quarter;
+        assert!(g.groups >= 2 && (0.0..=1.0).contains(&g.accuracy), "{g:?}");
+    }
+    // The what-if of other bars, at the shipped bar, drops what the store dropped.
+    let (bar, at) = &cu.bars[0];
+    assert_eq!(*bar, db::insights::DISMISSED_LIKE);
+    let most = cu.dismissing.last().unwrap();
+    assert_eq!(
+        (at.dropped, at.kept.precision),
+        (most.dropped, most.kept.precision)
+    );
+    // A lower bar drops at least as much.
+    assert!(
+        cu.bars.windows(2).all(|w| w[1].1.dropped >= w[0].1.dropped),
+        "{:?}",
+        cu.bars
+    );
+    for d in &cu.dismissing {
+        assert!(d.dropped_feedback <= d.dropped && (0.0..=1.0).contains(&d.kept.f1));
+    }
     // The evaluation's users are gone afterwards.
     use sea_orm::{ConnectionTrait, Statement};
     let left = app
         .db
         .query_one_raw(Statement::from_string(
             sea_orm::DbBackend::Postgres,
-            "SELECT count(*) AS n FROM users WHERE email LIKE 'insights-eval-%'".to_owned(),
+            "SELECT count(*) AS n FROM users WHERE email LIKE 'insights-eval-%' OR email LIKE 'curation-eval-%'".to_owned(),
         ))
         .await
         .unwrap()
