@@ -712,11 +712,16 @@ pub async fn curation(
         last_quarter_requests: requests.len() - requests.len() * 3 / 4,
         ..Default::default()
     };
-    for (run, share) in shares.enumerate() {
+    // Each run is a team of its own, so neither stream's items or curations meet the other's.
+    let team = async |run: String| -> anyhow::Result<UserId> {
         let email = format!("curation-eval-{}-{run}@example.com", std::process::id());
-        let user = db::users::ensure(db, &email).await?;
+        Ok(db::users::ensure(db, &email).await?)
+    };
+    for (run, share) in shares.enumerate() {
+        let user = team(format!("channel-{run}")).await?;
         out.dismissing
             .push(dismissing(db, user, &stream, &passed, &vectors, joining, share).await?);
+        let user = team(format!("requests-{run}")).await?;
         out.moving.push(
             moving(
                 db,
@@ -729,14 +734,14 @@ pub async fn curation(
             )
             .await?,
         );
-        use sea_orm::ConnectionTrait;
-        db.execute_raw(sea_orm::Statement::from_sql_and_values(
-            sea_orm::DbBackend::Postgres,
-            "DELETE FROM users WHERE id = $1",
-            [user.0.into()],
-        ))
-        .await?;
     }
+    use sea_orm::ConnectionTrait;
+    db.execute_raw(sea_orm::Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        "DELETE FROM users WHERE email LIKE $1",
+        [format!("curation-eval-{}-%", std::process::id()).into()],
+    ))
+    .await?;
     Ok(out)
 }
 
@@ -760,16 +765,29 @@ fn dismissing_at(
             .iter()
             .any(|d| insights::classify::dot(&vectors[i], d) as f64 >= bar)
     };
-    let kept: Vec<bool> = (tail..n).map(|i| passed[i] && !like_dismissed(i)).collect();
-    let dropped: Vec<usize> = (tail..n)
-        .filter(|&i| passed[i] && !kept[i - tail])
+    let kept: Vec<bool> = (0..n)
+        .map(|i| i >= tail && passed[i] && !like_dismissed(i))
         .collect();
+    last_quarter(stream, passed, &kept, share, dismissed.len())
+}
+
+/// The team channel's last quarter scored: feedback among the messages `kept` as items, and
+/// those that passed tier 1 but were dropped.
+fn last_quarter(
+    stream: &[(String, bool)],
+    passed: &[bool],
+    kept: &[bool],
+    share: f64,
+    dismissed: usize,
+) -> Dismissing {
+    let (n, tail) = (stream.len(), stream.len() * 3 / 4);
+    let dropped: Vec<usize> = (tail..n).filter(|&i| passed[i] && !kept[i]).collect();
     let label = |b: bool| if b { "feedback" } else { "other" };
     let truth: Vec<&str> = stream[tail..].iter().map(|(_, f)| label(*f)).collect();
-    let predicted: Vec<&str> = kept.iter().map(|k| label(*k)).collect();
+    let predicted: Vec<&str> = kept[tail..].iter().map(|k| label(*k)).collect();
     Dismissing {
         share,
-        dismissed: dismissed.len(),
+        dismissed,
         kept: prf(&truth, &predicted, "feedback"),
         dropped: dropped.len(),
         dropped_feedback: dropped.iter().filter(|&&i| stream[i].1).count(),
@@ -787,7 +805,7 @@ async fn dismissing(
     share: f64,
 ) -> anyhow::Result<Dismissing> {
     let n = stream.len();
-    let (cut, tail) = ((n as f64 * share) as usize, n * 3 / 4);
+    let cut = (n as f64 * share) as usize;
     let mut documents: Vec<Option<uuid::Uuid>> = vec![None; n];
     let mut kept = vec![false; n];
     let mut dismissed = 0;
@@ -811,17 +829,7 @@ async fn dismissing(
             kept[i] = placed;
         }
     }
-    let label = |b: bool| if b { "feedback" } else { "other" };
-    let truth: Vec<&str> = stream[tail..].iter().map(|(_, f)| label(*f)).collect();
-    let predicted: Vec<&str> = kept[tail..].iter().map(|k| label(*k)).collect();
-    let dropped: Vec<usize> = (tail..n).filter(|&i| passed[i] && !kept[i]).collect();
-    Ok(Dismissing {
-        share,
-        dismissed,
-        kept: prf(&truth, &predicted, "feedback"),
-        dropped: dropped.len(),
-        dropped_feedback: dropped.iter().filter(|&&i| stream[i].1).count(),
-    })
+    Ok(last_quarter(stream, passed, &kept, share, dismissed))
 }
 
 /// One run of the requests (see `curation`), for `user`, who has no items yet.
