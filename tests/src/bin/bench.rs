@@ -872,13 +872,7 @@ async fn insights_section(env: &bench::Env, services: &mut Services) -> anyhow::
     let sweep = [0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75];
     let joining = configured_joining(env);
     let t = eval::themes(&env.db, &model, joining, 40, &sweep).await?;
-    let prf = |p: &eval::Prf| format!("P {:.2} R {:.2} F1 {:.2}", p.precision, p.recall, p.f1);
-    let g = |g: &eval::Grouping| {
-        format!(
-            "1:1 accuracy {:.2}, NMI {:.2}, ARI {:.2}, {} themes",
-            g.accuracy, g.nmi, g.ari, g.groups
-        )
-    };
+    let (prf, g) = (fmt_prf, fmt_grouping);
     let rows = vec![
         row(
             &format!(
@@ -1031,19 +1025,22 @@ async fn insights_section(env: &bench::Env, services: &mut Services) -> anyhow::
     ))
 }
 
+fn fmt_prf(p: &assistant_tests::insights_eval::Prf) -> String {
+    format!("P {:.2} R {:.2} F1 {:.2}", p.precision, p.recall, p.f1)
+}
+
+fn fmt_grouping(g: &assistant_tests::insights_eval::Grouping) -> String {
+    format!(
+        "1:1 accuracy {:.2}, NMI {:.2}, ARI {:.2}, {} themes",
+        g.accuracy, g.nmi, g.ari, g.groups
+    )
+}
+
 /// The team's own curations as labelled data, held out by time (`insights_eval::curation`):
 /// the last quarter of each stream with the first quarter, half and three quarters curated,
 /// beside no curation.
 fn curation_rows(c: &assistant_tests::insights_eval::Curation) -> Vec<[String; 4]> {
-    let prf = |p: &assistant_tests::insights_eval::Prf| {
-        format!("P {:.2} R {:.2} F1 {:.2}", p.precision, p.recall, p.f1)
-    };
-    let g = |g: &assistant_tests::insights_eval::Grouping| {
-        format!(
-            "1:1 accuracy {:.2}, NMI {:.2}, ARI {:.2}, {} themes",
-            g.accuracy, g.nmi, g.ari, g.groups
-        )
-    };
+    let (prf, g) = (fmt_prf, fmt_grouping);
     let mut rows = Vec::new();
     let (Some(none), Some(ungrouped)) = (c.dismissing.first(), c.moving.first()) else {
         return rows;
