@@ -145,14 +145,17 @@ async fn a_task_from_chat_waits_for_the_reply_and_resumes_once_even_when_the_rep
     )
     .await;
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    // The approval is recorded during the turn; the task waits once the turn has ended.
     eventually(
-        "the email waits for approval",
+        "the email waits for approval and the task with it",
         Duration::from_secs(20),
         || async {
             approvals(&app, &token)
                 .await
                 .iter()
                 .any(|a| a["tool"] == "send_email")
+                && get_json(&app, &token, "/api/tasks").await["tasks"][0]["state"]
+                    == "waiting_approval"
         },
     )
     .await;
